@@ -1,0 +1,211 @@
+//! Content-defined chunking: FastCDC (2020 variant) with a per-store gear seed, so chunk sizes do
+//! not fingerprint content across stores.
+
+use std::io::Read;
+
+use fastcdc::v2020::{self, Normalization, StreamCDC};
+
+use crate::error::{Error, Result};
+use crate::format::MAX_CHUNK_LEN;
+
+/// FastCDC sizes in bytes. All three must be even (fastcdc 5), `min < avg < max`, and within
+/// fastcdc's limits; `max` is at most 16 MiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkerParams {
+    /// Smallest chunk (except a track's last one).
+    pub min: u32,
+    /// Target average chunk.
+    pub avg: u32,
+    /// Largest chunk.
+    pub max: u32,
+}
+
+impl Default for ChunkerParams {
+    /// 16 / 64 / 256 KiB: tracks are 3-10 MB, so this gives 50-150 chunks a track, a small
+    /// index, and BLAKE3 batches large enough for its SIMD paths.
+    fn default() -> Self {
+        ChunkerParams {
+            min: 16 << 10,
+            avg: 64 << 10,
+            max: 256 << 10,
+        }
+    }
+}
+
+impl ChunkerParams {
+    /// Checks the sizes against fastcdc's and the store's limits.
+    pub fn validate(&self) -> Result<()> {
+        let (min, avg, max) = (self.min as usize, self.avg as usize, self.max as usize);
+        let ok = min % 2 == 0
+            && avg % 2 == 0
+            && max % 2 == 0
+            && (v2020::MINIMUM_MIN..=v2020::MINIMUM_MAX).contains(&min)
+            && (v2020::AVERAGE_MIN..=v2020::AVERAGE_MAX).contains(&avg)
+            && (v2020::MAXIMUM_MIN..=v2020::MAXIMUM_MAX).contains(&max)
+            && min < avg
+            && avg < max
+            && self.max <= MAX_CHUNK_LEN;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidOptions(format!(
+                "chunker sizes {min}/{avg}/{max}: need even sizes, min < avg < max, \
+                 min {}..={}, avg {}..={}, max {}..={}",
+                v2020::MINIMUM_MIN,
+                v2020::MINIMUM_MAX,
+                v2020::AVERAGE_MIN,
+                v2020::AVERAGE_MAX,
+                v2020::MAXIMUM_MIN,
+                MAX_CHUNK_LEN
+            )))
+        }
+    }
+
+    pub(crate) fn encode(&self) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        b[0..4].copy_from_slice(&self.min.to_le_bytes());
+        b[4..8].copy_from_slice(&self.avg.to_le_bytes());
+        b[8..12].copy_from_slice(&self.max.to_le_bytes());
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Result<ChunkerParams> {
+        if b.len() != 12 {
+            return Err(Error::corrupted("chunker parameters: bad length"));
+        }
+        let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let p = ChunkerParams {
+            min: word(0),
+            avg: word(4),
+            max: word(8),
+        };
+        p.validate()
+            .map_err(|_| Error::corrupted("chunker parameters out of range"))?;
+        Ok(p)
+    }
+}
+
+/// Cuts a stream into chunks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Chunker {
+    pub(crate) params: ChunkerParams,
+    pub(crate) seed: u64,
+}
+
+impl Chunker {
+    /// Iterates over the chunks of `source`, each as its plain bytes. A failing reader ends the
+    /// iteration with `Error::Upload`.
+    pub(crate) fn chunks<R: Read>(&self, source: R) -> Chunks<R> {
+        Chunks {
+            inner: StreamCDC::with_level_and_seed(
+                source,
+                self.params.min as usize,
+                self.params.avg as usize,
+                self.params.max as usize,
+                Normalization::Level1,
+                self.seed,
+            ),
+            read: 0,
+        }
+    }
+}
+
+pub(crate) struct Chunks<R: Read> {
+    inner: StreamCDC<R>,
+    read: u64,
+}
+
+impl<R: Read> Iterator for Chunks<R> {
+    type Item = Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.inner.next()? {
+            Ok(chunk) => {
+                self.read += chunk.length as u64;
+                Some(Ok(chunk.data))
+            }
+            Err(v2020::Error::IoError(source)) => Some(Err(Error::Upload {
+                read: self.read,
+                source,
+            })),
+            Err(other) => Some(Err(Error::Upload {
+                read: self.read,
+                source: std::io::Error::other(other.to_string()),
+            })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_validated() {
+        assert!(ChunkerParams::default().validate().is_ok());
+        for bad in [
+            ChunkerParams {
+                min: 16 << 10,
+                avg: 64 << 10,
+                max: (256 << 10) + 1,
+            },
+            ChunkerParams {
+                min: 64 << 10,
+                avg: 64 << 10,
+                max: 256 << 10,
+            },
+            ChunkerParams {
+                min: 16,
+                avg: 64 << 10,
+                max: 256 << 10,
+            },
+            ChunkerParams {
+                min: 16 << 10,
+                avg: 64 << 10,
+                max: 32 << 20,
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?} accepted");
+        }
+        let p = ChunkerParams::default();
+        assert_eq!(ChunkerParams::decode(&p.encode()).unwrap(), p);
+    }
+
+    #[test]
+    fn chunks_cover_the_input_and_respect_the_sizes() {
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let c = Chunker {
+            params: ChunkerParams::default(),
+            seed: 7,
+        };
+        let chunks: Vec<Vec<u8>> = c.chunks(&data[..]).collect::<Result<_>>().unwrap();
+        assert_eq!(chunks.concat(), data);
+        for ch in &chunks[..chunks.len() - 1] {
+            assert!(
+                ch.len() >= 16 << 10 && ch.len() <= 256 << 10,
+                "{}",
+                ch.len()
+            );
+        }
+    }
+
+    #[test]
+    fn the_seed_changes_cut_points() {
+        let data: Vec<u8> = (0..2_000_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+            .collect();
+        let lens = |seed| {
+            Chunker {
+                params: ChunkerParams::default(),
+                seed,
+            }
+            .chunks(&data[..])
+            .map(|c| c.unwrap().len())
+            .collect::<Vec<_>>()
+        };
+        assert_ne!(lens(1), lens(2));
+        assert_eq!(lens(1), lens(1));
+    }
+}

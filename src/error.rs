@@ -1,0 +1,208 @@
+//! Errors.
+//!
+//! Policy:
+//! - Bad input from the caller (ids, keys, options, ranges, a failing upload reader) has its own
+//!   variants; it never changes the store.
+//! - Corruption of stored bytes (`Corrupted`, `ChecksumMismatch`) is never reported as `Io`, and
+//!   corrupt bytes are never returned as data.
+//! - `Io` carries the operation and the path. A full disk is `DiskFull`, so a caller can tell it
+//!   apart and retry later; the store stays usable.
+//! - `Poisoned` means a durability step (fsync or metadata commit) failed in a way that leaves the
+//!   in-process state unknown; reopening the store recovers from disk.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::ids::{ChunkId, PackId};
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every error the engine returns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A user id was empty, too long, not UTF-8 or held a NUL or control character.
+    #[error("invalid user id: {0}")]
+    InvalidUserId(&'static str),
+    /// A track key was empty, too long, not UTF-8 or held a NUL or control character.
+    #[error("invalid track key: {0}")]
+    InvalidKey(&'static str),
+    /// The user has never stored anything here.
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+    /// The user has no track under this key.
+    #[error("user {user:?} has no track {key:?}")]
+    TrackNotFound {
+        /// The user.
+        user: String,
+        /// The key asked for.
+        key: String,
+    },
+    /// The options given to [`crate::Store::open`] are not usable.
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+    /// A byte range outside the track, or with start after end.
+    #[error("invalid range {start}..={end} for a track of {len} bytes")]
+    InvalidRange {
+        /// First byte asked for.
+        start: u64,
+        /// Last byte asked for (inclusive).
+        end: u64,
+        /// Track length.
+        len: u64,
+    },
+    /// The reader supplying an upload failed; nothing was committed.
+    #[error("upload reader failed after {read} bytes: {source}")]
+    Upload {
+        /// Bytes read before the failure.
+        read: u64,
+        /// The reader's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The directory exists, is not empty and is not a lockerstore store.
+    #[error("{0} is not a lockerstore store")]
+    NotAStore(PathBuf),
+    /// The store does not exist and `Options::create` is false.
+    #[error("no store at {0}")]
+    NoStore(PathBuf),
+    /// A file was written by a newer (or unknown) format version.
+    #[error("{path}: format version {found} is not supported (this build reads up to {supported})")]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found in it.
+        found: u32,
+        /// The newest version this build understands.
+        supported: u32,
+    },
+    /// Another process holds the store open.
+    #[error("store {0} is locked by another process")]
+    Locked(PathBuf),
+    /// The filesystem is full; the operation was rolled back and the store stays usable.
+    #[error("disk full while trying to {op} {path}")]
+    DiskFull {
+        /// What was being done.
+        op: &'static str,
+        /// On which file.
+        path: PathBuf,
+    },
+    /// An I/O error other than a full disk.
+    #[error("I/O error while trying to {op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A chunk's bytes do not hash to its id.
+    #[error(
+        "checksum mismatch in pack {pack} at offset {offset}: expected chunk {expected}, got {got}"
+    )]
+    ChecksumMismatch {
+        /// Pack holding the record.
+        pack: PackId,
+        /// Offset of the record in the pack.
+        offset: u64,
+        /// The id the metadata expects.
+        expected: ChunkId,
+        /// The BLAKE3 of the bytes found.
+        got: ChunkId,
+    },
+    /// Stored bytes are damaged or inconsistent (a record header, a metadata value, a missing
+    /// pack, a track whose bytes do not hash to its fingerprint).
+    #[error("corrupted store: {what}{}", location.as_ref().map(|(p, o)| format!(" (pack {p}, offset {o})")).unwrap_or_default())]
+    Corrupted {
+        /// What is wrong.
+        what: String,
+        /// Pack and offset, when the damage is in a pack.
+        location: Option<(PackId, u64)>,
+    },
+    /// An earlier durability failure left the in-process state unknown; reopen the store.
+    #[error("store is poisoned by an earlier failure; reopen it: {0}")]
+    Poisoned(String),
+    /// The metadata database failed in a way that is not corruption or plain I/O.
+    #[error("metadata database error: {0}")]
+    Metadata(String),
+}
+
+impl Error {
+    /// Wraps an OS error with what was being done and where; a full disk becomes `DiskFull`.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        let path = path.into();
+        if source.kind() == io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
+            Error::DiskFull { op, path }
+        } else {
+            Error::Io { op, path, source }
+        }
+    }
+
+    pub(crate) fn corrupted(what: impl Into<String>) -> Error {
+        Error::Corrupted {
+            what: what.into(),
+            location: None,
+        }
+    }
+
+    pub(crate) fn corrupted_at(what: impl Into<String>, pack: PackId, offset: u64) -> Error {
+        Error::Corrupted {
+            what: what.into(),
+            location: Some((pack, offset)),
+        }
+    }
+
+    /// True for errors that mean stored bytes are damaged.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            Error::Corrupted { .. } | Error::ChecksumMismatch { .. }
+        )
+    }
+
+    /// True for errors caused by the caller's input; the store was not changed.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidUserId(_)
+                | Error::InvalidKey(_)
+                | Error::UnknownUser(_)
+                | Error::TrackNotFound { .. }
+                | Error::InvalidOptions(_)
+                | Error::InvalidRange { .. }
+                | Error::Upload { .. }
+        )
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Error {
+                Error::from(redb::Error::from(e))
+            }
+        }
+    )*};
+}
+
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+impl From<redb::Error> for Error {
+    fn from(e: redb::Error) -> Error {
+        match e {
+            redb::Error::Corrupted(what) => Error::corrupted(format!("metadata: {what}")),
+            redb::Error::Io(source) => Error::io("access", "meta.redb", source),
+            redb::Error::PreviousIo => Error::Poisoned("an earlier metadata write failed".into()),
+            other => Error::Metadata(other.to_string()),
+        }
+    }
+}

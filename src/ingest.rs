@@ -1,0 +1,235 @@
+//! Ingest: reader -> FastCDC -> BLAKE3 -> dedup lookup -> compress-or-keep-raw -> pack -> fsync ->
+//! one metadata commit.
+//!
+//! Protocol (docs/DESIGN.md analyses a crash at each step):
+//! 1. the user gets a number (its own small commit, once per user);
+//! 2. chunks new to the track's copy domain are appended to packs this ingest holds exclusively;
+//! 3. every pack it appended to is fsynced;
+//! 4. one metadata transaction inserts the new chunk entries, adds the references, drops the
+//!    references of a replaced track, records the packs' new committed lengths and updates the
+//!    counters, and commits durably. Only then does `put` return `Ok`.
+//!
+//! If anything fails before the commit, the appended tails are cut off again and nothing is visible.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::compress;
+use crate::error::{Error, Result};
+use crate::format::{ChunkEntry, ChunkRef, RecordHeader, TrackRecord, UserRow};
+use crate::ids::{ChunkId, Domain, Fingerprint, TrackKey, UserId, UserNo};
+use crate::meta::{counter_keys as ck, write_with};
+use crate::packs::ActivePack;
+use crate::refs::{Accounting, PackDelta, add_ref, drop_refs, insert_entry};
+use crate::store::{PutOutcome, Store};
+
+/// Packs held by one ingest.
+struct Held {
+    current: Option<ActivePack>,
+    full: Vec<ActivePack>,
+}
+
+impl Held {
+    fn all(self) -> impl Iterator<Item = ActivePack> {
+        self.full.into_iter().chain(self.current)
+    }
+}
+
+impl Store {
+    /// Stores the bytes of `reader` as `user`'s track `key`, replacing any track under that key
+    /// atomically. Streams: memory use does not depend on the track's size. Returns once the
+    /// track is durable; if it returns an error, nothing of it is visible, before or after a crash.
+    pub fn put(&self, user: &UserId, key: &TrackKey, reader: impl Read) -> Result<PutOutcome> {
+        let user_no = self.ensure_user(user)?;
+        let domain = self.inner.mode().domain_for(user_no);
+        let mut held = Held {
+            current: None,
+            full: Vec::new(),
+        };
+        let result = self.put_inner(user, user_no, key, domain, reader, &mut held);
+        let packs = &self.inner.packs;
+        match result {
+            Ok(outcome) => {
+                for p in held.all() {
+                    packs.committed(p);
+                }
+                Ok(outcome)
+            }
+            Err(e) => {
+                for p in held.all() {
+                    packs.abandon(p);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn put_inner(
+        &self,
+        user: &UserId,
+        user_no: UserNo,
+        key: &TrackKey,
+        domain: Domain,
+        reader: impl Read,
+        held: &mut Held,
+    ) -> Result<PutOutcome> {
+        let inner = &self.inner;
+        let snap = inner.meta.read()?;
+        let mut hasher = blake3::Hasher::new();
+        let mut refs: Vec<ChunkRef> = Vec::new();
+        let mut len = 0u64;
+        // Chunks this ingest wrote, and chunks it found already stored in the domain.
+        let mut written: HashMap<ChunkId, ChunkEntry> = HashMap::new();
+        let mut existing: HashSet<ChunkId> = HashSet::new();
+        let mut new_bytes = 0u64;
+        for chunk in inner.chunker.chunks(reader) {
+            let plain = chunk?;
+            hasher.update(&plain);
+            len += plain.len() as u64;
+            let id = ChunkId::from(blake3::hash(&plain));
+            refs.push(ChunkRef {
+                id,
+                len: plain.len() as u32,
+            });
+            if written.contains_key(&id) || existing.contains(&id) {
+                continue;
+            }
+            if snap.chunk(domain, &id)?.is_some() {
+                existing.insert(id);
+                continue;
+            }
+            let (codec, stored) = compress::encode(&plain, inner.compression_level);
+            let header = RecordHeader {
+                codec,
+                domain,
+                id,
+                plain_len: plain.len() as u32,
+                stored_len: stored.len() as u32,
+            };
+            let pack = match &mut held.current {
+                Some(p) => p,
+                None => held.current.insert(inner.packs.take()?),
+            };
+            let offset = inner.packs.append(pack, &header, &stored)?;
+            written.insert(
+                id,
+                ChunkEntry {
+                    pack: pack.id,
+                    offset,
+                    stored_len: header.stored_len,
+                    plain_len: header.plain_len,
+                    codec,
+                    refcount: 0,
+                },
+            );
+            new_bytes += plain.len() as u64;
+            if inner.packs.is_full(pack) {
+                held.full.extend(held.current.take());
+            }
+        }
+        drop(snap);
+        for p in held.full.iter().chain(held.current.iter()) {
+            if p.touched {
+                inner.packs.sync(p)?;
+            }
+        }
+        let track = TrackRecord {
+            domain,
+            len,
+            fingerprint: Fingerprint::from(hasher.finalize()),
+            stored_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            chunks: refs,
+        };
+        let mut pack_deltas: HashMap<_, PackDelta> = HashMap::new();
+        for p in held.full.iter().chain(held.current.iter()) {
+            if p.touched {
+                pack_deltas.insert(
+                    p.id,
+                    PackDelta {
+                        dead_bytes: 0,
+                        committed_len: Some(p.len),
+                        sealed: inner.packs.is_full(p),
+                    },
+                );
+            }
+        }
+        let replaced = write_with(inner.meta.as_ref(), |w| {
+            let mut acc = Accounting {
+                packs: pack_deltas.clone(),
+                ..Accounting::default()
+            };
+            // New records: insert, unless an identical record was committed meanwhile by a
+            // concurrent ingest, in which case ours is an orphan and theirs is used.
+            for (id, entry) in &written {
+                if w.chunk(domain, id)?.is_some() {
+                    acc.orphan_record(entry.pack, entry.record_len());
+                } else {
+                    insert_entry(w, domain, id, *entry, &mut acc)?;
+                }
+            }
+            for c in &track.chunks {
+                add_ref(w, domain, &c.id, &mut acc)?;
+            }
+            let mut row = w
+                .user(user.as_str())?
+                .ok_or_else(|| Error::corrupted("user row vanished during a put"))?;
+            let old = w.track(user_no, key.as_str())?;
+            if let Some(old) = &old {
+                drop_refs(w, old, &mut acc)?;
+                row.logical_bytes -= old.len;
+                acc.logical_bytes -= old.len as i64;
+            } else {
+                row.tracks += 1;
+                acc.tracks += 1;
+                if row.tracks == 1 {
+                    acc.users += 1;
+                }
+            }
+            row.logical_bytes += track.len;
+            acc.logical_bytes += track.len as i64;
+            w.put_track(user_no, key.as_str(), &track)?;
+            w.put_user(user.as_str(), &row)?;
+            acc.apply(w)?;
+            Ok(old.is_some())
+        })?;
+        Ok(PutOutcome {
+            len: track.len,
+            fingerprint: track.fingerprint,
+            chunks: track.chunks.len() as u64,
+            new_chunks: written.len() as u64,
+            new_bytes,
+            replaced,
+        })
+    }
+
+    /// The user's number, given on first sight in a commit of its own.
+    fn ensure_user(&self, user: &UserId) -> Result<UserNo> {
+        if let Some(row) = self.inner.meta.read()?.user(user.as_str())? {
+            return Ok(UserNo(row.no));
+        }
+        write_with(self.inner.meta.as_ref(), |w| {
+            if let Some(row) = w.user(user.as_str())? {
+                return Ok(UserNo(row.no));
+            }
+            let no = w.counter(ck::NEXT_USER_NO)?;
+            if no == 0 || no >= 1 << 56 {
+                return Err(Error::corrupted("user number counter out of range"));
+            }
+            w.set_counter(ck::NEXT_USER_NO, no + 1)?;
+            w.put_user(
+                user.as_str(),
+                &UserRow {
+                    no,
+                    logical_bytes: 0,
+                    tracks: 0,
+                },
+            )?;
+            w.put_user_name(UserNo(no), user.as_str())?;
+            Ok(UserNo(no))
+        })
+    }
+}

@@ -1,0 +1,73 @@
+//! # lockerstore
+//!
+//! An embeddable, deduplicating, content-addressed storage engine for music-locker services.
+//!
+//! Every uploaded track is cut into chunks by FastCDC, each chunk is named by its BLAKE3 hash and
+//! stored once per *copy domain* in append-only pack files; metadata lives in redb. A license
+//! flag decides the domain: in [`LicenseMode::PerUserCopy`] every user's chunks are their own
+//! physical copies (dedup only inside one locker); in [`LicenseMode::SingleMaster`] identical
+//! content is stored once for everybody. Every read is verified against the chunk ids and the
+//! track fingerprint; every acknowledged write survives a crash.
+//!
+//! ```
+//! use std::io::{Read, Seek, SeekFrom};
+//! use lockerstore::{LicenseMode, Options, Store, TrackKey, UserId};
+//!
+//! # fn main() -> lockerstore::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = Store::open(dir.path(), Options { mode: LicenseMode::SingleMaster, ..Options::default() })?;
+//! let alice = UserId::new("alice")?;
+//! let key = TrackKey::new("Artist/Album/01 Song.mp3")?;
+//! let song: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+//!
+//! let put = store.put(&alice, &key, &song[..])?;
+//! assert_eq!(put.len, song.len() as u64);
+//!
+//! let mut reader = store.open_track(&alice, &key)?;
+//! reader.seek(SeekFrom::Start(500_000)).unwrap();
+//! let mut buf = [0u8; 16];
+//! reader.read_exact(&mut buf).unwrap();
+//! assert_eq!(&buf[..], &song[500_000..500_016]);
+//!
+//! let stats = store.stats()?;
+//! assert_eq!(stats.tracks, 1);
+//! assert!(store.verify()?.is_ok());
+//! # Ok(()) }
+//! ```
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod chunker;
+mod compress;
+pub mod corpus;
+mod error;
+mod format;
+mod ids;
+mod ingest;
+pub mod io;
+mod meta;
+mod packs;
+mod reader;
+mod refs;
+mod store;
+mod verify;
+
+pub use chunker::ChunkerParams;
+pub use error::{Error, Result};
+pub use ids::{
+    ChunkId, Domain, Fingerprint, LicenseMode, MAX_KEY_LEN, MAX_USER_ID_LEN, PackId, TrackKey,
+    UserId, UserNo,
+};
+pub use packs::RecoveryReport;
+pub use reader::TrackReader;
+pub use store::{Options, PutOutcome, Stats, Store, TrackInfo, UserStats};
+pub use verify::VerifyReport;
+
+/// Byte-level parsers of stored formats, exposed for the fuzz targets. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::format::{
+        ChunkEntry, PackHeader, PackRow, RecordHeader, StoreFile, TrackRecord,
+    };
+}

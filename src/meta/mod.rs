@@ -1,0 +1,100 @@
+//! The metadata seam: the typed tables the engine keeps, behind a small trait, and their redb
+//! implementation. All changes of one operation happen in one `write` call, which commits
+//! atomically and durably or not at all.
+
+mod redb_meta;
+
+pub(crate) use redb_meta::RedbMeta;
+
+use crate::error::Result;
+use crate::format::{ChunkEntry, PackRow, TrackRecord, UserRow};
+use crate::ids::{ChunkId, Domain, PackId, UserNo};
+
+/// Keys of the `state` table (small values, written rarely).
+pub(crate) mod state_keys {
+    /// u32 LE: metadata schema version (= STORE_FORMAT_VERSION).
+    pub const FORMAT: &str = "format";
+    /// u8: the license mode.
+    pub const MODE: &str = "mode";
+    /// u64 LE: the per-store FastCDC gear seed.
+    pub const SEED: &str = "chunker_seed";
+    /// 3 x u32 LE: FastCDC min, avg, max chunk sizes.
+    pub const CHUNKER: &str = "chunker_sizes";
+}
+
+/// Keys of the `counters` table: store-wide totals kept exact by every commit.
+pub(crate) mod counter_keys {
+    pub const NEXT_USER_NO: &str = "next_user_no";
+    pub const LOGICAL_BYTES: &str = "logical_bytes";
+    pub const TRACKS: &str = "tracks";
+    pub const USERS: &str = "users_with_tracks";
+    pub const LIVE_BYTES: &str = "live_bytes";
+    pub const LIVE_CHUNKS: &str = "live_chunks";
+    pub const GARBAGE_BYTES: &str = "garbage_bytes";
+    pub const GARBAGE_CHUNKS: &str = "garbage_chunks";
+}
+
+/// Reads within one consistent snapshot.
+pub(crate) trait MetaRead {
+    fn state(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    fn counter(&self, key: &str) -> Result<u64>;
+    fn user(&self, id: &str) -> Result<Option<UserRow>>;
+    fn user_name(&self, no: UserNo) -> Result<Option<String>>;
+    fn users(&self) -> Result<Vec<(String, UserRow)>>;
+    fn track(&self, user: UserNo, key: &str) -> Result<Option<TrackRecord>>;
+    fn tracks_of(&self, user: UserNo) -> Result<Vec<(String, TrackRecord)>>;
+    fn for_each_track(
+        &self,
+        f: &mut dyn FnMut(UserNo, &str, TrackRecord) -> Result<()>,
+    ) -> Result<()>;
+    fn chunk(&self, domain: Domain, id: &ChunkId) -> Result<Option<ChunkEntry>>;
+    fn for_each_chunk(
+        &self,
+        f: &mut dyn FnMut(Domain, ChunkId, ChunkEntry) -> Result<()>,
+    ) -> Result<()>;
+    fn pack(&self, id: PackId) -> Result<Option<PackRow>>;
+    fn packs(&self) -> Result<Vec<(PackId, PackRow)>>;
+}
+
+/// Changes inside one atomic commit.
+pub(crate) trait MetaWrite: MetaRead {
+    fn set_state(&mut self, key: &str, value: &[u8]) -> Result<()>;
+    fn set_counter(&mut self, key: &str, value: u64) -> Result<()>;
+    fn put_user(&mut self, id: &str, row: &UserRow) -> Result<()>;
+    fn put_user_name(&mut self, no: UserNo, id: &str) -> Result<()>;
+    fn put_track(&mut self, user: UserNo, key: &str, track: &TrackRecord) -> Result<()>;
+    fn remove_track(&mut self, user: UserNo, key: &str) -> Result<()>;
+    fn put_chunk(&mut self, domain: Domain, id: &ChunkId, entry: &ChunkEntry) -> Result<()>;
+    fn put_pack(&mut self, id: PackId, row: &PackRow) -> Result<()>;
+
+    /// Adds `delta` (which may be negative) to a counter; an underflow is corruption.
+    fn add_counter(&mut self, key: &str, delta: i64) -> Result<()> {
+        let v = self.counter(key)?;
+        let new = v.checked_add_signed(delta).ok_or_else(|| {
+            crate::error::Error::corrupted(format!("counter {key} would underflow"))
+        })?;
+        self.set_counter(key, new)
+    }
+}
+
+/// A metadata store.
+pub(crate) trait MetaStore: Send + Sync + std::fmt::Debug {
+    /// A read-only snapshot.
+    fn read(&self) -> Result<Box<dyn MetaRead>>;
+    /// Runs `f` in a write transaction and commits it durably if `f` returns `Ok`; on `Err` nothing
+    /// is changed. Write transactions are serialised.
+    fn write(&self, f: &mut dyn FnMut(&mut dyn MetaWrite) -> Result<()>) -> Result<()>;
+}
+
+/// Runs `f` in a write transaction and returns its value.
+pub(crate) fn write_with<R>(
+    meta: &dyn MetaStore,
+    mut f: impl FnMut(&mut dyn MetaWrite) -> Result<R>,
+) -> Result<R> {
+    let mut out = None;
+    meta.write(&mut |w| {
+        out = Some(f(w)?);
+        Ok(())
+    })?;
+    Ok(out.expect("write succeeded, so the closure ran"))
+}

@@ -1,0 +1,382 @@
+//! redb implementation of the metadata tables.
+
+use std::cell::OnceCell;
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{
+    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, Table,
+    TableDefinition, WriteTransaction,
+};
+
+use super::{MetaRead, MetaStore, MetaWrite};
+use crate::error::{Error, Result};
+use crate::format::{
+    CHUNK_ENTRY_LEN, ChunkEntry, PACK_ROW_LEN, PackRow, TrackRecord, USER_ROW_LEN, UserRow,
+};
+use crate::ids::{ChunkId, Domain, PackId, UserNo};
+use crate::io::{RedbBackend, Vfs};
+
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const USERS: TableDefinition<&str, [u8; USER_ROW_LEN]> = TableDefinition::new("users");
+const USER_NAMES: TableDefinition<u64, &str> = TableDefinition::new("user_names");
+const TRACKS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("tracks");
+const CHUNKS: TableDefinition<(u64, [u8; 32]), [u8; CHUNK_ENTRY_LEN]> =
+    TableDefinition::new("chunks");
+type ChunkTable = ReadOnlyTable<(u64, [u8; 32]), [u8; CHUNK_ENTRY_LEN]>;
+
+const PACKS: TableDefinition<u64, [u8; PACK_ROW_LEN]> = TableDefinition::new("packs");
+
+/// Metadata in one redb file, reached through the I/O seam.
+#[derive(Debug)]
+pub(crate) struct RedbMeta {
+    db: Arc<Database>,
+}
+
+impl RedbMeta {
+    /// Opens (or creates) the database file and makes sure every table exists.
+    pub(crate) fn open(vfs: &dyn Vfs, path: &Path, create: bool) -> Result<RedbMeta> {
+        let file = vfs
+            .open_rw(path, create)
+            .map_err(|e| Error::io("open", path, e))?;
+        let backend = RedbBackend { file };
+        let db = Database::builder()
+            .set_cache_size(64 << 20)
+            .create_with_backend(backend)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(STATE)?;
+            txn.open_table(COUNTERS)?;
+            txn.open_table(USERS)?;
+            txn.open_table(USER_NAMES)?;
+            txn.open_table(TRACKS)?;
+            txn.open_table(CHUNKS)?;
+            txn.open_table(PACKS)?;
+        }
+        txn.commit()?;
+        Ok(RedbMeta { db: Arc::new(db) })
+    }
+}
+
+impl MetaStore for RedbMeta {
+    fn read(&self) -> Result<Box<dyn MetaRead>> {
+        Ok(Box::new(RedbRead {
+            txn: self.db.begin_read()?,
+            chunks: OnceCell::new(),
+            tracks: OnceCell::new(),
+        }))
+    }
+
+    fn write(&self, f: &mut dyn FnMut(&mut dyn MetaWrite) -> Result<()>) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| Error::Metadata(e.to_string()))?;
+        let outcome = {
+            let mut w = RedbWrite::new(&txn)?;
+            f(&mut w)
+        };
+        match outcome {
+            Ok(()) => {
+                txn.commit()?;
+                Ok(())
+            }
+            Err(e) => {
+                txn.abort()?;
+                Err(e)
+            }
+        }
+    }
+}
+
+fn decode_chunk_key(k: (u64, [u8; 32])) -> Result<(Domain, ChunkId)> {
+    let d = Domain::from_u64(k.0).ok_or_else(|| Error::corrupted("chunk key: unknown domain"))?;
+    Ok((d, ChunkId(k.1)))
+}
+
+// The read side is shared by snapshots and write transactions through these helpers.
+fn get_state(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<Vec<u8>>> {
+    Ok(t.get(key)?.map(|v| v.value().to_vec()))
+}
+
+fn get_counter(t: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64> {
+    Ok(t.get(key)?.map(|v| v.value()).unwrap_or(0))
+}
+
+fn get_user(
+    t: &impl ReadableTable<&'static str, [u8; USER_ROW_LEN]>,
+    id: &str,
+) -> Result<Option<UserRow>> {
+    Ok(t.get(id)?.map(|v| UserRow::decode(&v.value())))
+}
+
+fn all_users(
+    t: &impl ReadableTable<&'static str, [u8; USER_ROW_LEN]>,
+) -> Result<Vec<(String, UserRow)>> {
+    let mut out = Vec::new();
+    for item in t.iter()? {
+        let (k, v) = item?;
+        out.push((k.value().to_owned(), UserRow::decode(&v.value())));
+    }
+    Ok(out)
+}
+
+fn get_track(
+    t: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
+    user: UserNo,
+    key: &str,
+) -> Result<Option<TrackRecord>> {
+    match t.get((user.0, key))? {
+        Some(v) => Ok(Some(TrackRecord::decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn tracks_of(
+    t: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
+    user: UserNo,
+) -> Result<Vec<(String, TrackRecord)>> {
+    let mut out = Vec::new();
+    for item in t.range((user.0, "")..(user.0 + 1, ""))? {
+        let (k, v) = item?;
+        out.push((k.value().1.to_owned(), TrackRecord::decode(v.value())?));
+    }
+    Ok(out)
+}
+
+fn each_track(
+    t: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
+    f: &mut dyn FnMut(UserNo, &str, TrackRecord) -> Result<()>,
+) -> Result<()> {
+    for item in t.iter()? {
+        let (k, v) = item?;
+        let (no, key) = k.value();
+        f(UserNo(no), key, TrackRecord::decode(v.value())?)?;
+    }
+    Ok(())
+}
+
+fn get_chunk(
+    t: &impl ReadableTable<(u64, [u8; 32]), [u8; CHUNK_ENTRY_LEN]>,
+    domain: Domain,
+    id: &ChunkId,
+) -> Result<Option<ChunkEntry>> {
+    match t.get((domain.to_u64(), id.0))? {
+        Some(v) => Ok(Some(ChunkEntry::decode(&v.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn each_chunk(
+    t: &impl ReadableTable<(u64, [u8; 32]), [u8; CHUNK_ENTRY_LEN]>,
+    f: &mut dyn FnMut(Domain, ChunkId, ChunkEntry) -> Result<()>,
+) -> Result<()> {
+    for item in t.iter()? {
+        let (k, v) = item?;
+        let (d, id) = decode_chunk_key(k.value())?;
+        f(d, id, ChunkEntry::decode(&v.value())?)?;
+    }
+    Ok(())
+}
+
+fn get_pack(
+    t: &impl ReadableTable<u64, [u8; PACK_ROW_LEN]>,
+    id: PackId,
+) -> Result<Option<PackRow>> {
+    match t.get(id.0)? {
+        Some(v) => Ok(Some(PackRow::decode(&v.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn all_packs(t: &impl ReadableTable<u64, [u8; PACK_ROW_LEN]>) -> Result<Vec<(PackId, PackRow)>> {
+    let mut out = Vec::new();
+    for item in t.iter()? {
+        let (k, v) = item?;
+        out.push((PackId(k.value()), PackRow::decode(&v.value())?));
+    }
+    Ok(out)
+}
+
+struct RedbRead {
+    txn: ReadTransaction,
+    // The two tables hot reads touch are opened once per snapshot.
+    chunks: OnceCell<ChunkTable>,
+    tracks: OnceCell<ReadOnlyTable<(u64, &'static str), &'static [u8]>>,
+}
+
+impl RedbRead {
+    fn chunks(&self) -> Result<&ChunkTable> {
+        if self.chunks.get().is_none() {
+            let t = self.txn.open_table(CHUNKS)?;
+            let _ = self.chunks.set(t);
+        }
+        Ok(self.chunks.get().expect("just set"))
+    }
+
+    fn tracks(&self) -> Result<&ReadOnlyTable<(u64, &'static str), &'static [u8]>> {
+        if self.tracks.get().is_none() {
+            let t = self.txn.open_table(TRACKS)?;
+            let _ = self.tracks.set(t);
+        }
+        Ok(self.tracks.get().expect("just set"))
+    }
+}
+
+impl MetaRead for RedbRead {
+    fn state(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        get_state(&self.txn.open_table(STATE)?, key)
+    }
+    fn counter(&self, key: &str) -> Result<u64> {
+        get_counter(&self.txn.open_table(COUNTERS)?, key)
+    }
+    fn user(&self, id: &str) -> Result<Option<UserRow>> {
+        get_user(&self.txn.open_table(USERS)?, id)
+    }
+    fn user_name(&self, no: UserNo) -> Result<Option<String>> {
+        Ok(self
+            .txn
+            .open_table(USER_NAMES)?
+            .get(no.0)?
+            .map(|v| v.value().to_owned()))
+    }
+    fn users(&self) -> Result<Vec<(String, UserRow)>> {
+        all_users(&self.txn.open_table(USERS)?)
+    }
+    fn track(&self, user: UserNo, key: &str) -> Result<Option<TrackRecord>> {
+        get_track(self.tracks()?, user, key)
+    }
+    fn tracks_of(&self, user: UserNo) -> Result<Vec<(String, TrackRecord)>> {
+        tracks_of(self.tracks()?, user)
+    }
+    fn for_each_track(
+        &self,
+        f: &mut dyn FnMut(UserNo, &str, TrackRecord) -> Result<()>,
+    ) -> Result<()> {
+        each_track(self.tracks()?, f)
+    }
+    fn chunk(&self, domain: Domain, id: &ChunkId) -> Result<Option<ChunkEntry>> {
+        get_chunk(self.chunks()?, domain, id)
+    }
+    fn for_each_chunk(
+        &self,
+        f: &mut dyn FnMut(Domain, ChunkId, ChunkEntry) -> Result<()>,
+    ) -> Result<()> {
+        each_chunk(self.chunks()?, f)
+    }
+    fn pack(&self, id: PackId) -> Result<Option<PackRow>> {
+        get_pack(&self.txn.open_table(PACKS)?, id)
+    }
+    fn packs(&self) -> Result<Vec<(PackId, PackRow)>> {
+        all_packs(&self.txn.open_table(PACKS)?)
+    }
+}
+
+struct RedbWrite<'t> {
+    state: Table<'t, &'static str, &'static [u8]>,
+    counters: Table<'t, &'static str, u64>,
+    users: Table<'t, &'static str, [u8; USER_ROW_LEN]>,
+    user_names: Table<'t, u64, &'static str>,
+    tracks: Table<'t, (u64, &'static str), &'static [u8]>,
+    chunks: Table<'t, (u64, [u8; 32]), [u8; CHUNK_ENTRY_LEN]>,
+    packs: Table<'t, u64, [u8; PACK_ROW_LEN]>,
+}
+
+impl<'t> RedbWrite<'t> {
+    fn new(txn: &'t WriteTransaction) -> Result<RedbWrite<'t>> {
+        Ok(RedbWrite {
+            state: txn.open_table(STATE)?,
+            counters: txn.open_table(COUNTERS)?,
+            users: txn.open_table(USERS)?,
+            user_names: txn.open_table(USER_NAMES)?,
+            tracks: txn.open_table(TRACKS)?,
+            chunks: txn.open_table(CHUNKS)?,
+            packs: txn.open_table(PACKS)?,
+        })
+    }
+}
+
+impl MetaRead for RedbWrite<'_> {
+    fn state(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        get_state(&self.state, key)
+    }
+    fn counter(&self, key: &str) -> Result<u64> {
+        get_counter(&self.counters, key)
+    }
+    fn user(&self, id: &str) -> Result<Option<UserRow>> {
+        get_user(&self.users, id)
+    }
+    fn user_name(&self, no: UserNo) -> Result<Option<String>> {
+        Ok(self.user_names.get(no.0)?.map(|v| v.value().to_owned()))
+    }
+    fn users(&self) -> Result<Vec<(String, UserRow)>> {
+        all_users(&self.users)
+    }
+    fn track(&self, user: UserNo, key: &str) -> Result<Option<TrackRecord>> {
+        get_track(&self.tracks, user, key)
+    }
+    fn tracks_of(&self, user: UserNo) -> Result<Vec<(String, TrackRecord)>> {
+        tracks_of(&self.tracks, user)
+    }
+    fn for_each_track(
+        &self,
+        f: &mut dyn FnMut(UserNo, &str, TrackRecord) -> Result<()>,
+    ) -> Result<()> {
+        each_track(&self.tracks, f)
+    }
+    fn chunk(&self, domain: Domain, id: &ChunkId) -> Result<Option<ChunkEntry>> {
+        get_chunk(&self.chunks, domain, id)
+    }
+    fn for_each_chunk(
+        &self,
+        f: &mut dyn FnMut(Domain, ChunkId, ChunkEntry) -> Result<()>,
+    ) -> Result<()> {
+        each_chunk(&self.chunks, f)
+    }
+    fn pack(&self, id: PackId) -> Result<Option<PackRow>> {
+        get_pack(&self.packs, id)
+    }
+    fn packs(&self) -> Result<Vec<(PackId, PackRow)>> {
+        all_packs(&self.packs)
+    }
+}
+
+impl MetaWrite for RedbWrite<'_> {
+    fn set_state(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        self.state.insert(key, value)?;
+        Ok(())
+    }
+    fn set_counter(&mut self, key: &str, value: u64) -> Result<()> {
+        self.counters.insert(key, value)?;
+        Ok(())
+    }
+    fn put_user(&mut self, id: &str, row: &UserRow) -> Result<()> {
+        self.users.insert(id, row.encode())?;
+        Ok(())
+    }
+    fn put_user_name(&mut self, no: UserNo, id: &str) -> Result<()> {
+        self.user_names.insert(no.0, id)?;
+        Ok(())
+    }
+    fn put_track(&mut self, user: UserNo, key: &str, track: &TrackRecord) -> Result<()> {
+        self.tracks
+            .insert((user.0, key), track.encode().as_slice())?;
+        Ok(())
+    }
+    fn remove_track(&mut self, user: UserNo, key: &str) -> Result<()> {
+        self.tracks.remove((user.0, key))?;
+        Ok(())
+    }
+    fn put_chunk(&mut self, domain: Domain, id: &ChunkId, entry: &ChunkEntry) -> Result<()> {
+        self.chunks
+            .insert((domain.to_u64(), id.0), entry.encode())?;
+        Ok(())
+    }
+    fn put_pack(&mut self, id: PackId, row: &PackRow) -> Result<()> {
+        self.packs.insert(id.0, row.encode())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,274 @@
+//! Pack files: append-only files of self-describing chunk records.
+//!
+//! An ingest takes an *active* pack for its exclusive use, appends records, syncs it, and hands it
+//! back after its metadata commit. So every pack has at most one writer, and the bytes past a
+//! pack's committed length belong to the one ingest in flight on it (or to a crashed one, and are
+//! cut off on open). A pack that reaches the size limit is sealed and never written again.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    PACK_HEADER_LEN, PackHeader, PackRow, RecordHeader, pack_name, parse_pack_name,
+};
+use crate::ids::PackId;
+use crate::io::{Mapped, Vfs, VfsFile};
+
+/// A pack open for appending, owned by one ingest at a time.
+#[derive(Debug)]
+pub(crate) struct ActivePack {
+    pub(crate) id: PackId,
+    file: Arc<dyn VfsFile>,
+    /// Bytes written so far.
+    pub(crate) len: u64,
+    /// Bytes covered by committed metadata.
+    pub(crate) committed_len: u64,
+    /// Whether the metadata has a row for this pack yet.
+    pub(crate) registered: bool,
+    /// Whether this ingest appended to it (so it must be synced and committed).
+    pub(crate) touched: bool,
+}
+
+/// What recovery did on open.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Pack files no committed metadata refers to, removed.
+    pub removed_packs: u64,
+    /// Packs whose uncommitted tail was cut off.
+    pub truncated_packs: u64,
+    /// Bytes cut off those tails.
+    pub truncated_bytes: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Packs {
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    store_tag: u64,
+    size_limit: u64,
+    next_id: AtomicU64,
+    idle: Mutex<Vec<ActivePack>>,
+    maps: RwLock<HashMap<PackId, Arc<dyn Mapped>>>,
+}
+
+impl Packs {
+    /// Brings the pack directory in line with the committed metadata: removes packs the metadata
+    /// does not know (created by an ingest that never committed), cuts uncommitted tails, and
+    /// collects the unsealed packs for reuse.
+    pub(crate) fn open(
+        vfs: Arc<dyn Vfs>,
+        dir: PathBuf,
+        store_tag: u64,
+        size_limit: u64,
+        rows: &[(PackId, PackRow)],
+    ) -> Result<(Packs, RecoveryReport)> {
+        let mut report = RecoveryReport::default();
+        let rows: HashMap<PackId, PackRow> = rows.iter().copied().collect();
+        let names = vfs.list_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
+        let mut max_id = rows.keys().map(|p| p.0).max().unwrap_or(0);
+        let mut idle = Vec::new();
+        let mut removed_any = false;
+        for name in names {
+            let path = dir.join(&name);
+            let Some(id) = parse_pack_name(&name) else {
+                continue;
+            };
+            max_id = max_id.max(id.0);
+            let Some(row) = rows.get(&id) else {
+                vfs.remove_file(&path)
+                    .map_err(|e| Error::io("remove", &path, e))?;
+                report.removed_packs += 1;
+                removed_any = true;
+                continue;
+            };
+            let file = vfs
+                .open_rw(&path, false)
+                .map_err(|e| Error::io("open", &path, e))?;
+            let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+            if len > row.committed_len {
+                file.set_len(row.committed_len)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| Error::io("truncate", &path, e))?;
+                report.truncated_packs += 1;
+                report.truncated_bytes += len - row.committed_len;
+            }
+            // A pack shorter than its committed length is damage; verify reports it and reads of
+            // the records past its end fail. It takes no new records.
+            if !row.sealed && len >= row.committed_len {
+                idle.push(ActivePack {
+                    id,
+                    file,
+                    len: row.committed_len,
+                    committed_len: row.committed_len,
+                    registered: true,
+                    touched: false,
+                });
+            }
+        }
+        if removed_any {
+            vfs.sync_dir(&dir).map_err(|e| Error::io("sync", &dir, e))?;
+        }
+        Ok((
+            Packs {
+                vfs,
+                dir,
+                store_tag,
+                size_limit,
+                next_id: AtomicU64::new(max_id + 1),
+                idle: Mutex::new(idle),
+                maps: RwLock::new(HashMap::new()),
+            },
+            report,
+        ))
+    }
+
+    pub(crate) fn path(&self, id: PackId) -> PathBuf {
+        self.dir.join(pack_name(id))
+    }
+
+    /// Takes an idle active pack, or creates a new one.
+    pub(crate) fn take(&self) -> Result<ActivePack> {
+        if let Some(p) = self.idle.lock().expect("pack pool lock").pop() {
+            return Ok(p);
+        }
+        self.create()
+    }
+
+    fn create(&self) -> Result<ActivePack> {
+        let id = PackId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let path = self.path(id);
+        let file = self
+            .vfs
+            .create_new(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
+        let header = PackHeader {
+            pack: id,
+            store_tag: self.store_tag,
+        }
+        .encode();
+        let written = file
+            .write_all_at(&header, 0)
+            .and_then(|()| file.sync_data())
+            .and_then(|()| self.vfs.sync_dir(&self.dir));
+        if let Err(e) = written {
+            // Never registered: nothing refers to it. If removal fails too, open cleans it up.
+            let _ = self.vfs.remove_file(&path);
+            return Err(Error::io("write", &path, e));
+        }
+        Ok(ActivePack {
+            id,
+            file,
+            len: PACK_HEADER_LEN as u64,
+            committed_len: PACK_HEADER_LEN as u64,
+            registered: false,
+            touched: false,
+        })
+    }
+
+    /// Appends one record; returns its offset.
+    pub(crate) fn append(
+        &self,
+        pack: &mut ActivePack,
+        header: &RecordHeader,
+        stored: &[u8],
+    ) -> Result<u64> {
+        let offset = pack.len;
+        let head = header.encode(stored);
+        let mut buf = Vec::with_capacity(head.len() + stored.len());
+        buf.extend_from_slice(&head);
+        buf.extend_from_slice(stored);
+        pack.touched = true;
+        pack.file
+            .write_all_at(&buf, offset)
+            .map_err(|e| Error::io("write", self.path(pack.id), e))?;
+        pack.len += buf.len() as u64;
+        Ok(offset)
+    }
+
+    /// True when the pack should take no more records.
+    pub(crate) fn is_full(&self, pack: &ActivePack) -> bool {
+        pack.len >= self.size_limit
+    }
+
+    /// Makes everything appended to the pack durable.
+    pub(crate) fn sync(&self, pack: &ActivePack) -> Result<()> {
+        pack.file
+            .sync_data()
+            .map_err(|e| Error::io("sync", self.path(pack.id), e))
+    }
+
+    /// Returns a pack after its ingest committed.
+    pub(crate) fn committed(&self, mut pack: ActivePack) {
+        pack.committed_len = pack.len;
+        pack.registered = true;
+        pack.touched = false;
+        if !self.is_full(&pack) {
+            self.idle.lock().expect("pack pool lock").push(pack);
+        }
+    }
+
+    /// Returns a pack after its ingest failed: the uncommitted tail is cut off. If even that
+    /// fails, the pack is retired from this process; open cuts the tail later.
+    pub(crate) fn abandon(&self, mut pack: ActivePack) {
+        if pack.len == pack.committed_len {
+            pack.touched = false;
+            self.idle.lock().expect("pack pool lock").push(pack);
+            return;
+        }
+        if pack.file.set_len(pack.committed_len).is_ok() {
+            pack.len = pack.committed_len;
+            pack.touched = false;
+            self.idle.lock().expect("pack pool lock").push(pack);
+        }
+    }
+
+    /// A map of the pack that covers at least `end` bytes.
+    pub(crate) fn map_covering(&self, id: PackId, end: u64) -> Result<Arc<dyn Mapped>> {
+        if let Some(m) = self.maps.read().expect("map cache lock").get(&id)
+            && m.bytes().len() as u64 >= end
+        {
+            return Ok(m.clone());
+        }
+        let path = self.path(id);
+        let file = self.vfs.open_rw(&path, false).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::corrupted_at("pack file is missing", id, 0)
+            } else {
+                Error::io("open", &path, e)
+            }
+        })?;
+        let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+        if len < end {
+            return Err(Error::corrupted_at(
+                format!("pack file is {len} bytes, shorter than a committed record end {end}"),
+                id,
+                len,
+            ));
+        }
+        drop(file);
+        let map = self
+            .vfs
+            .map(&path, len)
+            .map_err(|e| Error::io("map", &path, e))?;
+        if map.bytes().len() < PACK_HEADER_LEN {
+            return Err(Error::corrupted_at("pack shorter than its header", id, 0));
+        }
+        let header = PackHeader::decode(map.bytes())
+            .map_err(|e| Error::corrupted_at(e.to_string(), id, 0))?;
+        if header.pack != id || header.store_tag != self.store_tag {
+            return Err(Error::corrupted_at(
+                "pack header names another pack or store",
+                id,
+                0,
+            ));
+        }
+        self.maps
+            .write()
+            .expect("map cache lock")
+            .insert(id, map.clone());
+        Ok(map)
+    }
+}

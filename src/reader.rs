@@ -1,0 +1,246 @@
+//! Reading tracks back: `Read + Seek` over the chunk list, every chunk verified against its id.
+
+use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+use crate::compress;
+use crate::error::{Error, Result};
+use crate::format::{ChunkRef, RecordHeader, TrackRecord};
+use crate::ids::{ChunkId, Domain, Fingerprint, TrackKey, UserId};
+use crate::io::Mapped;
+use crate::store::{Inner, Store, TrackInfo, info};
+
+/// A verified chunk's plain bytes: straight from the pack map for raw records, decoded otherwise.
+enum Plain {
+    Mapped(Arc<dyn Mapped>, usize, usize),
+    Owned(Vec<u8>),
+}
+
+impl Plain {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Plain::Mapped(m, start, len) => &m.bytes()[*start..*start + *len],
+            Plain::Owned(v) => v,
+        }
+    }
+}
+
+impl Inner {
+    /// Loads, decodes and re-hashes one chunk record.
+    pub(crate) fn verify_chunk(&self, domain: Domain, r: &ChunkRef) -> Result<()> {
+        self.load_chunk(domain, r).map(|_| ())
+    }
+
+    /// Loads and verifies one chunk of a track in `domain`.
+    fn load_chunk(&self, domain: Domain, r: &ChunkRef) -> Result<Plain> {
+        let entry =
+            self.meta.read()?.chunk(domain, &r.id)?.ok_or_else(|| {
+                Error::corrupted(format!("chunk {} missing from the index", r.id))
+            })?;
+        let map = self
+            .packs
+            .map_covering(entry.pack, entry.offset + entry.record_len())?;
+        let (head, stored) = RecordHeader::decode(entry.pack, map.bytes(), entry.offset)?;
+        if head.id != r.id
+            || head.domain != domain
+            || head.plain_len != r.len
+            || head.plain_len != entry.plain_len
+            || head.stored_len != entry.stored_len
+            || head.codec != entry.codec
+        {
+            return Err(Error::corrupted_at(
+                "chunk record does not match the index",
+                entry.pack,
+                entry.offset,
+            ));
+        }
+        let plain = compress::decode(head.codec, stored, head.plain_len, entry.pack, entry.offset)?;
+        let got = ChunkId::of(&plain);
+        if got != r.id {
+            return Err(Error::ChecksumMismatch {
+                pack: entry.pack,
+                offset: entry.offset,
+                expected: r.id,
+                got,
+            });
+        }
+        Ok(match plain {
+            std::borrow::Cow::Borrowed(b) => {
+                let start = b.as_ptr() as usize - map.bytes().as_ptr() as usize;
+                Plain::Mapped(map.clone(), start, b.len())
+            }
+            std::borrow::Cow::Owned(v) => Plain::Owned(v),
+        })
+    }
+}
+
+/// Reads one track. Implements `Read + Seek`; a seek costs a binary search, and the next read at
+/// most one chunk decode. Every chunk is checked against its BLAKE3 id; a read that runs from the
+/// start to the end also checks the whole track's fingerprint. Errors are `io::Error`s wrapping a
+/// [`crate::Error`] (kind `InvalidData` for corruption); [`Error::from_io`] unwraps them.
+pub struct TrackReader {
+    inner: Arc<Inner>,
+    info: TrackInfo,
+    track: TrackRecord,
+    /// Cumulative end offset of each chunk.
+    ends: Vec<u64>,
+    pos: u64,
+    current: Option<(usize, Plain)>,
+    /// Hash of bytes 0..hashed of a sequential read, dropped on the first out-of-order read.
+    hasher: Option<blake3::Hasher>,
+    hashed: u64,
+}
+
+impl std::fmt::Debug for TrackReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackReader")
+            .field("info", &self.info)
+            .field("pos", &self.pos)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens a track for reading.
+    pub fn open_track(&self, user: &UserId, key: &TrackKey) -> Result<TrackReader> {
+        let track = self.track_record(user, key)?;
+        let mut ends = Vec::with_capacity(track.chunks.len());
+        let mut end = 0u64;
+        for c in &track.chunks {
+            end += u64::from(c.len);
+            ends.push(end);
+        }
+        Ok(TrackReader {
+            inner: self.inner.clone(),
+            info: info(key.clone(), &track),
+            track,
+            ends,
+            pos: 0,
+            current: None,
+            hasher: Some(blake3::Hasher::new()),
+            hashed: 0,
+        })
+    }
+
+    /// Reads a whole track into memory, verified.
+    pub fn read_track(&self, user: &UserId, key: &TrackKey) -> Result<Vec<u8>> {
+        let mut r = self.open_track(user, key)?;
+        let mut out = Vec::with_capacity(r.len() as usize);
+        r.read_to_end(&mut out).map_err(Error::from_io)?;
+        Ok(out)
+    }
+}
+
+impl Error {
+    /// Unwraps an engine error carried in an `io::Error` (as `TrackReader` returns them);
+    /// other I/O errors become `Error::Io`.
+    pub fn from_io(e: io::Error) -> Error {
+        if e.get_ref().is_some_and(|r| r.is::<Error>()) {
+            let inner = e.into_inner().expect("checked above");
+            return *inner.downcast::<Error>().expect("checked above");
+        }
+        Error::io("read", "track", e)
+    }
+
+    fn into_io(self) -> io::Error {
+        let kind = if self.is_corruption() {
+            io::ErrorKind::InvalidData
+        } else {
+            io::ErrorKind::Other
+        };
+        io::Error::new(kind, self)
+    }
+}
+
+impl TrackReader {
+    /// The track's length.
+    pub fn len(&self) -> u64 {
+        self.track.len
+    }
+
+    /// True for an empty track.
+    pub fn is_empty(&self) -> bool {
+        self.track.len == 0
+    }
+
+    /// Facts about the track.
+    pub fn info(&self) -> &TrackInfo {
+        &self.info
+    }
+
+    /// The track's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.track.fingerprint
+    }
+
+    fn chunk_index(&self, pos: u64) -> usize {
+        self.ends.partition_point(|&end| end <= pos)
+    }
+
+    fn check_fingerprint(&mut self) -> Result<()> {
+        if self.hashed == self.track.len
+            && let Some(h) = self.hasher.take()
+        {
+            let got = Fingerprint::from(h.finalize());
+            if got != self.track.fingerprint {
+                return Err(Error::corrupted(format!(
+                    "track {} bytes hash to {got}, expected {}",
+                    self.info.key, self.track.fingerprint
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Read for TrackReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.track.len || buf.is_empty() {
+            if self.pos >= self.track.len {
+                self.check_fingerprint().map_err(Error::into_io)?;
+            }
+            return Ok(0);
+        }
+        let idx = self.chunk_index(self.pos);
+        if self.current.as_ref().is_none_or(|(i, _)| *i != idx) {
+            let plain = self
+                .inner
+                .load_chunk(self.track.domain, &self.track.chunks[idx])
+                .map_err(Error::into_io)?;
+            self.current = Some((idx, plain));
+        }
+        let (_, plain) = self.current.as_ref().expect("loaded above");
+        let start = if idx == 0 { 0 } else { self.ends[idx - 1] };
+        let bytes = plain.bytes();
+        let from = (self.pos - start) as usize;
+        let n = buf.len().min(bytes.len() - from);
+        buf[..n].copy_from_slice(&bytes[from..from + n]);
+        if self.hashed == self.pos {
+            if let Some(h) = &mut self.hasher {
+                h.update(&buf[..n]);
+                self.hashed += n as u64;
+            }
+        } else {
+            self.hasher = None;
+        }
+        self.pos += n as u64;
+        if self.pos == self.track.len {
+            self.check_fingerprint().map_err(Error::into_io)?;
+        }
+        Ok(n)
+    }
+}
+
+impl Seek for TrackReader {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.track.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        let target = target
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        self.pos = target;
+        Ok(target)
+    }
+}

@@ -1,0 +1,164 @@
+//! Reference counting and exact accounting inside a metadata write transaction.
+//!
+//! Every chunk entry is either live (refcount > 0: counted in `live_bytes`/`live_chunks`) or
+//! garbage (refcount 0, or a record that lost a race to an identical one: counted in
+//! `garbage_bytes`/`garbage_chunks` and in its pack's `dead_bytes`). A new entry is inserted as
+//! garbage and made live by its first reference, so every transition goes through `add_ref` and
+//! `drop_ref` and the counters can never drift from a recount.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::format::{ChunkEntry, PackRow, TrackRecord};
+use crate::ids::{ChunkId, Domain, PackId};
+use crate::meta::{MetaWrite, counter_keys as ck};
+
+/// Counter changes of one transaction, written once at the end.
+#[derive(Debug, Default)]
+pub(crate) struct Accounting {
+    pub logical_bytes: i64,
+    pub tracks: i64,
+    pub users: i64,
+    pub live_bytes: i64,
+    pub live_chunks: i64,
+    pub garbage_bytes: i64,
+    pub garbage_chunks: i64,
+    /// Per pack: change of dead bytes, and a new committed length / sealed flag if any.
+    pub packs: HashMap<PackId, PackDelta>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PackDelta {
+    pub dead_bytes: i64,
+    pub committed_len: Option<u64>,
+    pub sealed: bool,
+}
+
+impl Accounting {
+    fn make_garbage(&mut self, e: &ChunkEntry) {
+        let n = e.record_len() as i64;
+        self.live_bytes -= n;
+        self.live_chunks -= 1;
+        self.garbage_bytes += n;
+        self.garbage_chunks += 1;
+        self.packs.entry(e.pack).or_default().dead_bytes += n;
+    }
+
+    fn make_live(&mut self, e: &ChunkEntry) {
+        let n = e.record_len() as i64;
+        self.live_bytes += n;
+        self.live_chunks += 1;
+        self.garbage_bytes -= n;
+        self.garbage_chunks -= 1;
+        self.packs.entry(e.pack).or_default().dead_bytes -= n;
+    }
+
+    /// A record written to a pack that no entry will point at (an identical record was committed
+    /// first): garbage from the start.
+    pub(crate) fn orphan_record(&mut self, pack: PackId, record_len: u64) {
+        self.garbage_bytes += record_len as i64;
+        self.garbage_chunks += 1;
+        self.packs.entry(pack).or_default().dead_bytes += record_len as i64;
+    }
+
+    /// Writes the counters and pack rows.
+    pub(crate) fn apply(&self, w: &mut dyn MetaWrite) -> Result<()> {
+        for (key, delta) in [
+            (ck::LOGICAL_BYTES, self.logical_bytes),
+            (ck::TRACKS, self.tracks),
+            (ck::USERS, self.users),
+            (ck::LIVE_BYTES, self.live_bytes),
+            (ck::LIVE_CHUNKS, self.live_chunks),
+            (ck::GARBAGE_BYTES, self.garbage_bytes),
+            (ck::GARBAGE_CHUNKS, self.garbage_chunks),
+        ] {
+            if delta != 0 {
+                w.add_counter(key, delta)?;
+            }
+        }
+        for (&id, d) in &self.packs {
+            let mut row = w.pack(id)?.unwrap_or(PackRow {
+                sealed: false,
+                committed_len: 0,
+                dead_bytes: 0,
+            });
+            row.dead_bytes = row
+                .dead_bytes
+                .checked_add_signed(d.dead_bytes)
+                .ok_or_else(|| Error::corrupted(format!("pack {id} dead bytes would underflow")))?;
+            if let Some(len) = d.committed_len {
+                row.committed_len = row.committed_len.max(len);
+            }
+            row.sealed |= d.sealed;
+            if row.committed_len == 0 {
+                return Err(Error::corrupted(format!(
+                    "pack {id} is referenced but was never registered"
+                )));
+            }
+            w.put_pack(id, &row)?;
+        }
+        Ok(())
+    }
+}
+
+/// Inserts a new entry (as garbage; the first `add_ref` makes it live).
+pub(crate) fn insert_entry(
+    w: &mut dyn MetaWrite,
+    domain: Domain,
+    id: &ChunkId,
+    entry: ChunkEntry,
+    acc: &mut Accounting,
+) -> Result<()> {
+    debug_assert_eq!(entry.refcount, 0);
+    acc.orphan_record(entry.pack, entry.record_len());
+    w.put_chunk(domain, id, &entry)
+}
+
+/// Adds one reference to an existing entry, reviving it if it was garbage.
+pub(crate) fn add_ref(
+    w: &mut dyn MetaWrite,
+    domain: Domain,
+    id: &ChunkId,
+    acc: &mut Accounting,
+) -> Result<()> {
+    let mut e = w
+        .chunk(domain, id)?
+        .ok_or_else(|| Error::corrupted(format!("chunk {id} missing from the index")))?;
+    if e.refcount == 0 {
+        acc.make_live(&e);
+    }
+    e.refcount += 1;
+    w.put_chunk(domain, id, &e)
+}
+
+/// Drops one reference from an entry; at zero it becomes garbage (kept until GC).
+pub(crate) fn drop_ref(
+    w: &mut dyn MetaWrite,
+    domain: Domain,
+    id: &ChunkId,
+    acc: &mut Accounting,
+) -> Result<()> {
+    let mut e = w
+        .chunk(domain, id)?
+        .ok_or_else(|| Error::corrupted(format!("chunk {id} missing from the index")))?;
+    if e.refcount == 0 {
+        return Err(Error::corrupted(format!("chunk {id} refcount underflow")));
+    }
+    e.refcount -= 1;
+    if e.refcount == 0 {
+        acc.make_garbage(&e);
+    }
+    w.put_chunk(domain, id, &e)
+}
+
+/// Drops every reference a track holds.
+pub(crate) fn drop_refs(
+    w: &mut dyn MetaWrite,
+    t: &TrackRecord,
+    acc: &mut Accounting,
+) -> Result<()> {
+    for c in &t.chunks {
+        drop_ref(w, t.domain, &c.id, acc)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,470 @@
+//! The store: opening and recovery, the license mode, listing, deleting and accounting.
+
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::error::{Error, Result};
+use crate::format::{STORE_FORMAT_VERSION, StoreFile, TrackRecord, UserRow};
+use crate::ids::{Fingerprint, LicenseMode, TrackKey, UserId, UserNo};
+use crate::io::{StdVfs, Vfs};
+use crate::meta::{
+    MetaRead, MetaStore, RedbMeta, counter_keys as ck, state_keys as sk, write_with,
+};
+use crate::packs::{Packs, RecoveryReport};
+use crate::refs::{Accounting, drop_refs};
+
+const STORE_FILE: &str = "STORE";
+const LOCK_FILE: &str = "LOCK";
+const META_FILE: &str = "meta.redb";
+const PACK_DIR: &str = "packs";
+
+/// How to open a store.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Create the store if the directory does not hold one (it must be empty or missing).
+    pub create: bool,
+    /// License mode of a newly created store. An existing store keeps its own.
+    pub mode: LicenseMode,
+    /// Chunker sizes of a newly created store. An existing store keeps its own.
+    pub chunker: ChunkerParams,
+    /// Packs are sealed once they reach this many bytes.
+    pub pack_size_limit: u64,
+    /// zstd level for chunks the probe finds compressible.
+    pub compression_level: i32,
+    /// The I/O seam; [`StdVfs`] unless a test injects faults.
+    pub vfs: Arc<dyn Vfs>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            create: true,
+            mode: LicenseMode::PerUserCopy,
+            chunker: ChunkerParams::default(),
+            pack_size_limit: 64 << 20,
+            compression_level: 3,
+            vfs: Arc::new(StdVfs),
+        }
+    }
+}
+
+/// Facts about one stored track.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackInfo {
+    /// The track's key.
+    pub key: TrackKey,
+    /// Length in bytes.
+    pub size: u64,
+    /// BLAKE3 of the bytes.
+    pub fingerprint: Fingerprint,
+    /// Number of chunks.
+    pub chunks: u64,
+    /// Seconds since the Unix epoch when it was stored.
+    pub stored_at: u64,
+}
+
+/// Per-user accounting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserStats {
+    /// The user.
+    pub user: String,
+    /// Bytes the user uploaded and still holds (the quota basis).
+    pub logical_bytes: u64,
+    /// Tracks the user holds.
+    pub tracks: u64,
+}
+
+/// Store-wide accounting, kept exact by every commit (verify recounts it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stats {
+    /// The license mode.
+    pub mode: LicenseMode,
+    /// Users holding at least one track.
+    pub users: u64,
+    /// Tracks in all lockers.
+    pub tracks: u64,
+    /// Bytes users uploaded and hold.
+    pub logical_bytes: u64,
+    /// Bytes of chunk records (header and stored bytes) that committed tracks reference.
+    pub physical_bytes: u64,
+    /// Bytes of chunk records no track references (reclaimed by GC).
+    pub garbage_bytes: u64,
+    /// Live chunk records.
+    pub chunks: u64,
+    /// Garbage chunk records.
+    pub garbage_chunks: u64,
+    /// Pack files.
+    pub packs: u64,
+    /// Bytes of all pack files (live, garbage and pack headers).
+    pub pack_bytes: u64,
+    /// logical / physical (1.0 for an empty store).
+    pub dedup_ratio: f64,
+    /// Per-user figures, by user id.
+    pub per_user: Vec<UserStats>,
+}
+
+/// What a put did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// Track length.
+    pub len: u64,
+    /// BLAKE3 of the track.
+    pub fingerprint: Fingerprint,
+    /// Chunks in the track.
+    pub chunks: u64,
+    /// Chunks that were written (not found in the track's copy domain).
+    pub new_chunks: u64,
+    /// Plain bytes of those chunks.
+    pub new_bytes: u64,
+    /// Whether the put replaced an earlier track under the same key.
+    pub replaced: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) meta: Box<dyn MetaStore>,
+    pub(crate) packs: Packs,
+    pub(crate) chunker: Chunker,
+    pub(crate) compression_level: i32,
+    mode: AtomicU8,
+    _lock: Box<dyn Send + Sync + Debug>,
+}
+
+impl Inner {
+    pub(crate) fn mode(&self) -> LicenseMode {
+        LicenseMode::from_byte(self.mode.load(Ordering::Acquire)).expect("mode byte is valid")
+    }
+}
+
+/// An open store. Cheap to clone; all clones share one store. `Send + Sync`: any number of
+/// threads may ingest, read and delete at once.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+    recovery: RecoveryReport,
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| Error::Io {
+        op: "gather randomness for",
+        path: PathBuf::from("the store id"),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(b)
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating it when `options.create` is set and the directory is
+    /// missing or empty. Recovers from a crash: removes packs no commit refers to and cuts
+    /// uncommitted pack tails. A second process opening the same store gets `Error::Locked`.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let dir = dir.as_ref().to_owned();
+        options.chunker.validate()?;
+        if options.pack_size_limit < 1 << 20 {
+            return Err(Error::InvalidOptions(
+                "pack_size_limit must be at least 1 MiB".into(),
+            ));
+        }
+        if !(1..=19).contains(&options.compression_level) {
+            return Err(Error::InvalidOptions(
+                "compression_level must be 1..=19".into(),
+            ));
+        }
+        let vfs = options.vfs.clone();
+        if !vfs.exists(&dir) {
+            if !options.create {
+                return Err(Error::NoStore(dir));
+            }
+            vfs.create_dir_all(&dir)
+                .map_err(|e| Error::io("create", &dir, e))?;
+        }
+        let store_path = dir.join(STORE_FILE);
+        let is_store = vfs.exists(&store_path);
+        if !is_store {
+            // Refuse to take over a directory that holds anything but our own leftovers of an
+            // interrupted creation.
+            let names = vfs.list_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
+            let ours = [LOCK_FILE, META_FILE, PACK_DIR, "STORE.tmp"];
+            if names.iter().any(|n| !ours.contains(&n.as_str())) {
+                return Err(Error::NotAStore(dir));
+            }
+            if !options.create {
+                return Err(Error::NoStore(dir));
+            }
+        }
+        let lock = vfs
+            .try_lock(&dir.join(LOCK_FILE))
+            .map_err(|e| Error::io("lock", dir.join(LOCK_FILE), e))?
+            .ok_or_else(|| Error::Locked(dir.clone()))?;
+        // Another process may have finished creating the store before we got the lock.
+        let is_store = is_store || vfs.exists(&store_path);
+        let store_file = if is_store {
+            let bytes = vfs
+                .read(&store_path)
+                .map_err(|e| Error::io("read", &store_path, e))?;
+            match StoreFile::decode(&bytes).map_err(|_| Error::NotAStore(dir.clone()))? {
+                Ok(f) => f,
+                Err(found) => {
+                    return Err(Error::UnsupportedVersion {
+                        path: store_path,
+                        found,
+                        supported: STORE_FORMAT_VERSION,
+                    });
+                }
+            }
+        } else {
+            Self::create_layout(vfs.as_ref(), &dir, &options)?
+        };
+        let meta_path = dir.join(META_FILE);
+        if !vfs.exists(&meta_path) {
+            return Err(Error::corrupted("meta.redb is missing"));
+        }
+        let meta = RedbMeta::open(vfs.as_ref(), &meta_path, false)?;
+        let snap = meta.read()?;
+        let get = |key: &str| -> Result<Vec<u8>> {
+            snap.state(key)?
+                .ok_or_else(|| Error::corrupted(format!("metadata state {key} is missing")))
+        };
+        let format = get(sk::FORMAT)?;
+        let format = u32::from_le_bytes(
+            format
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::corrupted("metadata format version"))?,
+        );
+        if format != STORE_FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: meta_path,
+                found: format,
+                supported: STORE_FORMAT_VERSION,
+            });
+        }
+        let mode = get(sk::MODE)?;
+        let mode = (mode.len() == 1)
+            .then(|| LicenseMode::from_byte(mode[0]))
+            .flatten()
+            .ok_or_else(|| Error::corrupted("metadata license mode"))?;
+        let seed = get(sk::SEED)?;
+        let seed = u64::from_le_bytes(
+            seed.as_slice()
+                .try_into()
+                .map_err(|_| Error::corrupted("metadata chunker seed"))?,
+        );
+        let params = ChunkerParams::decode(&get(sk::CHUNKER)?)?;
+        let rows = snap.packs()?;
+        drop(snap);
+        let store_tag = u64::from_le_bytes(store_file.store_id[..8].try_into().expect("8 bytes"));
+        let (packs, recovery) = Packs::open(
+            vfs.clone(),
+            dir.join(PACK_DIR),
+            store_tag,
+            options.pack_size_limit,
+            &rows,
+        )?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                dir,
+                meta: Box::new(meta),
+                packs,
+                chunker: Chunker { params, seed },
+                compression_level: options.compression_level,
+                mode: AtomicU8::new(mode.to_byte()),
+                _lock: lock,
+            }),
+            recovery,
+        })
+    }
+
+    /// Lays out a new store. The `STORE` file is written last (atomically, by rename), so a crash
+    /// before it leaves a directory that the next open re-initialises.
+    fn create_layout(vfs: &dyn Vfs, dir: &Path, options: &Options) -> Result<StoreFile> {
+        let meta_path = dir.join(META_FILE);
+        if vfs.exists(&meta_path) {
+            vfs.remove_file(&meta_path)
+                .map_err(|e| Error::io("remove", &meta_path, e))?;
+        }
+        let pack_dir = dir.join(PACK_DIR);
+        vfs.create_dir_all(&pack_dir)
+            .map_err(|e| Error::io("create", &pack_dir, e))?;
+        let store_id: [u8; 16] = random_bytes()?;
+        let seed = u64::from_le_bytes(random_bytes()?);
+        let meta = RedbMeta::open(vfs, &meta_path, true)?;
+        write_with(&meta, |w| {
+            w.set_state(sk::FORMAT, &STORE_FORMAT_VERSION.to_le_bytes())?;
+            w.set_state(sk::MODE, &[options.mode.to_byte()])?;
+            w.set_state(sk::SEED, &seed.to_le_bytes())?;
+            w.set_state(sk::CHUNKER, &options.chunker.encode())?;
+            w.set_counter(ck::NEXT_USER_NO, 1)
+        })?;
+        drop(meta);
+        let file = StoreFile {
+            version: STORE_FORMAT_VERSION,
+            store_id,
+        };
+        let tmp = dir.join("STORE.tmp");
+        let target = dir.join(STORE_FILE);
+        let f = vfs
+            .open_rw(&tmp, true)
+            .map_err(|e| Error::io("create", &tmp, e))?;
+        f.set_len(0)
+            .and_then(|()| f.write_all_at(&file.encode(), 0))
+            .and_then(|()| f.sync_data())
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        drop(f);
+        vfs.rename(&tmp, &target)
+            .map_err(|e| Error::io("rename", &tmp, e))?;
+        vfs.sync_dir(dir).map_err(|e| Error::io("sync", dir, e))?;
+        Ok(file)
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// What recovery did when this store was opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// The chunker sizes this store was created with.
+    pub fn chunker_params(&self) -> ChunkerParams {
+        self.inner.chunker.params
+    }
+
+    /// The license mode.
+    pub fn mode(&self) -> LicenseMode {
+        self.inner.mode()
+    }
+
+    /// Sets the license mode, durably. New ingests follow it at once; existing data keeps its
+    /// layout until migrated.
+    pub fn set_mode(&self, mode: LicenseMode) -> Result<()> {
+        write_with(self.inner.meta.as_ref(), |w| {
+            w.set_state(sk::MODE, &[mode.to_byte()])
+        })?;
+        self.inner.mode.store(mode.to_byte(), Ordering::Release);
+        Ok(())
+    }
+
+    pub(crate) fn user_no(snap: &dyn MetaRead, user: &UserId) -> Result<UserNo> {
+        snap.user(user.as_str())?
+            .map(|r| UserNo(r.no))
+            .ok_or_else(|| Error::UnknownUser(user.to_string()))
+    }
+
+    /// The committed record of a track.
+    pub(crate) fn track_record(&self, user: &UserId, key: &TrackKey) -> Result<TrackRecord> {
+        let snap = self.inner.meta.read()?;
+        let no = Self::user_no(snap.as_ref(), user)?;
+        snap.track(no, key.as_str())?
+            .ok_or_else(|| Error::TrackNotFound {
+                user: user.to_string(),
+                key: key.to_string(),
+            })
+    }
+
+    /// Facts about one track.
+    pub fn track_info(&self, user: &UserId, key: &TrackKey) -> Result<TrackInfo> {
+        let t = self.track_record(user, key)?;
+        Ok(info(key.clone(), &t))
+    }
+
+    /// The user's tracks, by key.
+    pub fn list(&self, user: &UserId) -> Result<Vec<TrackInfo>> {
+        let snap = self.inner.meta.read()?;
+        let no = Self::user_no(snap.as_ref(), user)?;
+        snap.tracks_of(no)?
+            .into_iter()
+            .map(|(k, t)| {
+                let key = TrackKey::new(&k)
+                    .map_err(|_| Error::corrupted(format!("stored key {k:?} is invalid")))?;
+                Ok(info(key, &t))
+            })
+            .collect()
+    }
+
+    /// Deletes a track. Its chunks lose a reference; records no track needs any more become
+    /// garbage at once (in the accounting) and are reclaimed by GC.
+    pub fn delete(&self, user: &UserId, key: &TrackKey) -> Result<()> {
+        write_with(self.inner.meta.as_ref(), |w| {
+            let row = w
+                .user(user.as_str())?
+                .ok_or_else(|| Error::UnknownUser(user.to_string()))?;
+            let no = UserNo(row.no);
+            let old = w
+                .track(no, key.as_str())?
+                .ok_or_else(|| Error::TrackNotFound {
+                    user: user.to_string(),
+                    key: key.to_string(),
+                })?;
+            let mut acc = Accounting::default();
+            drop_refs(w, &old, &mut acc)?;
+            w.remove_track(no, key.as_str())?;
+            let new_row = UserRow {
+                no: row.no,
+                logical_bytes: row.logical_bytes - old.len,
+                tracks: row.tracks - 1,
+            };
+            w.put_user(user.as_str(), &new_row)?;
+            acc.logical_bytes -= old.len as i64;
+            acc.tracks -= 1;
+            if new_row.tracks == 0 {
+                acc.users -= 1;
+            }
+            acc.apply(w)
+        })
+    }
+
+    /// Store-wide and per-user accounting.
+    pub fn stats(&self) -> Result<Stats> {
+        let snap = self.inner.meta.read()?;
+        let c = |k| snap.counter(k);
+        let packs = snap.packs()?;
+        let logical_bytes = c(ck::LOGICAL_BYTES)?;
+        let physical_bytes = c(ck::LIVE_BYTES)?;
+        let mut per_user: Vec<UserStats> = snap
+            .users()?
+            .into_iter()
+            .map(|(user, r)| UserStats {
+                user,
+                logical_bytes: r.logical_bytes,
+                tracks: r.tracks,
+            })
+            .collect();
+        per_user.retain(|u| u.tracks > 0);
+        Ok(Stats {
+            mode: self.mode(),
+            users: c(ck::USERS)?,
+            tracks: c(ck::TRACKS)?,
+            logical_bytes,
+            physical_bytes,
+            garbage_bytes: c(ck::GARBAGE_BYTES)?,
+            chunks: c(ck::LIVE_CHUNKS)?,
+            garbage_chunks: c(ck::GARBAGE_CHUNKS)?,
+            packs: packs.len() as u64,
+            pack_bytes: packs.iter().map(|(_, r)| r.committed_len).sum(),
+            dedup_ratio: if physical_bytes == 0 {
+                1.0
+            } else {
+                logical_bytes as f64 / physical_bytes as f64
+            },
+            per_user,
+        })
+    }
+}
+
+pub(crate) fn info(key: TrackKey, t: &TrackRecord) -> TrackInfo {
+    TrackInfo {
+        key,
+        size: t.len,
+        fingerprint: t.fingerprint,
+        chunks: t.chunks.len() as u64,
+        stored_at: t.stored_at,
+    }
+}
