@@ -1,1 +1,359 @@
-fn main() {}
+//! The `lockerstore` command line.
+
+mod demo;
+mod import;
+
+use std::ffi::OsString;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lockerstore::{Error, LicenseMode, Options, Store, TrackKey, UserId};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "lockerstore",
+    version,
+    about = "Deduplicating storage engine for music lockers"
+)]
+struct Cli {
+    /// The store directory.
+    #[arg(long, global = true, default_value = "./lockerstore-data")]
+    store: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a store.
+    Init {
+        /// License mode of the new store.
+        #[arg(long, default_value = "per-user-copy")]
+        mode: LicenseMode,
+    },
+    /// Store FILE (or - for stdin) as USER's track KEY.
+    Put {
+        user: OsString,
+        key: OsString,
+        file: PathBuf,
+    },
+    /// Import every file under DIR/<user>/... as user <user>, key = path below DIR/<user>/.
+    Import {
+        dir: PathBuf,
+        /// Parallel ingest threads (default: number of CPUs).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Write a track (or an inclusive byte range of it) to stdout or a file.
+    Get {
+        user: OsString,
+        key: OsString,
+        /// Output file instead of stdout.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// Inclusive byte range START-END, as in HTTP Range.
+        #[arg(long)]
+        range: Option<String>,
+    },
+    /// List a user's tracks.
+    Ls {
+        user: OsString,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a track.
+    Rm { user: OsString, key: OsString },
+    /// Show or set the license mode.
+    Mode { mode: Option<LicenseMode> },
+    /// Accounting: users, tracks, logical and physical bytes, garbage, dedup ratio.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read and re-hash everything; exit non-zero on any problem.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a synthetic locker corpus and ingest it in both modes.
+    Demo(demo::DemoArgs),
+}
+
+fn user_arg(s: &OsString) -> lockerstore::Result<UserId> {
+    UserId::from_bytes(s.as_bytes())
+}
+
+fn key_arg(s: &OsString) -> lockerstore::Result<TrackKey> {
+    TrackKey::from_bytes(s.as_bytes())
+}
+
+fn open_existing(cli: &Cli) -> lockerstore::Result<Store> {
+    Store::open(
+        &cli.store,
+        Options {
+            create: false,
+            ..Options::default()
+        },
+    )
+}
+
+fn parse_range(s: &str, len: u64) -> lockerstore::Result<(u64, u64)> {
+    let bad = |start, end| Error::InvalidRange { start, end, len };
+    let (a, b) = s.split_once('-').ok_or_else(|| bad(0, 0))?;
+    let start: u64 = a.trim().parse().map_err(|_| bad(0, 0))?;
+    let end: u64 = if b.trim().is_empty() {
+        len.saturating_sub(1)
+    } else {
+        b.trim().parse().map_err(|_| bad(start, 0))?
+    };
+    if start > end || end >= len {
+        return Err(bad(start, end));
+    }
+    Ok((start, end))
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
+    match &cli.command {
+        Command::Init { mode } => {
+            if cli.store.join("STORE").exists() {
+                return Err(Error::InvalidOptions(format!(
+                    "{} already holds a store",
+                    cli.store.display()
+                )));
+            }
+            let store = Store::open(
+                &cli.store,
+                Options {
+                    mode: *mode,
+                    ..Options::default()
+                },
+            )?;
+            println!(
+                "created store {} in {} mode",
+                cli.store.display(),
+                store.mode()
+            );
+        }
+        Command::Put { user, key, file } => {
+            let (user, key) = (user_arg(user)?, key_arg(key)?);
+            let store = open_existing(&cli)?;
+            let out = if file.as_os_str() == "-" {
+                store.put(&user, &key, io::stdin().lock())?
+            } else {
+                let f =
+                    std::fs::File::open(file).map_err(|e| Error::Upload { read: 0, source: e })?;
+                store.put(&user, &key, io::BufReader::with_capacity(1 << 20, f))?
+            };
+            println!(
+                "{} bytes, {} chunks ({} new, {} new bytes), fingerprint {}{}",
+                out.len,
+                out.chunks,
+                out.new_chunks,
+                out.new_bytes,
+                out.fingerprint,
+                if out.replaced { ", replaced" } else { "" }
+            );
+        }
+        Command::Import { dir, jobs } => {
+            let store = open_existing(&cli)?;
+            let failed = import::run(&store, dir, jobs.unwrap_or_else(default_jobs))?;
+            if failed > 0 {
+                eprintln!("lockerstore: {failed} files could not be imported");
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Get {
+            user,
+            key,
+            output,
+            range,
+        } => {
+            let (user, key) = (user_arg(user)?, key_arg(key)?);
+            let store = open_existing(&cli)?;
+            let mut reader = store.open_track(&user, &key)?;
+            let len = reader.len();
+            let (start, count) = match range {
+                Some(r) => {
+                    let (s, e) = parse_range(r, len)?;
+                    (s, e - s + 1)
+                }
+                None => (0, len),
+            };
+            reader
+                .seek(SeekFrom::Start(start))
+                .map_err(Error::from_io)?;
+            let mut limited = reader.take(count);
+            let copied = match output {
+                Some(path) => {
+                    let mut f = std::fs::File::create(path).map_err(|e| Error::Io {
+                        op: "create",
+                        path: path.clone(),
+                        source: e,
+                    })?;
+                    io::copy(&mut limited, &mut f)
+                }
+                None => io::copy(&mut limited, &mut io::stdout().lock()),
+            }
+            .map_err(Error::from_io)?;
+            if copied != count {
+                return Err(Error::Metadata(format!("copied {copied} of {count} bytes")));
+            }
+        }
+        Command::Ls { user, json } => {
+            let user = user_arg(user)?;
+            let store = open_existing(&cli)?;
+            let tracks = store.list(&user)?;
+            if *json {
+                let v: Vec<_> = tracks
+                    .iter()
+                    .map(|t| {
+                        json!({
+                            "key": t.key.as_str(),
+                            "size": t.size,
+                            "fingerprint": t.fingerprint.to_hex(),
+                            "chunks": t.chunks,
+                            "stored_at": t.stored_at,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for t in tracks {
+                    println!(
+                        "{:>12}  {}  {}",
+                        t.size,
+                        &t.fingerprint.to_hex()[..16],
+                        t.key
+                    );
+                }
+            }
+        }
+        Command::Rm { user, key } => {
+            let (user, key) = (user_arg(user)?, key_arg(key)?);
+            open_existing(&cli)?.delete(&user, &key)?;
+        }
+        Command::Mode { mode } => {
+            let store = open_existing(&cli)?;
+            if let Some(m) = mode {
+                store.set_mode(*m)?;
+            }
+            println!("{}", store.mode());
+        }
+        Command::Stats { json } => {
+            let s = open_existing(&cli)?.stats()?;
+            if *json {
+                let per_user: Vec<_> = s
+                    .per_user
+                    .iter()
+                    .map(|u| json!({"user": u.user, "logical_bytes": u.logical_bytes, "tracks": u.tracks}))
+                    .collect();
+                println!(
+                    "{}",
+                    json!({
+                        "mode": s.mode.as_str(),
+                        "users": s.users,
+                        "tracks": s.tracks,
+                        "logical_bytes": s.logical_bytes,
+                        "physical_bytes": s.physical_bytes,
+                        "garbage_bytes": s.garbage_bytes,
+                        "chunks": s.chunks,
+                        "garbage_chunks": s.garbage_chunks,
+                        "packs": s.packs,
+                        "pack_bytes": s.pack_bytes,
+                        "dedup_ratio": s.dedup_ratio,
+                        "per_user": per_user,
+                    })
+                );
+            } else {
+                println!("mode            {}", s.mode);
+                println!("users           {}", s.users);
+                println!("tracks          {}", s.tracks);
+                println!(
+                    "logical bytes   {} ({:.1} MB)",
+                    s.logical_bytes,
+                    mb(s.logical_bytes)
+                );
+                println!(
+                    "physical bytes  {} ({:.1} MB)",
+                    s.physical_bytes,
+                    mb(s.physical_bytes)
+                );
+                println!(
+                    "garbage bytes   {} ({:.1} MB)",
+                    s.garbage_bytes,
+                    mb(s.garbage_bytes)
+                );
+                println!(
+                    "chunks          {} live, {} garbage",
+                    s.chunks, s.garbage_chunks
+                );
+                println!("packs           {} ({:.1} MB)", s.packs, mb(s.pack_bytes));
+                println!("dedup ratio     {:.3}", s.dedup_ratio);
+                for u in &s.per_user {
+                    println!(
+                        "  {:<24} {:>6} tracks {:>10.1} MB",
+                        u.user,
+                        u.tracks,
+                        mb(u.logical_bytes)
+                    );
+                }
+            }
+        }
+        Command::Verify { json } => {
+            let report = open_existing(&cli)?.verify()?;
+            if *json {
+                println!(
+                    "{}",
+                    json!({
+                        "ok": report.is_ok(),
+                        "problems": report.problems,
+                        "chunks_checked": report.chunks_checked,
+                        "tracks_checked": report.tracks_checked,
+                        "bytes_checked": report.bytes_checked,
+                    })
+                );
+            } else {
+                for p in &report.problems {
+                    println!("PROBLEM: {p}");
+                }
+                println!(
+                    "{}: {} chunks, {} tracks ({:.1} MB) checked, {} problems",
+                    if report.is_ok() { "ok" } else { "FAILED" },
+                    report.chunks_checked,
+                    report.tracks_checked,
+                    mb(report.bytes_checked),
+                    report.problems.len()
+                );
+            }
+            if !report.is_ok() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Demo(args) => demo::run(args)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = io::stdout().flush();
+            eprintln!("lockerstore: error: {e}");
+            ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The `lockerstore` binary end to end.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cli(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lockerstore"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env("CI", "true")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(out: Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+#[test]
+fn init_put_get_ls_rm_mode_stats_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let song = lockerstore::corpus::noise(3, "cli", 1_234_567);
+    let file = tmp.path().join("song.mp3");
+    std::fs::write(&file, &song).unwrap();
+
+    ok(cli(&store, &["init", "--mode", "per-user-copy"]));
+    assert!(
+        !cli(&store, &["init"]).status.success(),
+        "init twice must fail"
+    );
+    ok(cli(
+        &store,
+        &[
+            "put",
+            "alice",
+            "Artist/Album/01 Song.mp3",
+            file.to_str().unwrap(),
+        ],
+    ));
+    ok(cli(
+        &store,
+        &["put", "bob", "x.mp3", file.to_str().unwrap()],
+    ));
+
+    let out = tmp.path().join("out.mp3");
+    ok(cli(
+        &store,
+        &[
+            "get",
+            "alice",
+            "Artist/Album/01 Song.mp3",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(std::fs::read(&out).unwrap(), song);
+    let part = cli(
+        &store,
+        &[
+            "get",
+            "alice",
+            "Artist/Album/01 Song.mp3",
+            "--range",
+            "1000-1999",
+        ],
+    );
+    assert_eq!(ok_bytes(part), &song[1000..2000]);
+    let bad = cli(
+        &store,
+        &["get", "alice", "Artist/Album/01 Song.mp3", "--range", "5-1"],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+
+    let ls = json(cli(&store, &["ls", "alice", "--json"]));
+    assert_eq!(ls[0]["key"], "Artist/Album/01 Song.mp3");
+    assert_eq!(ls[0]["size"], 1_234_567);
+    assert_eq!(ls[0]["fingerprint"], blake3::hash(&song).to_hex().as_str());
+
+    let st = json(cli(&store, &["stats", "--json"]));
+    assert_eq!(st["mode"], "per-user-copy");
+    assert_eq!(st["users"], 2);
+    assert_eq!(st["tracks"], 2);
+    assert_eq!(st["logical_bytes"], 2 * 1_234_567);
+    let per_user_physical = st["physical_bytes"].as_u64().unwrap();
+    for k in ["garbage_bytes", "chunks", "dedup_ratio"] {
+        assert!(st.get(k).is_some(), "{k} missing");
+    }
+
+    assert_eq!(
+        ok(cli(&store, &["mode", "single-master"])).trim(),
+        "single-master"
+    );
+    assert_eq!(ok(cli(&store, &["mode"])).trim(), "single-master");
+    ok(cli(
+        &store,
+        &["put", "carol", "y.mp3", file.to_str().unwrap()],
+    ));
+    let st = json(cli(&store, &["stats", "--json"]));
+    assert_eq!(
+        st["physical_bytes"].as_u64().unwrap(),
+        per_user_physical * 3 / 2
+    );
+
+    ok(cli(&store, &["rm", "bob", "x.mp3"]));
+    let st = json(cli(&store, &["stats", "--json"]));
+    assert_eq!(st["tracks"], 2);
+    assert!(st["garbage_bytes"].as_u64().unwrap() > 0);
+    let rm_again = cli(&store, &["rm", "bob", "x.mp3"]);
+    assert_eq!(rm_again.status.code(), Some(2));
+
+    let v = json(cli(&store, &["verify", "--json"]));
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0);
+}
+
+fn ok_bytes(out: Output) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn put_from_stdin_and_bad_input() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("s");
+    ok(cli(&store, &["init"]));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lockerstore"))
+        .arg("--store")
+        .arg(&store)
+        .args(["put", "u", "k", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(ok_bytes(cli(&store, &["get", "u", "k"])), b"from stdin");
+
+    let missing = cli(&store, &["get", "nobody", "k"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("unknown user"));
+    let empty_user = cli(&store, &["put", "", "k", "-"]);
+    assert_eq!(empty_user.status.code(), Some(2));
+    let not_a_store = cli(tmp.path(), &["stats"]);
+    assert!(!not_a_store.status.success());
+    // Non-UTF-8 user ids are refused, not mangled.
+    use std::os::unix::ffi::OsStrExt;
+    let out = Command::new(env!("CARGO_BIN_EXE_lockerstore"))
+        .arg("--store")
+        .arg(&store)
+        .arg("ls")
+        .arg(std::ffi::OsStr::from_bytes(&[0xff, 0xfe]))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not UTF-8"));
+}
+
+#[test]
+fn import_a_directory_tree_of_users() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("lockers");
+    for (u, k, n) in [
+        ("ann", "A/1.mp3", 300_000),
+        ("ann", "A/2.mp3", 10),
+        ("ben", "B/x/y.flac", 70_000),
+    ] {
+        let p = root.join(u).join(k);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, lockerstore::corpus::noise(1, k, n)).unwrap();
+    }
+    let store = tmp.path().join("s");
+    ok(cli(&store, &["init", "--mode", "single-master"]));
+    let out = ok(cli(&store, &["import", root.to_str().unwrap()]));
+    assert!(out.contains("imported 3 files"), "{out}");
+    assert!(out.contains("MB/s"), "{out}");
+    assert_eq!(
+        ok_bytes(cli(&store, &["get", "ben", "B/x/y.flac"])),
+        lockerstore::corpus::noise(1, "B/x/y.flac", 70_000)
+    );
+    let ls = json(cli(&store, &["ls", "ann", "--json"]));
+    assert_eq!(ls.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn demo_runs_on_a_small_corpus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = ok(cli(
+        tmp.path(),
+        &[
+            "demo",
+            "--users",
+            "4",
+            "--recordings",
+            "3",
+            "--tracks-per-user",
+            "2",
+        ],
+    ));
+    assert!(out.contains("per-user-copy"), "{out}");
+    assert!(out.contains("single-master"), "{out}");
+    assert!(out.contains("read back exact and verified"), "{out}");
+}
