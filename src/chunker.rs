@@ -98,7 +98,7 @@ impl Chunker {
     pub(crate) fn chunks<R: Read>(&self, source: R) -> Chunks<R> {
         Chunks {
             inner: StreamCDC::with_level_and_seed(
-                source,
+                RetryInterrupted(source),
                 self.params.min as usize,
                 self.params.avg as usize,
                 self.params.max as usize,
@@ -110,8 +110,22 @@ impl Chunker {
     }
 }
 
+/// Retries reads that were interrupted by a signal, which fastcdc would treat as a failure.
+pub(crate) struct RetryInterrupted<R>(R);
+
+impl<R: Read> Read for RetryInterrupted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
 pub(crate) struct Chunks<R: Read> {
-    inner: StreamCDC<R>,
+    inner: StreamCDC<RetryInterrupted<R>>,
     read: u64,
 }
 

@@ -39,6 +39,22 @@ pub enum Error {
         /// The key asked for.
         key: String,
     },
+    /// The track was deleted or replaced while a reader was reading it.
+    #[error("track {key:?} of user {user:?} was deleted or replaced while being read")]
+    TrackChanged {
+        /// The user.
+        user: String,
+        /// The key.
+        key: String,
+    },
+    /// A migration that copies data would not fit in the free disk space; nothing was changed.
+    #[error("not enough free space: migration must write {needed} bytes, {available} are free")]
+    InsufficientSpace {
+        /// Bytes the migration would write (what-if figure plus pack overhead).
+        needed: u64,
+        /// Bytes free on the store's file system.
+        available: u64,
+    },
     /// The options given to [`crate::Store::open`] are not usable.
     #[error("invalid options: {0}")]
     InvalidOptions(String),
@@ -53,9 +69,10 @@ pub enum Error {
         len: u64,
     },
     /// The reader supplying an upload failed; nothing was committed.
-    #[error("upload reader failed after {read} bytes: {source}")]
+    #[error("upload reader failed after {read} bytes were chunked: {source}")]
     Upload {
-        /// Bytes read before the failure.
+        /// Bytes of the upload cut into chunks before the failure (the reader may have delivered
+        /// up to one maximum chunk more).
         read: u64,
         /// The reader's error.
         #[source]

@@ -432,7 +432,8 @@ impl UserRow {
 /// Parses a pack file name (`<16 hex digits>.pack`).
 pub fn parse_pack_name(name: &str) -> Option<PackId> {
     let hex = name.strip_suffix(".pack")?;
-    if hex.len() != 16 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+    // Names are written in lower case only; any other spelling is not ours.
+    if hex.len() != 16 || !hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     u64::from_str_radix(hex, 16).ok().map(PackId)
@@ -526,5 +527,6 @@ mod tests {
         assert_eq!(parse_pack_name("00000000000000ff.pack"), Some(PackId(255)));
         assert_eq!(parse_pack_name("ff.pack"), None);
         assert_eq!(parse_pack_name("00000000000000fg.pack"), None);
+        assert_eq!(parse_pack_name("00000000000000FF.pack"), None);
     }
 }

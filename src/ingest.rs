@@ -24,10 +24,11 @@ use crate::packs::ActivePack;
 use crate::refs::{Accounting, PackDelta, add_ref, drop_refs, insert_entry};
 use crate::store::{PutOutcome, Store};
 
-/// Packs held by one ingest.
+/// Packs held and entries pinned by one ingest.
 struct Held {
     current: Option<ActivePack>,
     full: Vec<ActivePack>,
+    pinned: Vec<(Domain, ChunkId)>,
 }
 
 impl Held {
@@ -46,8 +47,10 @@ impl Store {
         let mut held = Held {
             current: None,
             full: Vec::new(),
+            pinned: Vec::new(),
         };
         let result = self.put_inner(user, user_no, key, domain, reader, &mut held);
+        self.inner.unpin(&held.pinned);
         let packs = &self.inner.packs;
         match result {
             Ok(outcome) => {
@@ -75,7 +78,6 @@ impl Store {
         held: &mut Held,
     ) -> Result<PutOutcome> {
         let inner = &self.inner;
-        let snap = inner.meta.read()?;
         let mut hasher = blake3::Hasher::new();
         let mut refs: Vec<ChunkRef> = Vec::new();
         let mut len = 0u64;
@@ -95,7 +97,9 @@ impl Store {
             if written.contains_key(&id) || existing.contains(&id) {
                 continue;
             }
-            if snap.chunk(domain, &id)?.is_some() {
+            // A hit is pinned, so GC and migration leave the entry in place until our commit.
+            if inner.lookup_and_pin(domain, &id)? {
+                held.pinned.push((domain, id));
                 existing.insert(id);
                 continue;
             }
@@ -128,8 +132,7 @@ impl Store {
                 held.full.extend(held.current.take());
             }
         }
-        drop(snap);
-        for p in held.full.iter().chain(held.current.iter()) {
+        for p in held.full.iter_mut().chain(held.current.iter_mut()) {
             if p.touched {
                 inner.packs.sync(p)?;
             }
@@ -180,7 +183,9 @@ impl Store {
             let old = w.track(user_no, key.as_str())?;
             if let Some(old) = &old {
                 drop_refs(w, old, &mut acc)?;
-                row.logical_bytes -= old.len;
+                row.logical_bytes = row.logical_bytes.checked_sub(old.len).ok_or_else(|| {
+                    Error::corrupted(format!("user {user}: logical bytes below a track's size"))
+                })?;
                 acc.logical_bytes -= old.len as i64;
             } else {
                 row.tracks += 1;

@@ -43,10 +43,12 @@ mod compress;
 pub mod corpus;
 mod error;
 mod format;
+mod gc;
 mod ids;
 mod ingest;
 pub mod io;
 mod meta;
+mod migrate;
 mod packs;
 mod reader;
 mod refs;
@@ -55,10 +57,12 @@ mod verify;
 
 pub use chunker::ChunkerParams;
 pub use error::{Error, Result};
+pub use gc::{GcOptions, GcProgress, GcReport};
 pub use ids::{
     ChunkId, Domain, Fingerprint, LicenseMode, MAX_KEY_LEN, MAX_USER_ID_LEN, PackId, TrackKey,
     UserId, UserNo,
 };
+pub use migrate::{AuditReport, MigrationProgress, MigrationReport, RecordOwnership, WhatIf};
 pub use packs::RecoveryReport;
 pub use reader::TrackReader;
 pub use store::{Options, PutOutcome, Stats, Store, TrackInfo, UserStats};

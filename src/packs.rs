@@ -30,6 +30,10 @@ pub(crate) struct ActivePack {
     pub(crate) registered: bool,
     /// Whether this ingest appended to it (so it must be synced and committed).
     pub(crate) touched: bool,
+    /// Set once the tail was handed to fsync: from then on a failure (of the fsync, or of a
+    /// commit that may or may not have reached the disk) must not cut the tail, because durable
+    /// metadata may point into it. Such a pack is retired instead; open cuts what is uncommitted.
+    pub(crate) tail_at_risk: bool,
 }
 
 /// What recovery did on open.
@@ -105,6 +109,7 @@ impl Packs {
                     committed_len: row.committed_len,
                     registered: true,
                     touched: false,
+                    tail_at_risk: false,
                 });
             }
         }
@@ -129,11 +134,43 @@ impl Packs {
         self.dir.join(pack_name(id))
     }
 
+    pub(crate) fn size_limit(&self) -> u64 {
+        self.size_limit
+    }
+
+    pub(crate) fn available_space(&self) -> std::io::Result<u64> {
+        self.vfs.available_space(&self.dir)
+    }
+
     /// Takes an idle active pack, or creates a new one.
     pub(crate) fn take(&self) -> Result<ActivePack> {
         if let Some(p) = self.idle.lock().expect("pack pool lock").pop() {
             return Ok(p);
         }
+        self.create()
+    }
+
+    /// Takes a specific pack out of the idle pool (for compaction); `None` if an ingest holds it.
+    pub(crate) fn take_idle(&self, id: PackId) -> Option<ActivePack> {
+        let mut idle = self.idle.lock().expect("pack pool lock");
+        let at = idle.iter().position(|p| p.id == id)?;
+        Some(idle.swap_remove(at))
+    }
+
+    /// Deletes a pack file whose row is gone. Readers holding its map keep reading it.
+    pub(crate) fn delete(&self, id: PackId) -> Result<()> {
+        self.maps.write().expect("map cache lock").remove(&id);
+        let path = self.path(id);
+        self.vfs
+            .remove_file(&path)
+            .map_err(|e| Error::io("remove", &path, e))?;
+        self.vfs
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io("sync", &self.dir, e))
+    }
+
+    /// A new, empty active pack (never one from the pool).
+    pub(crate) fn create_new(&self) -> Result<ActivePack> {
         self.create()
     }
 
@@ -165,6 +202,7 @@ impl Packs {
             committed_len: PACK_HEADER_LEN as u64,
             registered: false,
             touched: false,
+            tail_at_risk: false,
         })
     }
 
@@ -194,7 +232,8 @@ impl Packs {
     }
 
     /// Makes everything appended to the pack durable.
-    pub(crate) fn sync(&self, pack: &ActivePack) -> Result<()> {
+    pub(crate) fn sync(&self, pack: &mut ActivePack) -> Result<()> {
+        pack.tail_at_risk = true;
         pack.file
             .sync_data()
             .map_err(|e| Error::io("sync", self.path(pack.id), e))
@@ -205,14 +244,19 @@ impl Packs {
         pack.committed_len = pack.len;
         pack.registered = true;
         pack.touched = false;
+        pack.tail_at_risk = false;
         if !self.is_full(&pack) {
             self.idle.lock().expect("pack pool lock").push(pack);
         }
     }
 
-    /// Returns a pack after its ingest failed: the uncommitted tail is cut off. If even that
-    /// fails, the pack is retired from this process; open cuts the tail later.
+    /// Returns a pack after its ingest failed: the uncommitted tail is cut off. If that is not
+    /// safe (`tail_at_risk`) or fails, the pack is retired from this process instead; open
+    /// brings it in line with the committed metadata later.
     pub(crate) fn abandon(&self, mut pack: ActivePack) {
+        if pack.tail_at_risk {
+            return;
+        }
         if pack.len == pack.committed_len {
             pack.touched = false;
             self.idle.lock().expect("pack pool lock").push(pack);
@@ -225,8 +269,15 @@ impl Packs {
         }
     }
 
-    /// A map of the pack that covers at least `end` bytes.
-    pub(crate) fn map_covering(&self, id: PackId, end: u64) -> Result<Arc<dyn Mapped>> {
+    /// A map of the pack that covers at least `end` bytes. On a cache miss the pack is mapped
+    /// up to its committed length (`committed()`, read from the metadata), never further: bytes
+    /// past it may still be cut and rewritten (see `map.rs`).
+    pub(crate) fn map_covering(
+        &self,
+        id: PackId,
+        end: u64,
+        committed: impl FnOnce() -> Result<u64>,
+    ) -> Result<Arc<dyn Mapped>> {
         if let Some(m) = self.maps.read().expect("map cache lock").get(&id)
             && m.bytes().len() as u64 >= end
         {
@@ -240,15 +291,23 @@ impl Packs {
                 Error::io("open", &path, e)
             }
         })?;
-        let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+        let file_len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+        drop(file);
+        let len = committed()?;
         if len < end {
             return Err(Error::corrupted_at(
-                format!("pack file is {len} bytes, shorter than a committed record end {end}"),
+                format!("record end {end} past the pack's committed length {len}"),
                 id,
                 len,
             ));
         }
-        drop(file);
+        if file_len < len {
+            return Err(Error::corrupted_at(
+                format!("pack file is {file_len} bytes, shorter than its committed length {len}"),
+                id,
+                file_len,
+            ));
+        }
         let map = self
             .vfs
             .map(&path, len)

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::compress;
 use crate::error::{Error, Result};
-use crate::format::{ChunkRef, RecordHeader, TrackRecord};
-use crate::ids::{ChunkId, Domain, Fingerprint, TrackKey, UserId};
+use crate::format::{ChunkEntry, ChunkRef, RecordHeader, TrackRecord};
+use crate::ids::{ChunkId, Domain, Fingerprint, PackId, TrackKey, UserId};
 use crate::io::Mapped;
 use crate::store::{Inner, Store, TrackInfo, info};
 
@@ -26,23 +26,63 @@ impl Plain {
 }
 
 impl Inner {
-    /// Loads, decodes and re-hashes one chunk record.
-    pub(crate) fn verify_chunk(&self, domain: Domain, r: &ChunkRef) -> Result<()> {
-        self.load_chunk(domain, r).map(|_| ())
+    /// The committed length of a pack, from the latest metadata.
+    fn committed_len(&self, pack: PackId) -> Result<u64> {
+        self.meta
+            .read()?
+            .pack(pack)?
+            .map(|r| r.committed_len)
+            .ok_or_else(|| Error::corrupted_at("pack is not registered", pack, 0))
     }
 
-    /// Loads and verifies one chunk of a track in `domain`.
-    fn load_chunk(&self, domain: Domain, r: &ChunkRef) -> Result<Plain> {
-        let entry =
-            self.meta.read()?.chunk(domain, &r.id)?.ok_or_else(|| {
-                Error::corrupted(format!("chunk {} missing from the index", r.id))
-            })?;
-        let map = self
-            .packs
-            .map_covering(entry.pack, entry.offset + entry.record_len())?;
+    /// Loads, decodes and re-hashes one chunk record.
+    pub(crate) fn verify_chunk(&self, domain: Domain, r: &ChunkRef) -> Result<()> {
+        match self.load_chunk(domain, r)? {
+            Some(_) => Ok(()),
+            None => Err(Error::corrupted(format!(
+                "chunk {} missing from the index",
+                r.id
+            ))),
+        }
+    }
+
+    /// Loads and verifies one chunk of a track in `domain`. `Ok(None)` when the index has no
+    /// such entry (any more): the track was deleted, replaced or migrated since its record was
+    /// read. A record moved by compaction is followed.
+    fn load_chunk(&self, domain: Domain, r: &ChunkRef) -> Result<Option<Plain>> {
+        let mut attempt = 0;
+        loop {
+            let Some(entry) = self.meta.read()?.chunk(domain, &r.id)? else {
+                return Ok(None);
+            };
+            let map =
+                match self
+                    .packs
+                    .map_covering(entry.pack, entry.offset + entry.record_len(), || {
+                        self.committed_len(entry.pack)
+                    }) {
+                    Ok(m) => m,
+                    // Compaction moved the record and deleted its pack after we looked it up.
+                    Err(_) if attempt == 0 && self.meta.read()?.pack(entry.pack)?.is_none() => {
+                        attempt += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+            return self.decode_verified(&map, &entry, r).map(Some);
+        }
+    }
+
+    fn decode_verified(
+        &self,
+        map: &Arc<dyn Mapped>,
+        entry: &ChunkEntry,
+        r: &ChunkRef,
+    ) -> Result<Plain> {
         let (head, stored) = RecordHeader::decode(entry.pack, map.bytes(), entry.offset)?;
+        // The header's domain is the one the record was written for; a promoted record serves
+        // another domain, so the entry, not the header, decides ownership.
         if head.id != r.id
-            || head.domain != domain
             || head.plain_len != r.len
             || head.plain_len != entry.plain_len
             || head.stored_len != entry.stored_len
@@ -72,6 +112,27 @@ impl Inner {
             std::borrow::Cow::Owned(v) => Plain::Owned(v),
         })
     }
+
+    /// Verified stored bytes of a record, for copying it elsewhere without decompressing:
+    /// the header and the stored bytes, after a full check of the plain bytes.
+    pub(crate) fn read_record_verified(
+        &self,
+        entry: &ChunkEntry,
+        id: &ChunkId,
+    ) -> Result<(RecordHeader, Vec<u8>)> {
+        let map = self
+            .packs
+            .map_covering(entry.pack, entry.offset + entry.record_len(), || {
+                self.committed_len(entry.pack)
+            })?;
+        let r = ChunkRef {
+            id: *id,
+            len: entry.plain_len,
+        };
+        self.decode_verified(&map, entry, &r)?;
+        let (head, stored) = RecordHeader::decode(entry.pack, map.bytes(), entry.offset)?;
+        Ok((head, stored.to_vec()))
+    }
 }
 
 /// Reads one track. Implements `Read + Seek`; a seek costs a binary search, and the next read at
@@ -80,6 +141,7 @@ impl Inner {
 /// [`crate::Error`] (kind `InvalidData` for corruption); [`Error::from_io`] unwraps them.
 pub struct TrackReader {
     inner: Arc<Inner>,
+    user: UserId,
     info: TrackInfo,
     track: TrackRecord,
     /// Cumulative end offset of each chunk.
@@ -112,6 +174,7 @@ impl Store {
         }
         Ok(TrackReader {
             inner: self.inner.clone(),
+            user: user.clone(),
             info: info(key.clone(), &track),
             track,
             ends,
@@ -177,6 +240,37 @@ impl TrackReader {
         self.ends.partition_point(|&end| end <= pos)
     }
 
+    /// Loads chunk `idx`. When its entry is gone, the track record is read again: a migrated
+    /// track (same bytes, other domain) is followed; a deleted or replaced one is an error.
+    fn load(&mut self, idx: usize) -> Result<Plain> {
+        let r = self.track.chunks[idx];
+        if let Some(p) = self.inner.load_chunk(self.track.domain, &r)? {
+            return Ok(p);
+        }
+        let changed = || Error::TrackChanged {
+            user: self.user.to_string(),
+            key: self.info.key.to_string(),
+        };
+        let now = match self.inner.track_record(&self.user, &self.info.key) {
+            Ok(t) => t,
+            Err(Error::TrackNotFound { .. }) | Err(Error::UnknownUser(_)) => return Err(changed()),
+            Err(e) => return Err(e),
+        };
+        if now.fingerprint != self.track.fingerprint || now.chunks != self.track.chunks {
+            return Err(changed());
+        }
+        if now.domain == self.track.domain {
+            return Err(Error::corrupted(format!(
+                "chunk {} of track {} missing from the index",
+                r.id, self.info.key
+            )));
+        }
+        self.track.domain = now.domain;
+        self.inner
+            .load_chunk(self.track.domain, &r)?
+            .ok_or_else(|| Error::corrupted(format!("chunk {} missing from the index", r.id)))
+    }
+
     fn check_fingerprint(&mut self) -> Result<()> {
         if self.hashed == self.track.len
             && let Some(h) = self.hasher.take()
@@ -203,10 +297,7 @@ impl Read for TrackReader {
         }
         let idx = self.chunk_index(self.pos);
         if self.current.as_ref().is_none_or(|(i, _)| *i != idx) {
-            let plain = self
-                .inner
-                .load_chunk(self.track.domain, &self.track.chunks[idx])
-                .map_err(Error::into_io)?;
+            let plain = self.load(idx).map_err(Error::into_io)?;
             self.current = Some((idx, plain));
         }
         let (_, plain) = self.current.as_ref().expect("loaded above");

@@ -1,10 +1,13 @@
 //! Reference counting and exact accounting inside a metadata write transaction.
 //!
 //! Every chunk entry is either live (refcount > 0: counted in `live_bytes`/`live_chunks`) or
-//! garbage (refcount 0, or a record that lost a race to an identical one: counted in
-//! `garbage_bytes`/`garbage_chunks` and in its pack's `dead_bytes`). A new entry is inserted as
-//! garbage and made live by its first reference, so every transition goes through `add_ref` and
-//! `drop_ref` and the counters can never drift from a recount.
+//! garbage (refcount 0: counted in `garbage_chunks`, revivable by a dedup hit until GC removes
+//! it). Every record in a pack that no live entry needs is dead: counted in `garbage_bytes` and in
+//! its pack's `dead_bytes` until compaction deletes the pack. Dead records are the garbage
+//! entries' records, records whose entry GC removed, and orphans (records that lost a race to
+//! an identical one committed first). A new entry is inserted as garbage and made live by its
+//! first reference, so every transition goes through `add_ref` and `drop_ref` and the counters
+//! can never drift from a recount.
 
 use std::collections::HashMap;
 
@@ -57,7 +60,6 @@ impl Accounting {
     /// first): garbage from the start.
     pub(crate) fn orphan_record(&mut self, pack: PackId, record_len: u64) {
         self.garbage_bytes += record_len as i64;
-        self.garbage_chunks += 1;
         self.packs.entry(pack).or_default().dead_bytes += record_len as i64;
     }
 
@@ -111,6 +113,7 @@ pub(crate) fn insert_entry(
 ) -> Result<()> {
     debug_assert_eq!(entry.refcount, 0);
     acc.orphan_record(entry.pack, entry.record_len());
+    acc.garbage_chunks += 1;
     w.put_chunk(domain, id, &entry)
 }
 

@@ -1,14 +1,15 @@
 //! The store: opening and recovery, the license mode, listing, deleting and accounting.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::error::{Error, Result};
 use crate::format::{STORE_FORMAT_VERSION, StoreFile, TrackRecord, UserRow};
-use crate::ids::{Fingerprint, LicenseMode, TrackKey, UserId, UserNo};
+use crate::ids::{ChunkId, Domain, Fingerprint, LicenseMode, TrackKey, UserId, UserNo};
 use crate::io::{StdVfs, Vfs};
 use crate::meta::{
     MetaRead, MetaStore, RedbMeta, counter_keys as ck, state_keys as sk, write_with,
@@ -94,7 +95,8 @@ pub struct Stats {
     pub garbage_bytes: u64,
     /// Live chunk records.
     pub chunks: u64,
-    /// Garbage chunk records.
+    /// Garbage chunk entries: records no track references that a dedup hit can still revive
+    /// (until GC removes them).
     pub garbage_chunks: u64,
     /// Pack files.
     pub packs: u64,
@@ -130,6 +132,12 @@ pub(crate) struct Inner {
     pub(crate) packs: Packs,
     pub(crate) chunker: Chunker,
     pub(crate) compression_level: i32,
+    /// Chunk entries that in-flight ingests found and will reference at commit. GC and
+    /// migration never remove a pinned entry; they hold this lock from their check through
+    /// their commit, and an ingest holds it while it looks an entry up and pins it.
+    pub(crate) pins: Mutex<HashMap<(Domain, ChunkId), u32>>,
+    /// Serialises the maintenance jobs (migration, GC) with each other.
+    pub(crate) maintenance: Mutex<()>,
     mode: AtomicU8,
     _lock: Box<dyn Send + Sync + Debug>,
 }
@@ -137,6 +145,43 @@ pub(crate) struct Inner {
 impl Inner {
     pub(crate) fn mode(&self) -> LicenseMode {
         LicenseMode::from_byte(self.mode.load(Ordering::Acquire)).expect("mode byte is valid")
+    }
+
+    /// Looks `(domain, id)` up in the latest committed state and, if it exists, pins it until
+    /// the returned guard's `unpin`. Atomic with respect to GC and migration (see `pins`).
+    pub(crate) fn lookup_and_pin(&self, domain: Domain, id: &ChunkId) -> Result<bool> {
+        let mut pins = self.pins.lock().expect("pins lock");
+        let hit = self.meta.read()?.chunk(domain, id)?.is_some();
+        if hit {
+            *pins.entry((domain, *id)).or_default() += 1;
+        }
+        Ok(hit)
+    }
+
+    /// The committed record of a track.
+    pub(crate) fn track_record(&self, user: &UserId, key: &TrackKey) -> Result<TrackRecord> {
+        let snap = self.meta.read()?;
+        let no = Store::user_no(snap.as_ref(), user)?;
+        snap.track(no, key.as_str())?
+            .ok_or_else(|| Error::TrackNotFound {
+                user: user.to_string(),
+                key: key.to_string(),
+            })
+    }
+
+    pub(crate) fn unpin(&self, keys: &[(Domain, ChunkId)]) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut pins = self.pins.lock().expect("pins lock");
+        for k in keys {
+            if let Some(n) = pins.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    pins.remove(k);
+                }
+            }
+        }
     }
 }
 
@@ -207,7 +252,10 @@ impl Store {
             let bytes = vfs
                 .read(&store_path)
                 .map_err(|e| Error::io("read", &store_path, e))?;
-            match StoreFile::decode(&bytes).map_err(|_| Error::NotAStore(dir.clone()))? {
+            if !bytes.starts_with(&crate::format::STORE_MAGIC) {
+                return Err(Error::NotAStore(dir));
+            }
+            match StoreFile::decode(&bytes)? {
                 Ok(f) => f,
                 Err(found) => {
                     return Err(Error::UnsupportedVersion {
@@ -273,6 +321,8 @@ impl Store {
                 packs,
                 chunker: Chunker { params, seed },
                 compression_level: options.compression_level,
+                pins: Mutex::new(HashMap::new()),
+                maintenance: Mutex::new(()),
                 mode: AtomicU8::new(mode.to_byte()),
                 _lock: lock,
             }),
@@ -302,6 +352,8 @@ impl Store {
             w.set_counter(ck::NEXT_USER_NO, 1)
         })?;
         drop(meta);
+        // meta.redb and packs/ must be durable entries before STORE can name the store.
+        vfs.sync_dir(dir).map_err(|e| Error::io("sync", dir, e))?;
         let file = StoreFile {
             version: STORE_FORMAT_VERSION,
             store_id,
@@ -360,13 +412,7 @@ impl Store {
 
     /// The committed record of a track.
     pub(crate) fn track_record(&self, user: &UserId, key: &TrackKey) -> Result<TrackRecord> {
-        let snap = self.inner.meta.read()?;
-        let no = Self::user_no(snap.as_ref(), user)?;
-        snap.track(no, key.as_str())?
-            .ok_or_else(|| Error::TrackNotFound {
-                user: user.to_string(),
-                key: key.to_string(),
-            })
+        self.inner.track_record(user, key)
     }
 
     /// Facts about one track.
@@ -408,8 +454,12 @@ impl Store {
             w.remove_track(no, key.as_str())?;
             let new_row = UserRow {
                 no: row.no,
-                logical_bytes: row.logical_bytes - old.len,
-                tracks: row.tracks - 1,
+                logical_bytes: row.logical_bytes.checked_sub(old.len).ok_or_else(|| {
+                    Error::corrupted(format!("user {user}: logical bytes below a track's size"))
+                })?,
+                tracks: row.tracks.checked_sub(1).ok_or_else(|| {
+                    Error::corrupted(format!("user {user}: track count underflow"))
+                })?,
             };
             w.put_user(user.as_str(), &new_row)?;
             acc.logical_bytes -= old.len as i64;

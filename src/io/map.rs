@@ -32,10 +32,10 @@ impl FileMap {
         // while the map lives, or reads become undefined (and a truncation raises SIGBUS). Pack
         // files guarantee it for the range mapped here:
         // - packs are append-only: no byte below a pack's committed length is ever written again;
-        // - callers map at most the pack's current length and only read records the metadata
-        //   says are committed, which lie below the committed length;
+        // - `Packs::map_covering` maps exactly the committed length as the metadata states it,
+        //   never the uncommitted tail an ingest may still be writing or cutting off;
         // - a pack is only ever truncated to its committed length (a failed put's tail, or the
-        //   recovery on open), never below it, so no page a reader touches goes away;
+        //   recovery on open), never below it, so no mapped page goes away;
         // - a pack is deleted (GC) only by unlinking it, which keeps existing maps valid;
         // - the store's directory is locked against other processes (`Vfs::try_lock`).
         let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };

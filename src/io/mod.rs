@@ -58,6 +58,8 @@ pub trait Vfs: Send + Sync + Debug {
     /// Takes an exclusive advisory lock on `path` (created if missing) for the life of the returned
     /// guard; the OS drops it when the process dies. `Ok(None)` when another process holds it.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Send + Sync + Debug>>>;
+    /// Bytes an unprivileged writer can still add to the file system holding `path`.
+    fn available_space(&self, path: &Path) -> io::Result<u64>;
 }
 
 /// The real file system.
@@ -147,6 +149,10 @@ impl Vfs for StdVfs {
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+    fn available_space(&self, path: &Path) -> io::Result<u64> {
+        let st = rustix::fs::statvfs(path).map_err(io::Error::from)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 }
 

@@ -65,7 +65,9 @@ pub(crate) trait MetaWrite: MetaRead {
     fn put_track(&mut self, user: UserNo, key: &str, track: &TrackRecord) -> Result<()>;
     fn remove_track(&mut self, user: UserNo, key: &str) -> Result<()>;
     fn put_chunk(&mut self, domain: Domain, id: &ChunkId, entry: &ChunkEntry) -> Result<()>;
+    fn remove_chunk(&mut self, domain: Domain, id: &ChunkId) -> Result<()>;
     fn put_pack(&mut self, id: PackId, row: &PackRow) -> Result<()>;
+    fn remove_pack(&mut self, id: PackId) -> Result<()>;
 
     /// Adds `delta` (which may be negative) to a counter; an underflow is corruption.
     fn add_counter(&mut self, key: &str, delta: i64) -> Result<()> {

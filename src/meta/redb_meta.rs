@@ -28,6 +28,25 @@ type ChunkTable = ReadOnlyTable<(u64, [u8; 32]), [u8; CHUNK_ENTRY_LEN]>;
 
 const PACKS: TableDefinition<u64, [u8; PACK_ROW_LEN]> = TableDefinition::new("packs");
 
+/// Runs a redb call, turning a panic into `Corrupted`. redb checks page checksums only in
+/// repair and `check_integrity`, so a damaged page can reach an `unreachable!` inside it; the
+/// crate's policy is that damaged bytes give an error, never a crash.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Error::corrupted(format!(
+                "metadata: the database failed while {what} (damaged page?): {msg}"
+            )))
+        }
+    }
+}
+
 /// Metadata in one redb file, reached through the I/O seam.
 #[derive(Debug)]
 pub(crate) struct RedbMeta {
@@ -41,34 +60,44 @@ impl RedbMeta {
             .open_rw(path, create)
             .map_err(|e| Error::io("open", path, e))?;
         let backend = RedbBackend { file };
-        let db = Database::builder()
-            .set_cache_size(64 << 20)
-            .create_with_backend(backend)?;
-        let txn = db.begin_write()?;
-        {
-            txn.open_table(STATE)?;
-            txn.open_table(COUNTERS)?;
-            txn.open_table(USERS)?;
-            txn.open_table(USER_NAMES)?;
-            txn.open_table(TRACKS)?;
-            txn.open_table(CHUNKS)?;
-            txn.open_table(PACKS)?;
-        }
-        txn.commit()?;
-        Ok(RedbMeta { db: Arc::new(db) })
+        guarded("opening", || {
+            let db = Database::builder()
+                .set_cache_size(64 << 20)
+                .create_with_backend(backend)?;
+            let txn = db.begin_write()?;
+            {
+                txn.open_table(STATE)?;
+                txn.open_table(COUNTERS)?;
+                txn.open_table(USERS)?;
+                txn.open_table(USER_NAMES)?;
+                txn.open_table(TRACKS)?;
+                txn.open_table(CHUNKS)?;
+                txn.open_table(PACKS)?;
+            }
+            txn.commit()?;
+            Ok(RedbMeta { db: Arc::new(db) })
+        })
     }
 }
 
 impl MetaStore for RedbMeta {
     fn read(&self) -> Result<Box<dyn MetaRead>> {
-        Ok(Box::new(RedbRead {
-            txn: self.db.begin_read()?,
-            chunks: OnceCell::new(),
-            tracks: OnceCell::new(),
-        }))
+        guarded("starting a read", || {
+            Ok(Box::new(RedbRead {
+                txn: self.db.begin_read()?,
+                chunks: OnceCell::new(),
+                tracks: OnceCell::new(),
+            }) as Box<dyn MetaRead>)
+        })
     }
 
     fn write(&self, f: &mut dyn FnMut(&mut dyn MetaWrite) -> Result<()>) -> Result<()> {
+        guarded("writing", || self.write_unguarded(f))
+    }
+}
+
+impl RedbMeta {
+    fn write_unguarded(&self, f: &mut dyn FnMut(&mut dyn MetaWrite) -> Result<()>) -> Result<()> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| Error::Metadata(e.to_string()))?;
@@ -228,50 +257,60 @@ impl RedbRead {
 
 impl MetaRead for RedbRead {
     fn state(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        get_state(&self.txn.open_table(STATE)?, key)
+        guarded("reading state", || {
+            get_state(&self.txn.open_table(STATE)?, key)
+        })
     }
     fn counter(&self, key: &str) -> Result<u64> {
-        get_counter(&self.txn.open_table(COUNTERS)?, key)
+        guarded("reading counter", || {
+            get_counter(&self.txn.open_table(COUNTERS)?, key)
+        })
     }
     fn user(&self, id: &str) -> Result<Option<UserRow>> {
-        get_user(&self.txn.open_table(USERS)?, id)
+        guarded("reading user", || {
+            get_user(&self.txn.open_table(USERS)?, id)
+        })
     }
     fn user_name(&self, no: UserNo) -> Result<Option<String>> {
-        Ok(self
-            .txn
-            .open_table(USER_NAMES)?
-            .get(no.0)?
-            .map(|v| v.value().to_owned()))
+        guarded("reading user_name", || {
+            Ok(self
+                .txn
+                .open_table(USER_NAMES)?
+                .get(no.0)?
+                .map(|v| v.value().to_owned()))
+        })
     }
     fn users(&self) -> Result<Vec<(String, UserRow)>> {
-        all_users(&self.txn.open_table(USERS)?)
+        guarded("reading users", || all_users(&self.txn.open_table(USERS)?))
     }
     fn track(&self, user: UserNo, key: &str) -> Result<Option<TrackRecord>> {
-        get_track(self.tracks()?, user, key)
+        guarded("reading track", || get_track(self.tracks()?, user, key))
     }
     fn tracks_of(&self, user: UserNo) -> Result<Vec<(String, TrackRecord)>> {
-        tracks_of(self.tracks()?, user)
+        guarded("reading tracks_of", || tracks_of(self.tracks()?, user))
     }
     fn for_each_track(
         &self,
         f: &mut dyn FnMut(UserNo, &str, TrackRecord) -> Result<()>,
     ) -> Result<()> {
-        each_track(self.tracks()?, f)
+        guarded("reading for_each_track", || each_track(self.tracks()?, f))
     }
     fn chunk(&self, domain: Domain, id: &ChunkId) -> Result<Option<ChunkEntry>> {
-        get_chunk(self.chunks()?, domain, id)
+        guarded("reading chunk", || get_chunk(self.chunks()?, domain, id))
     }
     fn for_each_chunk(
         &self,
         f: &mut dyn FnMut(Domain, ChunkId, ChunkEntry) -> Result<()>,
     ) -> Result<()> {
-        each_chunk(self.chunks()?, f)
+        guarded("reading for_each_chunk", || each_chunk(self.chunks()?, f))
     }
     fn pack(&self, id: PackId) -> Result<Option<PackRow>> {
-        get_pack(&self.txn.open_table(PACKS)?, id)
+        guarded("reading pack", || {
+            get_pack(&self.txn.open_table(PACKS)?, id)
+        })
     }
     fn packs(&self) -> Result<Vec<(PackId, PackRow)>> {
-        all_packs(&self.txn.open_table(PACKS)?)
+        guarded("reading packs", || all_packs(&self.txn.open_table(PACKS)?))
     }
 }
 
@@ -375,8 +414,16 @@ impl MetaWrite for RedbWrite<'_> {
             .insert((domain.to_u64(), id.0), entry.encode())?;
         Ok(())
     }
+    fn remove_chunk(&mut self, domain: Domain, id: &ChunkId) -> Result<()> {
+        self.chunks.remove((domain.to_u64(), id.0))?;
+        Ok(())
+    }
     fn put_pack(&mut self, id: PackId, row: &PackRow) -> Result<()> {
         self.packs.insert(id.0, row.encode())?;
+        Ok(())
+    }
+    fn remove_pack(&mut self, id: PackId) -> Result<()> {
+        self.packs.remove(id.0)?;
         Ok(())
     }
 }

@@ -1,0 +1,324 @@
+//! Garbage collection and compaction.
+//!
+//! 1. Garbage entries (refcount 0) that no in-flight ingest has pinned are removed from the
+//!    index, a batch per commit. Their records stay in their packs as dead bytes.
+//! 2. Packs whose live share fell below the threshold are rewritten: every record an entry still
+//!    points at is copied (verified) into another pack, that pack is fsynced, one commit points
+//!    the entries at the copies and drops the old pack's row, and only then is the old file
+//!    deleted. A crash before the commit leaves copies past a committed length (cut on open);
+//!    after it, a pack file without a row (deleted on open).
+//!
+//! Ingests and reads go on meanwhile: they wait at most for one commit (the pin lock is held
+//! across step 1's commits), and a reader whose record moved follows it. GC and migration are
+//! serialised with each other.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::format::{ChunkEntry, PACK_HEADER_LEN};
+use crate::ids::{ChunkId, Domain, PackId};
+use crate::meta::write_with;
+use crate::packs::ActivePack;
+use crate::refs::{Accounting, PackDelta};
+use crate::store::{Inner, Store};
+
+/// GC settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GcOptions {
+    /// Rewrite a pack when the live share of its record bytes is below this (0.0 to 1.0).
+    /// Packs with no live record are deleted whatever the threshold.
+    pub threshold: f64,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions { threshold: 0.5 }
+    }
+}
+
+/// Progress of a GC run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcProgress {
+    /// `"entries"` while removing garbage entries, `"packs"` while compacting.
+    pub phase: &'static str,
+    /// Units done in this phase.
+    pub done: u64,
+    /// Units in this phase.
+    pub total: u64,
+}
+
+/// What a GC run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Garbage entries removed from the index.
+    pub entries_removed: u64,
+    /// Garbage entries kept because an ingest in flight had pinned them.
+    pub entries_pinned: u64,
+    /// Packs deleted (rewritten or wholly dead).
+    pub packs_deleted: u64,
+    /// Of those, packs whose live records were copied first.
+    pub packs_rewritten: u64,
+    /// Bytes of records copied.
+    pub bytes_copied: u64,
+    /// Bytes of pack files before and after.
+    pub pack_bytes_before: u64,
+    /// Bytes of pack files after.
+    pub pack_bytes_after: u64,
+}
+
+impl GcReport {
+    /// Disk bytes given back.
+    pub fn bytes_reclaimed(&self) -> u64 {
+        self.pack_bytes_before.saturating_sub(self.pack_bytes_after)
+    }
+}
+
+const ENTRY_BATCH: usize = 4096;
+
+impl Store {
+    /// Frees garbage and compacts packs; see the module docs for the protocol.
+    pub fn gc(
+        &self,
+        options: GcOptions,
+        progress: &mut dyn FnMut(&GcProgress),
+    ) -> Result<GcReport> {
+        if !(0.0..=1.0).contains(&options.threshold) {
+            return Err(Error::InvalidOptions(
+                "GC threshold must be in 0.0..=1.0".into(),
+            ));
+        }
+        let inner = &self.inner;
+        let _maintenance = inner.maintenance.lock().expect("maintenance lock");
+        let mut report = GcReport::default();
+        let pack_bytes = |inner: &Inner| -> Result<u64> {
+            Ok(inner
+                .meta
+                .read()?
+                .packs()?
+                .iter()
+                .map(|(_, r)| r.committed_len)
+                .sum())
+        };
+        report.pack_bytes_before = pack_bytes(inner)?;
+
+        // 1. Remove garbage entries.
+        let mut garbage: Vec<(Domain, ChunkId)> = Vec::new();
+        inner.meta.read()?.for_each_chunk(&mut |d, id, e| {
+            if e.refcount == 0 {
+                garbage.push((d, id));
+            }
+            Ok(())
+        })?;
+        let total = garbage.len() as u64;
+        let mut done = 0;
+        for batch in garbage.chunks(ENTRY_BATCH) {
+            let pins = inner.pins.lock().expect("pins lock");
+            let (removed, pinned) = write_with(inner.meta.as_ref(), |w| {
+                let mut acc = Accounting::default();
+                let (mut removed, mut pinned) = (0u64, 0u64);
+                for (d, id) in batch {
+                    let Some(e) = w.chunk(*d, id)? else { continue };
+                    if e.refcount != 0 {
+                        continue;
+                    }
+                    if pins.contains_key(&(*d, *id)) {
+                        pinned += 1;
+                        continue;
+                    }
+                    w.remove_chunk(*d, id)?;
+                    acc.garbage_chunks -= 1;
+                    removed += 1;
+                }
+                acc.apply(w)?;
+                Ok((removed, pinned))
+            })?;
+            drop(pins);
+            report.entries_removed += removed;
+            report.entries_pinned += pinned;
+            done += batch.len() as u64;
+            progress(&GcProgress {
+                phase: "entries",
+                done,
+                total,
+            });
+        }
+
+        // 2. Compact packs. Candidates are taken out of every writer's reach first (sealed, or
+        //    taken from the idle pool); only then are their entries listed, so no entry pointing
+        //    at a candidate can appear after the listing (migration, the other source of new
+        //    entries, is serialised with GC).
+        let rows = inner.meta.read()?.packs()?;
+        let candidates: Vec<_> = rows
+            .into_iter()
+            .filter(|(_, row)| {
+                let records = row.committed_len.saturating_sub(PACK_HEADER_LEN as u64);
+                let live = records.saturating_sub(row.dead_bytes);
+                row.dead_bytes > 0
+                    && (live == 0 || (live as f64) < options.threshold * records as f64)
+            })
+            .collect();
+        let mut taken_packs: HashMap<PackId, ActivePack> = HashMap::new();
+        let candidates: Vec<PackId> = candidates
+            .into_iter()
+            .filter_map(|(pid, row)| {
+                if row.sealed {
+                    return Some(pid);
+                }
+                let p = inner.packs.take_idle(pid)?;
+                taken_packs.insert(pid, p);
+                Some(pid)
+            })
+            .collect();
+        let mut by_pack: HashMap<PackId, Vec<(Domain, ChunkId, ChunkEntry)>> = HashMap::new();
+        let listed = inner.meta.read().and_then(|snap| {
+            snap.for_each_chunk(&mut |d, id, e| {
+                by_pack.entry(e.pack).or_default().push((d, id, e));
+                Ok(())
+            })
+        });
+        if let Err(e) = listed {
+            for (_, p) in taken_packs {
+                inner.packs.abandon(p);
+            }
+            return Err(e);
+        }
+        let total = candidates.len() as u64;
+        // One output pack for the whole run, new, so it is never one of the candidates.
+        let mut out: Option<ActivePack> = None;
+        for (i, pid) in candidates.into_iter().enumerate() {
+            let taken = taken_packs.remove(&pid);
+            let entries = by_pack.remove(&pid).unwrap_or_default();
+            let outcome = compact_one(inner, pid, &entries, &mut out, &mut report);
+            match outcome {
+                Ok(()) => drop(taken),
+                Err(e) => {
+                    if let Some(p) = taken {
+                        inner.packs.abandon(p);
+                    }
+                    if let Some(p) = out.take() {
+                        inner.packs.abandon(p);
+                    }
+                    for (_, p) in taken_packs {
+                        inner.packs.abandon(p);
+                    }
+                    return Err(e);
+                }
+            }
+            progress(&GcProgress {
+                phase: "packs",
+                done: i as u64 + 1,
+                total,
+            });
+        }
+        if let Some(p) = out {
+            inner.packs.committed(p);
+        }
+        report.pack_bytes_after = pack_bytes(inner)?;
+        Ok(report)
+    }
+}
+
+fn compact_one(
+    inner: &Inner,
+    pid: PackId,
+    entries: &[(Domain, ChunkId, ChunkEntry)],
+    out: &mut Option<ActivePack>,
+    report: &mut GcReport,
+) -> Result<()> {
+    // A full output pack is sealed by this commit and handed back; the next copy starts a new one.
+    if out.as_ref().is_some_and(|p| inner.packs.is_full(p)) {
+        inner.packs.committed(out.take().expect("checked"));
+    }
+    let held = out;
+    let result = (|| -> Result<()> {
+        let mut moved: Vec<(Domain, ChunkId, ChunkEntry, ChunkEntry)> = Vec::new();
+        for (d, id, e) in entries {
+            let (head, stored) = inner.read_record_verified(e, id)?;
+            let pack = match held {
+                Some(p) => p,
+                None => held.insert(inner.packs.create_new()?),
+            };
+            let offset = inner.packs.append(pack, &head, &stored)?;
+            moved.push((
+                *d,
+                *id,
+                *e,
+                ChunkEntry {
+                    pack: pack.id,
+                    offset,
+                    ..*e
+                },
+            ));
+        }
+        if let Some(p) = held.as_mut().filter(|p| p.touched) {
+            inner.packs.sync(p)?;
+        }
+        write_with(inner.meta.as_ref(), |w| {
+            let mut acc = Accounting::default();
+            if let Some(p) = held.as_ref().filter(|p| p.touched) {
+                acc.packs.insert(
+                    p.id,
+                    PackDelta {
+                        dead_bytes: 0,
+                        committed_len: Some(p.len),
+                        sealed: inner.packs.is_full(p),
+                    },
+                );
+            }
+            let old = w
+                .pack(pid)?
+                .ok_or_else(|| Error::corrupted(format!("pack {pid} vanished during GC")))?;
+            let records = old.committed_len.saturating_sub(PACK_HEADER_LEN as u64);
+            let mut live_moved = 0u64;
+            for (d, id, was, now) in &moved {
+                let n = now.record_len();
+                match w.chunk(*d, id)? {
+                    Some(cur) if cur.pack == pid && cur.offset == was.offset => {
+                        w.put_chunk(
+                            *d,
+                            id,
+                            &ChunkEntry {
+                                refcount: cur.refcount,
+                                ..*now
+                            },
+                        )?;
+                        if cur.refcount == 0 {
+                            acc.orphan_record(now.pack, n);
+                        } else {
+                            live_moved += n;
+                        }
+                    }
+                    _ => acc.orphan_record(now.pack, n),
+                }
+            }
+            // Every live byte of the old pack must have moved; anything else would be lost.
+            if live_moved != records - old.dead_bytes.min(records) {
+                return Err(Error::corrupted(format!(
+                    "pack {pid}: {} live bytes by its row, {live_moved} found in the index",
+                    records - old.dead_bytes.min(records)
+                )));
+            }
+            acc.garbage_bytes -= old.dead_bytes as i64;
+            w.remove_pack(pid)?;
+            acc.apply(w)
+        })?;
+        report.bytes_copied += moved.iter().map(|m| m.3.record_len()).sum::<u64>();
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            if let Some(p) = held.as_mut() {
+                p.committed_len = p.len;
+                p.registered = p.registered || p.touched;
+                p.touched = false;
+                p.tail_at_risk = false;
+            }
+            if !entries.is_empty() {
+                report.packs_rewritten += 1;
+            }
+            report.packs_deleted += 1;
+            inner.packs.delete(pid)
+        }
+        Err(e) => Err(e),
+    }
+}

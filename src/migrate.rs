@@ -1,0 +1,602 @@
+//! Moving between license modes: what-if, migration both ways, and the audit that proves the
+//! layout.
+//!
+//! The mode is a policy; a track's record names the copy domain all its chunks live in. A track
+//! whose domain is not the one its user's chunks belong in under the current mode is *pending*.
+//! Migration has no cursor of its own: it repeats rounds until no track is pending, each round
+//! made of independent atomic commits, so a crash at any point leaves a consistent store and
+//! running it again finishes the job.
+//!
+//! - Collapse (to single-master), one user per commit: every chunk of the user's pending tracks
+//!   moves its references to the shared entry; where the shared domain has no copy yet, the
+//!   user's entry is *promoted*: the shared entry takes over its record, no byte is written.
+//!   User entries that lost their references become garbage for GC.
+//! - Expand (to per-user copies), a batch of tracks per commit: every chunk a user needs and
+//!   does not own yet is copied record for record (stored bytes as they are, verified first) into
+//!   a pack, the packs are fsynced, then one commit creates the user entries and moves the
+//!   references. Shared entries that lost their references become garbage for GC.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::format::{ChunkEntry, PACK_HEADER_LEN, RecordHeader, TrackRecord};
+use crate::ids::{ChunkId, Domain, LicenseMode, UserNo};
+use crate::meta::{MetaRead, counter_keys as ck, write_with};
+use crate::packs::ActivePack;
+use crate::refs::{Accounting, PackDelta, add_ref, drop_ref, insert_entry};
+use crate::store::{Inner, Store};
+
+/// What migrating to a mode would do, computed from metadata alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhatIf {
+    /// The mode the prediction is for.
+    pub mode: LicenseMode,
+    /// Live physical bytes (chunk records) after migration.
+    pub physical_bytes: u64,
+    /// Live chunk records after migration.
+    pub chunks: u64,
+    /// Bytes of chunk records migration must write (copies for per-user domains).
+    pub bytes_to_write: u64,
+    /// Chunk records it must write.
+    pub records_to_write: u64,
+    /// Pack headers of the new packs those records need.
+    pub pack_overhead_bytes: u64,
+    /// Live bytes that migration turns into garbage (reclaimed by the next GC).
+    pub bytes_to_free: u64,
+    /// Tracks that migration must move.
+    pub pending_tracks: u64,
+    /// Live physical bytes now, for comparison.
+    pub physical_bytes_now: u64,
+    /// Garbage bytes now (reclaimable by GC already).
+    pub garbage_bytes_now: u64,
+}
+
+/// Progress of a migration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MigrationProgress {
+    /// Tracks moved so far.
+    pub tracks_done: u64,
+    /// Tracks pending when the current round started.
+    pub tracks_total: u64,
+    /// Logical bytes of the tracks moved so far.
+    pub bytes_done: u64,
+    /// Logical bytes of the tracks pending when the current round started.
+    pub bytes_total: u64,
+    /// Bytes of records copied so far.
+    pub bytes_written: u64,
+}
+
+/// What a migration did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// The mode the layout now matches.
+    pub mode: Option<LicenseMode>,
+    /// Tracks moved to their new domain.
+    pub tracks_migrated: u64,
+    /// Records handed from a user's domain to the shared domain without copying.
+    pub records_promoted: u64,
+    /// Records copied into a user's domain.
+    pub records_copied: u64,
+    /// Bytes of the copied records.
+    pub bytes_written: u64,
+    /// Rounds (a round re-reads the pending tracks; later rounds catch ingests that started
+    /// under the old mode).
+    pub rounds: u64,
+}
+
+/// Which physical records break the current mode's layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditReport {
+    /// The mode audited against.
+    pub mode: LicenseMode,
+    /// True when the layout matches the mode.
+    pub conforming: bool,
+    /// Live records referenced by tracks of more than one user (must be 0 in per-user-copy
+    /// mode; expected in single-master mode).
+    pub shared_records_across_users: u64,
+    /// Tracks whose chunks are not yet in the domain the mode asks for.
+    pub pending_tracks: u64,
+    /// Extra live records of content already stored live in another record (must be 0 in
+    /// single-master mode; expected in per-user-copy mode).
+    pub duplicate_records: u64,
+    /// Live records whose domain is a user other than every user referencing them (must be 0).
+    pub foreign_records: u64,
+    /// Live records per domain kind.
+    pub shared_domain_records: u64,
+    /// Live records in user domains.
+    pub user_domain_records: u64,
+    /// Every live physical record with its domain and the users referencing it, when asked for.
+    pub records: Vec<RecordOwnership>,
+}
+
+/// One live physical record and who references it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordOwnership {
+    /// The chunk.
+    pub chunk: ChunkId,
+    /// Its copy domain.
+    pub domain: Domain,
+    /// Pack and offset of the record.
+    pub pack: crate::ids::PackId,
+    /// Offset in the pack.
+    pub offset: u64,
+    /// Users whose tracks reference it.
+    pub users: Vec<String>,
+}
+
+/// The domain a user's tracks belong in under a mode.
+fn target(mode: LicenseMode, user: UserNo) -> Domain {
+    mode.domain_for(user)
+}
+
+fn pending(mode: LicenseMode, user: UserNo, t: &TrackRecord) -> bool {
+    t.domain != target(mode, user)
+}
+
+/// How many times each chunk occurs in a track.
+fn multiplicity(t: &TrackRecord) -> BTreeMap<ChunkId, u64> {
+    let mut m = BTreeMap::new();
+    for c in &t.chunks {
+        *m.entry(c.id).or_default() += 1;
+    }
+    m
+}
+
+impl Store {
+    /// Predicts, from metadata alone, what migrating to `mode` would do.
+    pub fn what_if(&self, mode: LicenseMode) -> Result<WhatIf> {
+        let snap = self.inner.meta.read()?;
+        what_if(snap.as_ref(), mode, self.inner.packs.size_limit())
+    }
+
+    /// Audits the physical layout against the current mode. With `records`, the report lists
+    /// every live record with its domain and the users referencing it.
+    pub fn audit(&self, records: bool) -> Result<AuditReport> {
+        let snap = self.inner.meta.read()?;
+        audit(snap.as_ref(), self.mode(), records)
+    }
+
+    /// Brings the physical layout in line with the current mode, online: ingests, reads and
+    /// deletes go on meanwhile, from any thread. Crash-safe and resumable; a store already in
+    /// line is left alone. Before copying data (expanding to per-user copies) it checks the
+    /// free disk space against the what-if figure and refuses with `InsufficientSpace`.
+    pub fn migrate(&self, progress: &mut dyn FnMut(&MigrationProgress)) -> Result<MigrationReport> {
+        let inner = &self.inner;
+        let _maintenance = inner.maintenance.lock().expect("maintenance lock");
+        let mut report = MigrationReport::default();
+        let mut prog = MigrationProgress::default();
+        let mut busy_rounds = 0u32;
+        loop {
+            let mode = inner.mode();
+            let snap = inner.meta.read()?;
+            let mut todo: Vec<(UserNo, String, TrackRecord)> = Vec::new();
+            snap.for_each_track(&mut |no, key, t| {
+                if pending(mode, no, &t) {
+                    todo.push((no, key.to_owned(), t));
+                }
+                Ok(())
+            })?;
+            if todo.is_empty() {
+                report.mode = Some(mode);
+                return Ok(report);
+            }
+            if mode == LicenseMode::PerUserCopy && report.rounds == 0 {
+                let w = what_if(snap.as_ref(), mode, inner.packs.size_limit())?;
+                let needed = w.bytes_to_write + w.pack_overhead_bytes;
+                let available = inner
+                    .packs
+                    .available_space()
+                    .map_err(|e| Error::io("statvfs", inner.dir.clone(), e))?;
+                if needed > available {
+                    return Err(Error::InsufficientSpace { needed, available });
+                }
+            }
+            drop(snap);
+            report.rounds += 1;
+            prog.tracks_total = prog.tracks_done + todo.len() as u64;
+            prog.bytes_total = prog.bytes_done + todo.iter().map(|t| t.2.len).sum::<u64>();
+            progress(&prog);
+            let moved = match mode {
+                LicenseMode::SingleMaster => {
+                    collapse(inner, todo, &mut report, &mut prog, progress)?
+                }
+                LicenseMode::PerUserCopy => expand(inner, todo, &mut report, &mut prog, progress)?,
+            };
+            if moved == 0 {
+                // Everything left is held by ingests in flight (pinned entries); they finish soon.
+                busy_rounds += 1;
+                if busy_rounds > 20_000 {
+                    return Err(Error::Metadata(
+                        "migration made no progress: entries stay pinned by ingests".into(),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
+
+fn what_if(snap: &dyn MetaRead, mode: LicenseMode, pack_limit: u64) -> Result<WhatIf> {
+    let mut needed: HashMap<(Domain, ChunkId), u64> = HashMap::new();
+    let (mut write, mut records_to_write, mut revived, mut pending_tracks) =
+        (0u64, 0u64, 0u64, 0u64);
+    let mut failure = None;
+    snap.for_each_track(&mut |no, _key, t| {
+        let dest = target(mode, no);
+        if t.domain != dest {
+            pending_tracks += 1;
+        }
+        for c in &t.chunks {
+            if needed.contains_key(&(dest, c.id)) {
+                continue;
+            }
+            let size = match snap.chunk(dest, &c.id)? {
+                Some(e) => {
+                    if e.refcount == 0 {
+                        revived += e.record_len();
+                    }
+                    e.record_len()
+                }
+                None => {
+                    let Some(src) = snap.chunk(t.domain, &c.id)? else {
+                        failure = Some(c.id);
+                        continue;
+                    };
+                    // Collapsing promotes the user's record; expanding copies it.
+                    if mode == LicenseMode::PerUserCopy {
+                        write += src.record_len();
+                        records_to_write += 1;
+                    }
+                    src.record_len()
+                }
+            };
+            needed.insert((dest, c.id), size);
+        }
+        Ok(())
+    })?;
+    if let Some(id) = failure {
+        return Err(Error::corrupted(format!(
+            "chunk {id} missing from the index"
+        )));
+    }
+    let physical: u64 = needed.values().sum();
+    let now = snap.counter(ck::LIVE_BYTES)?;
+    let usable = pack_limit.max(1);
+    let new_packs = write.div_ceil(usable);
+    Ok(WhatIf {
+        mode,
+        physical_bytes: physical,
+        chunks: needed.len() as u64,
+        bytes_to_write: write,
+        records_to_write,
+        pack_overhead_bytes: new_packs * PACK_HEADER_LEN as u64,
+        bytes_to_free: (now + write + revived).saturating_sub(physical),
+        pending_tracks,
+        physical_bytes_now: now,
+        garbage_bytes_now: snap.counter(ck::GARBAGE_BYTES)?,
+    })
+}
+
+/// Collapses each user's pending tracks in one commit. Returns the tracks moved.
+fn collapse(
+    inner: &Inner,
+    todo: Vec<(UserNo, String, TrackRecord)>,
+    report: &mut MigrationReport,
+    prog: &mut MigrationProgress,
+    progress: &mut dyn FnMut(&MigrationProgress),
+) -> Result<u64> {
+    let users: Vec<UserNo> = todo
+        .iter()
+        .map(|t| t.0)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut moved = 0;
+    for no in users {
+        let user_domain = Domain::User(no);
+        // Held from the pin check through the commit, so no ingest pins an entry we remove.
+        let pins = inner.pins.lock().expect("pins lock");
+        let outcome = write_with(inner.meta.as_ref(), |w| {
+            let tracks: Vec<(String, TrackRecord)> = w
+                .tracks_of(no)?
+                .into_iter()
+                .filter(|(_, t)| t.domain == user_domain)
+                .collect();
+            let mut counts: BTreeMap<ChunkId, u64> = BTreeMap::new();
+            for (_, t) in &tracks {
+                for (id, k) in multiplicity(t) {
+                    *counts.entry(id).or_default() += k;
+                }
+            }
+            // Promotion deletes the user's entry: impossible while an ingest holds a pin on it.
+            // Checked before any change, so giving up leaves the transaction empty.
+            for id in counts.keys() {
+                if pins.contains_key(&(user_domain, *id)) && w.chunk(Domain::Shared, id)?.is_none()
+                {
+                    return Ok(None);
+                }
+            }
+            let mut acc = Accounting::default();
+            let mut promoted = 0u64;
+            for (id, k) in &counts {
+                let ue = w.chunk(user_domain, id)?.ok_or_else(|| {
+                    Error::corrupted(format!("chunk {id} missing from the index"))
+                })?;
+                if ue.refcount != *k {
+                    return Err(Error::corrupted(format!(
+                        "chunk {id} of user number {}: refcount {} but {k} references",
+                        no.0, ue.refcount
+                    )));
+                }
+                if w.chunk(Domain::Shared, id)?.is_some() {
+                    for _ in 0..*k {
+                        add_ref(w, Domain::Shared, id, &mut acc)?;
+                        drop_ref(w, user_domain, id, &mut acc)?;
+                    }
+                } else {
+                    // The shared entry takes over the record and all its references; the bytes
+                    // stay where they are and stay live.
+                    w.put_chunk(Domain::Shared, id, &ue)?;
+                    w.remove_chunk(user_domain, id)?;
+                    promoted += 1;
+                }
+            }
+            let mut bytes = 0;
+            for (key, t) in &tracks {
+                let moved = TrackRecord {
+                    domain: Domain::Shared,
+                    ..t.clone()
+                };
+                w.put_track(no, key, &moved)?;
+                bytes += t.len;
+            }
+            acc.apply(w)?;
+            Ok(Some((tracks.len() as u64, bytes, promoted)))
+        });
+        drop(pins);
+        if let Some((n, bytes, promoted)) = outcome? {
+            moved += n;
+            report.tracks_migrated += n;
+            report.records_promoted += promoted;
+            prog.tracks_done += n;
+            prog.bytes_done += bytes;
+            progress(prog);
+        }
+    }
+    Ok(moved)
+}
+
+/// Bytes of copies gathered before one expand commit.
+const EXPAND_BATCH_BYTES: u64 = 64 << 20;
+
+/// Expands pending tracks in batches: copy, fsync, commit. Returns the tracks moved.
+fn expand(
+    inner: &Inner,
+    todo: Vec<(UserNo, String, TrackRecord)>,
+    report: &mut MigrationReport,
+    prog: &mut MigrationProgress,
+    progress: &mut dyn FnMut(&MigrationProgress),
+) -> Result<u64> {
+    let mut moved = 0;
+    let mut batch: Vec<(UserNo, String, TrackRecord)> = Vec::new();
+    let mut batch_bytes = 0u64;
+    let mut iter = todo.into_iter().peekable();
+    while let Some(item) = iter.next() {
+        batch_bytes += item.2.len;
+        batch.push(item);
+        if batch_bytes >= EXPAND_BATCH_BYTES || iter.peek().is_none() {
+            moved += expand_batch(inner, std::mem::take(&mut batch), report, prog)?;
+            batch_bytes = 0;
+            progress(prog);
+        }
+    }
+    Ok(moved)
+}
+
+fn expand_batch(
+    inner: &Inner,
+    batch: Vec<(UserNo, String, TrackRecord)>,
+    report: &mut MigrationReport,
+    prog: &mut MigrationProgress,
+) -> Result<u64> {
+    let mut held: Vec<ActivePack> = Vec::new();
+    let result = expand_batch_inner(inner, &batch, report, prog, &mut held);
+    for p in held {
+        if result.is_ok() {
+            inner.packs.committed(p);
+        } else {
+            inner.packs.abandon(p);
+        }
+    }
+    result
+}
+
+fn expand_batch_inner(
+    inner: &Inner,
+    batch: &[(UserNo, String, TrackRecord)],
+    report: &mut MigrationReport,
+    prog: &mut MigrationProgress,
+    held: &mut Vec<ActivePack>,
+) -> Result<u64> {
+    // 1. Copy every record a user needs and does not own. Migration and GC are serialised, so
+    //    an entry seen here is still there at the commit below.
+    let mut copies: HashMap<(Domain, ChunkId), ChunkEntry> = HashMap::new();
+    let snap = inner.meta.read()?;
+    for (no, _, t) in batch {
+        let dest = Domain::User(*no);
+        for c in &t.chunks {
+            if copies.contains_key(&(dest, c.id)) || snap.chunk(dest, &c.id)?.is_some() {
+                continue;
+            }
+            let src = snap.chunk(t.domain, &c.id)?.ok_or_else(|| {
+                Error::corrupted(format!("chunk {} missing from the index", c.id))
+            })?;
+            let (head, stored) = inner.read_record_verified(&src, &c.id)?;
+            let header = RecordHeader {
+                domain: dest,
+                ..head
+            };
+            if held.last().is_none_or(|p| inner.packs.is_full(p)) {
+                held.push(inner.packs.take()?);
+            }
+            let pack = held.last_mut().expect("pushed above");
+            let offset = inner.packs.append(pack, &header, &stored)?;
+            copies.insert(
+                (dest, c.id),
+                ChunkEntry {
+                    pack: pack.id,
+                    offset,
+                    refcount: 0,
+                    ..src
+                },
+            );
+        }
+    }
+    drop(snap);
+    for p in held.iter_mut().filter(|p| p.touched) {
+        inner.packs.sync(p)?;
+    }
+    // 2. One commit: new entries, references moved, tracks retargeted. A track changed since
+    //    it was planned is skipped (the next round sees it); its copies stay as garbage.
+    let deltas: HashMap<_, PackDelta> = held
+        .iter()
+        .filter(|p| p.touched)
+        .map(|p| {
+            (
+                p.id,
+                PackDelta {
+                    dead_bytes: 0,
+                    committed_len: Some(p.len),
+                    sealed: inner.packs.is_full(p),
+                },
+            )
+        })
+        .collect();
+    let (n, bytes) = write_with(inner.meta.as_ref(), |w| {
+        let mut acc = Accounting {
+            packs: deltas.clone(),
+            ..Accounting::default()
+        };
+        for ((domain, id), entry) in &copies {
+            if w.chunk(*domain, id)?.is_some() {
+                acc.orphan_record(entry.pack, entry.record_len());
+            } else {
+                insert_entry(w, *domain, id, *entry, &mut acc)?;
+            }
+        }
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for (no, key, planned) in batch {
+            if w.track(*no, key)?.as_ref() != Some(planned) {
+                continue;
+            }
+            let dest = Domain::User(*no);
+            for c in &planned.chunks {
+                add_ref(w, dest, &c.id, &mut acc)?;
+                drop_ref(w, planned.domain, &c.id, &mut acc)?;
+            }
+            let moved = TrackRecord {
+                domain: dest,
+                ..planned.clone()
+            };
+            w.put_track(*no, key, &moved)?;
+            n += 1;
+            bytes += planned.len;
+        }
+        acc.apply(w)?;
+        Ok((n, bytes))
+    })?;
+    let written: u64 = copies.values().map(|e| e.record_len()).sum();
+    report.tracks_migrated += n;
+    report.records_copied += copies.len() as u64;
+    report.bytes_written += written;
+    prog.tracks_done += n;
+    prog.bytes_done += bytes;
+    prog.bytes_written += written;
+    Ok(n)
+}
+
+fn audit(snap: &dyn MetaRead, mode: LicenseMode, list: bool) -> Result<AuditReport> {
+    let mut users_of: HashMap<(Domain, ChunkId), HashSet<UserNo>> = HashMap::new();
+    let mut pending_tracks = 0;
+    snap.for_each_track(&mut |no, _key, t| {
+        if pending(mode, no, &t) {
+            pending_tracks += 1;
+        }
+        for c in &t.chunks {
+            users_of.entry((t.domain, c.id)).or_default().insert(no);
+        }
+        Ok(())
+    })?;
+    let mut live_by_id: HashMap<ChunkId, u64> = HashMap::new();
+    let mut locations: HashSet<(crate::ids::PackId, u64)> = HashSet::new();
+    let (mut across, mut foreign, mut shared_records, mut user_records, mut aliased) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut records = Vec::new();
+    let mut names: HashMap<UserNo, String> = HashMap::new();
+    let mut entries = Vec::new();
+    snap.for_each_chunk(&mut |d, id, e| {
+        if e.refcount > 0 {
+            entries.push((d, id, e));
+        }
+        Ok(())
+    })?;
+    for (d, id, e) in entries {
+        *live_by_id.entry(id).or_default() += 1;
+        if !locations.insert((e.pack, e.offset)) {
+            aliased += 1;
+        }
+        let users = users_of.remove(&(d, id)).unwrap_or_default();
+        if users.len() > 1 {
+            across += 1;
+        }
+        match d {
+            Domain::Shared => shared_records += 1,
+            Domain::User(owner) => {
+                user_records += 1;
+                if users.iter().any(|u| *u != owner) {
+                    foreign += 1;
+                }
+            }
+        }
+        if list {
+            let mut us = Vec::new();
+            for u in users {
+                let name = match names.entry(u) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.get().clone(),
+                    std::collections::hash_map::Entry::Vacant(v) => v
+                        .insert(snap.user_name(u)?.unwrap_or_else(|| format!("#{}", u.0)))
+                        .clone(),
+                };
+                us.push(name);
+            }
+            us.sort();
+            records.push(RecordOwnership {
+                chunk: id,
+                domain: d,
+                pack: e.pack,
+                offset: e.offset,
+                users: us,
+            });
+        }
+    }
+    let duplicate_records: u64 = live_by_id.values().map(|n| n - 1).sum();
+    let conforming = pending_tracks == 0
+        && foreign == 0
+        && aliased == 0
+        && match mode {
+            LicenseMode::PerUserCopy => across == 0 && shared_records == 0,
+            LicenseMode::SingleMaster => duplicate_records == 0 && user_records == 0,
+        };
+    Ok(AuditReport {
+        mode,
+        conforming,
+        shared_records_across_users: across,
+        pending_tracks,
+        duplicate_records,
+        foreign_records: foreign,
+        shared_domain_records: shared_records,
+        user_domain_records: user_records,
+        records,
+    })
+}
