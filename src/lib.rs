@@ -52,6 +52,8 @@ mod migrate;
 mod packs;
 mod reader;
 mod refs;
+#[allow(dead_code)]
+mod segment;
 mod store;
 mod verify;
 

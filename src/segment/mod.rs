@@ -1,0 +1,1 @@
+//! Format-aware segmentation of uploads (tag regions apart from the audio payload).
