@@ -221,4 +221,70 @@ fn demo_runs_on_a_small_corpus() {
     assert!(out.contains("per-user-copy"), "{out}");
     assert!(out.contains("single-master"), "{out}");
     assert!(out.contains("read back exact and verified"), "{out}");
+    assert!(out.contains("audit: conforming"), "{out}");
+    assert!(!out.contains("NOT CONFORMING"), "{out}");
+}
+
+#[test]
+fn what_if_migrate_audit_gc() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("s");
+    let file = tmp.path().join("song.mp3");
+    std::fs::write(&file, lockerstore::corpus::noise(9, "flip", 2_000_000)).unwrap();
+    ok(cli(&store, &["init", "--mode", "per-user-copy"]));
+    for u in ["ann", "ben", "cat"] {
+        ok(cli(&store, &["put", u, "hit.mp3", file.to_str().unwrap()]));
+    }
+    let a = json(cli(&store, &["audit", "--json"]));
+    assert_eq!(a["conforming"], true);
+    assert_eq!(a["shared_records_across_users"], 0);
+    let physical_before = json(cli(&store, &["stats", "--json"]))["physical_bytes"]
+        .as_u64()
+        .unwrap();
+
+    ok(cli(&store, &["mode", "single-master"]));
+    let pending = cli(&store, &["audit", "--json"]);
+    assert_eq!(
+        pending.status.code(),
+        Some(1),
+        "a pending layout must fail the audit"
+    );
+    let a: serde_json::Value = serde_json::from_slice(&pending.stdout).unwrap();
+    assert_eq!(a["pending_tracks"], 3);
+    assert!(a["duplicate_records"].as_u64().unwrap() > 0);
+
+    let w = json(cli(&store, &["what-if", "single-master", "--json"]));
+    for k in [
+        "mode",
+        "physical_bytes",
+        "chunks",
+        "bytes_to_write",
+        "bytes_to_free",
+    ] {
+        assert!(w.get(k).is_some(), "{k} missing");
+    }
+    assert_eq!(w["bytes_to_write"], 0);
+    let m = json(cli(&store, &["migrate", "--json"]));
+    assert_eq!(m["tracks_migrated"], 3);
+    let st = json(cli(&store, &["stats", "--json"]));
+    assert_eq!(st["physical_bytes"], w["physical_bytes"]);
+    assert_eq!(st["physical_bytes"].as_u64().unwrap() * 3, physical_before);
+    let a = json(cli(&store, &["audit", "--json", "--records"]));
+    assert_eq!(a["conforming"], true);
+    let records = a["records"].as_array().unwrap();
+    assert!(!records.is_empty());
+    assert!(
+        records
+            .iter()
+            .all(|r| r["users"].as_array().unwrap().len() == 3)
+    );
+
+    let g = json(cli(&store, &["gc", "--json", "--threshold", "1.0"]));
+    assert!(g["bytes_reclaimed"].as_u64().unwrap() > 0);
+    assert_eq!(json(cli(&store, &["stats", "--json"]))["garbage_bytes"], 0);
+    assert_eq!(json(cli(&store, &["verify", "--json"]))["ok"], true);
+    assert_eq!(
+        ok_bytes(cli(&store, &["get", "ben", "hit.mp3"])),
+        lockerstore::corpus::noise(9, "flip", 2_000_000)
+    );
 }

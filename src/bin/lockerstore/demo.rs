@@ -28,6 +28,7 @@ pub struct DemoArgs {
 
 struct Row {
     mode: LicenseMode,
+    ingest_secs: f64,
     logical: u64,
     physical: u64,
     ratio: f64,
@@ -63,7 +64,12 @@ fn parallel(n: usize, jobs: usize, f: impl Fn(usize) -> Result<()> + Sync) -> Re
     })
 }
 
-fn run_mode(corpus: &Corpus, dir: &std::path::Path, mode: LicenseMode, jobs: usize) -> Result<Row> {
+fn run_mode(
+    corpus: &Corpus,
+    dir: &std::path::Path,
+    mode: LicenseMode,
+    jobs: usize,
+) -> Result<(Row, Store)> {
     let store = Store::open(
         dir,
         Options {
@@ -100,14 +106,115 @@ fn run_mode(corpus: &Corpus, dir: &std::path::Path, mode: LicenseMode, jobs: usi
         });
     }
     let mbs = |secs: f64| stats.logical_bytes as f64 / 1e6 / secs.max(1e-9);
-    Ok(Row {
-        mode,
-        logical: stats.logical_bytes,
-        physical: stats.physical_bytes,
-        ratio: stats.dedup_ratio,
-        ingest_mbs: mbs(ingest_secs),
-        read_mbs: mbs(read_secs),
-    })
+    Ok((
+        Row {
+            mode,
+            ingest_secs,
+            logical: stats.logical_bytes,
+            physical: stats.physical_bytes,
+            ratio: stats.dedup_ratio,
+            ingest_mbs: mbs(ingest_secs),
+            read_mbs: mbs(read_secs),
+        },
+        store,
+    ))
+}
+
+fn pct_off(predicted: u64, actual: u64) -> f64 {
+    100.0 * (predicted as f64 - actual as f64).abs() / (actual.max(1) as f64)
+}
+
+/// Flips the per-user store to single-master and back, with what-if, migrate, gc, audit and
+/// verify at each step; `ingest_secs` is the time the same data took to ingest, for comparison.
+fn flip(store: &Store, corpus: &Corpus, ingest_secs: f64) -> Result<()> {
+    println!();
+    println!("license flip on the per-user-copy store:");
+    for (target, label) in [
+        (LicenseMode::SingleMaster, "licence signed"),
+        (LicenseMode::PerUserCopy, "licence lapsed"),
+    ] {
+        let before = store.stats()?;
+        store.set_mode(target)?;
+        let w = store.what_if(target)?;
+        println!(
+            "  {label}: mode {target}; what-if: {:.1} MB -> {:.1} MB physical, {:.1} MB to write, {:.1} MB to free",
+            before.physical_bytes as f64 / 1e6,
+            w.physical_bytes as f64 / 1e6,
+            w.bytes_to_write as f64 / 1e6,
+            w.bytes_to_free as f64 / 1e6
+        );
+        let started = Instant::now();
+        let m = store.migrate(&mut |_| {})?;
+        let secs = started.elapsed().as_secs_f64();
+        let after = store.stats()?;
+        let speed = if m.bytes_written == 0 {
+            format!(
+                "{:.1}x faster than ingesting them",
+                ingest_secs / secs.max(1e-9)
+            )
+        } else {
+            format!(
+                "copies written at {:.0} MB/s",
+                m.bytes_written as f64 / 1e6 / secs.max(1e-9)
+            )
+        };
+        println!(
+            "    migrate: {} tracks in {secs:.2} s ({speed}), {} records promoted, {} copied ({:.1} MB written)",
+            m.tracks_migrated,
+            m.records_promoted,
+            m.records_copied,
+            m.bytes_written as f64 / 1e6
+        );
+        println!(
+            "    actual: {:.1} MB physical, {} chunks (what-if off by {:.3} % and {} chunks)",
+            after.physical_bytes as f64 / 1e6,
+            after.chunks,
+            pct_off(w.physical_bytes, after.physical_bytes),
+            w.chunks.abs_diff(after.chunks)
+        );
+        let started = Instant::now();
+        let g = store.gc(lockerstore::GcOptions::default(), &mut |_| {})?;
+        println!(
+            "    gc: {:.1} MB reclaimed in {:.2} s ({} packs deleted, {} rewritten)",
+            g.bytes_reclaimed() as f64 / 1e6,
+            started.elapsed().as_secs_f64(),
+            g.packs_deleted,
+            g.packs_rewritten
+        );
+        let a = store.audit(false)?;
+        println!(
+            "    audit: {} ({} pending tracks, {} records shared across users, {} duplicate records)",
+            if a.conforming {
+                "conforming"
+            } else {
+                "NOT CONFORMING"
+            },
+            a.pending_tracks,
+            a.shared_records_across_users,
+            a.duplicate_records
+        );
+        let v = store.verify()?;
+        if !a.conforming || !v.is_ok() {
+            return Err(Error::Corrupted {
+                what: format!(
+                    "after the flip to {target}: audit {a:?}, verify {:?}",
+                    v.problems
+                ),
+                location: None,
+            });
+        }
+        for i in 0..corpus.uploads.len() {
+            let (user, key) = ids(corpus, i)?;
+            if store.read_track(&user, &key)? != corpus.bytes(i) {
+                return Err(Error::Corrupted {
+                    what: format!("{user}/{key} changed across the flip"),
+                    location: None,
+                });
+            }
+        }
+        println!("    verify: ok; every track reads back exact");
+    }
+    Ok(())
 }
 
 pub fn run(args: &DemoArgs) -> Result<()> {
@@ -147,26 +254,47 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         }
     };
     let mut rows = Vec::new();
-    let mut outcome = Ok(());
-    for mode in [LicenseMode::PerUserCopy, LicenseMode::SingleMaster] {
-        match run_mode(&corpus, &base.join(mode.as_str()), mode, args.jobs) {
-            Ok(row) => rows.push(row),
-            Err(e) => {
-                outcome = Err(e);
-                break;
-            }
-        }
-    }
+    let outcome = (|| -> Result<()> {
+        let (per_user_row, per_user) = run_mode(
+            &corpus,
+            &base.join("per-user-copy"),
+            LicenseMode::PerUserCopy,
+            args.jobs,
+        )?;
+        rows.push(per_user_row);
+        let (single_row, single) = run_mode(
+            &corpus,
+            &base.join("single-master"),
+            LicenseMode::SingleMaster,
+            args.jobs,
+        )?;
+        rows.push(single_row);
+        drop(single);
+        print_table(&rows);
+        flip(&per_user, &corpus, rows[0].ingest_secs)
+    })();
     if temporary {
         let _ = std::fs::remove_dir_all(&base);
     }
     outcome?;
     println!();
     println!(
+        "every track read back exact and verified in both modes (durable ingest, {} threads)",
+        args.jobs
+    );
+    if let Some(d) = &args.keep {
+        println!("stores kept under {}", d.display());
+    }
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
         "{:<15} {:>12} {:>13} {:>7} {:>13} {:>11}",
         "mode", "logical MB", "physical MB", "dedup", "ingest MB/s", "read MB/s"
     );
-    for r in &rows {
+    for r in rows {
         println!(
             "{:<15} {:>12.1} {:>13.1} {:>7.2} {:>13.1} {:>11.1}",
             r.mode.as_str(),
@@ -177,13 +305,4 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             r.read_mbs
         );
     }
-    println!();
-    println!(
-        "every track read back exact and verified in both modes (durable ingest, {} threads)",
-        args.jobs
-    );
-    if let Some(d) = &args.keep {
-        println!("stores kept under {}", d.display());
-    }
-    Ok(())
 }

@@ -79,6 +79,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Predict what migrating to MODE would write, free and leave (metadata only).
+    WhatIf {
+        mode: LicenseMode,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring the physical layout in line with the current mode (online, resumable).
+    Migrate {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prove which state the bytes are in; exit 1 if the layout does not match the mode.
+    Audit {
+        #[arg(long)]
+        json: bool,
+        /// List every live record with its domain and the users referencing it (JSON only).
+        #[arg(long)]
+        records: bool,
+    },
+    /// Free garbage records and rewrite packs whose live share fell below the threshold.
+    Gc {
+        /// Rewrite packs whose live share is below this fraction.
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate a synthetic locker corpus and ingest it in both modes.
     Demo(demo::DemoArgs),
 }
@@ -116,7 +143,7 @@ fn parse_range(s: &str, len: u64) -> lockerstore::Result<(u64, u64)> {
     Ok((start, end))
 }
 
-fn mb(bytes: u64) -> f64 {
+pub(crate) fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
@@ -337,9 +364,194 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
+        Command::WhatIf { mode, json } => {
+            let w = open_existing(&cli)?.what_if(*mode)?;
+            if *json {
+                println!("{}", what_if_json(&w));
+            } else {
+                print_what_if(&w);
+            }
+        }
+        Command::Migrate { json } => {
+            let store = open_existing(&cli)?;
+            let bar = progress_bar(*json);
+            let started = std::time::Instant::now();
+            let report = store.migrate(&mut |p| {
+                bar.set_length(p.bytes_total);
+                bar.set_position(p.bytes_done);
+                bar.set_message(format!("{}/{} tracks", p.tracks_done, p.tracks_total));
+            })?;
+            bar.finish_and_clear();
+            let secs = started.elapsed().as_secs_f64();
+            if *json {
+                println!(
+                    "{}",
+                    json!({
+                        "mode": report.mode.map(|m| m.as_str()),
+                        "tracks_migrated": report.tracks_migrated,
+                        "records_promoted": report.records_promoted,
+                        "records_copied": report.records_copied,
+                        "bytes_written": report.bytes_written,
+                        "rounds": report.rounds,
+                        "seconds": secs,
+                    })
+                );
+            } else {
+                println!(
+                    "migrated {} tracks to {} in {secs:.2} s: {} records promoted, {} copied ({:.1} MB written)",
+                    report.tracks_migrated,
+                    report.mode.map_or("?", |m| m.as_str()),
+                    report.records_promoted,
+                    report.records_copied,
+                    mb(report.bytes_written)
+                );
+            }
+        }
+        Command::Audit { json, records } => {
+            let a = open_existing(&cli)?.audit(*records)?;
+            if *json {
+                let mut v = json!({
+                    "mode": a.mode.as_str(),
+                    "conforming": a.conforming,
+                    "shared_records_across_users": a.shared_records_across_users,
+                    "pending_tracks": a.pending_tracks,
+                    "duplicate_records": a.duplicate_records,
+                    "foreign_records": a.foreign_records,
+                    "shared_domain_records": a.shared_domain_records,
+                    "user_domain_records": a.user_domain_records,
+                });
+                if *records {
+                    v["records"] = a
+                        .records
+                        .iter()
+                        .map(|r| {
+                            json!({
+                                "chunk": r.chunk.to_hex(),
+                                "domain": match r.domain {
+                                    lockerstore::Domain::Shared => "shared".to_string(),
+                                    lockerstore::Domain::User(n) => format!("user#{}", n.0),
+                                },
+                                "pack": r.pack.to_string(),
+                                "offset": r.offset,
+                                "users": r.users,
+                            })
+                        })
+                        .collect();
+                }
+                println!("{v}");
+            } else {
+                println!("mode                         {}", a.mode);
+                println!("conforming                   {}", a.conforming);
+                println!("pending tracks               {}", a.pending_tracks);
+                println!(
+                    "records shared across users  {}",
+                    a.shared_records_across_users
+                );
+                println!("duplicate records            {}", a.duplicate_records);
+                println!("foreign records              {}", a.foreign_records);
+                println!(
+                    "live records                 {} shared domain, {} user domains",
+                    a.shared_domain_records, a.user_domain_records
+                );
+            }
+            if !a.conforming {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Gc { threshold, json } => {
+            let store = open_existing(&cli)?;
+            let bar = progress_bar(*json);
+            let r = store.gc(
+                lockerstore::GcOptions {
+                    threshold: *threshold,
+                },
+                &mut |p| {
+                    bar.set_length(p.total);
+                    bar.set_position(p.done);
+                    bar.set_message(p.phase);
+                },
+            )?;
+            bar.finish_and_clear();
+            if *json {
+                println!(
+                    "{}",
+                    json!({
+                        "entries_removed": r.entries_removed,
+                        "entries_pinned": r.entries_pinned,
+                        "packs_deleted": r.packs_deleted,
+                        "packs_rewritten": r.packs_rewritten,
+                        "bytes_copied": r.bytes_copied,
+                        "pack_bytes_before": r.pack_bytes_before,
+                        "pack_bytes_after": r.pack_bytes_after,
+                        "bytes_reclaimed": r.bytes_reclaimed(),
+                    })
+                );
+            } else {
+                println!(
+                    "removed {} garbage entries, deleted {} packs ({} rewritten, {:.1} MB copied): {:.1} MB -> {:.1} MB",
+                    r.entries_removed,
+                    r.packs_deleted,
+                    r.packs_rewritten,
+                    mb(r.bytes_copied),
+                    mb(r.pack_bytes_before),
+                    mb(r.pack_bytes_after)
+                );
+            }
+        }
         Command::Demo(args) => demo::run(args)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn what_if_json(w: &lockerstore::WhatIf) -> serde_json::Value {
+    json!({
+        "mode": w.mode.as_str(),
+        "physical_bytes": w.physical_bytes,
+        "chunks": w.chunks,
+        "bytes_to_write": w.bytes_to_write,
+        "records_to_write": w.records_to_write,
+        "pack_overhead_bytes": w.pack_overhead_bytes,
+        "bytes_to_free": w.bytes_to_free,
+        "pending_tracks": w.pending_tracks,
+        "physical_bytes_now": w.physical_bytes_now,
+        "garbage_bytes_now": w.garbage_bytes_now,
+    })
+}
+
+pub(crate) fn print_what_if(w: &lockerstore::WhatIf) {
+    println!("what-if {}:", w.mode);
+    println!("  pending tracks   {}", w.pending_tracks);
+    println!(
+        "  physical bytes   {:.1} MB now -> {:.1} MB after ({} chunks)",
+        mb(w.physical_bytes_now),
+        mb(w.physical_bytes),
+        w.chunks
+    );
+    println!(
+        "  to write         {:.1} MB ({} records, {} bytes of new pack headers)",
+        mb(w.bytes_to_write),
+        w.records_to_write,
+        w.pack_overhead_bytes
+    );
+    println!(
+        "  to free          {:.1} MB (by the next gc)",
+        mb(w.bytes_to_free)
+    );
+}
+
+fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
+    if quiet || std::env::var_os("CI").is_some() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {bytes}/{total_bytes} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
 }
 
 fn default_jobs() -> usize {
