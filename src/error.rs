@@ -7,8 +7,10 @@
 //!   corrupt bytes are never returned as data.
 //! - `Io` carries the operation and the path. A full disk is `DiskFull`, so a caller can tell it
 //!   apart and retry later; the store stays usable.
-//! - `Poisoned` means a durability step (fsync or metadata commit) failed in a way that leaves the
-//!   in-process state unknown; reopening the store recovers from disk.
+//! - A failed pack fsync or metadata commit fails the operation with `Io`/`DiskFull`; the packs
+//!   it wrote to are retired (never cut, never reused in this process), and the store stays
+//!   usable. `Poisoned` means the metadata database itself refuses to go on after an I/O
+//!   failure (redb's `PreviousIo`); reopening the store recovers from disk.
 
 use std::io;
 use std::path::PathBuf;

@@ -56,7 +56,8 @@ pub struct GcReport {
     pub entries_pinned: u64,
     /// Packs deleted (rewritten or wholly dead).
     pub packs_deleted: u64,
-    /// Of those, packs whose live records were copied first.
+    /// Of those, packs that still held entries (live, or garbage pinned by an ingest) whose
+    /// records were copied first.
     pub packs_rewritten: u64,
     /// Bytes of records copied.
     pub bytes_copied: u64,
@@ -189,12 +190,13 @@ impl Store {
             let taken = taken_packs.remove(&pid);
             let entries = by_pack.remove(&pid).unwrap_or_default();
             let outcome = compact_one(inner, pid, &entries, &mut out, &mut report);
+            // The candidate is never handed back to writers once its compaction started: its
+            // row may be gone (commit done, delete failed) or its fate unknown (commit failed).
+            // An unsealed candidate that survives is reused after the next open.
+            drop(taken);
             match outcome {
-                Ok(()) => drop(taken),
+                Ok(()) => {}
                 Err(e) => {
-                    if let Some(p) = taken {
-                        inner.packs.abandon(p);
-                    }
                     if let Some(p) = out.take() {
                         inner.packs.abandon(p);
                     }

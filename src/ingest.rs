@@ -9,7 +9,9 @@
 //!    references of a replaced track, records the packs' new committed lengths and updates the
 //!    counters, and commits durably. Only then does `put` return `Ok`.
 //!
-//! If anything fails before the commit, the appended tails are cut off again and nothing is visible.
+//! If anything fails before the packs are synced, the appended tails are cut off again and nothing
+//! is visible. If the fsync or the commit fails, the packs are retired instead (the commit may
+//! have reached the disk); the next open cuts whatever no committed metadata covers.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -43,7 +45,21 @@ impl Store {
     /// track is durable; if it returns an error, nothing of it is visible, before or after a crash.
     pub fn put(&self, user: &UserId, key: &TrackKey, reader: impl Read) -> Result<PutOutcome> {
         let user_no = self.ensure_user(user)?;
-        let domain = self.inner.mode().domain_for(user_no);
+        let mode = self.inner.begin_ingest();
+        let outcome = self.put_under(user, user_no, key, mode, reader);
+        self.inner.end_ingest(mode);
+        outcome
+    }
+
+    fn put_under(
+        &self,
+        user: &UserId,
+        user_no: UserNo,
+        key: &TrackKey,
+        mode: crate::ids::LicenseMode,
+        reader: impl Read,
+    ) -> Result<PutOutcome> {
+        let domain = mode.domain_for(user_no);
         let mut held = Held {
             current: None,
             full: Vec::new(),

@@ -102,7 +102,9 @@ pub struct AuditReport {
     pub duplicate_records: u64,
     /// Live records whose domain is a user other than every user referencing them (must be 0).
     pub foreign_records: u64,
-    /// Live records per domain kind.
+    /// Physical records that more than one index entry points at (must be 0).
+    pub aliased_records: u64,
+    /// Live records in the shared domain.
     pub shared_domain_records: u64,
     /// Live records in user domains.
     pub user_domain_records: u64,
@@ -124,6 +126,9 @@ pub struct RecordOwnership {
     /// Users whose tracks reference it.
     pub users: Vec<String>,
 }
+
+/// Consecutive rounds without progress (2 ms apart) before migration gives up.
+const MAX_IDLE_ROUNDS: u32 = 30_000;
 
 /// The domain a user's tracks belong in under a mode.
 fn target(mode: LicenseMode, user: UserNo) -> Domain {
@@ -178,10 +183,27 @@ impl Store {
                 Ok(())
             })?;
             if todo.is_empty() {
-                report.mode = Some(mode);
-                return Ok(report);
+                // Ingests that started under the other mode may still commit pending tracks.
+                let other = match mode {
+                    LicenseMode::PerUserCopy => LicenseMode::SingleMaster,
+                    LicenseMode::SingleMaster => LicenseMode::PerUserCopy,
+                };
+                if inner.ingests_under(other) == 0 && inner.mode() == mode {
+                    report.mode = Some(mode);
+                    return Ok(report);
+                }
+                drop(snap);
+                busy_rounds += 1;
+                if busy_rounds > MAX_IDLE_ROUNDS {
+                    return Err(Error::Metadata(
+                        "migration made no progress: ingests under the old mode do not finish"
+                            .into(),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
             }
-            if mode == LicenseMode::PerUserCopy && report.rounds == 0 {
+            if mode == LicenseMode::PerUserCopy {
                 let w = what_if(snap.as_ref(), mode, inner.packs.size_limit())?;
                 let needed = w.bytes_to_write + w.pack_overhead_bytes;
                 let available = inner
@@ -203,10 +225,12 @@ impl Store {
                 }
                 LicenseMode::PerUserCopy => expand(inner, todo, &mut report, &mut prog, progress)?,
             };
-            if moved == 0 {
+            if moved > 0 {
+                busy_rounds = 0;
+            } else {
                 // Everything left is held by ingests in flight (pinned entries); they finish soon.
                 busy_rounds += 1;
-                if busy_rounds > 20_000 {
+                if busy_rounds > MAX_IDLE_ROUNDS {
                     return Err(Error::Metadata(
                         "migration made no progress: entries stay pinned by ingests".into(),
                     ));
@@ -297,6 +321,12 @@ fn collapse(
         let user_domain = Domain::User(no);
         // Held from the pin check through the commit, so no ingest pins an entry we remove.
         let pins = inner.pins.lock().expect("pins lock");
+        // Promotion deletes the user's entry: impossible while an ingest holds a pin on it. No
+        // pin can appear while we hold the lock, so checking a snapshot first is enough, and a
+        // blocked user costs no commit.
+        if blocked_by_pins(inner, &pins, no)? {
+            continue;
+        }
         let outcome = write_with(inner.meta.as_ref(), |w| {
             let tracks: Vec<(String, TrackRecord)> = w
                 .tracks_of(no)?
@@ -307,14 +337,6 @@ fn collapse(
             for (_, t) in &tracks {
                 for (id, k) in multiplicity(t) {
                     *counts.entry(id).or_default() += k;
-                }
-            }
-            // Promotion deletes the user's entry: impossible while an ingest holds a pin on it.
-            // Checked before any change, so giving up leaves the transaction empty.
-            for id in counts.keys() {
-                if pins.contains_key(&(user_domain, *id)) && w.chunk(Domain::Shared, id)?.is_none()
-                {
-                    return Ok(None);
                 }
             }
             let mut acc = Accounting::default();
@@ -352,10 +374,11 @@ fn collapse(
                 bytes += t.len;
             }
             acc.apply(w)?;
-            Ok(Some((tracks.len() as u64, bytes, promoted)))
+            Ok((tracks.len() as u64, bytes, promoted))
         });
         drop(pins);
-        if let Some((n, bytes, promoted)) = outcome? {
+        {
+            let (n, bytes, promoted) = outcome?;
             moved += n;
             report.tracks_migrated += n;
             report.records_promoted += promoted;
@@ -365,6 +388,32 @@ fn collapse(
         }
     }
     Ok(moved)
+}
+
+/// Whether collapsing user `no` would have to promote an entry an ingest has pinned.
+fn blocked_by_pins(
+    inner: &Inner,
+    pins: &HashMap<(Domain, ChunkId), u32>,
+    no: UserNo,
+) -> Result<bool> {
+    let user_domain = Domain::User(no);
+    if !pins.keys().any(|(d, _)| *d == user_domain) {
+        return Ok(false);
+    }
+    let snap = inner.meta.read()?;
+    for (_, t) in snap.tracks_of(no)? {
+        if t.domain != user_domain {
+            continue;
+        }
+        for c in &t.chunks {
+            if pins.contains_key(&(user_domain, c.id))
+                && snap.chunk(Domain::Shared, &c.id)?.is_none()
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Bytes of copies gathered before one expand commit.
@@ -595,6 +644,7 @@ fn audit(snap: &dyn MetaRead, mode: LicenseMode, list: bool) -> Result<AuditRepo
         pending_tracks,
         duplicate_records,
         foreign_records: foreign,
+        aliased_records: aliased,
         shared_domain_records: shared_records,
         user_domain_records: user_records,
         records,

@@ -138,6 +138,10 @@ pub(crate) struct Inner {
     pub(crate) pins: Mutex<HashMap<(Domain, ChunkId), u32>>,
     /// Serialises the maintenance jobs (migration, GC) with each other.
     pub(crate) maintenance: Mutex<()>,
+    /// Ingests in flight per license mode they started under (index `mode.to_byte() - 1`).
+    /// Taken with the mode under one lock, so after `set_mode` no ingest starts under the old
+    /// mode, and migration can wait for the ones that did.
+    pub(crate) in_flight: Mutex<[u64; 2]>,
     mode: AtomicU8,
     _lock: Box<dyn Send + Sync + Debug>,
 }
@@ -145,6 +149,24 @@ pub(crate) struct Inner {
 impl Inner {
     pub(crate) fn mode(&self) -> LicenseMode {
         LicenseMode::from_byte(self.mode.load(Ordering::Acquire)).expect("mode byte is valid")
+    }
+
+    /// Registers an ingest under the current mode; `end_ingest` must follow.
+    pub(crate) fn begin_ingest(&self) -> LicenseMode {
+        let mut n = self.in_flight.lock().expect("in-flight lock");
+        let mode = self.mode();
+        n[usize::from(mode.to_byte() - 1)] += 1;
+        mode
+    }
+
+    pub(crate) fn end_ingest(&self, mode: LicenseMode) {
+        let mut n = self.in_flight.lock().expect("in-flight lock");
+        n[usize::from(mode.to_byte() - 1)] -= 1;
+    }
+
+    /// Ingests in flight that started under `mode`.
+    pub(crate) fn ingests_under(&self, mode: LicenseMode) -> u64 {
+        self.in_flight.lock().expect("in-flight lock")[usize::from(mode.to_byte() - 1)]
     }
 
     /// Looks `(domain, id)` up in the latest committed state and, if it exists, pins it until
@@ -323,6 +345,7 @@ impl Store {
                 compression_level: options.compression_level,
                 pins: Mutex::new(HashMap::new()),
                 maintenance: Mutex::new(()),
+                in_flight: Mutex::new([0, 0]),
                 mode: AtomicU8::new(mode.to_byte()),
                 _lock: lock,
             }),
@@ -397,6 +420,8 @@ impl Store {
     /// Sets the license mode, durably. New ingests follow it at once; existing data keeps its
     /// layout until migrated.
     pub fn set_mode(&self, mode: LicenseMode) -> Result<()> {
+        // Under the in-flight lock, so no ingest reads the old mode after this returns.
+        let _gate = self.inner.in_flight.lock().expect("in-flight lock");
         write_with(self.inner.meta.as_ref(), |w| {
             w.set_state(sk::MODE, &[mode.to_byte()])
         })?;

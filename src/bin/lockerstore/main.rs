@@ -417,6 +417,7 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                     "pending_tracks": a.pending_tracks,
                     "duplicate_records": a.duplicate_records,
                     "foreign_records": a.foreign_records,
+                    "aliased_records": a.aliased_records,
                     "shared_domain_records": a.shared_domain_records,
                     "user_domain_records": a.user_domain_records,
                 });
@@ -449,6 +450,7 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                 );
                 println!("duplicate records            {}", a.duplicate_records);
                 println!("foreign records              {}", a.foreign_records);
+                println!("aliased records              {}", a.aliased_records);
                 println!(
                     "live records                 {} shared domain, {} user domains",
                     a.shared_domain_records, a.user_domain_records
