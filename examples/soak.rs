@@ -83,6 +83,7 @@ fn parent(dir: &Path, args: &Args) -> i32 {
     let mut rng = SplitMix::new(args.seed);
     let mut state: HashMap<(usize, usize), KeyState> = HashMap::new();
     let (mut ops, mut kills, mut problems, mut cycles) = (0u64, 0u64, 0u64, 0u64);
+    let (mut writes, mut reads, mut admin) = (0u64, 0u64, 0u64);
     drop(Store::open(dir, options()).expect("create the store"));
     while Instant::now() < deadline {
         cycles += 1;
@@ -125,14 +126,23 @@ fn parent(dir: &Path, args: &Args) -> i32 {
                     s.acked = Some(f[4].parse().unwrap_or(0));
                     s.in_flight = None;
                     ops += 1;
+                    writes += 1;
                 }
                 ["OK", "DEL", ..] | ["GONE", "DEL", ..] => {
                     let s = state.entry(key(2)).or_default();
                     s.acked = None;
                     s.in_flight = None;
                     ops += 1;
+                    writes += 1;
                 }
-                ["OK", ..] => ops += 1,
+                ["OK", "READ"] => {
+                    ops += 1;
+                    reads += 1;
+                }
+                ["OK", "ADMIN", ..] => {
+                    ops += 1;
+                    admin += 1;
+                }
                 ["PROBLEM", ..] => {
                     eprintln!("child: {line}");
                     problems += 1;
@@ -204,7 +214,8 @@ fn parent(dir: &Path, args: &Args) -> i32 {
     problems += report.problems.len() as u64;
     let stats = store.stats().expect("stats");
     println!(
-        "soak: {:.1} minutes, {ops} operations acknowledged, {kills} kills survived, {problems} problems; \
+        "soak: {:.1} minutes, {ops} operations acknowledged ({writes} puts and deletes, {reads} seek+reads, \
+         {admin} mode flip+migrate+gc rounds), {kills} kills survived, {problems} problems; \
          final store: {} tracks, {:.1} MB logical, {:.1} MB physical, mode {}",
         args.minutes,
         stats.tracks,
