@@ -223,3 +223,34 @@ mod tests {
         assert_eq!(lens(1), lens(1));
     }
 }
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    /// Pinned cut points and chunk ids for a fixed input, seed and size set: a changed cut point
+    /// (fastcdc upgrade, parameter or seed handling change) fails here first.
+    #[test]
+    fn golden_boundaries_and_ids() {
+        let data = crate::corpus::noise(1, "golden", 1_000_000);
+        let c = Chunker {
+            params: ChunkerParams::default(),
+            seed: 0x0123_4567_89ab_cdef,
+        };
+        let chunks: Vec<Vec<u8>> = c.chunks(&data[..]).collect::<Result<_>>().unwrap();
+        let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        let ids: Vec<String> = chunks
+            .iter()
+            .take(3)
+            .map(|c| blake3::hash(c).to_hex()[..16].to_string())
+            .collect();
+        assert_eq!(lens, GOLDEN_LENS);
+        assert_eq!(ids, GOLDEN_IDS);
+    }
+
+    const GOLDEN_LENS: [usize; 13] = [
+        65836, 33522, 43820, 121333, 65749, 113249, 142322, 80936, 68512, 72423, 88775, 63862,
+        39661,
+    ];
+    const GOLDEN_IDS: [&str; 3] = ["4c8dce417f6af58a", "efc95b1991c5ea1b", "6f33d47d0d33453e"];
+}
