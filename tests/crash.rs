@@ -1,12 +1,18 @@
-//! Crash test: a writer process is killed with SIGKILL at random moments, again and again on the
-//! same store, and every write it acknowledged must survive each crash (and each recovery of a
-//! recovery).
+//! Crash tests: a process is killed with SIGKILL at random moments, again and again on the same
+//! store.
+//!
+//! 1. A writer: every write it acknowledged must survive each crash (and each recovery of a
+//!    recovery).
+//! 2. A maintainer: it flips the license mode, migrates and runs GC over a generated corpus; no
+//!    track may be lost or altered by a migration or a GC cut short, and a migration run after
+//!    the crash must bring the layout in line with the mode.
 //!
 //! The test binary re-executes itself: `child_writer` (ignored, a no-op unless the store
 //! directory is in its environment) opens the store and writes forever, printing `BEGIN ...`
 //! before each operation and `DONE ...` after the call returned. The parent kills it, reopens the
 //! store, runs `verify` and checks the store against the replayed log. The one operation that was
 //! in flight at the kill (a `BEGIN` without its `DONE`) may or may not have landed.
+//! `child_maintainer` works the same way for the second scenario.
 
 mod common;
 
@@ -15,11 +21,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{key, user};
-use lockerstore::corpus::{SplitMix, noise};
-use lockerstore::{Error, Fingerprint, LicenseMode, Options, Store};
+use lockerstore::corpus::{Corpus, CorpusSpec, SplitMix, noise};
+use lockerstore::{Error, Fingerprint, GcOptions, LicenseMode, Options, Store};
 
 const DIR_ENV: &str = "LOCKERSTORE_CRASH_DIR";
 const CYCLE_ENV: &str = "LOCKERSTORE_CRASH_CYCLE";
@@ -470,5 +477,648 @@ fn sigkill_at_random_moments_loses_no_acknowledged_write() {
         // Otherwise the test would not be testing crashes during writes.
         assert!(t.ops > 0, "the writer never completed an operation");
         assert!(t.inflight_puts > 0, "no kill landed during a put");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Kills during migration and GC.
+
+const MAINT_DIR_ENV: &str = "LOCKERSTORE_CRASH_MAINT_DIR";
+const MAINT_KILLS_ENV: &str = "LOCKERSTORE_CRASH_MAINT_KILLS";
+const DEFAULT_MAINT_KILLS: usize = 20;
+/// Set to print every maintainer run's protocol lines with their arrival times.
+const MAINT_VERBOSE_ENV: &str = "LOCKERSTORE_CRASH_MAINT_VERBOSE";
+const GC_THRESHOLD: f64 = 0.9;
+
+fn maint_options() -> Options {
+    Options {
+        // The mode of the new store; the children flip it.
+        mode: LicenseMode::PerUserCopy,
+        // Small packs, so GC has many packs to rewrite.
+        pack_size_limit: 1 << 20,
+        ..Options::default()
+    }
+}
+
+fn maint_corpus() -> Corpus {
+    Corpus::generate(CorpusSpec {
+        seed: 0xC0FFEE,
+        users: 8,
+        recordings: 12,
+        album_size: 4,
+        tracks_per_user: 4,
+        min_audio: 300_000,
+        max_audio: 1_500_000,
+    })
+}
+
+fn other_mode(mode: LicenseMode) -> LicenseMode {
+    match mode {
+        LicenseMode::PerUserCopy => LicenseMode::SingleMaster,
+        LicenseMode::SingleMaster => LicenseMode::PerUserCopy,
+    }
+}
+
+/// The maintainer. Runs only as the child of `sigkill_during_migration_and_gc_loses_no_track`:
+/// flips the mode, migrates, collects garbage, then waits to be killed.
+#[test]
+#[ignore = "child process of the maintenance crash test; does nothing when run on its own"]
+fn child_maintainer() {
+    let Ok(dir) = std::env::var(MAINT_DIR_ENV) else {
+        return;
+    };
+    let started = Instant::now();
+    let store = Store::open(&dir, maint_options()).unwrap();
+    let rec = store.recovery();
+    emit(&format!(
+        "OPENED removed={} truncated={} bytes={}",
+        rec.removed_packs, rec.truncated_packs, rec.truncated_bytes
+    ));
+    let mode = other_mode(store.mode());
+    emit(&format!("BEGIN MODE {}", mode.as_str()));
+    store.set_mode(mode).unwrap();
+    emit(&format!("DONE MODE {}", mode.as_str()));
+
+    emit("BEGIN MIGRATE");
+    let r = store
+        .migrate(&mut |p| emit(&format!("MIGRATING {} {}", p.tracks_done, p.tracks_total)))
+        .unwrap();
+    emit(&format!(
+        "DONE MIGRATE {} {} {}",
+        r.tracks_migrated, r.records_promoted, r.records_copied
+    ));
+
+    emit("BEGIN GC");
+    let g = store
+        .gc(
+            GcOptions {
+                threshold: GC_THRESHOLD,
+            },
+            &mut |p| emit(&format!("GC {} {} {}", p.phase, p.done, p.total)),
+        )
+        .unwrap();
+    emit(&format!(
+        "DONE GC {} {} {}",
+        g.entries_removed, g.packs_deleted, g.packs_rewritten
+    ));
+    emit("IDLE");
+    // The parent kills us; a safety net in case it does not.
+    while started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    emit("GAVE UP");
+}
+
+/// Where the maintainer was when it was killed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// Starting or opening (recovery) the store.
+    Startup,
+    /// Between `BEGIN MODE` and `DONE MODE`.
+    Mode,
+    /// Between `DONE MODE` and `BEGIN MIGRATE`, or between `DONE MIGRATE` and `BEGIN GC`.
+    Between,
+    Migrate,
+    Gc,
+    /// After `DONE GC`.
+    Idle,
+}
+
+/// What the maintainer's log says.
+#[derive(Debug)]
+struct MaintLog {
+    phase: Phase,
+    /// Whether `DONE MODE` was printed (the new mode is acknowledged).
+    mode_acked: bool,
+    /// Migration commits reported before the kill (progress calls after the first).
+    migrate_commits: u64,
+    /// Tracks the last progress report said were moved (committed, so durable).
+    migrate_tracks_done: u64,
+    /// Whether `DONE MIGRATE` was printed.
+    migrate_acked: bool,
+    /// Packs GC reported compacted before the kill.
+    gc_packs_done: u64,
+    /// Arrival time of `BEGIN MIGRATE`, `BEGIN GC` and `IDLE` after the spawn.
+    t_migrate: Option<Duration>,
+    t_gc: Option<Duration>,
+    t_idle: Option<Duration>,
+}
+
+fn replay_maint(
+    lines: &[(Duration, String)],
+    mode: LicenseMode,
+    tracks: u64,
+    cycle: usize,
+) -> MaintLog {
+    let new_mode = other_mode(mode);
+    let mut log = MaintLog {
+        phase: Phase::Startup,
+        mode_acked: false,
+        migrate_commits: 0,
+        migrate_tracks_done: 0,
+        migrate_acked: false,
+        gc_packs_done: 0,
+        t_migrate: None,
+        t_gc: None,
+        t_idle: None,
+    };
+    let mut progress_calls = 0u64;
+    for (at, line) in lines {
+        let w: Vec<&str> = line.split(' ').collect();
+        let ctx = || format!("cycle {cycle}: line {line:?} in phase {:?}", log.phase);
+        let want = |phase: Phase| assert_eq!(log.phase, phase, "{}", ctx());
+        match w[..] {
+            ["OPENED", ..] => want(Phase::Startup),
+            ["GAVE", "UP"] => panic!("{}: the maintainer ran out of time, never killed", ctx()),
+            ["BEGIN", "MODE", m] => {
+                want(Phase::Startup);
+                assert_eq!(
+                    m,
+                    new_mode.as_str(),
+                    "{}: the maintainer flips the mode",
+                    ctx()
+                );
+                log.phase = Phase::Mode;
+            }
+            ["DONE", "MODE", m] => {
+                want(Phase::Mode);
+                assert_eq!(m, new_mode.as_str(), "{}", ctx());
+                log.mode_acked = true;
+                log.phase = Phase::Between;
+            }
+            ["BEGIN", "MIGRATE"] => {
+                want(Phase::Between);
+                log.t_migrate = Some(*at);
+                log.phase = Phase::Migrate;
+            }
+            ["MIGRATING", done, total] => {
+                want(Phase::Migrate);
+                let (done, total): (u64, u64) = (done.parse().unwrap(), total.parse().unwrap());
+                assert!(done <= total && total == tracks, "{}", ctx());
+                assert!(done >= log.migrate_tracks_done, "{}", ctx());
+                log.migrate_tracks_done = done;
+                progress_calls += 1;
+                // The first call announces the round; each later one follows a commit.
+                log.migrate_commits = progress_calls - 1;
+            }
+            ["DONE", "MIGRATE", migrated, _promoted, _copied] => {
+                want(Phase::Migrate);
+                // The store was in line with the old mode: the flip moves every track.
+                assert_eq!(migrated.parse::<u64>().unwrap(), tracks, "{}", ctx());
+                log.migrate_acked = true;
+                log.phase = Phase::Between;
+            }
+            ["BEGIN", "GC"] => {
+                want(Phase::Between);
+                assert!(log.t_migrate.is_some(), "{}", ctx());
+                log.t_gc = Some(*at);
+                log.phase = Phase::Gc;
+            }
+            ["GC", phase, done, total] => {
+                want(Phase::Gc);
+                let (done, total): (u64, u64) = (done.parse().unwrap(), total.parse().unwrap());
+                assert!(done <= total, "{}", ctx());
+                match phase {
+                    "entries" => {}
+                    "packs" => log.gc_packs_done = done,
+                    _ => panic!("{}: unknown GC phase", ctx()),
+                }
+            }
+            ["DONE", "GC", removed, deleted, rewritten] => {
+                want(Phase::Gc);
+                let removed: u64 = removed.parse().unwrap();
+                let deleted: u64 = deleted.parse().unwrap();
+                let rewritten: u64 = rewritten.parse().unwrap();
+                assert!(removed > 0, "{}: the migration left garbage", ctx());
+                assert!(rewritten <= deleted, "{}", ctx());
+                log.phase = Phase::Between;
+            }
+            ["IDLE"] => {
+                want(Phase::Between);
+                assert!(log.t_gc.is_some(), "{}", ctx());
+                log.t_idle = Some(*at);
+                log.phase = Phase::Idle;
+            }
+            _ => panic!("{}: unknown protocol line", ctx()),
+        }
+    }
+    log
+}
+
+/// The live physical cost of the corpus in each fully migrated layout.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    physical_bytes: u64,
+    chunks: u64,
+}
+
+#[derive(Default)]
+struct MaintTotals {
+    by_phase: BTreeMap<String, u64>,
+    /// Kills in migrate after at least one of its commits.
+    migrate_after_commit: u64,
+    /// Kills in GC after at least one pack was compacted.
+    gc_after_compaction: u64,
+    /// Reopened stores caught half-migrated (some tracks moved, some not).
+    half_migrated: u64,
+    /// Tracks the parent's migrations had to move after a kill.
+    finished_by_parent: u64,
+    removed_packs: u64,
+    truncated_packs: u64,
+    truncated_bytes: u64,
+}
+
+/// Pack files on disk: (count, bytes).
+fn packs_on_disk(dir: &Path) -> (u64, u64) {
+    let (mut files, mut bytes) = (0, 0);
+    for e in std::fs::read_dir(dir.join("packs")).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().ends_with(".pack") {
+            files += 1;
+            bytes += e.metadata().unwrap().len();
+        }
+    }
+    (files, bytes)
+}
+
+fn within_1pct(predicted: u64, actual: u64) -> bool {
+    predicted.abs_diff(actual) as f64 <= 0.01 * actual.max(1) as f64
+}
+
+/// Checks every track, the accounting and the pack files of an open store.
+fn check_corpus(store: &Store, dir: &Path, corpus: &Corpus, tracks: &[Vec<u8>], ctx: &str) {
+    let v = store.verify().unwrap();
+    assert!(v.is_ok(), "{ctx}: verify: {:#?}", v.problems);
+    assert_eq!(v.tracks_checked, tracks.len() as u64, "{ctx}");
+    for (i, up) in corpus.uploads.iter().enumerate() {
+        let got = store
+            .read_track(&user(&up.user), &key(&up.key))
+            .unwrap_or_else(|e| panic!("{ctx}: reading {}/{}: {e}", up.user, up.key));
+        assert!(
+            got == tracks[i],
+            "{ctx}: {}/{} reads back other bytes ({} bytes, {} expected)",
+            up.user,
+            up.key,
+            got.len(),
+            tracks[i].len()
+        );
+    }
+    for u in 0..corpus.spec.users {
+        let name = format!("user{u:03}");
+        let n = corpus.uploads.iter().filter(|up| up.user == name).count();
+        assert_eq!(store.list(&user(&name)).unwrap().len(), n, "{ctx}: {name}");
+    }
+    let s = store.stats().unwrap();
+    let logical: u64 = tracks.iter().map(|t| t.len() as u64).sum();
+    assert_eq!(
+        (s.logical_bytes, s.tracks, s.users),
+        (logical, tracks.len() as u64, corpus.spec.users as u64),
+        "{ctx}: {s:?}"
+    );
+    // Recovery left exactly the committed bytes: no uncommitted tail, no unregistered pack.
+    assert_eq!(
+        s.pack_bytes,
+        s.physical_bytes + s.garbage_bytes + 32 * s.packs,
+        "{ctx}: {s:?}"
+    );
+    assert_eq!(
+        packs_on_disk(dir),
+        (s.packs, s.pack_bytes),
+        "{ctx}: pack files on disk vs committed"
+    );
+}
+
+/// Spawns the maintainer; kills it after `delay`, or (without a delay) once it printed `IDLE`.
+/// Returns its protocol lines with their arrival time after the spawn.
+fn run_maintainer(
+    exe: &Path,
+    dir: &Path,
+    delay: Option<Duration>,
+    cycle: usize,
+) -> Vec<(Duration, String)> {
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "child_maintainer",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(MAINT_DIR_ENV, dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let spawned = Instant::now();
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<(Duration, String)>();
+    let out = std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            // A line cut by the kill was not reported.
+            if !line.ends_with('\n') {
+                break;
+            }
+            // libtest may have written "test child_maintainer ... " on the same line.
+            if let Some(at) = line.find(TAG) {
+                let text = line[at + TAG.len()..].trim_end().to_owned();
+                if tx.send((spawned.elapsed(), text)).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut lines = Vec::new();
+    match delay {
+        Some(d) => std::thread::sleep(d.saturating_sub(spawned.elapsed())),
+        None => loop {
+            match rx.recv_timeout(Duration::from_secs(120)) {
+                Ok(l) => {
+                    let idle = l.1 == "IDLE";
+                    lines.push(l);
+                    if idle {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "cycle {cycle}: the maintainer never became idle ({e}); its lines: \
+                         {lines:?}; its stderr:\n{}",
+                        err.join().unwrap()
+                    );
+                }
+            }
+        },
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    out.join().unwrap();
+    lines.extend(rx.try_iter());
+    let err = err.join().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "cycle {cycle}: the maintainer was not killed but exited ({status:?}); its stderr:\n{err}"
+    );
+    lines
+}
+
+/// When the phases of a maintainer run start, per target mode (measured, then kept up to date).
+#[derive(Clone, Copy, Debug)]
+struct Timeline {
+    migrate: Duration,
+    gc: Duration,
+    idle: Duration,
+}
+
+#[test]
+fn sigkill_during_migration_and_gc_loses_no_track() {
+    let kills: usize = std::env::var(MAINT_KILLS_ENV)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .expect("LOCKERSTORE_CRASH_MAINT_KILLS is a number")
+        })
+        .unwrap_or(DEFAULT_MAINT_KILLS);
+    let started = Instant::now();
+    let corpus = maint_corpus();
+    let tracks: Vec<Vec<u8>> = (0..corpus.uploads.len()).map(|i| corpus.bytes(i)).collect();
+    let n_tracks = tracks.len() as u64;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+
+    // The corpus in per-user copies, then collapsed: what each layout costs, exactly.
+    let (per_user, single) = {
+        let store = Store::open(dir.path(), maint_options()).unwrap();
+        for (i, up) in corpus.uploads.iter().enumerate() {
+            store
+                .put(&user(&up.user), &key(&up.key), &tracks[i][..])
+                .unwrap();
+        }
+        assert!(store.audit(false).unwrap().conforming);
+        let s = store.stats().unwrap();
+        let per_user = Layout {
+            physical_bytes: s.physical_bytes,
+            chunks: s.chunks,
+        };
+        store.set_mode(LicenseMode::SingleMaster).unwrap();
+        store.migrate(&mut |_| {}).unwrap();
+        assert!(store.audit(false).unwrap().conforming);
+        let s = store.stats().unwrap();
+        let single = Layout {
+            physical_bytes: s.physical_bytes,
+            chunks: s.chunks,
+        };
+        store.gc(GcOptions { threshold: 1.0 }, &mut |_| {}).unwrap();
+        check_corpus(&store, dir.path(), &corpus, &tracks, "prepared");
+        (per_user, single)
+    };
+    let layout = |mode| match mode {
+        LicenseMode::PerUserCopy => per_user,
+        LicenseMode::SingleMaster => single,
+    };
+    assert!(
+        single.physical_bytes * 3 < per_user.physical_bytes * 2,
+        "the corpus has enough duplicates to make collapse matter: {single:?} {per_user:?}"
+    );
+    let prepared_in = started.elapsed();
+
+    let mut mode = LicenseMode::SingleMaster;
+    let mut rng = SplitMix::new(0x0DDC_4A54_ED00);
+    let mut timelines: BTreeMap<&'static str, Timeline> = BTreeMap::new();
+    let mut t = MaintTotals::default();
+    let mut survived = 0usize;
+    let mut calibrations = 0usize;
+    let mut cycle = 0usize;
+    while survived < kills {
+        let target = other_mode(mode);
+        // The first run towards each mode is not killed before it is idle: it measures when
+        // its phases start. The kills after it aim at migrate or GC, a few anywhere.
+        let delay = timelines.get(target.as_str()).map(|tl| {
+            let us = |d: Duration| d.as_micros() as usize;
+            let (lo, hi) = match rng.range(0, 100) {
+                0..45 => (us(tl.migrate), us(tl.gc)),
+                45..90 => (us(tl.gc), us(tl.idle)),
+                _ => (0, us(tl.idle) * 11 / 10),
+            };
+            Duration::from_micros(rng.range(lo, hi.max(lo + 1)) as u64)
+        });
+        let lines = run_maintainer(&exe, dir.path(), delay, cycle);
+        if std::env::var_os(MAINT_VERBOSE_ENV).is_some() {
+            println!("cycle {cycle}, kill after {delay:?}:");
+            for (at, line) in &lines {
+                println!("  {:>9.3} ms  {line}", at.as_secs_f64() * 1e3);
+            }
+        }
+        let log = replay_maint(&lines, mode, n_tracks, cycle);
+        if let (Some(migrate), Some(gc), Some(idle)) = (log.t_migrate, log.t_gc, log.t_idle) {
+            timelines.insert(target.as_str(), Timeline { migrate, gc, idle });
+        } else if let Some(tl) = timelines.get_mut(target.as_str()) {
+            // A partial run still tells when its phases started, on this machine now.
+            tl.migrate = log.t_migrate.unwrap_or(tl.migrate);
+            tl.gc = log.t_gc.unwrap_or(tl.gc).max(tl.migrate);
+            tl.idle = tl.idle.max(tl.gc);
+        }
+        let ctx = format!(
+            "cycle {cycle} (towards {}, killed in {:?})",
+            target.as_str(),
+            log.phase
+        );
+
+        // After the kill: nothing lost, nothing altered.
+        let store = Store::open(dir.path(), maint_options())
+            .unwrap_or_else(|e| panic!("{ctx}: reopening after SIGKILL failed: {e}"));
+        let rec = store.recovery().clone();
+        t.removed_packs += rec.removed_packs;
+        t.truncated_packs += rec.truncated_packs;
+        t.truncated_bytes += rec.truncated_bytes;
+        let now = store.mode();
+        match log.phase {
+            Phase::Startup => assert_eq!(now, mode, "{ctx}: mode"),
+            Phase::Mode => assert!(now == mode || now == target, "{ctx}: mode {now:?}"),
+            _ => assert_eq!(now, target, "{ctx}: the flip was acknowledged"),
+        }
+        assert_eq!(log.mode_acked, log.phase > Phase::Mode, "{ctx}");
+        check_corpus(&store, dir.path(), &corpus, &tracks, &ctx);
+        let s = store.stats().unwrap();
+        // Every track in one layout or the other: the live records cost between the two.
+        assert!(
+            single.physical_bytes <= s.physical_bytes
+                && s.physical_bytes <= per_user.physical_bytes,
+            "{ctx}: {s:?}, layouts cost {single:?} and {per_user:?}"
+        );
+        let audit = store.audit(false).unwrap();
+        if audit.pending_tracks > 0 && audit.pending_tracks < n_tracks {
+            t.half_migrated += 1;
+        }
+        if log.migrate_acked {
+            assert!(audit.conforming, "{ctx}: migration had finished: {audit:?}");
+        } else if now == target {
+            // Not started, or cut short: what it reported moved is durable.
+            assert!(
+                audit.pending_tracks <= n_tracks - log.migrate_tracks_done,
+                "{ctx}: {} tracks reported moved, {audit:?}",
+                log.migrate_tracks_done
+            );
+            if log.phase < Phase::Migrate {
+                assert_eq!(audit.pending_tracks, n_tracks, "{ctx}: {audit:?}");
+            }
+        } else {
+            assert_eq!(
+                audit.pending_tracks, 0,
+                "{ctx}: the flip did not land: {audit:?}"
+            );
+        }
+        let w = store.what_if(now).unwrap();
+        assert_eq!(w.pending_tracks, audit.pending_tracks, "{ctx}: {w:?}");
+        assert!(
+            within_1pct(w.physical_bytes, layout(now).physical_bytes),
+            "{ctx}: what-if {w:?}, the layout costs {:?}",
+            layout(now)
+        );
+
+        // Finishing the migration brings the layout in line, at its exact cost.
+        let r = store.migrate(&mut |_| {}).unwrap();
+        assert_eq!(r.tracks_migrated, audit.pending_tracks, "{ctx}: {r:?}");
+        t.finished_by_parent += r.tracks_migrated;
+        let audit = store.audit(false).unwrap();
+        assert!(
+            audit.conforming,
+            "{ctx}: after the parent's migration: {audit:?}"
+        );
+        let s = store.stats().unwrap();
+        assert_eq!(
+            (s.physical_bytes, s.chunks),
+            (layout(now).physical_bytes, layout(now).chunks),
+            "{ctx}: after the parent's migration: {s:?}"
+        );
+        if r.tracks_migrated > 0 {
+            let v = store.verify().unwrap();
+            assert!(
+                v.is_ok(),
+                "{ctx}: verify after the parent's migration: {:?}",
+                v.problems
+            );
+        }
+        drop(store);
+        mode = now;
+
+        if delay.is_none() {
+            assert_eq!(log.phase, Phase::Idle, "{ctx}");
+            calibrations += 1;
+        } else {
+            let name = match log.phase {
+                Phase::Startup => "startup",
+                Phase::Mode => "mode switch",
+                Phase::Between => "between steps",
+                Phase::Migrate => "migrate",
+                Phase::Gc => "gc",
+                Phase::Idle => "idle",
+            };
+            *t.by_phase.entry(name.to_owned()).or_default() += 1;
+            if log.phase == Phase::Migrate && log.migrate_commits > 0 {
+                t.migrate_after_commit += 1;
+            }
+            if log.phase == Phase::Gc && log.gc_packs_done > 0 {
+                t.gc_after_compaction += 1;
+            }
+            survived += 1;
+        }
+        cycle += 1;
+    }
+
+    // Quiescent: a full GC leaves exactly the layout's records.
+    let store = Store::open(dir.path(), maint_options()).unwrap();
+    store.gc(GcOptions { threshold: 1.0 }, &mut |_| {}).unwrap();
+    let s = store.stats().unwrap();
+    assert_eq!(s.garbage_bytes, 0, "{s:?}");
+    assert_eq!(
+        s.physical_bytes,
+        layout(store.mode()).physical_bytes,
+        "{s:?}"
+    );
+    assert_eq!(s.pack_bytes, s.physical_bytes + 32 * s.packs, "{s:?}");
+    check_corpus(&store, dir.path(), &corpus, &tracks, "end");
+
+    let in_migrate = t.by_phase.get("migrate").copied().unwrap_or(0);
+    let in_gc = t.by_phase.get("gc").copied().unwrap_or(0);
+    println!(
+        "survived {survived} of {kills} SIGKILLs during maintenance in {:.1} s ({:.1} s to \
+         prepare {} tracks, {calibrations} unkilled calibration runs, timelines {timelines:?}): \
+         killed during migrate {in_migrate} times ({} after a commit), during gc {in_gc} times \
+         ({} after a pack was compacted), by phase {:?}; {} stores reopened half-migrated, {} \
+         tracks migrated by the parent afterwards; recovery removed {} packs and cut {} tails \
+         ({} bytes); layouts: per-user {per_user:?}, single-master {single:?}",
+        started.elapsed().as_secs_f64(),
+        prepared_in.as_secs_f64(),
+        n_tracks,
+        t.migrate_after_commit,
+        t.gc_after_compaction,
+        t.by_phase,
+        t.half_migrated,
+        t.finished_by_parent,
+        t.removed_packs,
+        t.truncated_packs,
+        t.truncated_bytes,
+    );
+    assert_eq!(survived, kills);
+    if kills >= 10 {
+        // Otherwise the test would not be testing crashes during maintenance.
+        assert!(in_migrate > 0, "no kill landed during a migration");
+        assert!(in_gc > 0, "no kill landed during GC");
     }
 }

@@ -1,13 +1,21 @@
-//! Model test: random sequences of puts, replacements, deletes, reads, mode switches and reopens,
-//! checked after every step against a plain in-memory model of what the store must hold, and
-//! against exact physical accounting derived from that model.
+//! Model test: random sequences of puts, replacements, deletes, reads, mode switches, migrations,
+//! garbage collections and reopens, checked after every step against a plain in-memory model of
+//! what the store must hold, and against exact physical accounting derived from that model.
 //!
 //! Every content is chunk-independent of every other one (distinct BLAKE3-XOF streams, or text
 //! no other content shares), so the chunk records a content needs in a copy domain are a fixed
-//! set. The model learns that set's size (bytes and records) the first time a content is stored
-//! and from then on predicts `physical_bytes`, `garbage_bytes`, `chunks`, `garbage_chunks` and
-//! `pack_bytes` exactly: there is no GC here and every operation runs alone, so every record ever
-//! written stays in its pack, live or garbage.
+//! set, and a content's chunks are always indexed in a domain all together or not at all. The
+//! model learns that set's size (bytes and records) the first time a content is stored, tracks
+//! which (domain, content) pairs are indexed (live or garbage) and how many record bytes the packs
+//! hold, and from then on predicts `physical_bytes`, `garbage_bytes`, `chunks`, `garbage_chunks`,
+//! `pack_bytes` and the audit exactly. Every operation runs alone, so:
+//! - a put writes a content's records into a domain iff the pair is not indexed;
+//! - migration to per-user copies copies a content into a user's domain iff the pair is not
+//!   indexed (a garbage entry is revived instead); migration to single-master moves each user's
+//!   references to the shared entry, promoting the user's entry (no byte written) where the shared
+//!   domain has none, users taken in the order they got their numbers;
+//! - GC removes every garbage entry (nothing is pinned) and compacts packs by the threshold rule,
+//!   which is checked pack by pack against the records on disk.
 
 mod common;
 
@@ -17,8 +25,10 @@ use std::path::Path;
 
 use common::{key, user};
 use lockerstore::corpus::noise;
+use lockerstore::fuzzing::RecordHeader;
 use lockerstore::{
-    Error, Fingerprint, LicenseMode, Options, RecoveryReport, Stats, Store, UserStats,
+    Domain, Error, Fingerprint, GcOptions, GcProgress, LicenseMode, MigrationProgress, Options,
+    RecoveryReport, Stats, Store, UserNo, UserStats,
 };
 use proptest::prelude::*;
 
@@ -33,6 +43,8 @@ const PACK_LIMIT: u64 = 1 << 20;
 const PACK_HEADER: u64 = 32;
 const RECORD_HEADER: u64 = 64;
 const POOL: u8 = 8;
+/// FastCDC's largest chunk.
+const MAX_CHUNK: u64 = 256 << 10;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Content {
@@ -110,6 +122,13 @@ enum Op {
     SetMode {
         single_master: bool,
     },
+    /// Switches to the other mode.
+    Flip,
+    /// Brings the layout in line with the mode.
+    Migrate,
+    Gc {
+        threshold: f64,
+    },
     Reopen,
 }
 
@@ -118,6 +137,10 @@ fn content() -> impl Strategy<Value = Content> {
         3 => (0..POOL).prop_map(Content::Pool),
         1 => (any::<u64>(), 0u32..600_000).prop_map(|(seed, size)| Content::Random { seed, size }),
     ]
+}
+
+fn threshold() -> impl Strategy<Value = f64> {
+    prop_oneof![Just(0.0), Just(0.5), Just(0.9), Just(1.0), 0.0..=1.0f64]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -133,7 +156,10 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<u16>(), 0u8..3, any::<u32>(), any::<u32>())
             .prop_map(|(pick, whence, start, len)| Op::ReadRange { pick, whence, start, len }),
         1 => (u, k).prop_map(|(user, key)| Op::ReadMissing { user, key }),
-        1 => any::<bool>().prop_map(|single_master| Op::SetMode { single_master }),
+        2 => any::<bool>().prop_map(|single_master| Op::SetMode { single_master }),
+        2 => Just(Op::Flip),
+        3 => Just(Op::Migrate),
+        1 => threshold().prop_map(|threshold| Op::Gc { threshold }),
         1 => Just(Op::Reopen),
     ]
 }
@@ -160,17 +186,75 @@ struct Footprint {
     records: u64,
 }
 
+impl Footprint {
+    const ZERO: Footprint = Footprint {
+        bytes: 0,
+        records: 0,
+    };
+
+    fn add(&mut self, f: Footprint) {
+        self.bytes += f.bytes;
+        self.records += f.records;
+    }
+}
+
+/// What the maintenance operations did over a run (the scripted sequence asserts it covers
+/// every path).
+#[derive(Debug, Default)]
+struct Coverage {
+    migrations: u64,
+    tracks_migrated: u64,
+    records_promoted: u64,
+    records_copied: u64,
+    records_revived: u64,
+    gcs: u64,
+    gc_entries_removed: u64,
+    packs_deleted: u64,
+    packs_rewritten: u64,
+    /// Puts that wrote a content again after GC had removed its garbage entries.
+    rewritten_after_gc: u64,
+}
+
+impl Coverage {
+    fn merge(&mut self, o: &Coverage) {
+        self.migrations += o.migrations;
+        self.tracks_migrated += o.tracks_migrated;
+        self.records_promoted += o.records_promoted;
+        self.records_copied += o.records_copied;
+        self.records_revived += o.records_revived;
+        self.gcs += o.gcs;
+        self.gc_entries_removed += o.gc_entries_removed;
+        self.packs_deleted += o.packs_deleted;
+        self.packs_rewritten += o.packs_rewritten;
+        self.rewritten_after_gc += o.rewritten_after_gc;
+    }
+}
+
 struct Model {
     mode: LicenseMode,
     tracks: BTreeMap<(String, String), Track>,
     /// Users who have stored something (their row exists even when their locker is empty).
     known_users: BTreeSet<String>,
-    /// Every (domain, content) ever stored: its records exist, live or garbage.
-    ever: HashSet<(Dom, Fingerprint)>,
+    /// The same, in the order the store numbered them (user number = position + 1).
+    user_order: Vec<String>,
+    /// Every (domain, content) whose chunk entries are in the index, live or garbage. A put
+    /// adds; migration adds (copies, promotions) and removes (promoted user entries); GC removes
+    /// the garbage ones.
+    indexed: HashSet<(Dom, Fingerprint)>,
+    /// Pairs GC removed at some point (a later put must write them again).
+    gc_removed: HashSet<(Dom, Fingerprint)>,
+    /// Bytes of all chunk records in the packs: live, garbage and dead (pack files minus
+    /// headers).
+    record_bytes: u64,
+    /// GC runs so far: each may leave one more unsealed pack (its output) in the pool.
+    gcs: u64,
+    /// Packs GC filled to or past the limit, with their size: sealed, they never change.
+    big_packs: BTreeMap<String, u64>,
     footprint: HashMap<Fingerprint, Footprint>,
     /// Chunk count of each content's tracks.
     chunk_count: HashMap<Fingerprint, u64>,
     cache: HashMap<Content, Vec<u8>>,
+    cov: Coverage,
 }
 
 impl Model {
@@ -191,6 +275,42 @@ impl Model {
             .values()
             .map(|t| (t.dom.clone(), t.fingerprint))
             .collect()
+    }
+
+    /// Bytes and records of a set of (domain, content) pairs.
+    fn size_of<'a>(&self, set: impl IntoIterator<Item = &'a (Dom, Fingerprint)>) -> Footprint {
+        let mut total = Footprint::ZERO;
+        for (_, fp) in set {
+            total.add(self.footprint[fp]);
+        }
+        total
+    }
+
+    /// The domain the mode puts `u`'s chunks in.
+    fn target(&self, u: &str) -> Dom {
+        match self.mode {
+            LicenseMode::SingleMaster => Dom::Shared,
+            LicenseMode::PerUserCopy => Dom::User(u.to_owned()),
+        }
+    }
+
+    /// The store's name for a model domain.
+    fn domain(&self, d: &Dom) -> Domain {
+        match d {
+            Dom::Shared => Domain::Shared,
+            Dom::User(u) => {
+                let at = self
+                    .user_order
+                    .iter()
+                    .position(|x| x == u)
+                    .expect("known user");
+                Domain::User(UserNo(at as u64 + 1))
+            }
+        }
+    }
+
+    fn keys(&self) -> Vec<(String, String)> {
+        self.tracks.keys().cloned().collect()
     }
 }
 
@@ -220,10 +340,7 @@ fn other_mode(mode: LicenseMode) -> LicenseMode {
 fn do_put(store: &Store, m: &mut Model, u: &str, k: &str, c: Content) {
     let data = m.bytes(c).to_vec();
     let fingerprint = Fingerprint::of(&data);
-    let dom = match m.mode {
-        LicenseMode::SingleMaster => Dom::Shared,
-        LicenseMode::PerUserCopy => Dom::User(u.to_owned()),
-    };
+    let dom = m.target(u);
     let before = store.stats().unwrap();
     let out = store.put(&user(u), &key(k), &data[..]).unwrap();
     let after = store.stats().unwrap();
@@ -255,7 +372,7 @@ fn do_put(store: &Store, m: &mut Model, u: &str, k: &str, c: Content) {
             - (before.physical_bytes + before.garbage_bytes),
         records: (after.chunks + after.garbage_chunks) - (before.chunks + before.garbage_chunks),
     };
-    if m.ever.contains(&(dom.clone(), fingerprint)) {
+    if m.indexed.contains(&(dom.clone(), fingerprint)) {
         // Every chunk is indexed in the domain already (live or garbage): nothing is written.
         assert_eq!(
             written,
@@ -299,9 +416,15 @@ fn do_put(store: &Store, m: &mut Model, u: &str, k: &str, c: Content) {
             ),
             _ => {}
         }
-        m.ever.insert((dom.clone(), fingerprint));
+        m.indexed.insert((dom.clone(), fingerprint));
+        m.record_bytes += written.bytes;
+        if m.gc_removed.contains(&(dom.clone(), fingerprint)) && written.records > 0 {
+            m.cov.rewritten_after_gc += 1;
+        }
     }
-    m.known_users.insert(u.to_owned());
+    if m.known_users.insert(u.to_owned()) {
+        m.user_order.push(u.to_owned());
+    }
     m.tracks.insert(
         (u.to_owned(), k.to_owned()),
         Track {
@@ -447,28 +570,26 @@ fn check(store: &Store, dir: &Path, m: &Model, step: &str) {
 
     // Physical accounting, exact.
     let live = m.live();
-    let sum = |set: &mut dyn Iterator<Item = &(Dom, Fingerprint)>| {
-        set.fold((0u64, 0u64), |(b, r), (_, fp)| {
-            let f = m.footprint[fp];
-            (b + f.bytes, r + f.records)
-        })
-    };
-    let (live_bytes, live_records) = sum(&mut live.iter());
-    let (dead_bytes, dead_records) = sum(&mut m.ever.iter().filter(|x| !live.contains(*x)));
+    assert!(
+        live.is_subset(&m.indexed),
+        "{step}: model: a live pair is indexed"
+    );
+    let live_size = m.size_of(&live);
+    let garbage_records = m.size_of(m.indexed.difference(&live)).records;
     assert_eq!(
         (s.physical_bytes, s.chunks),
-        (live_bytes, live_records),
+        (live_size.bytes, live_size.records),
         "{step}: live records ({s:?})"
     );
     assert_eq!(
         (s.garbage_bytes, s.garbage_chunks),
-        (dead_bytes, dead_records),
+        (m.record_bytes - live_size.bytes, garbage_records),
         "{step}: garbage records ({s:?})"
     );
-    let expected_ratio = if live_bytes == 0 {
+    let expected_ratio = if live_size.bytes == 0 {
         1.0
     } else {
-        logical as f64 / live_bytes as f64
+        logical as f64 / live_size.bytes as f64
     };
     assert!(
         (s.dedup_ratio - expected_ratio).abs() < 1e-9,
@@ -480,31 +601,488 @@ fn check(store: &Store, dir: &Path, m: &Model, step: &str) {
         "{step}: packs hold headers and records only ({s:?})"
     );
 
-    // The pack files agree: all committed, no stray tails, and at most one open (unsealed) pack,
-    // since a single writer reuses the open pack until it is full.
-    let mut sizes = Vec::new();
-    for e in std::fs::read_dir(dir.join("packs")).unwrap() {
-        let e = e.unwrap();
-        if e.file_name().to_string_lossy().ends_with(".pack") {
-            sizes.push(e.metadata().unwrap().len());
-        }
-    }
-    assert_eq!(sizes.len() as u64, s.packs, "{step}: pack files");
+    // The pack files agree: all committed, no stray tails. A single writer reuses the open pack
+    // until it is full, so there is one unsealed pack, plus at most one per GC run (its output
+    // goes back to the pool).
+    let files = pack_files(dir);
+    assert_eq!(files.len() as u64, s.packs, "{step}: pack files");
     assert_eq!(
-        sizes.iter().sum::<u64>(),
+        files.values().sum::<u64>(),
         s.pack_bytes,
         "{step}: pack bytes"
     );
-    let open = sizes.iter().filter(|&&n| n < PACK_LIMIT).count();
-    assert!(open <= 1, "{step}: {open} unsealed packs: {sizes:?}");
+    let open = files.values().filter(|&&n| n < PACK_LIMIT).count() as u64;
+    assert!(
+        open <= 1 + m.gcs,
+        "{step}: {open} unsealed packs after {} GC runs: {files:?}",
+        m.gcs
+    );
     // A sealed pack stops at the first record that crosses the limit: at most one chunk (256 KiB
-    // plus its header) beyond it.
-    for &n in &sizes {
+    // plus its header) beyond it. Packs GC filled (checked when they were made) never change.
+    for (name, &n) in &files {
+        match m.big_packs.get(name) {
+            Some(&big) => assert_eq!(n, big, "{step}: sealed GC output {name} changed"),
+            None => assert!(
+                n < PACK_LIMIT + MAX_CHUNK + RECORD_HEADER,
+                "{step}: pack {name} of {n} bytes"
+            ),
+        }
+    }
+    for name in m.big_packs.keys() {
+        assert!(files.contains_key(name), "{step}: {name} vanished");
+    }
+
+    check_audit(store, m, step);
+}
+
+/// The audit, exactly: every count, and every live record's domain and users.
+fn check_audit(store: &Store, m: &Model, step: &str) {
+    let a = store.audit(true).unwrap();
+    let mut holders: HashMap<(Dom, Fingerprint), BTreeSet<String>> = HashMap::new();
+    let mut pending = 0;
+    for ((u, _), t) in &m.tracks {
+        holders
+            .entry((t.dom.clone(), t.fingerprint))
+            .or_default()
+            .insert(u.clone());
+        if t.dom != m.target(u) {
+            pending += 1;
+        }
+    }
+    let mut want: BTreeMap<(Domain, Vec<String>), u64> = BTreeMap::new();
+    let mut copies: HashMap<Fingerprint, u64> = HashMap::new();
+    let (mut shared, mut in_users, mut across) = (0, 0, 0);
+    for ((d, fp), users) in &holders {
+        let n = m.footprint[fp].records;
+        if n > 0 {
+            *want
+                .entry((m.domain(d), users.iter().cloned().collect()))
+                .or_default() += n;
+        }
+        *copies.entry(*fp).or_default() += 1;
+        match d {
+            Dom::Shared => shared += n,
+            Dom::User(_) => in_users += n,
+        }
+        if users.len() > 1 {
+            across += n;
+        }
+    }
+    let duplicates: u64 = copies
+        .iter()
+        .map(|(fp, k)| (k - 1) * m.footprint[fp].records)
+        .sum();
+    let conforming = pending == 0
+        && match m.mode {
+            LicenseMode::PerUserCopy => across == 0 && shared == 0,
+            LicenseMode::SingleMaster => duplicates == 0 && in_users == 0,
+        };
+    assert_eq!(a.mode, m.mode, "{step}: audit");
+    assert_eq!(
+        (
+            a.conforming,
+            a.pending_tracks,
+            a.shared_records_across_users,
+            a.duplicate_records,
+            a.foreign_records,
+            a.shared_domain_records,
+            a.user_domain_records,
+        ),
+        (conforming, pending, across, duplicates, 0, shared, in_users),
+        "{step}: audit (conforming, pending, across users, duplicates, foreign, shared, per-user)"
+    );
+    let mut got: BTreeMap<(Domain, Vec<String>), u64> = BTreeMap::new();
+    for r in &a.records {
+        *got.entry((r.domain, r.users.clone())).or_default() += 1;
+    }
+    assert_eq!(got, want, "{step}: audit records by (domain, users)");
+}
+
+/// Pack file name -> size.
+fn pack_files(dir: &Path) -> BTreeMap<String, u64> {
+    let mut files = BTreeMap::new();
+    for e in std::fs::read_dir(dir.join("packs")).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".pack") {
+            files.insert(name, e.metadata().unwrap().len());
+        }
+    }
+    files
+}
+
+/// Live record bytes per pack file: the audit's list of live records, each record's header read
+/// (and checked) from its pack.
+fn live_bytes_per_pack(store: &Store, dir: &Path) -> BTreeMap<String, u64> {
+    use std::os::unix::fs::FileExt;
+    let mut open: HashMap<String, std::fs::File> = HashMap::new();
+    let mut live = BTreeMap::new();
+    for r in store.audit(true).unwrap().records {
+        let name = format!("{}.pack", r.pack);
+        let f = open
+            .entry(name.clone())
+            .or_insert_with(|| std::fs::File::open(dir.join("packs").join(&name)).unwrap());
+        let mut head = [0u8; RECORD_HEADER as usize];
+        f.read_exact_at(&mut head, r.offset).unwrap();
+        let stored = u32::from_le_bytes(head[52..56].try_into().unwrap()) as usize;
+        let mut record = vec![0u8; RECORD_HEADER as usize + stored];
+        f.read_exact_at(&mut record, r.offset).unwrap();
+        let (h, _) = RecordHeader::decode(r.pack, &record, 0)
+            .unwrap_or_else(|e| panic!("record of {} at {name}+{}: {e}", r.chunk, r.offset));
+        assert_eq!(h.id, r.chunk, "{name}+{}", r.offset);
+        // The header names the domain the record was written for: its owner, or for a shared
+        // entry possibly the user whose record collapse promoted (DESIGN.md, section 2.3).
         assert!(
-            n < PACK_LIMIT + (256 << 10) + RECORD_HEADER,
-            "{step}: pack of {n} bytes"
+            h.domain == r.domain || (r.domain == Domain::Shared && h.domain != Domain::Shared),
+            "record of {} at {name}+{}: written for {:?}, owned by {:?}",
+            r.chunk,
+            r.offset,
+            h.domain,
+            r.domain
+        );
+        *live.entry(name).or_default() += h.record_len();
+    }
+    live
+}
+
+fn within_1pct(predicted: u64, actual: u64) -> bool {
+    predicted.abs_diff(actual) as f64 <= 0.01 * actual.max(1) as f64
+}
+
+fn read_all(store: &Store, m: &mut Model) {
+    for (u, k) in m.keys() {
+        read_whole(store, m, &u, &k, 1 << 20);
+    }
+}
+
+/// Migrates to the current mode; checks the what-if before and after, the report, the layout.
+fn do_migrate(store: &Store, m: &mut Model, step: &str) {
+    let mode = m.mode;
+    let before = store.stats().unwrap();
+    let w = store.what_if(mode).unwrap();
+
+    // The model's migration.
+    let live_before = m.live();
+    let indexed_before = m.indexed.clone();
+    let pending: Vec<(String, String)> = m
+        .tracks
+        .iter()
+        .filter(|((u, _), t)| t.dom != m.target(u))
+        .map(|(id, _)| id.clone())
+        .collect();
+    let mut copied = Footprint::ZERO;
+    let mut promoted = 0;
+    match mode {
+        LicenseMode::PerUserCopy => {
+            for id in &pending {
+                let fp = m.tracks[id].fingerprint;
+                if m.indexed.insert((Dom::User(id.0.clone()), fp)) {
+                    copied.add(m.footprint[&fp]);
+                }
+            }
+        }
+        LicenseMode::SingleMaster => {
+            // One user at a time, by user number.
+            for u in m.user_order.clone() {
+                let fps: BTreeSet<Fingerprint> = pending
+                    .iter()
+                    .filter(|(pu, _)| *pu == u)
+                    .map(|id| m.tracks[id].fingerprint)
+                    .collect();
+                for fp in fps {
+                    if !m.indexed.contains(&(Dom::Shared, fp)) {
+                        assert!(m.indexed.remove(&(Dom::User(u.clone()), fp)));
+                        m.indexed.insert((Dom::Shared, fp));
+                        promoted += m.footprint[&fp].records;
+                    }
+                }
+            }
+        }
+    }
+    for id in &pending {
+        let dom = m.target(&id.0);
+        m.tracks.get_mut(id).unwrap().dom = dom;
+    }
+    let live_after = m.live();
+    let revived = m.size_of(
+        live_after
+            .iter()
+            .filter(|x| indexed_before.contains(*x) && !live_before.contains(*x)),
+    );
+    let (size_before, size_after) = (m.size_of(&live_before), m.size_of(&live_after));
+    m.record_bytes += copied.bytes;
+
+    // The prediction agrees with the model.
+    assert_eq!(w.mode, mode, "{step}: {w:?}");
+    assert_eq!(w.pending_tracks, pending.len() as u64, "{step}: {w:?}");
+    assert_eq!(
+        (w.bytes_to_write, w.records_to_write),
+        (copied.bytes, copied.records),
+        "{step}: what-if writes ({w:?})"
+    );
+    assert_eq!(
+        w.pack_overhead_bytes,
+        copied.bytes.div_ceil(PACK_LIMIT) * PACK_HEADER,
+        "{step}: {w:?}"
+    );
+    assert_eq!(w.chunks, size_after.records, "{step}: {w:?}");
+    assert_eq!(
+        (w.physical_bytes_now, w.garbage_bytes_now),
+        (before.physical_bytes, before.garbage_bytes),
+        "{step}: {w:?}"
+    );
+    assert_eq!(
+        w.bytes_to_free,
+        size_before.bytes + copied.bytes + revived.bytes - size_after.bytes,
+        "{step}: what-if bytes to free ({w:?})"
+    );
+
+    let mut progress: Vec<MigrationProgress> = Vec::new();
+    let r = store.migrate(&mut |p| progress.push(p.clone())).unwrap();
+    let after = store.stats().unwrap();
+    assert_eq!(r.mode, Some(mode), "{step}: {r:?}");
+    assert_eq!(
+        (
+            r.tracks_migrated,
+            r.records_copied,
+            r.bytes_written,
+            r.records_promoted,
+            r.rounds
+        ),
+        (
+            pending.len() as u64,
+            copied.records,
+            copied.bytes,
+            promoted,
+            u64::from(!pending.is_empty())
+        ),
+        "{step}: migration report (tracks, copied, bytes written, promoted, rounds): {r:?}"
+    );
+    if mode == LicenseMode::SingleMaster {
+        assert_eq!(r.bytes_written, 0, "{step}: collapsing never copies");
+    }
+    if let Some(last) = progress.last() {
+        assert_eq!(
+            (last.tracks_done, last.tracks_total, last.bytes_written),
+            (pending.len() as u64, pending.len() as u64, copied.bytes),
+            "{step}: last progress {progress:?}"
+        );
+        let bytes: u64 = pending.iter().map(|id| m.tracks[id].len).sum();
+        assert_eq!(
+            (last.bytes_done, last.bytes_total),
+            (bytes, bytes),
+            "{step}: {progress:?}"
+        );
+    } else {
+        assert!(pending.is_empty(), "{step}: no progress reported");
+    }
+    for p in progress.windows(2) {
+        assert!(
+            p[0].tracks_done <= p[1].tracks_done && p[1].tracks_done <= p[1].tracks_total,
+            "{step}: {progress:?}"
         );
     }
+
+    // The prediction made before, and one made now, match what migration did.
+    assert!(
+        within_1pct(w.physical_bytes, after.physical_bytes),
+        "{step}: what-if before the migration: {w:?}, after it: {after:?}"
+    );
+    let now = store.what_if(mode).unwrap();
+    assert!(
+        within_1pct(now.physical_bytes, after.physical_bytes),
+        "{step}: what-if right after the migration: {now:?}, {after:?}"
+    );
+    assert_eq!(
+        (
+            now.pending_tracks,
+            now.bytes_to_write,
+            now.bytes_to_free,
+            now.chunks
+        ),
+        (0, 0, 0, after.chunks),
+        "{step}: nothing left to do: {now:?}"
+    );
+    let audit = store.audit(false).unwrap();
+    assert!(audit.conforming, "{step}: after migrating: {audit:?}");
+    assert_eq!(
+        (
+            after.logical_bytes,
+            after.tracks,
+            after.users,
+            &after.per_user
+        ),
+        (
+            before.logical_bytes,
+            before.tracks,
+            before.users,
+            &before.per_user
+        ),
+        "{step}: migration changes no locker"
+    );
+    read_all(store, m);
+
+    m.cov.migrations += 1;
+    m.cov.tracks_migrated += r.tracks_migrated;
+    m.cov.records_promoted += r.records_promoted;
+    m.cov.records_copied += r.records_copied;
+    m.cov.records_revived += revived.records;
+}
+
+/// Runs GC; checks the report, the accounting, the pack files and the compaction rule pack by pack.
+fn do_gc(store: &Store, dir: &Path, m: &mut Model, threshold: f64, step: &str) {
+    let before = store.stats().unwrap();
+    let files_before = pack_files(dir);
+    let live = m.live();
+    let garbage: Vec<(Dom, Fingerprint)> = m.indexed.difference(&live).cloned().collect();
+    let garbage_records = m.size_of(&garbage).records;
+
+    let mut progress: Vec<GcProgress> = Vec::new();
+    let r = store
+        .gc(GcOptions { threshold }, &mut |p| progress.push(p.clone()))
+        .unwrap();
+    let after = store.stats().unwrap();
+    let files = pack_files(dir);
+    let ctx = format!("{step}: {r:?}, before {before:?}, after {after:?}");
+
+    assert_eq!(
+        (r.entries_removed, r.entries_pinned),
+        (garbage_records, 0),
+        "{ctx}: every garbage entry removed"
+    );
+    assert_eq!(after.garbage_chunks, 0, "{ctx}");
+    assert_eq!(
+        (
+            after.physical_bytes,
+            after.chunks,
+            after.logical_bytes,
+            after.tracks,
+            after.users
+        ),
+        (
+            before.physical_bytes,
+            before.chunks,
+            before.logical_bytes,
+            before.tracks,
+            before.users
+        ),
+        "{ctx}: GC changes nothing live"
+    );
+    assert_eq!(
+        (r.pack_bytes_before, r.pack_bytes_after),
+        (before.pack_bytes, after.pack_bytes),
+        "{ctx}"
+    );
+    assert!(after.pack_bytes <= before.pack_bytes, "{ctx}: packs grew");
+    assert!(after.garbage_bytes <= before.garbage_bytes, "{ctx}");
+    if threshold >= 1.0 {
+        assert_eq!(
+            after.garbage_bytes, 0,
+            "{ctx}: threshold 1 leaves no dead byte"
+        );
+    }
+
+    // Whole packs go and come: a kept pack is not touched; the new ones hold the copies.
+    let deleted: Vec<&String> = files_before
+        .keys()
+        .filter(|n| !files.contains_key(*n))
+        .collect();
+    let created: Vec<(&String, u64)> = files
+        .iter()
+        .filter(|(n, _)| !files_before.contains_key(*n))
+        .map(|(n, s)| (n, *s))
+        .collect();
+    for (name, size) in &files {
+        if let Some(was) = files_before.get(name) {
+            assert_eq!(size, was, "{ctx}: kept pack {name} changed");
+        }
+    }
+    assert_eq!(deleted.len() as u64, r.packs_deleted, "{ctx}: {deleted:?}");
+    assert!(r.packs_rewritten <= r.packs_deleted, "{ctx}");
+    assert_eq!(
+        created.iter().map(|(_, s)| s - PACK_HEADER).sum::<u64>(),
+        r.bytes_copied,
+        "{ctx}: new packs hold the copies only ({created:?})"
+    );
+    assert_eq!(
+        r.packs_rewritten == 0,
+        r.bytes_copied == 0,
+        "{ctx}: a rewritten pack had live records"
+    );
+    // The output takes each candidate's live records whole, and is sealed when full: it ends
+    // less than one candidate beyond the limit.
+    let biggest_before = files_before.values().copied().max().unwrap_or(0);
+    for (name, size) in &created {
+        assert!(
+            *size < PACK_LIMIT + biggest_before,
+            "{ctx}: GC output {name} of {size} bytes"
+        );
+        if *size >= PACK_LIMIT {
+            m.big_packs.insert((*name).clone(), *size);
+        }
+    }
+    m.big_packs.retain(|n, _| files.contains_key(n));
+
+    // The rule, pack by pack: no pack is left with dead bytes and no live byte, or with dead
+    // bytes and a live share below the threshold.
+    let live_per_pack = live_bytes_per_pack(store, dir);
+    for name in live_per_pack.keys() {
+        assert!(files.contains_key(name), "{ctx}: live record in {name}");
+    }
+    let (mut total_live, mut total_dead) = (0, 0);
+    for (name, size) in &files {
+        let records = size - PACK_HEADER;
+        let live = live_per_pack.get(name).copied().unwrap_or(0);
+        assert!(live <= records, "{ctx}: {name}");
+        let dead = records - live;
+        assert!(
+            dead == 0 || (live > 0 && live as f64 >= threshold * records as f64),
+            "{ctx}: pack {name} left with {live} live and {dead} dead record bytes"
+        );
+        total_live += live;
+        total_dead += dead;
+    }
+    assert_eq!(
+        (total_live, total_dead),
+        (after.physical_bytes, after.garbage_bytes),
+        "{ctx}: live and dead bytes in the pack files"
+    );
+
+    // Progress: the entries, then the candidate packs.
+    let entries: Vec<&GcProgress> = progress.iter().filter(|p| p.phase == "entries").collect();
+    let packs: Vec<&GcProgress> = progress.iter().filter(|p| p.phase == "packs").collect();
+    assert_eq!(
+        entries.len() + packs.len(),
+        progress.len(),
+        "{ctx}: {progress:?}"
+    );
+    assert!(
+        progress
+            .iter()
+            .skip_while(|p| p.phase == "entries")
+            .all(|p| p.phase == "packs"),
+        "{ctx}: {progress:?}"
+    );
+    assert_eq!(
+        entries.last().map(|p| (p.done, p.total)),
+        (garbage_records > 0).then_some((garbage_records, garbage_records)),
+        "{ctx}: {progress:?}"
+    );
+    assert_eq!(
+        packs.last().map(|p| (p.done, p.total)),
+        (r.packs_deleted > 0).then_some((r.packs_deleted, r.packs_deleted)),
+        "{ctx}: {progress:?}"
+    );
+
+    m.indexed.retain(|x| live.contains(x));
+    m.gc_removed.extend(garbage);
+    m.record_bytes = files.values().map(|s| s - PACK_HEADER).sum();
+    m.gcs += 1;
+    m.cov.gcs += 1;
+    m.cov.gc_entries_removed += r.entries_removed;
+    m.cov.packs_deleted += r.packs_deleted;
+    m.cov.packs_rewritten += r.packs_rewritten;
+    read_all(store, m);
 }
 
 fn verify_ok(store: &Store, m: &Model, step: &str) {
@@ -516,21 +1094,27 @@ fn verify_ok(store: &Store, m: &Model, step: &str) {
         m.tracks.values().map(|t| t.len).sum::<u64>(),
         "{step}"
     );
-    let records: u64 = m.ever.iter().map(|(_, fp)| m.footprint[fp].records).sum();
+    let records = m.size_of(&m.indexed).records;
     assert_eq!(r.chunks_checked, records, "{step}: every record re-hashed");
 }
 
-fn run(initial: LicenseMode, ops: Vec<Op>) {
+fn run(initial: LicenseMode, ops: Vec<Op>) -> Coverage {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path(), options(initial)).unwrap();
     let mut m = Model {
         mode: initial,
         tracks: BTreeMap::new(),
         known_users: BTreeSet::new(),
-        ever: HashSet::new(),
+        user_order: Vec::new(),
+        indexed: HashSet::new(),
+        gc_removed: HashSet::new(),
+        record_bytes: 0,
+        gcs: 0,
+        big_packs: BTreeMap::new(),
         footprint: HashMap::new(),
         chunk_count: HashMap::new(),
         cache: HashMap::new(),
+        cov: Coverage::default(),
     };
     check(&store, dir.path(), &m, "fresh store");
     for (i, op) in ops.iter().enumerate() {
@@ -592,6 +1176,12 @@ fn run(initial: LicenseMode, ops: Vec<Op>) {
                 store.set_mode(mode_of(single_master)).unwrap();
                 m.mode = mode_of(single_master);
             }
+            Op::Flip => {
+                m.mode = other_mode(m.mode);
+                store.set_mode(m.mode).unwrap();
+            }
+            Op::Migrate => do_migrate(&store, &mut m, &step),
+            Op::Gc { threshold } => do_gc(&store, dir.path(), &mut m, threshold, &step),
             Op::Reopen => {
                 drop(store);
                 // The store keeps its own mode whatever the options say.
@@ -602,34 +1192,48 @@ fn run(initial: LicenseMode, ops: Vec<Op>) {
                     "{step}: a clean close leaves nothing to recover"
                 );
                 verify_ok(&store, &m, &step);
-                let keys: Vec<_> = m.tracks.keys().cloned().collect();
-                for (u, k) in keys {
-                    read_whole(&store, &mut m, &u, &k, 1 << 20);
-                }
+                read_all(&store, &mut m);
             }
         }
         check(&store, dir.path(), &m, &step);
     }
     verify_ok(&store, &m, "end");
-    let keys: Vec<_> = m.tracks.keys().cloned().collect();
-    for (u, k) in keys {
-        read_whole(&store, &mut m, &u, &k, 1 << 20);
-    }
+    read_all(&store, &mut m);
+    m.cov
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 64,
+#[test]
+fn store_matches_the_model() {
+    use proptest::test_runner::{Config, TestRunner};
+    // PROPTEST_CASES asks for a longer run.
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let mut runner = TestRunner::new(Config {
+        cases,
         // Keep the test from writing regression files into the source tree.
         failure_persistence: None,
         max_shrink_time: 120_000,
-        ..ProptestConfig::default()
-    })]
-
-    #[test]
-    fn store_matches_the_model(single_master in any::<bool>(), ops in prop::collection::vec(op(), 1..=40)) {
-        run(mode_of(single_master), ops);
+        ..Config::default()
+    });
+    let total = std::cell::RefCell::new(Coverage::default());
+    let strategy = (any::<bool>(), prop::collection::vec(op(), 1..=40));
+    let result = runner.run(&strategy, |(single_master, ops)| {
+        let cov = run(mode_of(single_master), ops);
+        total.borrow_mut().merge(&cov);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
+    let total = total.into_inner();
+    println!("{cases} random cases: {total:?}");
+    // The generator reaches the maintenance paths, not only the trivial cases.
+    assert!(
+        total.tracks_migrated > 0 && total.gc_entries_removed > 0,
+        "{total:?}"
+    );
 }
 
 /// A fixed sequence through the same machinery, so the interesting paths (dedup across users,
@@ -723,4 +1327,87 @@ fn scripted_sequence_matches_the_model() {
         Read { pick: 3, buf: 4097 },
     ];
     run(LicenseMode::PerUserCopy, ops);
+}
+
+/// A fixed sequence of flips, migrations and GC runs, so every maintenance path runs on every
+/// test run: collapse by promotion and onto an existing shared entry, expansion by copy and by
+/// revival of a garbage entry, GC at thresholds 0, 0.5, 0.9 and 1, a content written again after
+/// GC removed it, and reopens in between.
+#[test]
+fn scripted_flips_migrations_and_gc_match_the_model() {
+    use Op::*;
+    let put = |user, key, content| Put { user, key, content };
+    // Sorted track keys decide what a `pick` names; the comments say which track it is.
+    let ops = vec![
+        put(0, 0, Content::Pool(5)),
+        put(1, 0, Content::Pool(5)),
+        put(1, 1, Content::Pool(4)),
+        put(2, 2, Content::Pool(7)),
+        put(2, 3, Content::Pool(6)),
+        put(
+            0,
+            1,
+            Content::Random {
+                seed: 11,
+                size: 700_000,
+            },
+        ),
+        SetMode {
+            single_master: true,
+        },
+        put(2, 0, Content::Pool(4)),
+        // Collapse: ann's contents are promoted, bob's land on existing shared entries.
+        Migrate,
+        Migrate,
+        // Expand straight away: bob's user entries are garbage and get revived, ann's were
+        // promoted away and are copied.
+        SetMode {
+            single_master: false,
+        },
+        Migrate,
+        Gc { threshold: 1.0 },
+        Reopen,
+        SetMode {
+            single_master: true,
+        },
+        Migrate,
+        // ann/a.mp3 (Pool 5, bob holds it too), then cy/Zoë (Pool 6).
+        Delete { pick: 1 },
+        Delete { pick: 3 },
+        Gc { threshold: 0.0 },
+        // Pool 6 again: its entries are gone, so it is written again.
+        put(2, 3, Content::Pool(6)),
+        put(
+            0,
+            2,
+            Content::Random {
+                seed: 12,
+                size: 1_500_000,
+            },
+        ),
+        Gc { threshold: 0.9 },
+        SetMode {
+            single_master: false,
+        },
+        Migrate,
+        Delete { pick: 0 },
+        Gc { threshold: 0.5 },
+        Reopen,
+        Gc { threshold: 1.0 },
+        Read { pick: 2, buf: 7777 },
+        SetMode {
+            single_master: true,
+        },
+        Migrate,
+        Gc { threshold: 1.0 },
+        Reopen,
+    ];
+    let cov = run(LicenseMode::PerUserCopy, ops);
+    println!("{cov:?}");
+    assert!(cov.records_promoted > 0, "{cov:?}");
+    assert!(cov.records_copied > 0, "{cov:?}");
+    assert!(cov.records_revived > 0, "{cov:?}");
+    assert!(cov.gc_entries_removed > 0, "{cov:?}");
+    assert!(cov.packs_rewritten > 0, "{cov:?}");
+    assert!(cov.rewritten_after_gc > 0, "{cov:?}");
 }
