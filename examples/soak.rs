@@ -248,7 +248,7 @@ fn child(dir: &Path, seed: u64) {
     std::thread::scope(|s| {
         for u in 0..USERS {
             s.spawn(move || {
-                let mut rng = SplitMix::new(seed ^ (u as u64 + 1) * 0x9e37);
+                let mut rng = SplitMix::new(seed ^ ((u as u64 + 1) * 0x9e37));
                 loop {
                     let k = rng.range(0, KEYS);
                     if rng.range(0, 4) == 0 {

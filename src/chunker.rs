@@ -21,13 +21,16 @@ pub struct ChunkerParams {
 }
 
 impl Default for ChunkerParams {
-    /// 16 / 64 / 256 KiB: tracks are 3-10 MB, so this gives 50-150 chunks a track, a small
-    /// index, and BLAKE3 batches large enough for its SIMD paths.
+    /// 64 / 256 / 1024 KiB, chosen from measurements (docs/CHUNKING.md): with the format-aware
+    /// segmenter, dedup reaches the ideal at every size tried, since duplication across users is
+    /// whole recordings; larger chunks keep the metadata under 1 % of the physical bytes
+    /// (0.6 % here against 1.3 % at 16/64/256 KiB) and ingest faster. A seek decodes at most
+    /// one chunk of up to 1 MiB.
     fn default() -> Self {
         ChunkerParams {
-            min: 16 << 10,
-            avg: 64 << 10,
-            max: 256 << 10,
+            min: 64 << 10,
+            avg: 256 << 10,
+            max: 1024 << 10,
         }
     }
 }
@@ -187,18 +190,15 @@ mod tests {
 
     #[test]
     fn chunks_cover_the_input_and_respect_the_sizes() {
-        let data: Vec<u8> = (0..3_000_000u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
-        let c = Chunker {
-            params: ChunkerParams::default(),
-            seed: 7,
-        };
+        let data = crate::corpus::noise(3, "sizes", 6_000_000);
+        let p = ChunkerParams::default();
+        let c = Chunker { params: p, seed: 7 };
         let chunks: Vec<Vec<u8>> = c.chunks(&data[..]).collect::<Result<_>>().unwrap();
         assert_eq!(chunks.concat(), data);
+        assert!(chunks.len() > 3);
         for ch in &chunks[..chunks.len() - 1] {
             assert!(
-                ch.len() >= 16 << 10 && ch.len() <= 256 << 10,
+                ch.len() >= p.min as usize && ch.len() <= p.max as usize,
                 "{}",
                 ch.len()
             );
@@ -207,9 +207,7 @@ mod tests {
 
     #[test]
     fn the_seed_changes_cut_points() {
-        let data: Vec<u8> = (0..2_000_000u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
-            .collect();
+        let data = crate::corpus::noise(4, "seeds", 6_000_000);
         let lens = |seed| {
             Chunker {
                 params: ChunkerParams::default(),
@@ -234,7 +232,11 @@ mod golden {
     fn golden_boundaries_and_ids() {
         let data = crate::corpus::noise(1, "golden", 1_000_000);
         let c = Chunker {
-            params: ChunkerParams::default(),
+            params: ChunkerParams {
+                min: 16 << 10,
+                avg: 64 << 10,
+                max: 256 << 10,
+            },
             seed: 0x0123_4567_89ab_cdef,
         };
         let chunks: Vec<Vec<u8>> = c.chunks(&data[..]).collect::<Result<_>>().unwrap();

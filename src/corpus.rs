@@ -271,6 +271,36 @@ impl Corpus {
         &self.audio[r]
     }
 
+    /// The ideal single-master physical size of the corpus: each distinct audio payload once,
+    /// each distinct embedded picture once, and every copy's other tag bytes (no record
+    /// overhead, no compression).
+    pub fn ideal_bytes(&self) -> u64 {
+        let mut recordings = std::collections::BTreeSet::new();
+        let mut covers = std::collections::BTreeSet::new();
+        let mut tags = 0u64;
+        for (i, up) in self.uploads.iter().enumerate() {
+            let album = up.recording / self.spec.album_size;
+            recordings.insert(up.recording);
+            let picture = if up.tags.with_cover {
+                covers.insert(album);
+                self.covers[album].len()
+            } else {
+                0
+            };
+            let len = self.bytes(i).len();
+            tags += (len - self.audio[up.recording].len() - picture) as u64;
+        }
+        recordings
+            .iter()
+            .map(|&r| self.audio[r].len() as u64)
+            .sum::<u64>()
+            + covers
+                .iter()
+                .map(|&a| self.covers[a].len() as u64)
+                .sum::<u64>()
+            + tags
+    }
+
     /// Total bytes of all uploads.
     pub fn logical_bytes(&self) -> u64 {
         (0..self.uploads.len())

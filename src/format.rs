@@ -286,6 +286,29 @@ pub struct ChunkRef {
     pub len: u32,
 }
 
+/// The audio payload of a track, as the segmenter found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackAudio {
+    /// Container format code (1 MP3, 2 FLAC, 3 MP4, 4 Ogg Vorbis, 5 Ogg Opus).
+    pub format: u8,
+    /// BLAKE3 of the audio payload bytes, concatenated in file order.
+    pub fingerprint: [u8; 32],
+    /// The payload's byte ranges `[start, end)` in the track, ordered and disjoint.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+impl TrackAudio {
+    /// Payload length.
+    pub fn len(&self) -> u64 {
+        self.ranges.iter().map(|(s, e)| e - s).sum()
+    }
+
+    /// True when there are no payload bytes (never stored).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// What the store keeps per track: the value of `tracks[(user no, key)]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrackRecord {
@@ -295,23 +318,45 @@ pub struct TrackRecord {
     pub fingerprint: Fingerprint,
     /// Seconds since the Unix epoch when the track was stored.
     pub stored_at: u64,
+    /// The audio payload, when the segmenter recognised the format.
+    pub audio: Option<TrackAudio>,
     pub chunks: Vec<ChunkRef>,
 }
 
 const TRACK_FIXED_LEN: usize = 64;
 const TRACK_REF_LEN: usize = 36;
+/// Flag bit: an audio section follows the fixed part.
+const TRACK_FLAG_AUDIO: u8 = 1;
+const TRACK_AUDIO_FIXED_LEN: usize = 40;
+const TRACK_RANGE_LEN: usize = 16;
+/// Most payload ranges a track may list (MP4 files with many `mdat` boxes).
+const MAX_AUDIO_RANGES: usize = 4096;
 
 impl TrackRecord {
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(TRACK_FIXED_LEN + self.chunks.len() * TRACK_REF_LEN);
         b.push(TRACK_FORMAT_VERSION);
-        b.push(0); // flags: none defined in version 1
+        b.push(if self.audio.is_some() {
+            TRACK_FLAG_AUDIO
+        } else {
+            0
+        });
         b.extend_from_slice(&[0u8; 2]);
         b.extend_from_slice(&(self.chunks.len() as u32).to_le_bytes());
         b.extend_from_slice(&self.domain.to_u64().to_le_bytes());
         b.extend_from_slice(&self.len.to_le_bytes());
         b.extend_from_slice(&self.stored_at.to_le_bytes());
         b.extend_from_slice(&self.fingerprint.0);
+        if let Some(a) = &self.audio {
+            b.push(a.format);
+            b.extend_from_slice(&[0u8; 3]);
+            b.extend_from_slice(&(a.ranges.len() as u32).to_le_bytes());
+            b.extend_from_slice(&a.fingerprint);
+            for (s, e) in &a.ranges {
+                b.extend_from_slice(&s.to_le_bytes());
+                b.extend_from_slice(&e.to_le_bytes());
+            }
+        }
         for c in &self.chunks {
             b.extend_from_slice(&c.id.0);
             b.extend_from_slice(&c.len.to_le_bytes());
@@ -327,21 +372,58 @@ impl TrackRecord {
         if b[0] != TRACK_FORMAT_VERSION {
             return Err(bad("unsupported version"));
         }
-        if b[1] != 0 || b[2..4] != [0, 0] {
+        if b[1] & !TRACK_FLAG_AUDIO != 0 || b[2..4] != [0, 0] {
             return Err(bad("unknown flags"));
         }
         let count = u32_at(b, 4) as usize;
-        if b.len() != TRACK_FIXED_LEN + count * TRACK_REF_LEN {
-            return Err(bad("length does not match the chunk count"));
-        }
         let domain = Domain::from_u64(u64_at(b, 8)).ok_or_else(|| bad("unknown domain"))?;
         let len = u64_at(b, 16);
         let stored_at = u64_at(b, 24);
         let fingerprint = Fingerprint(arr32_at(b, 32));
+        let mut at = TRACK_FIXED_LEN;
+        let audio = if b[1] & TRACK_FLAG_AUDIO != 0 {
+            let head = b
+                .get(at..at + TRACK_AUDIO_FIXED_LEN)
+                .ok_or_else(|| bad("audio section truncated"))?;
+            if !(1..=5).contains(&head[0]) || head[1..4] != [0, 0, 0] {
+                return Err(bad("unknown audio format"));
+            }
+            let n = u32_at(head, 4) as usize;
+            if n == 0 || n > MAX_AUDIO_RANGES {
+                return Err(bad("audio range count out of bounds"));
+            }
+            let fp = arr32_at(head, 8);
+            at += TRACK_AUDIO_FIXED_LEN;
+            let mut ranges = Vec::with_capacity(n);
+            let mut prev_end = 0u64;
+            for _ in 0..n {
+                let r = b
+                    .get(at..at + TRACK_RANGE_LEN)
+                    .ok_or_else(|| bad("audio ranges truncated"))?;
+                let (s, e) = (u64_at(r, 0), u64_at(r, 8));
+                if s < prev_end || e <= s || e > len {
+                    return Err(bad("audio ranges out of order or out of the track"));
+                }
+                prev_end = e;
+                ranges.push((s, e));
+                at += TRACK_RANGE_LEN;
+            }
+            Some(TrackAudio {
+                format: head[0],
+                fingerprint: fp,
+                ranges,
+            })
+        } else {
+            None
+        };
+        if b.len() != at + count * TRACK_REF_LEN {
+            return Err(bad("length does not match the chunk count"));
+        }
+        let refs_start = at;
         let mut chunks = Vec::with_capacity(count);
         let mut total = 0u64;
         for i in 0..count {
-            let at = TRACK_FIXED_LEN + i * TRACK_REF_LEN;
+            let at = refs_start + i * TRACK_REF_LEN;
             let r = ChunkRef {
                 id: ChunkId(arr32_at(b, at)),
                 len: u32_at(b, at + 32),
@@ -360,6 +442,7 @@ impl TrackRecord {
             len,
             fingerprint,
             stored_at,
+            audio,
             chunks,
         })
     }
@@ -483,6 +566,7 @@ mod tests {
             len: 30,
             fingerprint: Fingerprint::of(b"x"),
             stored_at: 1_700_000_000,
+            audio: None,
             chunks: vec![
                 ChunkRef {
                     id: ChunkId::of(b"a"),
@@ -496,6 +580,22 @@ mod tests {
         };
         let enc = t.encode();
         assert_eq!(TrackRecord::decode(&enc).unwrap(), t);
+        let with_audio = TrackRecord {
+            audio: Some(TrackAudio {
+                format: 1,
+                fingerprint: [7; 32],
+                ranges: vec![(3, 20), (22, 30)],
+            }),
+            ..t.clone()
+        };
+        let enc_audio = with_audio.encode();
+        assert_eq!(TrackRecord::decode(&enc_audio).unwrap(), with_audio);
+        let mut past_end = with_audio.clone();
+        past_end.audio.as_mut().unwrap().ranges[1].1 = 31;
+        assert!(TrackRecord::decode(&past_end.encode()).is_err());
+        let mut overlapping = with_audio;
+        overlapping.audio.as_mut().unwrap().ranges[1].0 = 19;
+        assert!(TrackRecord::decode(&overlapping.encode()).is_err());
         let mut bad = enc.clone();
         bad[16] = 31; // length no longer matches the chunks
         assert!(TrackRecord::decode(&bad).is_err());

@@ -150,6 +150,11 @@ hash_id!(
     /// BLAKE3 of a whole track's bytes, exactly as uploaded.
     Fingerprint
 );
+hash_id!(
+    /// BLAKE3 of a track's audio payload alone (tags stripped): the same recording under other
+    /// tags has the same audio fingerprint.
+    AudioFingerprint
+);
 
 /// Number of a pack file; its name is the number as 16 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]

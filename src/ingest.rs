@@ -19,12 +19,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::compress;
 use crate::error::{Error, Result};
-use crate::format::{ChunkEntry, ChunkRef, RecordHeader, TrackRecord, UserRow};
-use crate::ids::{ChunkId, Domain, Fingerprint, TrackKey, UserId, UserNo};
+use crate::format::{ChunkEntry, ChunkRef, RecordHeader, TrackAudio, TrackRecord, UserRow};
+use crate::ids::{ChunkId, Domain, TrackKey, UserId, UserNo};
 use crate::meta::{counter_keys as ck, write_with};
 use crate::packs::ActivePack;
-use crate::refs::{Accounting, PackDelta, add_ref, drop_refs, insert_entry};
+use crate::refs::{
+    Accounting, PackDelta, add_recording, add_ref, drop_refs, insert_entry, remove_recording,
+};
+use crate::segment::Format;
 use crate::store::{PutOutcome, Store};
+use crate::upload::chunk_upload;
 
 /// Packs held and entries pinned by one ingest.
 struct Held {
@@ -36,6 +40,30 @@ struct Held {
 impl Held {
     fn all(self) -> impl Iterator<Item = ActivePack> {
         self.full.into_iter().chain(self.current)
+    }
+}
+
+/// The on-disk code of a container format (see `TrackAudio::format`).
+pub(crate) fn format_code(f: Format) -> u8 {
+    match f {
+        Format::Mp3 => 1,
+        Format::Flac => 2,
+        Format::Mp4 => 3,
+        Format::OggVorbis => 4,
+        Format::OggOpus => 5,
+        Format::Unknown => 0,
+    }
+}
+
+/// The name of a format code.
+pub(crate) fn format_name(code: u8) -> &'static str {
+    match code {
+        1 => "mp3",
+        2 => "flac",
+        3 => "mp4",
+        4 => "ogg-vorbis",
+        5 => "ogg-opus",
+        _ => "unknown",
     }
 }
 
@@ -94,32 +122,26 @@ impl Store {
         held: &mut Held,
     ) -> Result<PutOutcome> {
         let inner = &self.inner;
-        let mut hasher = blake3::Hasher::new();
         let mut refs: Vec<ChunkRef> = Vec::new();
-        let mut len = 0u64;
         // Chunks this ingest wrote, and chunks it found already stored in the domain.
         let mut written: HashMap<ChunkId, ChunkEntry> = HashMap::new();
         let mut existing: HashSet<ChunkId> = HashSet::new();
         let mut new_bytes = 0u64;
-        for chunk in inner.chunker.chunks(reader) {
-            let plain = chunk?;
-            hasher.update(&plain);
-            len += plain.len() as u64;
-            let id = ChunkId::from(blake3::hash(&plain));
+        let mut each = |plain: &[u8], id: ChunkId| -> Result<()> {
             refs.push(ChunkRef {
                 id,
                 len: plain.len() as u32,
             });
             if written.contains_key(&id) || existing.contains(&id) {
-                continue;
+                return Ok(());
             }
             // A hit is pinned, so GC and migration leave the entry in place until our commit.
             if inner.lookup_and_pin(domain, &id)? {
                 held.pinned.push((domain, id));
                 existing.insert(id);
-                continue;
+                return Ok(());
             }
-            let (codec, stored) = compress::encode(&plain, inner.compression_level);
+            let (codec, stored) = compress::encode(plain, inner.compression_level);
             let header = RecordHeader {
                 codec,
                 domain,
@@ -147,7 +169,15 @@ impl Store {
             if inner.packs.is_full(pack) {
                 held.full.extend(held.current.take());
             }
-        }
+            Ok(())
+        };
+        let upload = chunk_upload(
+            &inner.chunker,
+            inner.segmenting,
+            inner.segment_window,
+            reader,
+            &mut each,
+        )?;
         for p in held.full.iter_mut().chain(held.current.iter_mut()) {
             if p.touched {
                 inner.packs.sync(p)?;
@@ -155,12 +185,17 @@ impl Store {
         }
         let track = TrackRecord {
             domain,
-            len,
-            fingerprint: Fingerprint::from(hasher.finalize()),
+            len: upload.len,
+            fingerprint: upload.fingerprint,
             stored_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            audio: upload.audio.map(|a| TrackAudio {
+                format: format_code(upload.format),
+                fingerprint: a.fingerprint,
+                ranges: a.ranges,
+            }),
             chunks: refs,
         };
         let mut pack_deltas: HashMap<_, PackDelta> = HashMap::new();
@@ -199,6 +234,7 @@ impl Store {
             let old = w.track(user_no, key.as_str())?;
             if let Some(old) = &old {
                 drop_refs(w, old, &mut acc)?;
+                remove_recording(w, old, user_no, key.as_str(), &mut acc)?;
                 row.logical_bytes = row.logical_bytes.checked_sub(old.len).ok_or_else(|| {
                     Error::corrupted(format!("user {user}: logical bytes below a track's size"))
                 })?;
@@ -212,6 +248,7 @@ impl Store {
             }
             row.logical_bytes += track.len;
             acc.logical_bytes += track.len as i64;
+            add_recording(w, &track, user_no, key.as_str(), &mut acc)?;
             w.put_track(user_no, key.as_str(), &track)?;
             w.put_user(user.as_str(), &row)?;
             acc.apply(w)?;

@@ -49,22 +49,24 @@ mod ingest;
 pub mod io;
 mod meta;
 mod migrate;
+mod ownership;
 mod packs;
 mod reader;
 mod refs;
-#[allow(dead_code)]
 mod segment;
 mod store;
+mod upload;
 mod verify;
 
 pub use chunker::ChunkerParams;
 pub use error::{Error, Result};
 pub use gc::{GcOptions, GcProgress, GcReport};
 pub use ids::{
-    ChunkId, Domain, Fingerprint, LicenseMode, MAX_KEY_LEN, MAX_USER_ID_LEN, PackId, TrackKey,
-    UserId, UserNo,
+    AudioFingerprint, ChunkId, Domain, Fingerprint, LicenseMode, MAX_KEY_LEN, MAX_USER_ID_LEN,
+    PackId, TrackKey, UserId, UserNo,
 };
 pub use migrate::{AuditReport, MigrationProgress, MigrationReport, RecordOwnership, WhatIf};
+pub use ownership::{CHALLENGE_TTL, Challenge, ClientTrack, OwnershipClaim, ProofOutcome};
 pub use packs::RecoveryReport;
 pub use reader::TrackReader;
 pub use store::{Options, PutOutcome, Stats, Store, TrackInfo, UserStats};
@@ -76,4 +78,5 @@ pub mod fuzzing {
     pub use crate::format::{
         ChunkEntry, PackHeader, PackRow, RecordHeader, StoreFile, TrackRecord,
     };
+    pub use crate::segment::fuzz_check as segment_check;
 }

@@ -13,12 +13,13 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, PackRow, TrackRecord};
-use crate::ids::{ChunkId, Domain, PackId};
+use crate::ids::{ChunkId, Domain, PackId, UserNo};
 use crate::meta::{MetaWrite, counter_keys as ck};
 
 /// Counter changes of one transaction, written once at the end.
 #[derive(Debug, Default)]
 pub(crate) struct Accounting {
+    pub recordings: i64,
     pub logical_bytes: i64,
     pub tracks: i64,
     pub users: i64,
@@ -73,6 +74,7 @@ impl Accounting {
             (ck::LIVE_CHUNKS, self.live_chunks),
             (ck::GARBAGE_BYTES, self.garbage_bytes),
             (ck::GARBAGE_CHUNKS, self.garbage_chunks),
+            (ck::RECORDINGS, self.recordings),
         ] {
             if delta != 0 {
                 w.add_counter(key, delta)?;
@@ -152,6 +154,40 @@ pub(crate) fn drop_ref(
         acc.make_garbage(&e);
     }
     w.put_chunk(domain, id, &e)
+}
+
+/// Records that `user`'s track `key` holds its recording (if the segmenter found one).
+pub(crate) fn add_recording(
+    w: &mut dyn MetaWrite,
+    t: &TrackRecord,
+    user: UserNo,
+    key: &str,
+    acc: &mut Accounting,
+) -> Result<()> {
+    if let Some(a) = &t.audio {
+        if w.recording_holders(&a.fingerprint, 1)?.is_empty() {
+            acc.recordings += 1;
+        }
+        w.put_recording(&a.fingerprint, user, key)?;
+    }
+    Ok(())
+}
+
+/// Forgets that `user`'s track `key` holds its recording.
+pub(crate) fn remove_recording(
+    w: &mut dyn MetaWrite,
+    t: &TrackRecord,
+    user: UserNo,
+    key: &str,
+    acc: &mut Accounting,
+) -> Result<()> {
+    if let Some(a) = &t.audio {
+        w.remove_recording(&a.fingerprint, user, key)?;
+        if w.recording_holders(&a.fingerprint, 1)?.is_empty() {
+            acc.recordings -= 1;
+        }
+    }
+    Ok(())
 }
 
 /// Drops every reference a track holds.

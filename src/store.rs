@@ -9,13 +9,15 @@ use std::sync::{Arc, Mutex};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::error::{Error, Result};
 use crate::format::{STORE_FORMAT_VERSION, StoreFile, TrackRecord, UserRow};
-use crate::ids::{ChunkId, Domain, Fingerprint, LicenseMode, TrackKey, UserId, UserNo};
+use crate::ids::{
+    AudioFingerprint, ChunkId, Domain, Fingerprint, LicenseMode, TrackKey, UserId, UserNo,
+};
 use crate::io::{StdVfs, Vfs};
 use crate::meta::{
     MetaRead, MetaStore, RedbMeta, counter_keys as ck, state_keys as sk, write_with,
 };
 use crate::packs::{Packs, RecoveryReport};
-use crate::refs::{Accounting, drop_refs};
+use crate::refs::{Accounting, drop_refs, remove_recording};
 
 const STORE_FILE: &str = "STORE";
 const LOCK_FILE: &str = "LOCK";
@@ -35,6 +37,10 @@ pub struct Options {
     pub pack_size_limit: u64,
     /// zstd level for chunks the probe finds compressible.
     pub compression_level: i32,
+    /// Cut tags, pictures and audio apart before chunking (format-aware chunking).
+    pub segmenting: bool,
+    /// Bytes of an upload buffered for the segmenter; larger uploads are chunked plain.
+    pub segment_window: usize,
     /// The I/O seam; [`StdVfs`] unless a test injects faults.
     pub vfs: Arc<dyn Vfs>,
 }
@@ -47,6 +53,8 @@ impl Default for Options {
             chunker: ChunkerParams::default(),
             pack_size_limit: 64 << 20,
             compression_level: 3,
+            segmenting: true,
+            segment_window: 32 << 20,
             vfs: Arc::new(StdVfs),
         }
     }
@@ -65,6 +73,13 @@ pub struct TrackInfo {
     pub chunks: u64,
     /// Seconds since the Unix epoch when it was stored.
     pub stored_at: u64,
+    /// Container format the segmenter recognised (`"mp3"`, `"flac"`, `"mp4"`, `"ogg-vorbis"`,
+    /// `"ogg-opus"`), or `"unknown"`.
+    pub format: &'static str,
+    /// BLAKE3 of the audio payload alone, when the format was recognised.
+    pub audio_fingerprint: Option<AudioFingerprint>,
+    /// Bytes of audio payload.
+    pub audio_len: u64,
 }
 
 /// Per-user accounting.
@@ -95,6 +110,8 @@ pub struct Stats {
     pub garbage_bytes: u64,
     /// Live chunk records.
     pub chunks: u64,
+    /// Distinct recordings (audio fingerprints) held by at least one track.
+    pub recordings: u64,
     /// Garbage chunk entries: records no track references that a dedup hit can still revive
     /// (until GC removes them).
     pub garbage_chunks: u64,
@@ -132,12 +149,16 @@ pub(crate) struct Inner {
     pub(crate) packs: Packs,
     pub(crate) chunker: Chunker,
     pub(crate) compression_level: i32,
+    pub(crate) segmenting: bool,
+    pub(crate) segment_window: usize,
     /// Chunk entries that in-flight ingests found and will reference at commit. GC and
     /// migration never remove a pinned entry; they hold this lock from their check through
     /// their commit, and an ingest holds it while it looks an entry up and pins it.
     pub(crate) pins: Mutex<HashMap<(Domain, ChunkId), u32>>,
     /// Serialises the maintenance jobs (migration, GC) with each other.
     pub(crate) maintenance: Mutex<()>,
+    /// Outstanding proof-of-ownership challenges.
+    pub(crate) challenges: Mutex<crate::ownership::Challenges>,
     /// Ingests in flight per license mode they started under (index `mode.to_byte() - 1`).
     /// Taken with the mode under one lock, so after `set_mode` no ingest starts under the old
     /// mode, and migration can wait for the ones that did.
@@ -237,6 +258,11 @@ impl Store {
                 "pack_size_limit must be at least 1 MiB".into(),
             ));
         }
+        if options.segment_window < 64 << 10 {
+            return Err(Error::InvalidOptions(
+                "segment_window must be at least 64 KiB".into(),
+            ));
+        }
         if !(1..=19).contains(&options.compression_level) {
             return Err(Error::InvalidOptions(
                 "compression_level must be 1..=19".into(),
@@ -249,6 +275,11 @@ impl Store {
             }
             vfs.create_dir_all(&dir)
                 .map_err(|e| Error::io("create", &dir, e))?;
+            // The new directory's own entry must survive a power cut too.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                vfs.sync_dir(parent)
+                    .map_err(|e| Error::io("sync", parent, e))?;
+            }
         }
         let store_path = dir.join(STORE_FILE);
         let is_store = vfs.exists(&store_path);
@@ -343,8 +374,11 @@ impl Store {
                 packs,
                 chunker: Chunker { params, seed },
                 compression_level: options.compression_level,
+                segmenting: options.segmenting,
+                segment_window: options.segment_window,
                 pins: Mutex::new(HashMap::new()),
                 maintenance: Mutex::new(()),
+                challenges: Mutex::new(Default::default()),
                 in_flight: Mutex::new([0, 0]),
                 mode: AtomicU8::new(mode.to_byte()),
                 _lock: lock,
@@ -476,6 +510,7 @@ impl Store {
                 })?;
             let mut acc = Accounting::default();
             drop_refs(w, &old, &mut acc)?;
+            remove_recording(w, &old, no, key.as_str(), &mut acc)?;
             w.remove_track(no, key.as_str())?;
             let new_row = UserRow {
                 no: row.no,
@@ -521,6 +556,7 @@ impl Store {
             physical_bytes,
             garbage_bytes: c(ck::GARBAGE_BYTES)?,
             chunks: c(ck::LIVE_CHUNKS)?,
+            recordings: c(ck::RECORDINGS)?,
             garbage_chunks: c(ck::GARBAGE_CHUNKS)?,
             packs: packs.len() as u64,
             pack_bytes: packs.iter().map(|(_, r)| r.committed_len).sum(),
@@ -541,5 +577,8 @@ pub(crate) fn info(key: TrackKey, t: &TrackRecord) -> TrackInfo {
         fingerprint: t.fingerprint,
         chunks: t.chunks.len() as u64,
         stored_at: t.stored_at,
+        format: crate::ingest::format_name(t.audio.as_ref().map_or(0, |a| a.format)),
+        audio_fingerprint: t.audio.as_ref().map(|a| AudioFingerprint(a.fingerprint)),
+        audio_len: t.audio.as_ref().map_or(0, |a| a.len()),
     }
 }

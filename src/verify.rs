@@ -43,7 +43,11 @@ impl Store {
         let mut refs: HashMap<(Domain, ChunkId), u64> = HashMap::new();
         let mut per_user: HashMap<UserNo, (u64, u64)> = HashMap::new();
         let mut tracks: Vec<(UserNo, String, TrackRecord)> = Vec::new();
+        let mut recordings: std::collections::HashSet<[u8; 32]> = Default::default();
         snap.for_each_track(&mut |no, key, t| {
+            if let Some(a) = &t.audio {
+                recordings.insert(a.fingerprint);
+            }
             for c in &t.chunks {
                 *refs.entry((t.domain, c.id)).or_default() += 1;
             }
@@ -109,8 +113,22 @@ impl Store {
             ));
         }
 
+        // The recordings index lists every track that has an audio fingerprint.
+        for (no, key, t) in &tracks {
+            if let Some(a) = &t.audio {
+                let holders = snap.recording_holders(&a.fingerprint, usize::MAX)?;
+                if !holders.iter().any(|(n, k)| n == no && k == key) {
+                    problems.push(format!(
+                        "track {key:?} of user number {}: missing from the recordings index",
+                        no.0
+                    ));
+                }
+            }
+        }
+
         // 3. Counters.
         let counts = [
+            (ck::RECORDINGS, recordings.len() as u64),
             (ck::LIVE_BYTES, live_bytes),
             (ck::LIVE_CHUNKS, live_chunks),
             (ck::TRACKS, tracks.len() as u64),

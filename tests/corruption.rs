@@ -44,6 +44,7 @@ fn len_of(path: &Path) -> u64 {
 fn options() -> Options {
     Options {
         pack_size_limit: PACK_LIMIT,
+        chunker: common::small_chunks(),
         ..Options::default()
     }
 }

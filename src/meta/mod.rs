@@ -32,6 +32,8 @@ pub(crate) mod counter_keys {
     pub const LIVE_CHUNKS: &str = "live_chunks";
     pub const GARBAGE_BYTES: &str = "garbage_bytes";
     pub const GARBAGE_CHUNKS: &str = "garbage_chunks";
+    /// Distinct audio fingerprints held by at least one track.
+    pub const RECORDINGS: &str = "recordings";
 }
 
 /// Reads within one consistent snapshot.
@@ -54,6 +56,8 @@ pub(crate) trait MetaRead {
     ) -> Result<()>;
     fn pack(&self, id: PackId) -> Result<Option<PackRow>>;
     fn packs(&self) -> Result<Vec<(PackId, PackRow)>>;
+    /// Up to `limit` tracks holding the recording with this audio fingerprint.
+    fn recording_holders(&self, fp: &[u8; 32], limit: usize) -> Result<Vec<(UserNo, String)>>;
 }
 
 /// Changes inside one atomic commit.
@@ -68,6 +72,8 @@ pub(crate) trait MetaWrite: MetaRead {
     fn remove_chunk(&mut self, domain: Domain, id: &ChunkId) -> Result<()>;
     fn put_pack(&mut self, id: PackId, row: &PackRow) -> Result<()>;
     fn remove_pack(&mut self, id: PackId) -> Result<()>;
+    fn put_recording(&mut self, fp: &[u8; 32], user: UserNo, key: &str) -> Result<()>;
+    fn remove_recording(&mut self, fp: &[u8; 32], user: UserNo, key: &str) -> Result<()>;
 
     /// Adds `delta` (which may be negative) to a counter; an underflow is corruption.
     fn add_counter(&mut self, key: &str, delta: i64) -> Result<()> {

@@ -24,6 +24,9 @@ const USER_NAMES: TableDefinition<u64, &str> = TableDefinition::new("user_names"
 const TRACKS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("tracks");
 const CHUNKS: TableDefinition<(u64, [u8; 32]), [u8; CHUNK_ENTRY_LEN]> =
     TableDefinition::new("chunks");
+/// (audio fingerprint, user no, key) -> (): which tracks hold which recording.
+const RECORDINGS: TableDefinition<([u8; 32], u64, &str), ()> = TableDefinition::new("recordings");
+
 type ChunkTable = ReadOnlyTable<(u64, [u8; 32]), [u8; CHUNK_ENTRY_LEN]>;
 
 const PACKS: TableDefinition<u64, [u8; PACK_ROW_LEN]> = TableDefinition::new("packs");
@@ -73,6 +76,7 @@ impl RedbMeta {
                 txn.open_table(TRACKS)?;
                 txn.open_table(CHUNKS)?;
                 txn.open_table(PACKS)?;
+                txn.open_table(RECORDINGS)?;
             }
             txn.commit()?;
             Ok(RedbMeta { db: Arc::new(db) })
@@ -211,6 +215,23 @@ fn each_chunk(
     Ok(())
 }
 
+fn holders(
+    t: &impl ReadableTable<([u8; 32], u64, &'static str), ()>,
+    fp: &[u8; 32],
+    limit: usize,
+) -> Result<Vec<(UserNo, String)>> {
+    let mut out = Vec::new();
+    for item in t.range((*fp, 0u64, "")..)? {
+        let (k, _) = item?;
+        let (f, no, key) = k.value();
+        if f != *fp || out.len() >= limit {
+            break;
+        }
+        out.push((UserNo(no), key.to_owned()));
+    }
+    Ok(out)
+}
+
 fn get_pack(
     t: &impl ReadableTable<u64, [u8; PACK_ROW_LEN]>,
     id: PackId,
@@ -312,6 +333,11 @@ impl MetaRead for RedbRead {
     fn packs(&self) -> Result<Vec<(PackId, PackRow)>> {
         guarded("reading packs", || all_packs(&self.txn.open_table(PACKS)?))
     }
+    fn recording_holders(&self, fp: &[u8; 32], limit: usize) -> Result<Vec<(UserNo, String)>> {
+        guarded("reading recordings", || {
+            holders(&self.txn.open_table(RECORDINGS)?, fp, limit)
+        })
+    }
 }
 
 struct RedbWrite<'t> {
@@ -322,6 +348,7 @@ struct RedbWrite<'t> {
     tracks: Table<'t, (u64, &'static str), &'static [u8]>,
     chunks: Table<'t, (u64, [u8; 32]), [u8; CHUNK_ENTRY_LEN]>,
     packs: Table<'t, u64, [u8; PACK_ROW_LEN]>,
+    recordings: Table<'t, ([u8; 32], u64, &'static str), ()>,
 }
 
 impl<'t> RedbWrite<'t> {
@@ -334,6 +361,7 @@ impl<'t> RedbWrite<'t> {
             tracks: txn.open_table(TRACKS)?,
             chunks: txn.open_table(CHUNKS)?,
             packs: txn.open_table(PACKS)?,
+            recordings: txn.open_table(RECORDINGS)?,
         })
     }
 }
@@ -381,6 +409,9 @@ impl MetaRead for RedbWrite<'_> {
     fn packs(&self) -> Result<Vec<(PackId, PackRow)>> {
         all_packs(&self.packs)
     }
+    fn recording_holders(&self, fp: &[u8; 32], limit: usize) -> Result<Vec<(UserNo, String)>> {
+        holders(&self.recordings, fp, limit)
+    }
 }
 
 impl MetaWrite for RedbWrite<'_> {
@@ -424,6 +455,14 @@ impl MetaWrite for RedbWrite<'_> {
     }
     fn remove_pack(&mut self, id: PackId) -> Result<()> {
         self.packs.remove(id.0)?;
+        Ok(())
+    }
+    fn put_recording(&mut self, fp: &[u8; 32], user: UserNo, key: &str) -> Result<()> {
+        self.recordings.insert((*fp, user.0, key), ())?;
+        Ok(())
+    }
+    fn remove_recording(&mut self, fp: &[u8; 32], user: UserNo, key: &str) -> Result<()> {
+        self.recordings.remove((*fp, user.0, key))?;
         Ok(())
     }
 }

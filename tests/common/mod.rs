@@ -27,13 +27,23 @@ pub fn open(dir: &std::path::Path, mode: LicenseMode) -> Store {
     .unwrap()
 }
 
-/// Small packs, so tests cross pack boundaries.
+/// Small chunks (16/64/256 KiB), so small test tracks have several.
+pub fn small_chunks() -> lockerstore::ChunkerParams {
+    lockerstore::ChunkerParams {
+        min: 16 << 10,
+        avg: 64 << 10,
+        max: 256 << 10,
+    }
+}
+
+/// Small packs and small chunks, so tests cross pack boundaries.
 pub fn open_small_packs(dir: &std::path::Path, mode: LicenseMode) -> Store {
     Store::open(
         dir,
         Options {
             mode,
             pack_size_limit: 1 << 20,
+            chunker: small_chunks(),
             ..Options::default()
         },
     )

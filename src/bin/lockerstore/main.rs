@@ -106,6 +106,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Upload avoidance, both sides run locally: prove USER holds FILE's recording and link it as
+    /// KEY without uploading the payload (single-master mode only).
+    Match {
+        user: OsString,
+        key: OsString,
+        file: PathBuf,
+    },
     /// Generate a synthetic locker corpus and ingest it in both modes.
     Demo(demo::DemoArgs),
 }
@@ -248,6 +255,9 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                             "fingerprint": t.fingerprint.to_hex(),
                             "chunks": t.chunks,
                             "stored_at": t.stored_at,
+                            "format": t.format,
+                            "audio_fingerprint": t.audio_fingerprint.map(|f| f.to_hex()),
+                            "audio_len": t.audio_len,
                         })
                     })
                     .collect();
@@ -292,6 +302,7 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                         "physical_bytes": s.physical_bytes,
                         "garbage_bytes": s.garbage_bytes,
                         "chunks": s.chunks,
+                        "recordings": s.recordings,
                         "garbage_chunks": s.garbage_chunks,
                         "packs": s.packs,
                         "pack_bytes": s.pack_bytes,
@@ -322,6 +333,7 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                     "chunks          {} live, {} garbage",
                     s.chunks, s.garbage_chunks
                 );
+                println!("recordings      {}", s.recordings);
                 println!("packs           {} ({:.1} MB)", s.packs, mb(s.pack_bytes));
                 println!("dedup ratio     {:.3}", s.dedup_ratio);
                 for u in &s.per_user {
@@ -498,6 +510,38 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                     mb(r.pack_bytes_before),
                     mb(r.pack_bytes_after)
                 );
+            }
+        }
+        Command::Match { user, key, file } => {
+            let (user, key) = (user_arg(user)?, key_arg(key)?);
+            let store = open_existing(&cli)?;
+            let bytes = std::fs::read(file).map_err(|e| Error::Upload { read: 0, source: e })?;
+            let Some(client) = lockerstore::ClientTrack::from_file_bytes(&bytes) else {
+                println!("client: format not recognised or payload not contiguous: upload needed");
+                return Ok(ExitCode::from(1));
+            };
+            println!(
+                "client: claims audio {} ({} bytes of payload, {} bytes of own tags)",
+                client.claim.audio_fingerprint,
+                client.claim.audio_len,
+                client.head.len() + client.tail.len()
+            );
+            let ch = store.challenge(&user, &key, &client.claim)?;
+            println!(
+                "server: challenge {:016x}: {} ranges, fresh nonce",
+                ch.id,
+                ch.ranges.len()
+            );
+            let answer = client.answer(&ch);
+            match store.prove(ch.id, answer, &client.head, &client.tail)? {
+                lockerstore::ProofOutcome::Linked(out) => println!(
+                    "server: proof accepted; linked {} bytes as {user}/{key} with {} new bytes uploaded",
+                    out.len, out.new_bytes
+                ),
+                lockerstore::ProofOutcome::Refused => {
+                    println!("server: refused: upload needed");
+                    return Ok(ExitCode::from(1));
+                }
             }
         }
         Command::Demo(args) => demo::run(args)?,
