@@ -1,5 +1,6 @@
 //! The `lockerstore` command line.
 
+mod bench;
 mod demo;
 mod import;
 
@@ -115,6 +116,8 @@ enum Command {
     },
     /// Generate a synthetic locker corpus and ingest it in both modes.
     Demo(demo::DemoArgs),
+    /// Macro benchmark: the machine's limits and the store against them, in one run.
+    Bench(bench::BenchArgs),
 }
 
 fn user_arg(s: &OsString) -> lockerstore::Result<UserId> {
@@ -545,6 +548,7 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
             }
         }
         Command::Demo(args) => demo::run(args)?,
+        Command::Bench(args) => bench::run(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
