@@ -21,7 +21,7 @@ use crate::compress;
 use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, ChunkRef, RecordHeader, TrackAudio, TrackRecord, UserRow};
 use crate::ids::{ChunkId, Domain, TrackKey, UserId, UserNo};
-use crate::meta::{counter_keys as ck, write_with};
+use crate::meta::{MetaWrite, counter_keys as ck, write_with};
 use crate::packs::ActivePack;
 use crate::refs::{
     Accounting, PackDelta, add_recording, add_ref, drop_refs, insert_entry, remove_recording,
@@ -40,6 +40,68 @@ struct Held {
 impl Held {
     fn all(self) -> impl Iterator<Item = ActivePack> {
         self.full.into_iter().chain(self.current)
+    }
+}
+
+/// Everything one put changes in the metadata, owned, so a group commit can apply it on any
+/// thread.
+#[derive(Debug)]
+pub(crate) struct PutCommit {
+    user: UserId,
+    user_no: UserNo,
+    key: TrackKey,
+    domain: Domain,
+    written: HashMap<ChunkId, ChunkEntry>,
+    track: TrackRecord,
+    pack_deltas: HashMap<crate::ids::PackId, PackDelta>,
+}
+
+impl PutCommit {
+    /// Applies the put inside a write transaction; returns whether it replaced a track.
+    pub(crate) fn apply(&self, w: &mut dyn MetaWrite) -> Result<bool> {
+        let (domain, user, user_no, key, track) =
+            (self.domain, &self.user, self.user_no, &self.key, &self.track);
+        let mut acc = Accounting {
+            packs: self.pack_deltas.clone(),
+            ..Accounting::default()
+        };
+        // New records: insert, unless an identical record was committed meanwhile by a
+        // concurrent ingest, in which case ours is an orphan and theirs is used.
+        for (id, entry) in &self.written {
+            if w.chunk(domain, id)?.is_some() {
+                acc.orphan_record(entry.pack, entry.record_len());
+            } else {
+                insert_entry(w, domain, id, *entry, &mut acc)?;
+            }
+        }
+        for c in &track.chunks {
+            add_ref(w, domain, &c.id, &mut acc)?;
+        }
+        let mut row = w
+            .user(user.as_str())?
+            .ok_or_else(|| Error::corrupted("user row vanished during a put"))?;
+        let old = w.track(user_no, key.as_str())?;
+        if let Some(old) = &old {
+            drop_refs(w, old, &mut acc)?;
+            remove_recording(w, old, user_no, key.as_str(), &mut acc)?;
+            row.logical_bytes = row.logical_bytes.checked_sub(old.len).ok_or_else(|| {
+                Error::corrupted(format!("user {user}: logical bytes below a track's size"))
+            })?;
+            acc.logical_bytes -= old.len as i64;
+        } else {
+            row.tracks += 1;
+            acc.tracks += 1;
+            if row.tracks == 1 {
+                acc.users += 1;
+            }
+        }
+        row.logical_bytes += track.len;
+        acc.logical_bytes += track.len as i64;
+        add_recording(w, track, user_no, key.as_str(), &mut acc)?;
+        w.put_track(user_no, key.as_str(), track)?;
+        w.put_user(user.as_str(), &row)?;
+        acc.apply(w)?;
+        Ok(old.is_some())
     }
 }
 
@@ -211,54 +273,25 @@ impl Store {
                 );
             }
         }
-        let replaced = write_with(inner.meta.as_ref(), |w| {
-            let mut acc = Accounting {
-                packs: pack_deltas.clone(),
-                ..Accounting::default()
-            };
-            // New records: insert, unless an identical record was committed meanwhile by a
-            // concurrent ingest, in which case ours is an orphan and theirs is used.
-            for (id, entry) in &written {
-                if w.chunk(domain, id)?.is_some() {
-                    acc.orphan_record(entry.pack, entry.record_len());
-                } else {
-                    insert_entry(w, domain, id, *entry, &mut acc)?;
-                }
-            }
-            for c in &track.chunks {
-                add_ref(w, domain, &c.id, &mut acc)?;
-            }
-            let mut row = w
-                .user(user.as_str())?
-                .ok_or_else(|| Error::corrupted("user row vanished during a put"))?;
-            let old = w.track(user_no, key.as_str())?;
-            if let Some(old) = &old {
-                drop_refs(w, old, &mut acc)?;
-                remove_recording(w, old, user_no, key.as_str(), &mut acc)?;
-                row.logical_bytes = row.logical_bytes.checked_sub(old.len).ok_or_else(|| {
-                    Error::corrupted(format!("user {user}: logical bytes below a track's size"))
-                })?;
-                acc.logical_bytes -= old.len as i64;
-            } else {
-                row.tracks += 1;
-                acc.tracks += 1;
-                if row.tracks == 1 {
-                    acc.users += 1;
-                }
-            }
-            row.logical_bytes += track.len;
-            acc.logical_bytes += track.len as i64;
-            add_recording(w, &track, user_no, key.as_str(), &mut acc)?;
-            w.put_track(user_no, key.as_str(), &track)?;
-            w.put_user(user.as_str(), &row)?;
-            acc.apply(w)?;
-            Ok(old.is_some())
-        })?;
+        let new_chunks = written.len() as u64;
+        let (len, fingerprint, chunks) = (track.len, track.fingerprint, track.chunks.len() as u64);
+        let replaced = inner.group_commit.commit(
+            inner.meta.as_ref(),
+            PutCommit {
+                user: user.clone(),
+                user_no,
+                key: key.clone(),
+                domain,
+                written,
+                track,
+                pack_deltas,
+            },
+        )?;
         Ok(PutOutcome {
-            len: track.len,
-            fingerprint: track.fingerprint,
-            chunks: track.chunks.len() as u64,
-            new_chunks: written.len() as u64,
+            len,
+            fingerprint,
+            chunks,
+            new_chunks,
             new_bytes,
             replaced,
         })

@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 mod chunker;
+mod commit;
 mod compress;
 pub mod corpus;
 mod error;

@@ -157,6 +157,8 @@ pub(crate) struct Inner {
     pub(crate) pins: Mutex<HashMap<(Domain, ChunkId), u32>>,
     /// Serialises the maintenance jobs (migration, GC) with each other.
     pub(crate) maintenance: Mutex<()>,
+    /// Shares metadata commits (and their fsync) among concurrent puts.
+    pub(crate) group_commit: crate::commit::GroupCommit,
     /// Outstanding proof-of-ownership challenges.
     pub(crate) challenges: Mutex<crate::ownership::Challenges>,
     /// Ingests in flight per license mode they started under (index `mode.to_byte() - 1`).
@@ -379,6 +381,7 @@ impl Store {
                 pins: Mutex::new(HashMap::new()),
                 maintenance: Mutex::new(()),
                 challenges: Mutex::new(Default::default()),
+                group_commit: Default::default(),
                 in_flight: Mutex::new([0, 0]),
                 mode: AtomicU8::new(mode.to_byte()),
                 _lock: lock,
