@@ -288,3 +288,40 @@ fn what_if_migrate_audit_gc() {
         lockerstore::corpus::noise(9, "flip", 2_000_000)
     );
 }
+
+#[test]
+fn match_links_a_proven_track_and_ls_shows_audio_fingerprints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("s");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let theirs = fixtures.join("mp3-cbr-id3v24-padding-mutagen.mp3");
+    let mine = fixtures.join("mp3-cbr-retag-1-large-tag-mutagen.mp3");
+    ok(cli(&store, &["init", "--mode", "single-master"]));
+    ok(cli(
+        &store,
+        &["put", "ann", "a.mp3", theirs.to_str().unwrap()],
+    ));
+    let out = ok(cli(
+        &store,
+        &["match", "ben", "b.mp3", mine.to_str().unwrap()],
+    ));
+    assert!(out.contains("proof accepted"), "{out}");
+    assert_eq!(
+        ok_bytes(cli(&store, &["get", "ben", "b.mp3"])),
+        std::fs::read(&mine).unwrap()
+    );
+    let ls = json(cli(&store, &["ls", "ben", "--json"]));
+    assert_eq!(ls[0]["key"], "b.mp3");
+    assert_eq!(ls[0]["format"], "mp3");
+    assert_eq!(
+        ls[0]["audio_fingerprint"],
+        "cbc872537a6351ec4d6744bd6bd4d257d6e0ed5ad903cdab85254382d06f548d"
+    );
+    assert_eq!(json(cli(&store, &["stats", "--json"]))["recordings"], 1);
+    // Per-user-copy mode: refused, nothing linked.
+    ok(cli(&store, &["mode", "per-user-copy"]));
+    let refused = cli(&store, &["match", "cat", "c.mp3", mine.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("refused"));
+    assert_eq!(cli(&store, &["ls", "cat"]).status.code(), Some(2));
+}
