@@ -7,10 +7,14 @@
 //!   corrupt bytes are never returned as data.
 //! - `Io` carries the operation and the path. A full disk is `DiskFull`, so a caller can tell it
 //!   apart and retry later; the store stays usable.
-//! - A failed pack fsync or metadata commit fails the operation with `Io`/`DiskFull`; the packs
-//!   it wrote to are retired (never cut, never reused in this process), and the store stays
-//!   usable. `Poisoned` means the metadata database itself refuses to go on after an I/O
-//!   failure (redb's `PreviousIo`); reopening the store recovers from disk.
+//! - A failed pack write or fsync fails the operation with `Io`/`DiskFull`; the packs it wrote to
+//!   are cut back or retired, and the store stays usable. A put is refused with `DiskFull`
+//!   before writing anything when free space falls below `Options::min_free_space`.
+//! - A failed write or fsync inside the metadata database fails the operation with
+//!   `Io`/`DiskFull` and leaves the database refusing further work (redb's `PreviousIo`): every
+//!   later call returns `Poisoned` until the store is reopened, which recovers from disk with
+//!   nothing committed lost. If it was the commit's own fsync that failed, the operation's
+//!   outcome is unknown until then: after reopening it is wholly there or wholly absent.
 
 use std::io;
 use std::path::PathBuf;
@@ -99,7 +103,9 @@ pub enum Error {
     /// Another process holds the store open.
     #[error("store {0} is locked by another process")]
     Locked(PathBuf),
-    /// The filesystem is full; the operation was rolled back and the store stays usable.
+    /// The file system is full. Raised by a pack write or the free-space reserve, the operation
+    /// was rolled back and the store stays usable; raised inside the metadata database, the
+    /// store is poisoned until reopened (see the module docs).
     #[error("disk full while trying to {op} {path}")]
     DiskFull {
         /// What was being done.

@@ -59,8 +59,13 @@ pub(crate) struct PutCommit {
 impl PutCommit {
     /// Applies the put inside a write transaction; returns whether it replaced a track.
     pub(crate) fn apply(&self, w: &mut dyn MetaWrite) -> Result<bool> {
-        let (domain, user, user_no, key, track) =
-            (self.domain, &self.user, self.user_no, &self.key, &self.track);
+        let (domain, user, user_no, key, track) = (
+            self.domain,
+            &self.user,
+            self.user_no,
+            &self.key,
+            &self.track,
+        );
         let mut acc = Accounting {
             packs: self.pack_deltas.clone(),
             ..Accounting::default()
@@ -131,9 +136,24 @@ pub(crate) fn format_name(code: u8) -> &'static str {
 
 impl Store {
     /// Stores the bytes of `reader` as `user`'s track `key`, replacing any track under that key
-    /// atomically. Streams: memory use does not depend on the track's size. Returns once the
-    /// track is durable; if it returns an error, nothing of it is visible, before or after a crash.
+    /// atomically. Memory use is bounded by the segmenter's window whatever the track's size.
+    /// Returns once the track is durable. If it returns an error raised before the metadata
+    /// commit (a failing reader, a full disk, a pack write or fsync error), nothing of it is
+    /// visible, before or after a crash. If the commit itself fails (its fsync), the outcome is
+    /// unknown, as for any database: the store is poisoned, and after reopening the track is
+    /// either wholly there or wholly absent.
     pub fn put(&self, user: &UserId, key: &TrackKey, reader: impl Read) -> Result<PutOutcome> {
+        let free = self
+            .inner
+            .packs
+            .available_space()
+            .map_err(|e| Error::io("statvfs", self.inner.dir.clone(), e))?;
+        if free < self.inner.min_free_space {
+            return Err(Error::DiskFull {
+                op: "reserve free space for",
+                path: self.inner.dir.clone(),
+            });
+        }
         let user_no = self.ensure_user(user)?;
         let mode = self.inner.begin_ingest();
         let outcome = self.put_under(user, user_no, key, mode, reader);

@@ -37,6 +37,10 @@ pub struct Options {
     pub pack_size_limit: u64,
     /// zstd level for chunks the probe finds compressible.
     pub compression_level: i32,
+    /// A put is refused with `DiskFull` before it writes anything when the file system has less
+    /// free space than this, so a filling disk fails puts cleanly instead of failing a metadata
+    /// commit halfway (which would poison the store until it is reopened).
+    pub min_free_space: u64,
     /// Cut tags, pictures and audio apart before chunking (format-aware chunking).
     pub segmenting: bool,
     /// Bytes of an upload buffered for the segmenter; larger uploads are chunked plain.
@@ -53,6 +57,7 @@ impl Default for Options {
             chunker: ChunkerParams::default(),
             pack_size_limit: 64 << 20,
             compression_level: 3,
+            min_free_space: 16 << 20,
             segmenting: true,
             segment_window: 32 << 20,
             vfs: Arc::new(StdVfs),
@@ -151,6 +156,7 @@ pub(crate) struct Inner {
     pub(crate) compression_level: i32,
     pub(crate) segmenting: bool,
     pub(crate) segment_window: usize,
+    pub(crate) min_free_space: u64,
     /// Chunk entries that in-flight ingests found and will reference at commit. GC and
     /// migration never remove a pinned entry; they hold this lock from their check through
     /// their commit, and an ingest holds it while it looks an entry up and pins it.
@@ -304,6 +310,10 @@ impl Store {
         // Another process may have finished creating the store before we got the lock.
         let is_store = is_store || vfs.exists(&store_path);
         let store_file = if is_store {
+            // The STORE file may have been renamed into place by a creation that crashed before
+            // syncing the directory: make it (and meta.redb, packs/) durable before acknowledging
+            // anything in this store.
+            vfs.sync_dir(&dir).map_err(|e| Error::io("sync", &dir, e))?;
             let bytes = vfs
                 .read(&store_path)
                 .map_err(|e| Error::io("read", &store_path, e))?;
@@ -378,6 +388,7 @@ impl Store {
                 compression_level: options.compression_level,
                 segmenting: options.segmenting,
                 segment_window: options.segment_window,
+                min_free_space: options.min_free_space,
                 pins: Mutex::new(HashMap::new()),
                 maintenance: Mutex::new(()),
                 challenges: Mutex::new(Default::default()),

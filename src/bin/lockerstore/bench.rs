@@ -284,11 +284,7 @@ fn run_in(args: &BenchArgs, work: &Path) -> Result<()> {
     let secs = parallel(&tracks, args.jobs, |t| {
         let f = std::fs::File::open(&t.path).map_err(io_err("open", &t.path))?;
         let key = TrackKey::new(&format!("again/{}", t.key))?;
-        single.put(
-            &t.user,
-            &key,
-            std::io::BufReader::with_capacity(1 << 20, f),
-        )?;
+        single.put(&t.user, &key, std::io::BufReader::with_capacity(1 << 20, f))?;
         Ok(())
     })?;
     let reingest = mb / secs;
