@@ -3,10 +3,11 @@
 //! are durable.
 //!
 //! The first put to arrive while no commit runs becomes the leader: it takes every queued
-//! request, applies them in arrival order in one transaction, commits, hands each request its
-//! result, and repeats while requests keep arriving; the others wait for their result. If the
-//! shared transaction fails, every request of the batch is retried in a transaction of its own,
-//! so one put's failure (say, damaged metadata it touches) never fails another put.
+//! request, applies them in arrival order in one transaction and commits, hands each request its
+//! result, then passes the leadership to the oldest request that arrived meanwhile (so no put
+//! waits for more than the batch before its own), or ends it if none did. If the shared
+//! transaction fails, every request of the batch is retried in a transaction of its own, so one
+//! put's failure (say, damaged metadata it touches) never fails another put.
 
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -14,11 +15,18 @@ use crate::error::Result;
 use crate::ingest::PutCommit;
 use crate::meta::{MetaStore, write_with};
 
+#[derive(Debug, Default)]
+struct SlotState {
+    result: Option<Result<bool>>,
+    /// Set when the leadership passes to this request.
+    lead: bool,
+}
+
 #[derive(Debug)]
 struct Slot {
     request: PutCommit,
-    result: Mutex<Option<Result<bool>>>,
-    ready: Condvar,
+    state: Mutex<SlotState>,
+    wake: Condvar,
 }
 
 #[derive(Debug, Default)]
@@ -39,42 +47,49 @@ impl GroupCommit {
     pub(crate) fn commit(&self, meta: &dyn MetaStore, request: PutCommit) -> Result<bool> {
         let slot = Arc::new(Slot {
             request,
-            result: Mutex::new(None),
-            ready: Condvar::new(),
+            state: Mutex::new(SlotState::default()),
+            wake: Condvar::new(),
         });
         let mut q = self.queue.lock().expect("commit queue lock");
         q.waiting.push(slot.clone());
-        if q.leader {
-            drop(q);
-            let mut result = slot.result.lock().expect("slot lock");
-            while result.is_none() {
-                result = slot.ready.wait(result).expect("slot lock");
-            }
-            return result.take().expect("checked");
-        }
+        let lead_now = !q.leader;
         q.leader = true;
-        loop {
-            let batch = std::mem::take(&mut q.waiting);
-            if batch.is_empty() {
-                q.leader = false;
-                break;
+        drop(q);
+        if !lead_now {
+            let mut st = slot.state.lock().expect("slot lock");
+            while st.result.is_none() && !st.lead {
+                st = slot.wake.wait(st).expect("slot lock");
             }
-            drop(q);
-            run_batch(meta, &batch);
-            q = self.queue.lock().expect("commit queue lock");
+            if let Some(r) = st.result.take() {
+                return r;
+            }
+        }
+        // Leader: commit everything queued (this request included), then hand over.
+        let mut q = self.queue.lock().expect("commit queue lock");
+        let batch = std::mem::take(&mut q.waiting);
+        drop(q);
+        run_batch(meta, &batch);
+        let mut q = self.queue.lock().expect("commit queue lock");
+        match q.waiting.first() {
+            Some(next) => {
+                next.state.lock().expect("slot lock").lead = true;
+                next.wake.notify_all();
+            }
+            None => q.leader = false,
         }
         drop(q);
-        slot.result
+        slot.state
             .lock()
             .expect("slot lock")
+            .result
             .take()
-            .expect("the leader ran its own request")
+            .expect("the leader's own request was in its batch")
     }
 }
 
 fn finish(slot: &Slot, result: Result<bool>) {
-    *slot.result.lock().expect("slot lock") = Some(result);
-    slot.ready.notify_all();
+    slot.state.lock().expect("slot lock").result = Some(result);
+    slot.wake.notify_all();
 }
 
 fn run_batch(meta: &dyn MetaStore, batch: &[Arc<Slot>]) {

@@ -330,7 +330,7 @@ const TRACK_FLAG_AUDIO: u8 = 1;
 const TRACK_AUDIO_FIXED_LEN: usize = 40;
 const TRACK_RANGE_LEN: usize = 16;
 /// Most payload ranges a track may list (MP4 files with many `mdat` boxes).
-const MAX_AUDIO_RANGES: usize = 4096;
+pub const MAX_AUDIO_RANGES: usize = 4096;
 
 impl TrackRecord {
     pub fn encode(&self) -> Vec<u8> {

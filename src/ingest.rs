@@ -31,15 +31,25 @@ use crate::store::{PutOutcome, Store};
 use crate::upload::chunk_upload;
 
 /// Packs held and entries pinned by one ingest.
-struct Held {
+struct Held<'a> {
+    inner: &'a crate::store::Inner,
     current: Option<ActivePack>,
     full: Vec<ActivePack>,
     pinned: Vec<(Domain, ChunkId)>,
 }
 
-impl Held {
-    fn all(self) -> impl Iterator<Item = ActivePack> {
-        self.full.into_iter().chain(self.current)
+impl Held<'_> {
+    fn take_all(&mut self) -> Vec<ActivePack> {
+        let mut all = std::mem::take(&mut self.full);
+        all.extend(self.current.take());
+        all
+    }
+}
+
+/// Unpins even if the put panics, so GC and migration are never blocked by a dead ingest.
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.inner.unpin(&self.pinned);
     }
 }
 
@@ -156,9 +166,15 @@ impl Store {
         }
         let user_no = self.ensure_user(user)?;
         let mode = self.inner.begin_ingest();
-        let outcome = self.put_under(user, user_no, key, mode, reader);
-        self.inner.end_ingest(mode);
-        outcome
+        // Ends the ingest even if the put panics, so migration never waits for it forever.
+        struct Ending<'a>(&'a crate::store::Inner, crate::ids::LicenseMode);
+        impl Drop for Ending<'_> {
+            fn drop(&mut self) {
+                self.0.end_ingest(self.1);
+            }
+        }
+        let _ending = Ending(&self.inner, mode);
+        self.put_under(user, user_no, key, mode, reader)
     }
 
     fn put_under(
@@ -171,22 +187,22 @@ impl Store {
     ) -> Result<PutOutcome> {
         let domain = mode.domain_for(user_no);
         let mut held = Held {
+            inner: &self.inner,
             current: None,
             full: Vec::new(),
             pinned: Vec::new(),
         };
         let result = self.put_inner(user, user_no, key, domain, reader, &mut held);
-        self.inner.unpin(&held.pinned);
         let packs = &self.inner.packs;
         match result {
             Ok(outcome) => {
-                for p in held.all() {
+                for p in held.take_all() {
                     packs.committed(p);
                 }
                 Ok(outcome)
             }
             Err(e) => {
-                for p in held.all() {
+                for p in held.take_all() {
                     packs.abandon(p);
                 }
                 Err(e)
@@ -201,7 +217,7 @@ impl Store {
         key: &TrackKey,
         domain: Domain,
         reader: impl Read,
-        held: &mut Held,
+        held: &mut Held<'_>,
     ) -> Result<PutOutcome> {
         let inner = &self.inner;
         let mut refs: Vec<ChunkRef> = Vec::new();

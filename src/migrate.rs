@@ -174,6 +174,13 @@ impl Store {
         let mut busy_rounds = 0u32;
         loop {
             let mode = inner.mode();
+            let other = match mode {
+                LicenseMode::PerUserCopy => LicenseMode::SingleMaster,
+                LicenseMode::SingleMaster => LicenseMode::PerUserCopy,
+            };
+            // Read before the snapshot: an ingest under the old mode that finishes after this
+            // committed before the snapshot, so the snapshot shows its track.
+            let old_mode_ingests = inner.ingests_under(other);
             let snap = inner.meta.read()?;
             let mut todo: Vec<(UserNo, String, TrackRecord)> = Vec::new();
             snap.for_each_track(&mut |no, key, t| {
@@ -184,11 +191,7 @@ impl Store {
             })?;
             if todo.is_empty() {
                 // Ingests that started under the other mode may still commit pending tracks.
-                let other = match mode {
-                    LicenseMode::PerUserCopy => LicenseMode::SingleMaster,
-                    LicenseMode::SingleMaster => LicenseMode::PerUserCopy,
-                };
-                if inner.ingests_under(other) == 0 && inner.mode() == mode {
+                if old_mode_ingests == 0 && inner.mode() == mode {
                     report.mode = Some(mode);
                     return Ok(report);
                 }
@@ -339,6 +342,15 @@ fn collapse(
                     *counts.entry(id).or_default() += k;
                 }
             }
+            // The snapshot check above can miss an entry an ingest pinned and then committed a
+            // reference to just before this transaction: check again, before any change, so
+            // giving up leaves the transaction empty.
+            for id in counts.keys() {
+                if pins.contains_key(&(user_domain, *id)) && w.chunk(Domain::Shared, id)?.is_none()
+                {
+                    return Ok(None);
+                }
+            }
             let mut acc = Accounting::default();
             let mut promoted = 0u64;
             for (id, k) in &counts {
@@ -374,11 +386,10 @@ fn collapse(
                 bytes += t.len;
             }
             acc.apply(w)?;
-            Ok((tracks.len() as u64, bytes, promoted))
+            Ok(Some((tracks.len() as u64, bytes, promoted)))
         });
         drop(pins);
-        {
-            let (n, bytes, promoted) = outcome?;
+        if let Some((n, bytes, promoted)) = outcome? {
             moved += n;
             report.tracks_migrated += n;
             report.records_promoted += promoted;

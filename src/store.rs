@@ -284,10 +284,12 @@ impl Store {
             vfs.create_dir_all(&dir)
                 .map_err(|e| Error::io("create", &dir, e))?;
             // The new directory's own entry must survive a power cut too.
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                vfs.sync_dir(parent)
-                    .map_err(|e| Error::io("sync", parent, e))?;
-            }
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            vfs.sync_dir(parent)
+                .map_err(|e| Error::io("sync", parent, e))?;
         }
         let store_path = dir.join(STORE_FILE);
         let is_store = vfs.exists(&store_path);

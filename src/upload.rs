@@ -124,15 +124,24 @@ pub(crate) fn chunk_upload(
         for (&(s, e), id) in cuts.iter().zip(ids) {
             each(&buf[s..e], id)?;
         }
-        let audio = segment::audio_fingerprint(&buf, &seg).map(|fingerprint| AudioInfo {
-            fingerprint,
-            ranges: seg
-                .regions
-                .iter()
-                .filter(|r| r.kind == RegionKind::Audio)
-                .map(|r| (r.start, r.end))
-                .collect(),
-        });
+        // A track record lists at most this many payload ranges (MP4 with many `mdat` boxes);
+        // beyond it the track is stored without an audio fingerprint.
+        let ranges = seg
+            .regions
+            .iter()
+            .filter(|r| r.kind == RegionKind::Audio)
+            .count();
+        let audio = segment::audio_fingerprint(&buf, &seg)
+            .filter(|_| ranges <= crate::format::MAX_AUDIO_RANGES)
+            .map(|fingerprint| AudioInfo {
+                fingerprint,
+                ranges: seg
+                    .regions
+                    .iter()
+                    .filter(|r| r.kind == RegionKind::Audio)
+                    .map(|r| (r.start, r.end))
+                    .collect(),
+            });
         return Ok(UploadInfo {
             len: buf.len() as u64,
             fingerprint,
