@@ -35,24 +35,32 @@ pub(crate) struct AudioInfo {
 }
 
 /// Reads up to `buf.len()` bytes, retrying interrupted reads; returns how many were read.
+/// Reads straight into the buffer's tail (no intermediate copy), growing it geometrically up to
+/// `want` more bytes.
 fn fill(reader: &mut impl Read, buf: &mut Vec<u8>, want: usize) -> Result<usize> {
     let start = buf.len();
-    let mut chunk = [0u8; 64 << 10];
-    while buf.len() - start < want {
-        let room = (want - (buf.len() - start)).min(chunk.len());
-        match reader.read(&mut chunk[..room]) {
+    let limit = start + want;
+    let mut len = start;
+    while len < limit {
+        if len == buf.len() {
+            let grow = buf.len().max(1 << 20).min(limit - len);
+            buf.resize(len + grow, 0);
+        }
+        match reader.read(&mut buf[len..]) {
             Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => len += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(source) => {
+                buf.truncate(len);
                 return Err(Error::Upload {
-                    read: buf.len() as u64,
+                    read: len as u64,
                     source,
                 });
             }
         }
     }
-    Ok(buf.len() - start)
+    buf.truncate(len);
+    Ok(len - start)
 }
 
 /// Appends the FastCDC cut points of `data[start..end]` (one region) to `cuts`.
