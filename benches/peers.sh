@@ -49,7 +49,7 @@ LOGICAL=$(du -sb "$CORPUS" | cut -f1)
 USERS=$(find "$CORPUS" -mindepth 1 -maxdepth 1 -type d | wc -l)
 echo "corpus: $CORPUS, $USERS users, $((LOGICAL / 1000000)) MB" >&2
 # Warm the page cache so every tool reads the corpus from memory.
-cat $(find "$CORPUS" -type f) >/dev/null
+find "$CORPUS" -type f -exec cat {} + >/dev/null
 
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
