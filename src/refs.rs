@@ -119,6 +119,11 @@ pub(crate) fn insert_entry(
     w.put_chunk(domain, id, &entry)
 }
 
+fn existing(w: &dyn MetaWrite, domain: Domain, id: &ChunkId) -> Result<ChunkEntry> {
+    w.chunk(domain, id)?
+        .ok_or_else(|| Error::corrupted(format!("chunk {id} missing from the index")))
+}
+
 /// Adds one reference to an existing entry, reviving it if it was garbage.
 pub(crate) fn add_ref(
     w: &mut dyn MetaWrite,
@@ -126,9 +131,7 @@ pub(crate) fn add_ref(
     id: &ChunkId,
     acc: &mut Accounting,
 ) -> Result<()> {
-    let mut e = w
-        .chunk(domain, id)?
-        .ok_or_else(|| Error::corrupted(format!("chunk {id} missing from the index")))?;
+    let mut e = existing(w, domain, id)?;
     if e.refcount == 0 {
         acc.make_live(&e);
     }
@@ -143,9 +146,7 @@ pub(crate) fn drop_ref(
     id: &ChunkId,
     acc: &mut Accounting,
 ) -> Result<()> {
-    let mut e = w
-        .chunk(domain, id)?
-        .ok_or_else(|| Error::corrupted(format!("chunk {id} missing from the index")))?;
+    let mut e = existing(w, domain, id)?;
     if e.refcount == 0 {
         return Err(Error::corrupted(format!("chunk {id} refcount underflow")));
     }

@@ -4,7 +4,6 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use fastcdc::v2020::{FastCDC, Normalization};
@@ -122,26 +121,8 @@ fn list(root: &Path) -> Result<Vec<Track>> {
 
 /// Runs `f` over every track on `jobs` threads; returns the seconds it took.
 fn parallel(tracks: &[Track], jobs: usize, f: impl Fn(&Track) -> Result<()> + Sync) -> Result<f64> {
-    let next = AtomicUsize::new(0);
     let started = Instant::now();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..jobs.max(1))
-            .map(|_| {
-                s.spawn(|| -> Result<()> {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(t) = tracks.get(i) else {
-                            return Ok(());
-                        };
-                        f(t)?;
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().expect("bench worker panicked"))
-    })?;
+    crate::parallel(tracks.len(), jobs, |i| f(&tracks[i]))?;
     Ok(started.elapsed().as_secs_f64())
 }
 

@@ -1,7 +1,6 @@
 //! `lockerstore demo`: the main job end to end on a synthetic locker corpus.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use lockerstore::corpus::{Corpus, CorpusSpec};
@@ -42,28 +41,7 @@ fn ids(corpus: &Corpus, i: usize) -> Result<(UserId, TrackKey)> {
     Ok((UserId::new(&up.user)?, TrackKey::new(&up.key)?))
 }
 
-/// Runs `f(i)` for every upload index on `jobs` threads; the first error wins.
-fn parallel(n: usize, jobs: usize, f: impl Fn(usize) -> Result<()> + Sync) -> Result<()> {
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..jobs.max(1))
-            .map(|_| {
-                s.spawn(|| -> Result<()> {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n {
-                            return Ok(());
-                        }
-                        f(i)?;
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().expect("demo worker panicked"))
-    })
-}
+use crate::parallel;
 
 fn run_mode(
     corpus: &Corpus,

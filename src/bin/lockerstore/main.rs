@@ -604,6 +604,33 @@ fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
     bar
 }
 
+/// Runs `f(i)` for every `i` in `0..n` on `jobs` threads; the first error wins.
+pub(crate) fn parallel(
+    n: usize,
+    jobs: usize,
+    f: impl Fn(usize) -> lockerstore::Result<()> + Sync,
+) -> lockerstore::Result<()> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..jobs.max(1))
+            .map(|_| {
+                s.spawn(|| -> lockerstore::Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= n {
+                            return Ok(());
+                        }
+                        f(i)?;
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("worker thread panicked"))
+    })
+}
+
 fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
