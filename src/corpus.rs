@@ -1,11 +1,13 @@
 //! A deterministic synthetic locker corpus for the demo, tests and benchmarks.
 //!
-//! A catalogue of recordings (MPEG-1 Layer III frame streams of incompressible pseudo-random
-//! payload, 3-10 MB by default) grouped in albums with a shared cover image, owned by many users
-//! with a Zipf-like popularity, so popular tracks are held by many users. Each user's copy carries
-//! its own tags, as taggers write them in practice: ID3v2.3 or ID3v2.4, different text frames and
-//! comments, the album cover embedded or not, padding of different sizes, an ID3v1 trailer or not.
-//! Same seed, same bytes.
+//! A catalogue of recordings (incompressible pseudo-random payloads in MP3 frame streams, FLAC
+//! frames or an MP4 `mdat`, by recording) grouped in albums with a shared cover image, owned by
+//! many users with a Zipf-like popularity, so popular tracks are held by many users. Each user's
+//! copy carries its own tags, as taggers write them in practice: MP3 with ID3v2.3 or ID3v2.4,
+//! different text frames and comments, the album cover embedded or not, padding of different
+//! sizes, APEv2 and ID3v1 trailers or not; FLAC with its own VORBIS_COMMENT, a PICTURE block or
+//! not, a PADDING block of different sizes; MP4 with `moov` (tags, `covr`) before or after
+//! `mdat`. Same seed, same bytes.
 
 /// What to generate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +63,24 @@ struct TagStyle {
     with_cover: bool,
     padding: usize,
     id3v1: bool,
+    ape: bool,
+    moov_first: bool,
+}
+
+/// The container of a recording: every copy of it uses the same one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Container {
+    Mp3,
+    Flac,
+    M4a,
+}
+
+fn container(r: usize) -> Container {
+    match r % 3 {
+        0 => Container::Mp3,
+        1 => Container::Flac,
+        _ => Container::M4a,
+    }
 }
 
 /// A generated corpus: the catalogue's audio in memory, the uploads as recipes.
@@ -157,7 +177,17 @@ impl Corpus {
         let audio: Vec<Vec<u8>> = (0..spec.recordings)
             .map(|r| {
                 let len = rng.range(spec.min_audio, spec.max_audio + 1);
-                mp3_audio(spec.seed, &format!("recording {r}"), len)
+                let label = format!("recording {r}");
+                match container(r) {
+                    Container::Mp3 => mp3_audio(spec.seed, &label, len),
+                    Container::Flac => {
+                        // FLAC frames start with the frame sync 0xFFF8.
+                        let mut a = noise(spec.seed, &label, len);
+                        a[..2].copy_from_slice(&[0xFF, 0xF8]);
+                        a
+                    }
+                    Container::M4a => noise(spec.seed, &label, len),
+                }
             })
             .collect();
         let albums = spec.recordings.div_ceil(spec.album_size);
@@ -201,12 +231,19 @@ impl Corpus {
                     with_cover: !rng.next_u64().is_multiple_of(3),
                     padding: [0, 256, 1024, 2048, 4096][rng.range(0, 5)],
                     id3v1: rng.next_u64().is_multiple_of(2),
+                    ape: rng.next_u64().is_multiple_of(3),
+                    moov_first: rng.next_u64().is_multiple_of(2),
                 };
                 uploads.push(Upload {
                     key: format!(
-                        "Artist {}/Album {album}/{:02} Track {r}.mp3",
+                        "Artist {}/Album {album}/{:02} Track {r}.{}",
                         album % 7,
-                        r % spec.album_size + 1
+                        r % spec.album_size + 1,
+                        match container(r) {
+                            Container::Mp3 => "mp3",
+                            Container::Flac => "flac",
+                            Container::M4a => "m4a",
+                        }
                     ),
                     user: user.clone(),
                     recording: r,
@@ -222,8 +259,121 @@ impl Corpus {
         }
     }
 
-    /// The bytes of upload `i`: ID3v2 tag, audio, optional ID3v1.
+    /// The bytes of upload `i`: the recording's payload in its container with this copy's tags.
     pub fn bytes(&self, i: usize) -> Vec<u8> {
+        match container(self.uploads[i].recording) {
+            Container::Mp3 => self.mp3_bytes(i),
+            Container::Flac => self.flac_bytes(i),
+            Container::M4a => self.m4a_bytes(i),
+        }
+    }
+
+    /// FLAC: marker, STREAMINFO, VORBIS_COMMENT, optional PICTURE, optional PADDING, frames.
+    fn flac_bytes(&self, i: usize) -> Vec<u8> {
+        let up = &self.uploads[i];
+        let t = &up.tags;
+        let album = up.recording / self.spec.album_size;
+        let mut blocks: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut info = noise(self.spec.seed, &format!("streaminfo {}", up.recording), 34);
+        info[..4].copy_from_slice(&[0x10, 0x00, 0x10, 0x00]);
+        blocks.push((0, info));
+        let mut vc = Vec::new();
+        let vendor = b"reference libFLAC 1.4.2";
+        vc.extend_from_slice(&(vendor.len() as u32).to_le_bytes());
+        vc.extend_from_slice(vendor);
+        let comments = [
+            format!("TITLE=Track {}", up.recording),
+            format!("ALBUM=Album {album}"),
+            format!("COMMENT={}", t.comment),
+        ];
+        vc.extend_from_slice(&(comments.len() as u32).to_le_bytes());
+        for c in &comments {
+            vc.extend_from_slice(&(c.len() as u32).to_le_bytes());
+            vc.extend_from_slice(c.as_bytes());
+        }
+        blocks.push((4, vc));
+        if t.with_cover {
+            let cover = &self.covers[album];
+            let mut pic = Vec::new();
+            pic.extend_from_slice(&3u32.to_be_bytes());
+            pic.extend_from_slice(&10u32.to_be_bytes());
+            pic.extend_from_slice(b"image/jpeg");
+            pic.extend_from_slice(&0u32.to_be_bytes());
+            for v in [500u32, 500, 24, 0] {
+                pic.extend_from_slice(&v.to_be_bytes());
+            }
+            pic.extend_from_slice(&(cover.len() as u32).to_be_bytes());
+            pic.extend_from_slice(cover);
+            blocks.push((6, pic));
+        }
+        if t.padding > 0 {
+            blocks.push((1, vec![0u8; t.padding]));
+        }
+        let mut out = b"fLaC".to_vec();
+        let n = blocks.len();
+        for (k, (kind, body)) in blocks.into_iter().enumerate() {
+            out.push(if k + 1 == n { 0x80 | kind } else { kind });
+            out.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+            out.extend_from_slice(&body);
+        }
+        out.extend_from_slice(&self.audio[up.recording]);
+        out
+    }
+
+    /// MP4: `ftyp`, then `moov` (with `udta`/`meta`/`ilst` tags and a `covr` image) before or
+    /// after `mdat`, and a `free` box of padding.
+    fn m4a_bytes(&self, i: usize) -> Vec<u8> {
+        fn mp4_box(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+            let mut b = Vec::with_capacity(8 + body.len());
+            b.extend_from_slice(&((8 + body.len()) as u32).to_be_bytes());
+            b.extend_from_slice(kind);
+            b.extend_from_slice(body);
+            b
+        }
+        fn data_atom(kind: u32, payload: &[u8]) -> Vec<u8> {
+            let mut d = kind.to_be_bytes().to_vec();
+            d.extend_from_slice(&[0u8; 4]);
+            d.extend_from_slice(payload);
+            mp4_box(b"data", &d)
+        }
+        let up = &self.uploads[i];
+        let t = &up.tags;
+        let album = up.recording / self.spec.album_size;
+        let mut ilst = Vec::new();
+        ilst.extend(mp4_box(
+            b"\xa9nam",
+            &data_atom(1, format!("Track {}", up.recording).as_bytes()),
+        ));
+        ilst.extend(mp4_box(b"\xa9cmt", &data_atom(1, t.comment.as_bytes())));
+        if t.with_cover {
+            ilst.extend(mp4_box(b"covr", &data_atom(13, &self.covers[album])));
+        }
+        let mut meta = vec![0u8; 4];
+        meta.extend(mp4_box(b"ilst", &ilst));
+        let udta = mp4_box(b"udta", &mp4_box(b"meta", &meta));
+        let mut moov_body = mp4_box(
+            b"mvhd",
+            &noise(self.spec.seed, &format!("mvhd {}", up.recording), 100),
+        );
+        moov_body.extend(udta);
+        let moov = mp4_box(b"moov", &moov_body);
+        let mut out = mp4_box(b"ftyp", b"M4A \0\0\0\0M4A mp42isom");
+        let mdat = mp4_box(b"mdat", &self.audio[up.recording]);
+        let free = mp4_box(b"free", &vec![0u8; t.padding]);
+        if t.moov_first {
+            out.extend(moov);
+            out.extend(free);
+            out.extend(mdat);
+        } else {
+            out.extend(free);
+            out.extend(mdat);
+            out.extend(moov);
+        }
+        out
+    }
+
+    /// MP3: ID3v2 tag, frames, optional APEv2 and ID3v1 trailers.
+    fn mp3_bytes(&self, i: usize) -> Vec<u8> {
         let up = &self.uploads[i];
         let t = &up.tags;
         let v = t.id3v2_version;
@@ -256,6 +406,28 @@ impl Corpus {
         out.extend_from_slice(&syncsafe(frames.len()));
         out.extend_from_slice(&frames);
         out.extend_from_slice(audio);
+        if t.ape {
+            let mut items = Vec::new();
+            let mut count = 0u32;
+            for (k, v) in [
+                ("Title", format!("Track {}", up.recording)),
+                ("Comment", t.comment.clone()),
+            ] {
+                items.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                items.extend_from_slice(&0u32.to_le_bytes());
+                items.extend_from_slice(k.as_bytes());
+                items.push(0);
+                items.extend_from_slice(v.as_bytes());
+                count += 1;
+            }
+            out.extend_from_slice(&items);
+            out.extend_from_slice(b"APETAGEX");
+            out.extend_from_slice(&2000u32.to_le_bytes());
+            out.extend_from_slice(&((items.len() + 32) as u32).to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            out.extend_from_slice(&[0u8; 8]);
+        }
         if t.id3v1 {
             let mut tag = [0u8; 128];
             tag[..3].copy_from_slice(b"TAG");
@@ -334,7 +506,6 @@ mod tests {
         for i in 0..a.uploads.len() {
             let bytes = a.bytes(i);
             assert_eq!(bytes, b.bytes(i));
-            assert_eq!(&bytes[..3], b"ID3");
             let audio = a.audio(a.uploads[i].recording);
             let at = bytes
                 .windows(audio.len())
@@ -344,6 +515,41 @@ mod tests {
         }
         let other = Corpus::generate(CorpusSpec { seed: 2, ..small() });
         assert_ne!(other.bytes(0), a.bytes(0));
+    }
+
+    #[test]
+    fn every_container_is_segmented_to_its_exact_payload_and_picture() {
+        let c = Corpus::generate(CorpusSpec {
+            users: 12,
+            recordings: 9,
+            ..small()
+        });
+        let mut seen = std::collections::HashSet::new();
+        for (i, up) in c.uploads.iter().enumerate() {
+            let bytes = c.bytes(i);
+            let seg = crate::segment::segment(&bytes);
+            seen.insert(seg.format);
+            assert_ne!(seg.format, crate::segment::Format::Unknown, "{}", up.key);
+            assert_eq!(
+                crate::segment::audio_fingerprint(&bytes, &seg),
+                Some(*blake3::hash(c.audio(up.recording)).as_bytes()),
+                "{}",
+                up.key
+            );
+            let pictures: Vec<&[u8]> = seg
+                .regions
+                .iter()
+                .filter(|r| r.kind == crate::segment::RegionKind::Picture)
+                .map(|r| &bytes[r.start as usize..r.end as usize])
+                .collect();
+            let album = up.recording / c.spec.album_size;
+            if up.tags.with_cover {
+                assert_eq!(pictures, vec![&c.covers[album][..]], "{}", up.key);
+            } else {
+                assert!(pictures.is_empty(), "{}", up.key);
+            }
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
     }
 
     #[test]

@@ -264,6 +264,8 @@ fn expanding_refuses_up_front_when_the_copies_do_not_fit() {
 }
 
 const ROUNDS: u64 = 16;
+/// Worker operations the stress test waits for at least.
+const MIN_OPS: u64 = 200;
 
 /// Checks what verify can check while tracks change under it: the counters, refcounts and pack
 /// rows of one snapshot agree (track reads may race with deletes and are checked at the end).
@@ -325,7 +327,7 @@ fn ingest_read_delete_go_on_while_modes_flip_migrations_and_gc_run() {
             })
             .collect();
         let admin = {
-            let (store, stop, runs) = (store.clone(), &stop, &maintenance_runs);
+            let (store, stop, runs, ops) = (store.clone(), &stop, &maintenance_runs, &ops);
             s.spawn(move || {
                 // Stops the workers even if this thread panics, so the test fails instead of hanging.
                 struct StopOnDrop<'a>(&'a AtomicBool);
@@ -348,6 +350,13 @@ fn ingest_read_delete_go_on_while_modes_flip_migrations_and_gc_run() {
                     accounting_is_consistent(&store, "gc", round);
                     runs.fetch_add(1, Ordering::Relaxed);
                 }
+                // On a loaded machine the workers may lag: let them reach a floor of operations
+                // (the last rounds' effects included) before stopping them.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+                while ops.load(Ordering::Relaxed) < MIN_OPS && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
             })
         };
         admin.join().unwrap();
@@ -355,7 +364,7 @@ fn ingest_read_delete_go_on_while_modes_flip_migrations_and_gc_run() {
     });
     assert_eq!(maintenance_runs.load(Ordering::Relaxed), ROUNDS);
     assert!(
-        ops.load(Ordering::Relaxed) > 50,
+        ops.load(Ordering::Relaxed) >= MIN_OPS,
         "{} ops",
         ops.load(Ordering::Relaxed)
     );
