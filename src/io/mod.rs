@@ -3,7 +3,7 @@
 //! The real implementation, [`StdVfs`], is plain `std::fs` plus memmap2 (in `map.rs`, the only
 //! module with `unsafe`). Tests substitute an implementation that injects crashes, torn writes,
 //! errors and bit flips without touching the engine. The metadata database reaches the disk through
-//! the same seam ([`RedbBackend`]).
+//! the same seam (`RedbBackend`, an adapter to redb's storage backend trait).
 
 #[allow(unsafe_code)]
 mod map;
