@@ -88,5 +88,107 @@ fn read(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ingest, read);
+fn chunk_and_hash(c: &mut Criterion) {
+    let track = noise(9, "bench chunking", TRACK);
+    let p = lockerstore::ChunkerParams::default();
+    let mut g = c.benchmark_group("chunk and hash");
+    g.throughput(Throughput::Bytes(TRACK as u64));
+    g.sample_size(20);
+    g.bench_function("baseline: blake3 one thread", |b| {
+        b.iter(|| blake3::hash(black_box(&track)))
+    });
+    g.bench_function("fastcdc cut points", |b| {
+        b.iter(|| {
+            fastcdc::v2020::FastCDC::with_level_and_seed(
+                black_box(&track),
+                p.min as usize,
+                p.avg as usize,
+                p.max as usize,
+                fastcdc::v2020::Normalization::Level1,
+                7,
+            )
+            .count()
+        })
+    });
+    g.bench_function("fastcdc + blake3 per chunk", |b| {
+        b.iter(|| {
+            fastcdc::v2020::FastCDC::with_level_and_seed(
+                black_box(&track),
+                p.min as usize,
+                p.avg as usize,
+                p.max as usize,
+                fastcdc::v2020::Normalization::Level1,
+                7,
+            )
+            .for_each(|ch| {
+                black_box(blake3::hash(&track[ch.offset..ch.offset + ch.length]));
+            })
+        })
+    });
+    g.finish();
+
+    // The compression decision on audio (kept raw after a cheap probe) and on tag text
+    // (compressed), against zstd -1 on the same bytes.
+    let audio = &track[..256 << 10];
+    let text = "TIT2 Some Title TPE1 Some Artist COMM ripped by someone ".repeat(4700);
+    let text = &text.as_bytes()[..256 << 10];
+    let mut g = c.benchmark_group("compression decision");
+    g.throughput(Throughput::Bytes(256 << 10));
+    g.bench_function("audio chunk", |b| {
+        b.iter(|| lockerstore::fuzzing::compress_decision(black_box(audio), 3))
+    });
+    g.bench_function("baseline: zstd -1 on the audio chunk", |b| {
+        b.iter(|| zstd::bulk::compress(black_box(audio), 1).unwrap())
+    });
+    g.bench_function("tag text chunk", |b| {
+        b.iter(|| lockerstore::fuzzing::compress_decision(black_box(text), 3))
+    });
+    g.finish();
+}
+
+fn reingest(c: &mut Criterion) {
+    let track = noise(10, "bench reingest", TRACK);
+    let (_dir, s) = store(LicenseMode::SingleMaster);
+    s.put(
+        &UserId::new("first").unwrap(),
+        &TrackKey::new("k").unwrap(),
+        &track[..],
+    )
+    .unwrap();
+    let mut g = c.benchmark_group("re-ingest");
+    g.throughput(Throughput::Bytes(TRACK as u64));
+    g.sample_size(10);
+    g.bench_function("baseline: fastcdc + blake3", |b| {
+        let p = lockerstore::ChunkerParams::default();
+        b.iter(|| {
+            fastcdc::v2020::FastCDC::with_level_and_seed(
+                black_box(&track),
+                p.min as usize,
+                p.avg as usize,
+                p.max as usize,
+                fastcdc::v2020::Normalization::Level1,
+                7,
+            )
+            .for_each(|ch| {
+                black_box(blake3::hash(&track[ch.offset..ch.offset + ch.length]));
+            })
+        })
+    });
+    let mut n = 0u64;
+    // Every chunk is a dedup hit; every put still commits durably under a new key.
+    g.bench_function("put of a stored track, new key", |b| {
+        b.iter(|| {
+            n += 1;
+            s.put(
+                &UserId::new("again").unwrap(),
+                &TrackKey::new(&format!("k{n}")).unwrap(),
+                &track[..],
+            )
+            .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, chunk_and_hash, ingest, reingest, read);
 criterion_main!(benches);

@@ -80,4 +80,9 @@ pub mod fuzzing {
         ChunkEntry, PackHeader, PackRow, RecordHeader, StoreFile, TrackRecord,
     };
     pub use crate::segment::fuzz_check as segment_check;
+
+    /// The compress-or-keep-raw decision, for the benchmarks: returns whether zstd was kept.
+    pub fn compress_decision(plain: &[u8], level: i32) -> bool {
+        crate::compress::encode(plain, level).0 == crate::format::Codec::Zstd
+    }
 }
