@@ -215,14 +215,14 @@ impl Packs {
     ) -> Result<u64> {
         let offset = pack.len;
         let head = header.encode(stored);
-        let mut buf = Vec::with_capacity(head.len() + stored.len());
-        buf.extend_from_slice(&head);
-        buf.extend_from_slice(stored);
         pack.touched = true;
+        // Two positional writes rather than one of a concatenated copy: no chunk is copied
+        // before it reaches the page cache. A tear between them is an uncommitted tail like any.
         pack.file
-            .write_all_at(&buf, offset)
+            .write_all_at(&head, offset)
+            .and_then(|()| pack.file.write_all_at(stored, offset + head.len() as u64))
             .map_err(|e| Error::io("write", self.path(pack.id), e))?;
-        pack.len += buf.len() as u64;
+        pack.len += (head.len() + stored.len()) as u64;
         Ok(offset)
     }
 

@@ -34,33 +34,16 @@ pub(crate) struct AudioInfo {
     pub ranges: Vec<(u64, u64)>,
 }
 
-/// Reads up to `buf.len()` bytes, retrying interrupted reads; returns how many were read.
-/// Reads straight into the buffer's tail (no intermediate copy), growing it geometrically up to
-/// `want` more bytes.
+/// Appends up to `want` more bytes of `reader` to `buf`; returns how many. `read_to_end` retries
+/// interrupted reads and grows the buffer without zeroing it first.
 fn fill(reader: &mut impl Read, buf: &mut Vec<u8>, want: usize) -> Result<usize> {
-    let start = buf.len();
-    let limit = start + want;
-    let mut len = start;
-    while len < limit {
-        if len == buf.len() {
-            let grow = buf.len().max(1 << 20).min(limit - len);
-            buf.resize(len + grow, 0);
-        }
-        match reader.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                buf.truncate(len);
-                return Err(Error::Upload {
-                    read: len as u64,
-                    source,
-                });
-            }
-        }
+    match reader.by_ref().take(want as u64).read_to_end(buf) {
+        Ok(n) => Ok(n),
+        Err(source) => Err(Error::Upload {
+            read: buf.len() as u64,
+            source,
+        }),
     }
-    buf.truncate(len);
-    Ok(len - start)
 }
 
 /// Appends the FastCDC cut points of `data[start..end]` (one region) to `cuts`.
