@@ -234,7 +234,8 @@ impl Store {
                 return Ok(());
             }
             // A hit is pinned, so GC and migration leave the entry in place until our commit.
-            if inner.lookup_and_pin(domain, &id)? {
+            // Content the filter has never seen in this domain is certainly new: no lookup.
+            if inner.filter.may_contain(domain, &id) && inner.lookup_and_pin(domain, &id)? {
                 held.pinned.push((domain, id));
                 existing.insert(id);
                 return Ok(());
@@ -271,8 +272,10 @@ impl Store {
         };
         let upload = chunk_upload(
             &inner.chunker,
+            &inner.cores,
             inner.segmenting,
             inner.segment_window,
+            &mut Vec::new(),
             reader,
             &mut each,
         )?;

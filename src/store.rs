@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::error::{Error, Result};
+use crate::filter::ChunkFilter;
 use crate::format::{STORE_FORMAT_VERSION, StoreFile, TrackRecord, UserRow};
 use crate::ids::{
     AudioFingerprint, ChunkId, Domain, Fingerprint, LicenseMode, TrackKey, UserId, UserNo,
@@ -126,6 +127,8 @@ pub struct Stats {
     pub pack_bytes: u64,
     /// logical / physical (1.0 for an empty store).
     pub dedup_ratio: f64,
+    /// RAM held by the in-memory filter of chunk keys (the only index kept in memory).
+    pub filter_bytes: u64,
     /// Per-user figures, by user id.
     pub per_user: Vec<UserStats>,
 }
@@ -157,6 +160,10 @@ pub(crate) struct Inner {
     pub(crate) segmenting: bool,
     pub(crate) segment_window: usize,
     pub(crate) min_free_space: u64,
+    /// Threads doing ingest work, so an upload's helper only takes idle cores.
+    pub(crate) cores: crate::pipeline::Cores,
+    /// Keys of the stored chunk entries, so lookups of certainly new content skip the metadata.
+    pub(crate) filter: Arc<ChunkFilter>,
     /// Chunk entries that in-flight ingests found and will reference at commit. GC and
     /// migration never remove a pinned entry; they hold this lock from their check through
     /// their commit, and an ingest holds it while it looks an entry up and pins it.
@@ -372,8 +379,21 @@ impl Store {
         );
         let params = ChunkerParams::decode(&get(sk::CHUNKER)?)?;
         let rows = snap.packs()?;
+        let snap_counters = (
+            snap.counter(ck::LIVE_CHUNKS)?,
+            snap.counter(ck::GARBAGE_CHUNKS)?,
+        );
         drop(snap);
         let store_tag = u64::from_le_bytes(store_file.store_id[..8].try_into().expect("8 bytes"));
+        // The filter of stored chunk keys: watched before it is filled, so no key is missed.
+        let filter = Arc::new(ChunkFilter::for_entries(
+            snap_counters.0.saturating_add(snap_counters.1),
+        ));
+        meta.watch_chunks(filter.clone());
+        meta.read()?.for_each_chunk(&mut |domain, id, _| {
+            filter.insert(domain, &id);
+            Ok(())
+        })?;
         let (packs, recovery) = Packs::open(
             vfs.clone(),
             dir.join(PACK_DIR),
@@ -391,6 +411,8 @@ impl Store {
                 segmenting: options.segmenting,
                 segment_window: options.segment_window,
                 min_free_space: options.min_free_space,
+                cores: crate::pipeline::Cores::of_machine(),
+                filter,
                 pins: Mutex::new(HashMap::new()),
                 maintenance: Mutex::new(()),
                 challenges: Mutex::new(Default::default()),
@@ -581,6 +603,7 @@ impl Store {
             } else {
                 logical_bytes as f64 / physical_bytes as f64
             },
+            filter_bytes: self.inner.filter.bytes() as u64,
             per_user,
         })
     }

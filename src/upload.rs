@@ -10,11 +10,10 @@
 
 use std::io::{Cursor, Read};
 
-use fastcdc::v2020::{FastCDC, Normalization};
-
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
-use crate::ids::{ChunkId, Fingerprint};
+use crate::ids::Fingerprint;
+use crate::pipeline::{Cores, Sink, chunk_buffer, chunk_stream};
 use crate::segment::{self, Format, RegionKind};
 
 /// What the segmenter learnt about an upload.
@@ -46,54 +45,23 @@ fn fill(reader: &mut impl Read, buf: &mut Vec<u8>, want: usize) -> Result<usize>
     }
 }
 
-/// Appends the FastCDC cut points of `data[start..end]` (one region) to `cuts`.
-fn cut_region(
-    chunker: &Chunker,
-    data: &[u8],
-    (start, end): (usize, usize),
-    cuts: &mut Vec<(usize, usize)>,
-) {
-    let p = chunker.params;
-    let cdc = FastCDC::with_level_and_seed(
-        &data[start..end],
-        p.min as usize,
-        p.avg as usize,
-        p.max as usize,
-        Normalization::Level1,
-        chunker.seed,
-    );
-    cuts.extend(cdc.map(|c| (start + c.offset, start + c.offset + c.length)));
-}
-
-/// BLAKE3 of every chunk and of the whole buffer, on two threads: the track fingerprint on one
-/// core, the chunk ids on the other (BLAKE3 runs at about 2 GB/s per core here, so this halves
-/// the hashing time of a put).
-fn hash_all(buf: &[u8], cuts: &[(usize, usize)]) -> (Fingerprint, Vec<ChunkId>) {
-    let chunk_ids = || cuts.iter().map(|&(s, e)| ChunkId::of(&buf[s..e])).collect();
-    if buf.len() < 1 << 20 {
-        return (Fingerprint::of(buf), chunk_ids());
-    }
-    std::thread::scope(|s| {
-        let whole = s.spawn(|| Fingerprint::of(buf));
-        let ids = chunk_ids();
-        (whole.join().expect("hashing thread panicked"), ids)
-    })
-}
-
-/// Chunks an upload, region by region when `segmenting`, and returns what was learnt.
+/// Chunks an upload, region by region when `segmenting`, and returns what was learnt. `buf`
+/// holds the window.
 pub(crate) fn chunk_upload(
     chunker: &Chunker,
+    cores: &Cores,
     segmenting: bool,
     window: usize,
+    buf: &mut Vec<u8>,
     mut reader: impl Read,
-    each: &mut dyn FnMut(&[u8], ChunkId) -> Result<()>,
+    each: &mut Sink<'_>,
 ) -> Result<UploadInfo> {
-    let mut buf = Vec::new();
-    fill(&mut reader, &mut buf, window)?;
-    let whole = buf.len() < window || fill(&mut reader, &mut buf, 1)? == 0;
+    buf.clear();
+    fill(&mut reader, buf, window)?;
+    let whole = buf.len() < window || fill(&mut reader, buf, 1)? == 0;
     if whole {
         let seg = if segmenting {
-            segment::segment(&buf)
+            segment::segment(buf)
         } else {
             segment::Segmentation {
                 format: Format::Unknown,
@@ -107,51 +75,39 @@ pub(crate) fn chunk_upload(
                     .collect(),
             }
         };
-        let mut cuts = Vec::new();
-        for r in &seg.regions {
-            cut_region(chunker, &buf, (r.start as usize, r.end as usize), &mut cuts);
-        }
-        let (fingerprint, ids) = hash_all(&buf, &cuts);
-        for (&(s, e), id) in cuts.iter().zip(ids) {
-            each(&buf[s..e], id)?;
-        }
         // A track record lists at most this many payload ranges (MP4 with many `mdat` boxes);
         // beyond it the track is stored without an audio fingerprint.
-        let ranges = seg
+        let audio: Vec<(usize, usize)> = seg
+            .audio()
+            .map(|r| (r.start as usize, r.end as usize))
+            .collect();
+        let audio = if audio.len() <= crate::format::MAX_AUDIO_RANGES {
+            audio
+        } else {
+            Vec::new()
+        };
+        let regions: Vec<_> = seg
             .regions
             .iter()
-            .filter(|r| r.kind == RegionKind::Audio)
-            .count();
-        let audio = segment::audio_fingerprint(&buf, &seg)
-            .filter(|_| ranges <= crate::format::MAX_AUDIO_RANGES)
-            .map(|fingerprint| AudioInfo {
-                fingerprint,
-                ranges: seg
-                    .regions
-                    .iter()
-                    .filter(|r| r.kind == RegionKind::Audio)
-                    .map(|r| (r.start, r.end))
-                    .collect(),
-            });
+            .map(|r| (r.start as usize, r.end as usize))
+            .collect();
+        let hashes = chunk_buffer(chunker, cores, buf, &regions, &audio, each)?;
+        let audio = hashes.audio.map(|fingerprint| AudioInfo {
+            fingerprint,
+            ranges: audio.iter().map(|&(s, e)| (s as u64, e as u64)).collect(),
+        });
         return Ok(UploadInfo {
             len: buf.len() as u64,
-            fingerprint,
+            fingerprint: hashes.fingerprint,
             format: seg.format,
             audio,
         });
     }
     // Larger than the window: plain streaming chunking of the window and the rest.
-    let mut hasher = blake3::Hasher::new();
-    let mut len = 0u64;
-    for chunk in chunker.chunks(Cursor::new(buf).chain(reader)) {
-        let chunk = chunk?;
-        hasher.update(&chunk);
-        len += chunk.len() as u64;
-        each(&chunk, ChunkId::of(&chunk))?;
-    }
+    let (len, fingerprint) = chunk_stream(chunker, Cursor::new(&buf[..]).chain(reader), each)?;
     Ok(UploadInfo {
         len,
-        fingerprint: Fingerprint::from(hasher.finalize()),
+        fingerprint,
         format: Format::Unknown,
         audio: None,
     })

@@ -92,6 +92,9 @@ pub(crate) trait MetaStore: Send + Sync + std::fmt::Debug {
     /// Runs `f` in a write transaction and commits it durably if `f` returns `Ok`; on `Err` nothing
     /// is changed. Write transactions are serialised.
     fn write(&self, f: &mut dyn FnMut(&mut dyn MetaWrite) -> Result<()>) -> Result<()>;
+    /// From now on, adds the key of every chunk entry written to `filter` before the transaction
+    /// that writes it commits.
+    fn watch_chunks(&self, filter: std::sync::Arc<crate::filter::ChunkFilter>);
 }
 
 /// Runs `f` in a write transaction and returns its value.

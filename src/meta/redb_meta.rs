@@ -11,6 +11,7 @@ use redb::{
 
 use super::{MetaRead, MetaStore, MetaWrite};
 use crate::error::{Error, Result};
+use crate::filter::ChunkFilter;
 use crate::format::{
     CHUNK_ENTRY_LEN, ChunkEntry, PACK_ROW_LEN, PackRow, TrackRecord, USER_ROW_LEN, UserRow,
 };
@@ -54,6 +55,8 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 #[derive(Debug)]
 pub(crate) struct RedbMeta {
     db: Arc<Database>,
+    /// Told every chunk key before the transaction that writes it commits.
+    filter: std::sync::OnceLock<Arc<ChunkFilter>>,
 }
 
 impl RedbMeta {
@@ -79,7 +82,10 @@ impl RedbMeta {
                 txn.open_table(RECORDINGS)?;
             }
             txn.commit()?;
-            Ok(RedbMeta { db: Arc::new(db) })
+            Ok(RedbMeta {
+                db: Arc::new(db),
+                filter: Default::default(),
+            })
         })
     }
 }
@@ -98,6 +104,11 @@ impl MetaStore for RedbMeta {
     fn write(&self, f: &mut dyn FnMut(&mut dyn MetaWrite) -> Result<()>) -> Result<()> {
         guarded("writing", || self.write_unguarded(f))
     }
+
+    fn watch_chunks(&self, filter: Arc<ChunkFilter>) {
+        // Set once, when the store opens.
+        let _ = self.filter.set(filter);
+    }
 }
 
 impl RedbMeta {
@@ -106,7 +117,7 @@ impl RedbMeta {
         txn.set_durability(Durability::Immediate)
             .map_err(|e| Error::Metadata(e.to_string()))?;
         let outcome = {
-            let mut w = RedbWrite::new(&txn)?;
+            let mut w = RedbWrite::new(&txn, self.filter.get().map(|f| &**f))?;
             f(&mut w)
         };
         match outcome {
@@ -349,10 +360,11 @@ struct RedbWrite<'t> {
     chunks: Table<'t, (u64, [u8; 32]), [u8; CHUNK_ENTRY_LEN]>,
     packs: Table<'t, u64, [u8; PACK_ROW_LEN]>,
     recordings: Table<'t, ([u8; 32], u64, &'static str), ()>,
+    filter: Option<&'t ChunkFilter>,
 }
 
 impl<'t> RedbWrite<'t> {
-    fn new(txn: &'t WriteTransaction) -> Result<RedbWrite<'t>> {
+    fn new(txn: &'t WriteTransaction, filter: Option<&'t ChunkFilter>) -> Result<RedbWrite<'t>> {
         Ok(RedbWrite {
             state: txn.open_table(STATE)?,
             counters: txn.open_table(COUNTERS)?,
@@ -362,6 +374,7 @@ impl<'t> RedbWrite<'t> {
             chunks: txn.open_table(CHUNKS)?,
             packs: txn.open_table(PACKS)?,
             recordings: txn.open_table(RECORDINGS)?,
+            filter,
         })
     }
 }
@@ -441,6 +454,9 @@ impl MetaWrite for RedbWrite<'_> {
         Ok(())
     }
     fn put_chunk(&mut self, domain: Domain, id: &ChunkId, entry: &ChunkEntry) -> Result<()> {
+        if let Some(f) = self.filter {
+            f.insert(domain, id);
+        }
         self.chunks
             .insert((domain.to_u64(), id.0), entry.encode())?;
         Ok(())

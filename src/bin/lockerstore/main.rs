@@ -310,6 +310,7 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                         "packs": s.packs,
                         "pack_bytes": s.pack_bytes,
                         "dedup_ratio": s.dedup_ratio,
+                        "filter_bytes": s.filter_bytes,
                         "per_user": per_user,
                     })
                 );
@@ -339,6 +340,7 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                 println!("recordings      {}", s.recordings);
                 println!("packs           {} ({:.1} MB)", s.packs, mb(s.pack_bytes));
                 println!("dedup ratio     {:.3}", s.dedup_ratio);
+                println!("chunk filter    {:.1} MB of RAM", mb(s.filter_bytes));
                 for u in &s.per_user {
                     println!(
                         "  {:<24} {:>6} tracks {:>10.1} MB",
