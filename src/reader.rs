@@ -11,9 +11,74 @@ use crate::io::Mapped;
 use crate::store::{Inner, Store, TrackInfo, info};
 
 /// A verified chunk's plain bytes: straight from the pack map for raw records, decoded otherwise.
+/// Cheap to clone, so the fingerprint thread can hash the bytes the caller is copying.
+#[derive(Clone)]
 enum Plain {
     Mapped(Arc<dyn Mapped>, usize, usize),
-    Owned(Vec<u8>),
+    Owned(Arc<Vec<u8>>),
+}
+
+/// Tracks at least this long have their fingerprint hashed on a second thread while read in
+/// order; shorter ones on the reading thread.
+const FINGERPRINT_THREAD_MIN: u64 = 1 << 20;
+
+/// Chunks queued for the fingerprint thread (each a reference, not a copy).
+const FINGERPRINT_QUEUE: usize = 4;
+
+/// The whole-track hash of the chunks read so far in order.
+enum Feed {
+    Here(Box<blake3::Hasher>),
+    /// A thread hashing the chunks sent to it, in order.
+    Thread(
+        crossbeam::channel::Sender<Plain>,
+        std::thread::JoinHandle<blake3::Hash>,
+    ),
+}
+
+impl Feed {
+    fn new(track_len: u64) -> Feed {
+        if track_len < FINGERPRINT_THREAD_MIN {
+            return Feed::Here(Box::default());
+        }
+        let (tx, rx) = crossbeam::channel::bounded::<Plain>(FINGERPRINT_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("lockerstore-fingerprint".into())
+            .spawn(move || {
+                let mut h = blake3::Hasher::new();
+                for p in rx {
+                    h.update(p.bytes());
+                }
+                h.finalize()
+            });
+        match spawned {
+            Ok(handle) => Feed::Thread(tx, handle),
+            Err(_) => Feed::Here(Box::default()),
+        }
+    }
+
+    fn update(&mut self, p: &Plain) {
+        match self {
+            Feed::Here(h) => {
+                h.update(p.bytes());
+            }
+            Feed::Thread(tx, _) => {
+                // A send fails only if the thread died; `finish` reports that.
+                let _ = tx.send(p.clone());
+            }
+        }
+    }
+
+    fn finish(self) -> Result<blake3::Hash> {
+        match self {
+            Feed::Here(h) => Ok(h.finalize()),
+            Feed::Thread(tx, handle) => {
+                drop(tx);
+                handle
+                    .join()
+                    .map_err(|_| Error::corrupted("the fingerprint thread panicked"))
+            }
+        }
+    }
 }
 
 impl Plain {
@@ -109,7 +174,7 @@ impl Inner {
                 let start = b.as_ptr() as usize - map.bytes().as_ptr() as usize;
                 Plain::Mapped(map.clone(), start, b.len())
             }
-            std::borrow::Cow::Owned(v) => Plain::Owned(v),
+            std::borrow::Cow::Owned(v) => Plain::Owned(Arc::new(v)),
         })
     }
 
@@ -149,8 +214,8 @@ pub struct TrackReader {
     pos: u64,
     current: Option<(usize, Plain)>,
     /// Hash of the chunks covering bytes 0..hashed, loaded in order; dropped when a chunk is
-    /// loaded out of order.
-    hasher: Option<blake3::Hasher>,
+    /// loaded out of order. Started at the first chunk.
+    hasher: Option<Feed>,
     hashed: u64,
     /// Set once the fingerprint check failed: no byte of the track is returned after that.
     failed: bool,
@@ -169,6 +234,7 @@ impl Store {
     /// Opens a track for reading.
     pub fn open_track(&self, user: &UserId, key: &TrackKey) -> Result<TrackReader> {
         let track = self.track_record(user, key)?;
+        let small = track.len < FINGERPRINT_THREAD_MIN;
         let mut ends = Vec::with_capacity(track.chunks.len());
         let mut end = 0u64;
         for c in &track.chunks {
@@ -183,7 +249,8 @@ impl Store {
             ends,
             pos: 0,
             current: None,
-            hasher: Some(blake3::Hasher::new()),
+            // A large track's hashing thread starts when its first chunk is read.
+            hasher: small.then(|| Feed::Here(Box::default())),
             hashed: 0,
             failed: false,
         })
@@ -285,7 +352,7 @@ impl TrackReader {
         if self.hashed == self.track.len
             && let Some(h) = self.hasher.take()
         {
-            let got = Fingerprint::from(h.finalize());
+            let got = Fingerprint::from(h.finish()?);
             if got != self.track.fingerprint {
                 self.failed = true;
                 return Err(Error::corrupted(format!(
@@ -314,10 +381,14 @@ impl Read for TrackReader {
         if self.current.as_ref().is_none_or(|(i, _)| *i != idx) {
             let plain = self.load(idx).map_err(Error::into_io)?;
             // Chunks loaded in order feed the whole-track fingerprint, a chunk at a time (BLAKE3
-            // is fastest on large updates); any other order gives up the whole-track check.
+            // is fastest on large updates), on a second thread for a large track; any other
+            // order gives up the whole-track check.
+            if idx == 0 && self.hashed == 0 && self.hasher.is_none() {
+                self.hasher = Some(Feed::new(self.track.len));
+            }
             if self.hashed == start {
                 if let Some(h) = &mut self.hasher {
-                    h.update(plain.bytes());
+                    h.update(&plain);
                     self.hashed = self.ends[idx];
                 }
             } else {
@@ -349,5 +420,31 @@ impl Seek for TrackReader {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         self.pos = target;
         Ok(target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_thread_hashes_what_the_reading_thread_would() {
+        let chunks: Vec<Vec<u8>> = (0..9u8)
+            .map(|i| vec![i; 300_000 + usize::from(i)])
+            .collect();
+        let mut here = Feed::new(0);
+        let mut thread = Feed::new(FINGERPRINT_THREAD_MIN);
+        assert!(matches!(here, Feed::Here(_)));
+        assert!(matches!(thread, Feed::Thread(..)));
+        let mut all = Vec::new();
+        for c in &chunks {
+            let p = Plain::Owned(Arc::new(c.clone()));
+            here.update(&p);
+            thread.update(&p);
+            all.extend_from_slice(c);
+        }
+        let want = blake3::hash(&all);
+        assert_eq!(here.finish().unwrap(), want);
+        assert_eq!(thread.finish().unwrap(), want);
     }
 }
