@@ -18,9 +18,14 @@ enum Plain {
     Owned(Arc<Vec<u8>>),
 }
 
-/// Tracks at least this long have their fingerprint hashed on a second thread while read in
-/// order; shorter ones on the reading thread.
+/// Tracks at least this long, read in order and fast, have their fingerprint hashed on a second
+/// thread; others on the reading thread.
 const FINGERPRINT_THREAD_MIN: u64 = 1 << 20;
+
+/// "Fast": the second chunk is asked for within this time of the first. A player streaming at
+/// playback pace asks for a chunk every few seconds and keeps hashing on its own thread (no
+/// thread parked per stream); a copy, a download or a verification moves to two threads.
+const FINGERPRINT_THREAD_PACE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Chunks queued for the fingerprint thread: raw chunks as references into the pack map,
 /// compressed ones as their decoded bytes. Deep enough that the reading thread rarely waits for
@@ -39,24 +44,28 @@ enum Feed {
 }
 
 impl Feed {
-    fn new(track_len: u64) -> Feed {
-        if track_len < FINGERPRINT_THREAD_MIN {
-            return Feed::Here(Box::default());
-        }
+    fn new() -> Feed {
+        Feed::Here(Box::default())
+    }
+
+    /// Moves the hashing, with what was hashed so far, to a thread of its own. `None` if no
+    /// thread could be started (the hasher went with the failed start: the reader then relies
+    /// on its per-chunk checks alone).
+    fn into_thread(self) -> Option<Feed> {
+        let Feed::Here(mut h) = self else {
+            return Some(self);
+        };
         let (tx, rx) = crossbeam::channel::bounded::<Plain>(FINGERPRINT_QUEUE);
-        let spawned = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("lockerstore-fingerprint".into())
             .spawn(move || {
-                let mut h = blake3::Hasher::new();
                 for p in rx {
                     h.update(p.bytes());
                 }
                 h.finalize()
-            });
-        match spawned {
-            Ok(handle) => Feed::Thread(tx, handle),
-            Err(_) => Feed::Here(Box::default()),
-        }
+            })
+            .ok()
+            .map(|handle| Feed::Thread(tx, handle))
     }
 
     fn update(&mut self, p: &Plain) {
@@ -217,8 +226,10 @@ pub struct TrackReader {
     pos: u64,
     current: Option<(usize, Plain)>,
     /// Hash of the chunks covering bytes 0..hashed, loaded in order; dropped when a chunk is
-    /// loaded out of order. Started at the first chunk.
+    /// loaded out of order.
     hasher: Option<Feed>,
+    /// When chunk 0 was loaded in order: the pace that decides whether to hash on a thread.
+    first_loaded: Option<std::time::Instant>,
     hashed: u64,
     /// Set once the fingerprint check failed: no byte of the track is returned after that.
     failed: bool,
@@ -237,7 +248,6 @@ impl Store {
     /// Opens a track for reading.
     pub fn open_track(&self, user: &UserId, key: &TrackKey) -> Result<TrackReader> {
         let track = self.track_record(user, key)?;
-        let small = track.len < FINGERPRINT_THREAD_MIN;
         let mut ends = Vec::with_capacity(track.chunks.len());
         let mut end = 0u64;
         for c in &track.chunks {
@@ -252,8 +262,8 @@ impl Store {
             ends,
             pos: 0,
             current: None,
-            // A large track's hashing thread starts when its first chunk is read.
-            hasher: small.then(|| Feed::Here(Box::default())),
+            hasher: Some(Feed::new()),
+            first_loaded: None,
             hashed: 0,
             failed: false,
         })
@@ -384,10 +394,21 @@ impl Read for TrackReader {
         if self.current.as_ref().is_none_or(|(i, _)| *i != idx) {
             let plain = self.load(idx).map_err(Error::into_io)?;
             // Chunks loaded in order feed the whole-track fingerprint, a chunk at a time (BLAKE3
-            // is fastest on large updates), on a second thread for a large track; any other
-            // order gives up the whole-track check.
-            if idx == 0 && self.hashed == 0 && self.hasher.is_none() {
-                self.hasher = Some(Feed::new(self.track.len));
+            // is fastest on large updates), on a second thread for a large track read fast; any
+            // other order gives up the whole-track check (until chunk 0 is read again with
+            // nothing hashed).
+            if idx == 0 && self.hashed == 0 {
+                self.hasher.get_or_insert_with(Feed::new);
+                self.first_loaded = Some(std::time::Instant::now());
+            }
+            if idx == 1
+                && self.hashed == start
+                && self.track.len >= FINGERPRINT_THREAD_MIN
+                && self
+                    .first_loaded
+                    .is_some_and(|t| t.elapsed() < FINGERPRINT_THREAD_PACE)
+            {
+                self.hasher = self.hasher.take().and_then(Feed::into_thread);
             }
             if self.hashed == start {
                 if let Some(h) = &mut self.hasher {
@@ -435,17 +456,21 @@ mod tests {
         let chunks: Vec<Vec<u8>> = (0..9u8)
             .map(|i| vec![i; 300_000 + usize::from(i)])
             .collect();
-        let mut here = Feed::new(0);
-        let mut thread = Feed::new(FINGERPRINT_THREAD_MIN);
-        assert!(matches!(here, Feed::Here(_)));
-        assert!(matches!(thread, Feed::Thread(..)));
+        let mut here = Feed::new();
+        let mut thread = Feed::new();
         let mut all = Vec::new();
-        for c in &chunks {
+        for (i, c) in chunks.iter().enumerate() {
+            if i == 2 {
+                // Moves after two chunks, with what it hashed so far.
+                thread = thread.into_thread().unwrap();
+            }
             let p = Plain::Owned(Arc::new(c.clone()));
             here.update(&p);
             thread.update(&p);
             all.extend_from_slice(c);
         }
+        assert!(matches!(here, Feed::Here(_)));
+        assert!(matches!(thread, Feed::Thread(..)));
         let want = blake3::hash(&all);
         assert_eq!(here.finish().unwrap(), want);
         assert_eq!(thread.finish().unwrap(), want);
