@@ -275,7 +275,6 @@ impl Store {
             &inner.cores,
             inner.segmenting,
             inner.segment_window,
-            &mut Vec::new(),
             reader,
             &mut each,
         )?;

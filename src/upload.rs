@@ -45,23 +45,21 @@ fn fill(reader: &mut impl Read, buf: &mut Vec<u8>, want: usize) -> Result<usize>
     }
 }
 
-/// Chunks an upload, region by region when `segmenting`, and returns what was learnt. `buf`
-/// holds the window.
+/// Chunks an upload, region by region when `segmenting`, and returns what was learnt.
 pub(crate) fn chunk_upload(
     chunker: &Chunker,
     cores: &Cores,
     segmenting: bool,
     window: usize,
-    buf: &mut Vec<u8>,
     mut reader: impl Read,
     each: &mut Sink<'_>,
 ) -> Result<UploadInfo> {
-    buf.clear();
-    fill(&mut reader, buf, window)?;
-    let whole = buf.len() < window || fill(&mut reader, buf, 1)? == 0;
+    let mut buf = Vec::new();
+    fill(&mut reader, &mut buf, window)?;
+    let whole = buf.len() < window || fill(&mut reader, &mut buf, 1)? == 0;
     if whole {
         let seg = if segmenting {
-            segment::segment(buf)
+            segment::segment(&buf)
         } else {
             segment::Segmentation {
                 format: Format::Unknown,
@@ -91,7 +89,7 @@ pub(crate) fn chunk_upload(
             .iter()
             .map(|r| (r.start as usize, r.end as usize))
             .collect();
-        let hashes = chunk_buffer(chunker, cores, buf, &regions, &audio, each)?;
+        let hashes = chunk_buffer(chunker, cores, &buf, &regions, &audio, each)?;
         let audio = hashes.audio.map(|fingerprint| AudioInfo {
             fingerprint,
             ranges: audio.iter().map(|&(s, e)| (s as u64, e as u64)).collect(),
@@ -104,7 +102,7 @@ pub(crate) fn chunk_upload(
         });
     }
     // Larger than the window: plain streaming chunking of the window and the rest.
-    let (len, fingerprint) = chunk_stream(chunker, Cursor::new(&buf[..]).chain(reader), each)?;
+    let (len, fingerprint) = chunk_stream(chunker, Cursor::new(buf).chain(reader), each)?;
     Ok(UploadInfo {
         len,
         fingerprint,
