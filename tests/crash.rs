@@ -394,53 +394,19 @@ fn sigkill_at_random_moments_loses_no_acknowledged_write() {
 
     for cycle in 0..kills {
         let delay = Duration::from_millis(rng.range(20, 400) as u64);
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "child_writer",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(DIR_ENV, dir.path())
-            .env(CYCLE_ENV, cycle.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let out = std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut lines = Vec::new();
-            let mut line = String::new();
-            loop {
-                line.clear();
-                if r.read_line(&mut line).unwrap() == 0 {
-                    break;
-                }
-                // A line cut by the kill was not reported.
-                if !line.ends_with('\n') {
-                    break;
-                }
-                // libtest may have written "test child_writer ... " on the same line.
-                if let Some(at) = line.find(TAG) {
-                    lines.push(line[at + TAG.len()..].trim_end().to_owned());
-                }
-            }
-            lines
-        });
-        let err = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
+        let (tx, rx) = mpsc::channel::<String>();
+        let child = Child::spawn(
+            &exe,
+            "child_writer",
+            &[
+                (DIR_ENV, dir.path().to_str().unwrap().to_owned()),
+                (CYCLE_ENV, cycle.to_string()),
+            ],
+            move |line| tx.send(line).is_ok(),
+        );
         std::thread::sleep(delay);
-        child.kill().unwrap();
-        let status = child.wait().unwrap();
-        let lines = out.join().unwrap();
-        let err = err.join().unwrap();
+        let (status, err) = child.kill();
+        let lines: Vec<String> = rx.try_iter().collect();
         assert_eq!(
             status.signal(),
             Some(9),
@@ -788,6 +754,71 @@ fn check_corpus(store: &Store, dir: &Path, corpus: &Corpus, tracks: &[Vec<u8>], 
     );
 }
 
+/// An ignored test of this binary run as a child process, its protocol lines read on a thread.
+struct Child {
+    process: std::process::Child,
+    out: std::thread::JoinHandle<()>,
+    err: std::thread::JoinHandle<String>,
+}
+
+impl Child {
+    /// Starts test `name` with `envs`. Each complete line it reports (the text after `TAG`) goes
+    /// to `each` until `each` returns false; a line cut by the kill is not reported.
+    fn spawn(
+        exe: &Path,
+        name: &str,
+        envs: &[(&str, String)],
+        mut each: impl FnMut(String) -> bool + Send + 'static,
+    ) -> Child {
+        let mut process = Command::new(exe)
+            .args([
+                "--exact",
+                name,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = process.stdout.take().unwrap();
+        let mut stderr = process.stderr.take().unwrap();
+        let out = std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap() == 0 || !line.ends_with('\n') {
+                    break;
+                }
+                // libtest may have written "test <name> ... " on the same line.
+                if let Some(at) = line.find(TAG)
+                    && !each(line[at + TAG.len()..].trim_end().to_owned())
+                {
+                    break;
+                }
+            }
+        });
+        let err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        Child { process, out, err }
+    }
+
+    /// Kills the child; returns how it ended and its stderr, once every reported line was read.
+    fn kill(mut self) -> (std::process::ExitStatus, String) {
+        let _ = self.process.kill();
+        let status = self.process.wait().unwrap();
+        self.out.join().unwrap();
+        (status, self.err.join().unwrap())
+    }
+}
+
 /// Spawns the maintainer; kills it after `delay`, or (without a delay) once it printed `IDLE`.
 /// Returns its protocol lines with their arrival time after the spawn.
 fn run_maintainer(
@@ -796,50 +827,14 @@ fn run_maintainer(
     delay: Option<Duration>,
     cycle: usize,
 ) -> Vec<(Duration, String)> {
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "child_maintainer",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(MAINT_DIR_ENV, dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let spawned = Instant::now();
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel::<(Duration, String)>();
-    let out = std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if r.read_line(&mut line).unwrap() == 0 {
-                break;
-            }
-            // A line cut by the kill was not reported.
-            if !line.ends_with('\n') {
-                break;
-            }
-            // libtest may have written "test child_maintainer ... " on the same line.
-            if let Some(at) = line.find(TAG) {
-                let text = line[at + TAG.len()..].trim_end().to_owned();
-                if tx.send((spawned.elapsed(), text)).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let child = Child::spawn(
+        exe,
+        "child_maintainer",
+        &[(MAINT_DIR_ENV, dir.to_str().unwrap().to_owned())],
+        move |line| tx.send((spawned.elapsed(), line)).is_ok(),
+    );
     let mut lines = Vec::new();
     match delay {
         Some(d) => std::thread::sleep(d.saturating_sub(spawned.elapsed())),
@@ -853,22 +848,17 @@ fn run_maintainer(
                     }
                 }
                 Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    let (_, err) = child.kill();
                     panic!(
                         "cycle {cycle}: the maintainer never became idle ({e}); its lines: \
-                         {lines:?}; its stderr:\n{}",
-                        err.join().unwrap()
+                         {lines:?}; its stderr:\n{err}"
                     );
                 }
             }
         },
     }
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
-    out.join().unwrap();
+    let (status, err) = child.kill();
     lines.extend(rx.try_iter());
-    let err = err.join().unwrap();
     assert_eq!(
         status.signal(),
         Some(9),
