@@ -574,15 +574,7 @@ mod tests {
     use crate::error::Error;
 
     fn data(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+        crate::corpus::noise(seed, "pipeline test", len)
     }
 
     fn chunker() -> Chunker {

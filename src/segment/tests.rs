@@ -289,15 +289,7 @@ fn empty_and_unknown_inputs_fall_back() {
 
 /// Deterministic pseudo-random bytes.
 fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    crate::corpus::noise(seed, "segment test", n)
 }
 
 /// A JPEG-looking image of `n` bytes (SOI, noise, EOI).
