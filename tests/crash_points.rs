@@ -24,8 +24,8 @@ mod faultfs;
 use std::time::Instant;
 
 use faultfs::harness::{
-    Outcome, Scenario, Start, check_state, finish, matches, open, probe, run_steps, scenario,
-    start, verified,
+    Armed, Scenario, Start, assert_none_failed, check_state, finish, matches, open, probe,
+    run_armed, run_steps, scenario, start, verified,
 };
 use faultfs::{FaultFs, Op};
 use lockerstore::Error;
@@ -55,37 +55,14 @@ fn crash_run(
     kill: bool,
     tally: &mut Tally,
 ) -> Result<(), String> {
-    let fs = FaultFs::from_image(&st.image);
-    if sc.create {
-        arm(&fs);
-    }
-    let mut model = st.model.clone();
-    let (store, out) = match open(&fs, sc.mode) {
-        Ok(store) => {
-            if !sc.create {
-                arm(&fs);
-            }
-            let out = run_steps(&store, &sc.steps, &mut model);
-            (Some(store), out)
-        }
-        Err(e) if sc.create => (
-            None,
-            Outcome {
-                done: 0,
-                error: Some(e),
-            },
-        ),
-        Err(e) => return Err(format!("open the start image: {e}")),
-    };
+    let Armed {
+        fs,
+        model,
+        store,
+        out,
+        failed,
+    } = run_armed(sc, st, arm)?;
     let crashed = fs.crashed();
-    let failed = if store.is_none() {
-        "open (create)".to_owned()
-    } else {
-        sc.steps
-            .get(out.done)
-            .map(|s| s.describe())
-            .unwrap_or_default()
-    };
     if let Some(e) = &out.error {
         if crashed.is_none() {
             return Err(format!("{failed} failed without a crash: {e}"));
@@ -210,17 +187,7 @@ fn crash_points(name: &str) {
         failures.len(),
         t0.elapsed().as_secs_f64()
     );
-    assert!(
-        failures.is_empty(),
-        "{name}: {} crash points failed:\n{}",
-        failures.len(),
-        failures
-            .iter()
-            .take(12)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_none_failed(&format!("{name}: crash points"), &failures);
     assert!(at_syncs.checked > 0, "{name}: no crash point exercised");
     assert!(
         at_syncs.checked == syncs && after_syncs.checked == syncs && killed.checked == syncs,

@@ -20,8 +20,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use faultfs::harness::{
-    DIR, Model, Outcome, Scenario, Start, check_state, data, finish, matches, open, probe,
-    run_steps, scenario, start, verified,
+    Armed, DIR, Model, Scenario, Start, assert_none_failed, check_state, data, finish, matches,
+    open, probe, run_armed, run_steps, scenario, start, verified,
 };
 use faultfs::{Failure, FaultFs, Flip, FlipAt, Op};
 use lockerstore::{Error, LicenseMode, TrackKey, UserId};
@@ -68,39 +68,16 @@ fn error_run(
     arm: &dyn Fn(&FaultFs),
     expect: &[&str],
 ) -> Result<Run, String> {
-    let fs = FaultFs::from_image(&st.image);
-    if sc.create {
-        arm(&fs);
-    }
-    let mut model = st.model.clone();
-    let (store, out) = match open(&fs, sc.mode) {
-        Ok(store) => {
-            if !sc.create {
-                arm(&fs);
-            }
-            let out = run_steps(&store, &sc.steps, &mut model);
-            (Some(store), out)
-        }
-        Err(e) if sc.create => (
-            None,
-            Outcome {
-                done: 0,
-                error: Some(e),
-            },
-        ),
-        Err(e) => return Err(format!("open the start image: {e}")),
-    };
+    let Armed {
+        fs,
+        model,
+        store,
+        out,
+        failed,
+    } = run_armed(sc, st, arm)?;
     // A fault the steps did not reach must not hit the checks below.
     fs.disarm();
     let injected = fs.injected();
-    let failed = if store.is_none() {
-        "open (create)".to_owned()
-    } else {
-        sc.steps
-            .get(out.done)
-            .map(|s| s.describe())
-            .unwrap_or_default()
-    };
     let ctx = |e: String| format!("{injected:?}, failing {failed}: {e}");
     if injected.is_empty() {
         if let Some(e) = &out.error {
@@ -235,17 +212,7 @@ fn io_errors(name: &str) {
         failures.len(),
         t0.elapsed().as_secs_f64()
     );
-    assert!(
-        failures.is_empty(),
-        "{name}: {} injected errors went wrong:\n{}",
-        failures.len(),
-        failures
-            .iter()
-            .take(12)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_none_failed(&format!("{name}: injected errors"), &failures);
     assert!(injected > 0, "{name}: no error injected");
 }
 
@@ -314,17 +281,7 @@ fn disk_full_on_every_write_of_a_put() {
         failures.len(),
         t0.elapsed().as_secs_f64()
     );
-    assert!(
-        failures.is_empty(),
-        "{} of {writes} failed:\n{}",
-        failures.len(),
-        failures
-            .iter()
-            .take(12)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_none_failed(&format!("put: ENOSPC at {writes} writes"), &failures);
     assert!(writes > 0);
 }
 

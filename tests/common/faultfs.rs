@@ -1400,6 +1400,75 @@ pub mod harness {
         pub error: Option<Error>,
     }
 
+    /// A scenario run from its start image with faults armed.
+    pub struct Armed {
+        pub fs: FaultFs,
+        /// The start model with the steps that returned Ok applied.
+        pub model: Model,
+        /// `None` when opening (creating) the store failed.
+        pub store: Option<Store>,
+        pub out: Outcome,
+        /// The step that failed ("open (create)" for the creation), empty if none did.
+        pub failed: String,
+    }
+
+    /// Runs `sc` from `st` with faults armed by `arm`: before the store is opened if
+    /// `sc.create`, else right after it is.
+    pub fn run_armed(sc: &Scenario, st: &Start, arm: &dyn Fn(&FaultFs)) -> Result<Armed, String> {
+        let fs = FaultFs::from_image(&st.image);
+        if sc.create {
+            arm(&fs);
+        }
+        let mut model = st.model.clone();
+        let (store, out) = match open(&fs, sc.mode) {
+            Ok(store) => {
+                if !sc.create {
+                    arm(&fs);
+                }
+                let out = run_steps(&store, &sc.steps, &mut model);
+                (Some(store), out)
+            }
+            Err(e) if sc.create => (
+                None,
+                Outcome {
+                    done: 0,
+                    error: Some(e),
+                },
+            ),
+            Err(e) => return Err(format!("open the start image: {e}")),
+        };
+        let failed = if store.is_none() {
+            "open (create)".to_owned()
+        } else {
+            sc.steps
+                .get(out.done)
+                .map(|s| s.describe())
+                .unwrap_or_default()
+        };
+        Ok(Armed {
+            fs,
+            model,
+            store,
+            out,
+            failed,
+        })
+    }
+
+    /// Panics listing (up to 12 of) `failures`, if there are any.
+    pub fn assert_none_failed(what: &str, failures: &[String]) {
+        assert!(
+            failures.is_empty(),
+            "{what}: {} went wrong:\n{}",
+            failures.len(),
+            failures
+                .iter()
+                .take(12)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
     /// Runs steps until the first error, applying the successful ones to `model`.
     pub fn run_steps(store: &Store, steps: &[Step], model: &mut Model) -> Outcome {
         for (i, s) in steps.iter().enumerate() {
