@@ -24,8 +24,8 @@ mod faultfs;
 use std::time::Instant;
 
 use faultfs::harness::{
-    Armed, Scenario, Start, assert_none_failed, check_state, finish, matches, open, probe,
-    run_armed, run_steps, scenario, start, verified,
+    Armed, Scenario, Start, assert_none_failed, check_state, clean_run_counts, finish, matches,
+    open, probe, run_armed, scenario, start, verified,
 };
 use faultfs::{FaultFs, Op};
 use lockerstore::Error;
@@ -119,16 +119,7 @@ fn crash_points(name: &str) {
     let st = start(&sc);
 
     // Count the scenario's syncs and writes.
-    let fs = FaultFs::from_image(&st.image);
-    let at_start = fs.counts();
-    let store = open(&fs, sc.mode).unwrap();
-    // For a store created under fault, its creation counts too.
-    let before = if sc.create { at_start } else { fs.counts() };
-    let mut model = st.model.clone();
-    let out = run_steps(&store, &sc.steps, &mut model);
-    assert!(out.error.is_none(), "clean run of {name}: {:?}", out.error);
-    let n = fs.counts().since(&before);
-    drop(store);
+    let n = clean_run_counts(&sc, &st);
     let (syncs, writes) = (n.syncs(), n.get(Op::Write));
     assert!(syncs > 0, "{name}: no sync points");
 

@@ -20,8 +20,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use faultfs::harness::{
-    Armed, DIR, Model, Scenario, Start, assert_none_failed, check_state, data, finish, matches,
-    open, probe, run_armed, run_steps, scenario, start, verified,
+    Armed, DIR, Model, Scenario, Start, assert_none_failed, check_state, clean_run_counts, data,
+    finish, matches, open, probe, run_armed, run_steps, scenario, start, verified,
 };
 use faultfs::{Failure, FaultFs, Flip, FlipAt, Op};
 use lockerstore::{Error, LicenseMode, TrackKey, UserId};
@@ -167,15 +167,7 @@ fn io_errors(name: &str) {
     let sc = scenario(name);
     let st = start(&sc);
 
-    let fs = FaultFs::from_image(&st.image);
-    let at_start = fs.counts();
-    let store = open(&fs, sc.mode).unwrap();
-    let before = if sc.create { at_start } else { fs.counts() };
-    let mut model = st.model.clone();
-    let out = run_steps(&store, &sc.steps, &mut model);
-    assert!(out.error.is_none(), "clean run of {name}: {:?}", out.error);
-    let counts = fs.counts().since(&before);
-    drop(store);
+    let counts = clean_run_counts(&sc, &st);
 
     let mut failures = Vec::new();
     let mut per_kind: BTreeMap<Op, BTreeMap<Fate, u64>> = BTreeMap::new();

@@ -1086,7 +1086,7 @@ pub mod harness {
         ChunkerParams, Error, GcOptions, LicenseMode, Options, Store, TrackKey, UserId,
     };
 
-    use super::{FaultFs, Image};
+    use super::{Counts, FaultFs, Image};
     use lockerstore::io::Vfs;
 
     /// The store's directory in every `FaultFs`.
@@ -1452,6 +1452,19 @@ pub mod harness {
             out,
             failed,
         })
+    }
+
+    /// The operations a clean run of `sc` makes, counted from its start image (a store created
+    /// under fault counts its creation too).
+    pub fn clean_run_counts(sc: &Scenario, st: &Start) -> Counts {
+        let fs = FaultFs::from_image(&st.image);
+        let at_start = fs.counts();
+        let store = open(&fs, sc.mode).unwrap();
+        let before = if sc.create { at_start } else { fs.counts() };
+        let mut model = st.model.clone();
+        let out = run_steps(&store, &sc.steps, &mut model);
+        assert!(out.error.is_none(), "clean run: {:?}", out.error);
+        fs.counts().since(&before)
     }
 
     /// Panics listing (up to 12 of) `failures`, if there are any.
