@@ -252,13 +252,8 @@ fn disk_full_on_every_write_of_a_put() {
     let t0 = Instant::now();
     let sc = scenario("put");
     let st = start(&sc);
-    let fs = FaultFs::from_image(&st.image);
-    let store = open(&fs, sc.mode).unwrap();
-    let before = fs.counts();
-    let mut model = st.model.clone();
-    assert!(run_steps(&store, &sc.steps, &mut model).error.is_none());
-    let writes = fs.counts().since(&before).get(Op::Write);
-    drop(store);
+    assert!(!sc.create);
+    let writes = clean_run_counts(&sc, &st).get(Op::Write);
     let mut failures = Vec::new();
     let mut fates: BTreeMap<Fate, u64> = BTreeMap::new();
     for n in 1..=writes {
@@ -482,13 +477,8 @@ fn io_errors_during_recovery() {
     let st = start(&sc);
     // The crash image: a power loss at the last sync of the put scenario (the last put's commit),
     // after that put created a pack and filled another one.
-    let fs = FaultFs::from_image(&st.image);
-    let store = open(&fs, sc.mode).unwrap();
-    let before = fs.counts();
-    let mut m = st.model.clone();
-    assert!(run_steps(&store, &sc.steps, &mut m).error.is_none());
-    let syncs = fs.counts().since(&before).syncs();
-    drop(store);
+    assert!(!sc.create);
+    let syncs = clean_run_counts(&sc, &st).syncs();
     let fs = FaultFs::from_image(&st.image);
     let store = open(&fs, sc.mode).unwrap();
     fs.crash_after_syncs(syncs);
