@@ -345,7 +345,7 @@ fn run_in(args: &BenchArgs, work: &Path) -> Result<()> {
                        "target": f.target})
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             json!({
                 "logical_bytes": logical, "tracks": tracks.len(), "users": users.len(),
@@ -359,23 +359,27 @@ fn run_in(args: &BenchArgs, work: &Path) -> Result<()> {
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "corpus: {} tracks, {} users, {mb:.1} MB logical; single-master dedup ratio {:.2}",
         tracks.len(),
         users.len(),
         stats.dedup_ratio
     );
-    println!(
+    outln!(
         "baselines: 2-thread FastCDC+BLAKE3 {cdc_blake3:.0} MB/s, 1-thread BLAKE3 {blake3_1:.0} MB/s, \
          write+fdatasync {fdatasync:.0} MB/s"
     );
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<32} {:>9} {:>9} {:>8} {:>8}  baseline",
-        "what", "MB/s", "base MB/s", "ratio", "target"
+        "what",
+        "MB/s",
+        "base MB/s",
+        "ratio",
+        "target"
     );
     for f in &figures {
-        println!(
+        outln!(
             "{:<32} {:>9.0} {:>9.0} {:>7.0}% {:>8}  {}",
             f.name,
             f.mbs,
@@ -385,13 +389,13 @@ fn run_in(args: &BenchArgs, work: &Path) -> Result<()> {
             f.baseline
         );
     }
-    println!(
+    outln!(
         "{:<32} {:>9.1} us per op = {:.2} chunk decodes ({decode_us:.1} us each; target <= 2)",
         "seek + 64 KiB read",
         seek_us,
         seek_us / decode_us
     );
-    println!(
+    outln!(
         "metadata {:.2} % of physical bytes (target <= 1 %); peak RSS {rss:.0} MB",
         100.0 * meta_bytes as f64 / stats.physical_bytes.max(1) as f64
     );

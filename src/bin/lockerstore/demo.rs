@@ -108,8 +108,8 @@ fn pct_off(predicted: u64, actual: u64) -> f64 {
 /// Flips the per-user store to single-master and back, with what-if, migrate, gc, audit and
 /// verify at each step; `ingest_secs` is the time the same data took to ingest, for comparison.
 fn flip(store: &Store, corpus: &Corpus, ingest_secs: f64) -> Result<()> {
-    println!();
-    println!("license flip on the per-user-copy store:");
+    outln!();
+    outln!("license flip on the per-user-copy store:");
     for (target, label) in [
         (LicenseMode::SingleMaster, "licence signed"),
         (LicenseMode::PerUserCopy, "licence lapsed"),
@@ -117,7 +117,7 @@ fn flip(store: &Store, corpus: &Corpus, ingest_secs: f64) -> Result<()> {
         let before = store.stats()?;
         store.set_mode(target)?;
         let w = store.what_if(target)?;
-        println!(
+        outln!(
             "  {label}: mode {target}; what-if: {:.1} MB -> {:.1} MB physical, {:.1} MB to write, {:.1} MB to free",
             before.physical_bytes as f64 / 1e6,
             w.physical_bytes as f64 / 1e6,
@@ -139,14 +139,14 @@ fn flip(store: &Store, corpus: &Corpus, ingest_secs: f64) -> Result<()> {
                 m.bytes_written as f64 / 1e6 / secs.max(1e-9)
             )
         };
-        println!(
+        outln!(
             "    migrate: {} tracks in {secs:.2} s ({speed}), {} records promoted, {} copied ({:.1} MB written)",
             m.tracks_migrated,
             m.records_promoted,
             m.records_copied,
             m.bytes_written as f64 / 1e6
         );
-        println!(
+        outln!(
             "    actual: {:.1} MB physical, {} chunks (what-if off by {:.3} % and {} chunks)",
             after.physical_bytes as f64 / 1e6,
             after.chunks,
@@ -155,7 +155,7 @@ fn flip(store: &Store, corpus: &Corpus, ingest_secs: f64) -> Result<()> {
         );
         let started = Instant::now();
         let g = store.gc(lockerstore::GcOptions::default(), &mut |_| {})?;
-        println!(
+        outln!(
             "    gc: {:.1} MB reclaimed in {:.2} s ({} packs deleted, {} rewritten)",
             g.bytes_reclaimed() as f64 / 1e6,
             started.elapsed().as_secs_f64(),
@@ -163,7 +163,7 @@ fn flip(store: &Store, corpus: &Corpus, ingest_secs: f64) -> Result<()> {
             g.packs_rewritten
         );
         let a = store.audit(false)?;
-        println!(
+        outln!(
             "    audit: {} ({} pending tracks, {} records shared across users, {} duplicate records)",
             if a.conforming {
                 "conforming"
@@ -193,7 +193,7 @@ fn flip(store: &Store, corpus: &Corpus, ingest_secs: f64) -> Result<()> {
                 });
             }
         }
-        println!("    verify: ok; every track reads back exact");
+        outln!("    verify: ok; every track reads back exact");
     }
     Ok(())
 }
@@ -212,7 +212,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     }
     let started = Instant::now();
     let corpus = Corpus::generate(spec);
-    println!(
+    outln!(
         "corpus: {} users, {} recordings, {} uploads, {:.1} MB logical (generated in {:.1} s)",
         corpus.spec.users,
         corpus.spec.recordings,
@@ -254,27 +254,27 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             drop(store);
             let _ = std::fs::remove_dir_all(base.join(label));
         }
-        print_table(&rows, corpus.ideal_bytes());
+        print_table(&rows, corpus.ideal_bytes())?;
         flip(&per_user, &corpus, rows[0].ingest_secs)
     })();
     if temporary {
         let _ = std::fs::remove_dir_all(&base);
     }
     outcome?;
-    println!();
-    println!(
+    outln!();
+    outln!(
         "every track read back exact and verified in every store (durable ingest, {} threads)",
         args.jobs
     );
     if let Some(d) = &args.keep {
-        println!("stores kept under {}", d.display());
+        outln!("stores kept under {}", d.display());
     }
     Ok(())
 }
 
-fn print_table(rows: &[Row], ideal: u64) {
-    println!();
-    println!(
+fn print_table(rows: &[Row], ideal: u64) -> lockerstore::Result<()> {
+    outln!();
+    outln!(
         "{:<15} {:>11} {:>12} {:>7} {:>9} {:>11} {:>12} {:>10}",
         "mode",
         "logical MB",
@@ -286,7 +286,7 @@ fn print_table(rows: &[Row], ideal: u64) {
         "read MB/s"
     );
     for r in rows {
-        println!(
+        outln!(
             "{:<15} {:>11.1} {:>12.1} {:>7.2} {:>8.1}% {:>11} {:>12.1} {:>10.1}",
             r.label,
             r.logical as f64 / 1e6,
@@ -298,10 +298,11 @@ fn print_table(rows: &[Row], ideal: u64) {
             r.read_mbs
         );
     }
-    println!(
+    outln!(
         "ideal single-master size (each distinct audio payload and picture once, every copy's other \
          tag bytes): {:.1} MB, dedup ratio {:.2}",
         ideal as f64 / 1e6,
         rows[0].logical as f64 / ideal.max(1) as f64
     );
+    Ok(())
 }

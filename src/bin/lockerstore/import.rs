@@ -146,7 +146,7 @@ pub fn run(store: &Store, root: &Path, jobs: usize) -> Result<usize> {
     let secs = started.elapsed().as_secs_f64();
     let (files, bytes) = *done.lock().expect("counter lock");
     failures.extend(errors.into_inner().expect("error lock"));
-    println!(
+    outln!(
         "imported {files} files, {:.1} MB logical in {secs:.2} s: {:.1} MB/s",
         bytes as f64 / 1e6,
         bytes as f64 / 1e6 / secs.max(1e-9)

@@ -1,5 +1,16 @@
 //! The `lockerstore` command line.
 
+/// `println!` that returns an error instead of panicking when stdout is closed (a reader such as
+/// `head` went away): the error ends the command quietly with status 141 (see `main`).
+macro_rules! outln {
+    () => {
+        crate::out(format_args!(""))?
+    };
+    ($($arg:tt)*) => {
+        crate::out(format_args!($($arg)*))?
+    };
+}
+
 mod bench;
 mod demo;
 mod import;
@@ -56,8 +67,9 @@ enum Command {
         /// Output file instead of stdout.
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
-        /// Inclusive byte range START-END, as in HTTP Range.
-        #[arg(long)]
+        /// Byte range as in HTTP Range: START-END (inclusive), START- (to the end) or -N (the
+        /// last N bytes).
+        #[arg(long, allow_hyphen_values = true)]
         range: Option<String>,
     },
     /// List a user's tracks.
@@ -138,33 +150,91 @@ fn open_existing(cli: &Cli) -> lockerstore::Result<Store> {
     )
 }
 
-fn parse_range(s: &str, len: u64) -> lockerstore::Result<(u64, u64)> {
-    let bad = |start, end| Error::InvalidRange { start, end, len };
-    let (a, b) = s.split_once('-').ok_or_else(|| bad(0, 0))?;
-    let start: u64 = a.trim().parse().map_err(|_| bad(0, 0))?;
-    let end: u64 = if b.trim().is_empty() {
-        len.saturating_sub(1)
-    } else {
-        b.trim().parse().map_err(|_| bad(start, 0))?
-    };
-    if start > end || end >= len {
-        return Err(bad(start, end));
+/// Errors of the command line itself, beside the store's own.
+#[derive(Debug)]
+enum CliError {
+    /// From the store.
+    Store(Error),
+    /// An argument the command line could not use (exit 2, like the store's bad-input errors).
+    Usage(String),
+}
+
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        CliError::Store(e)
     }
-    Ok((start, end))
+}
+
+/// Writes one line to stdout; a closed stdout is an `Io` error whose source is `BrokenPipe`.
+pub(crate) fn out(args: std::fmt::Arguments<'_>) -> lockerstore::Result<()> {
+    let mut o = io::stdout().lock();
+    o.write_fmt(args)
+        .and_then(|()| o.write_all(b"\n"))
+        .map_err(stdout_error)
+}
+
+fn stdout_error(source: io::Error) -> Error {
+    Error::Io {
+        op: "write",
+        path: PathBuf::from("standard output"),
+        source,
+    }
+}
+
+fn is_broken_pipe(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// Parses an inclusive byte range as in an HTTP `Range` header (RFC 9110 14.1.1) against a
+/// track of `len` bytes: `START-END` (an END past the track is cut to its last byte), `START-`
+/// (to the end) or `-N` (the last N bytes). Returns the first and last byte.
+fn parse_range(s: &str, len: u64) -> Result<(u64, u64), CliError> {
+    let usage = |why: &str| CliError::Usage(format!("invalid range {s:?}: {why}"));
+    let number = |t: &str| -> Result<Option<u64>, CliError> {
+        if t.is_empty() {
+            return Ok(None);
+        }
+        if !t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(usage(&format!("{t:?} is not a decimal byte offset")));
+        }
+        t.parse()
+            .map(Some)
+            .map_err(|_| usage(&format!("{t} is too large")))
+    };
+    let Some((a, b)) = s.split_once('-') else {
+        return Err(usage("expected START-END, START- or -SUFFIX_LENGTH"));
+    };
+    let (first, last) = match (number(a)?, number(b)?) {
+        (None, None) => return Err(usage("expected START-END, START- or -SUFFIX_LENGTH")),
+        (None, Some(0)) => return Err(usage("a suffix of 0 bytes selects nothing")),
+        (None, Some(n)) => (len.saturating_sub(n), len.checked_sub(1)),
+        (Some(start), None) => (start, len.checked_sub(1)),
+        (Some(start), Some(end)) if end < start => {
+            return Err(usage("the last byte comes before the first"));
+        }
+        (Some(start), Some(end)) => (start, Some(end.min(len.saturating_sub(1)))),
+    };
+    match last {
+        Some(last) if first < len => Ok((first, last)),
+        _ => Err(usage(&format!(
+            "it starts at or after the end of the track ({len} bytes)"
+        ))),
+    }
 }
 
 pub(crate) fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
-fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
+fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match &cli.command {
         Command::Init { mode } => {
             if cli.store.join("STORE").exists() {
                 return Err(Error::InvalidOptions(format!(
                     "{} already holds a store",
                     cli.store.display()
-                )));
+                ))
+                .into());
             }
             let store = Store::open(
                 &cli.store,
@@ -173,7 +243,7 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                     ..Options::default()
                 },
             )?;
-            println!(
+            outln!(
                 "created store {} in {} mode",
                 cli.store.display(),
                 store.mode()
@@ -189,7 +259,7 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                     std::fs::File::open(file).map_err(|e| Error::Upload { read: 0, source: e })?;
                 store.put(&user, &key, io::BufReader::with_capacity(1 << 20, f))?
             };
-            println!(
+            outln!(
                 "{} bytes, {} chunks ({} new, {} new bytes), fingerprint {}{}",
                 out.len,
                 out.chunks,
@@ -228,20 +298,38 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                 .seek(SeekFrom::Start(start))
                 .map_err(Error::from_io)?;
             let mut limited = reader.take(count);
-            let copied = match output {
+            match output {
+                // A temporary file beside the target, renamed over it only after the last chunk
+                // verified: a failed read never leaves a file a user's tool could take as the
+                // track (the temporary file is removed when it is dropped).
                 Some(path) => {
-                    let mut f = std::fs::File::create(path).map_err(|e| Error::Io {
-                        op: "create",
+                    let dir = match path.parent() {
+                        Some(p) if !p.as_os_str().is_empty() => p,
+                        _ => std::path::Path::new("."),
+                    };
+                    let io_err = |op, source| Error::Io {
+                        op,
                         path: path.clone(),
-                        source: e,
-                    })?;
-                    io::copy(&mut limited, &mut f)
+                        source,
+                    };
+                    let mut tmp = tempfile::Builder::new()
+                        .prefix(".lockerstore-get-")
+                        .tempfile_in(dir)
+                        .map_err(|e| io_err("create a temporary file for", e))?;
+                    copy_track(&mut limited, tmp.as_file_mut(), count, path)?;
+                    tmp.as_file().sync_all().map_err(|e| io_err("sync", e))?;
+                    tmp.persist(path)
+                        .map_err(|e| io_err("rename onto", e.error))?;
                 }
-                None => io::copy(&mut limited, &mut io::stdout().lock()),
-            }
-            .map_err(Error::from_io)?;
-            if copied != count {
-                return Err(Error::Metadata(format!("copied {copied} of {count} bytes")));
+                None => {
+                    let stdout = io::stdout();
+                    copy_track(
+                        &mut limited,
+                        &mut stdout.lock(),
+                        count,
+                        std::path::Path::new("standard output"),
+                    )?;
+                }
             }
         }
         Command::Ls { user, json } => {
@@ -264,10 +352,10 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::Value::Array(v));
+                outln!("{}", serde_json::Value::Array(v));
             } else {
                 for t in tracks {
-                    println!(
+                    outln!(
                         "{:>12}  {}  {}",
                         t.size,
                         &t.fingerprint.to_hex()[..16],
@@ -285,7 +373,7 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
             if let Some(m) = mode {
                 store.set_mode(*m)?;
             }
-            println!("{}", store.mode());
+            outln!("{}", store.mode());
         }
         Command::Stats { json } => {
             let s = open_existing(&cli)?.stats()?;
@@ -295,7 +383,7 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                     .iter()
                     .map(|u| json!({"user": u.user, "logical_bytes": u.logical_bytes, "tracks": u.tracks}))
                     .collect();
-                println!(
+                outln!(
                     "{}",
                     json!({
                         "mode": s.mode.as_str(),
@@ -315,34 +403,35 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                     })
                 );
             } else {
-                println!("mode            {}", s.mode);
-                println!("users           {}", s.users);
-                println!("tracks          {}", s.tracks);
-                println!(
+                outln!("mode            {}", s.mode);
+                outln!("users           {}", s.users);
+                outln!("tracks          {}", s.tracks);
+                outln!(
                     "logical bytes   {} ({:.1} MB)",
                     s.logical_bytes,
                     mb(s.logical_bytes)
                 );
-                println!(
+                outln!(
                     "physical bytes  {} ({:.1} MB)",
                     s.physical_bytes,
                     mb(s.physical_bytes)
                 );
-                println!(
+                outln!(
                     "garbage bytes   {} ({:.1} MB)",
                     s.garbage_bytes,
                     mb(s.garbage_bytes)
                 );
-                println!(
+                outln!(
                     "chunks          {} live, {} garbage",
-                    s.chunks, s.garbage_chunks
+                    s.chunks,
+                    s.garbage_chunks
                 );
-                println!("recordings      {}", s.recordings);
-                println!("packs           {} ({:.1} MB)", s.packs, mb(s.pack_bytes));
-                println!("dedup ratio     {:.3}", s.dedup_ratio);
-                println!("chunk filter    {:.1} MB of RAM", mb(s.filter_bytes));
+                outln!("recordings      {}", s.recordings);
+                outln!("packs           {} ({:.1} MB)", s.packs, mb(s.pack_bytes));
+                outln!("dedup ratio     {:.3}", s.dedup_ratio);
+                outln!("chunk filter    {:.1} MB of RAM", mb(s.filter_bytes));
                 for u in &s.per_user {
-                    println!(
+                    outln!(
                         "  {:<24} {:>6} tracks {:>10.1} MB",
                         u.user,
                         u.tracks,
@@ -354,7 +443,7 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
         Command::Verify { json } => {
             let report = open_existing(&cli)?.verify()?;
             if *json {
-                println!(
+                outln!(
                     "{}",
                     json!({
                         "ok": report.is_ok(),
@@ -366,9 +455,9 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                 );
             } else {
                 for p in &report.problems {
-                    println!("PROBLEM: {p}");
+                    outln!("PROBLEM: {p}");
                 }
-                println!(
+                outln!(
                     "{}: {} chunks, {} tracks ({:.1} MB) checked, {} problems",
                     if report.is_ok() { "ok" } else { "FAILED" },
                     report.chunks_checked,
@@ -384,9 +473,9 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
         Command::WhatIf { mode, json } => {
             let w = open_existing(&cli)?.what_if(*mode)?;
             if *json {
-                println!("{}", what_if_json(&w));
+                outln!("{}", what_if_json(&w));
             } else {
-                print_what_if(&w);
+                print_what_if(&w)?;
             }
         }
         Command::Migrate { json } => {
@@ -401,7 +490,7 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
             bar.finish_and_clear();
             let secs = started.elapsed().as_secs_f64();
             if *json {
-                println!(
+                outln!(
                     "{}",
                     json!({
                         "mode": report.mode.map(|m| m.as_str()),
@@ -414,7 +503,7 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                     })
                 );
             } else {
-                println!(
+                outln!(
                     "migrated {} tracks to {} in {secs:.2} s: {} records promoted, {} copied ({:.1} MB written)",
                     report.tracks_migrated,
                     report.mode.map_or("?", |m| m.as_str()),
@@ -456,21 +545,22 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                         })
                         .collect();
                 }
-                println!("{v}");
+                outln!("{v}");
             } else {
-                println!("mode                         {}", a.mode);
-                println!("conforming                   {}", a.conforming);
-                println!("pending tracks               {}", a.pending_tracks);
-                println!(
+                outln!("mode                         {}", a.mode);
+                outln!("conforming                   {}", a.conforming);
+                outln!("pending tracks               {}", a.pending_tracks);
+                outln!(
                     "records shared across users  {}",
                     a.shared_records_across_users
                 );
-                println!("duplicate records            {}", a.duplicate_records);
-                println!("foreign records              {}", a.foreign_records);
-                println!("aliased records              {}", a.aliased_records);
-                println!(
+                outln!("duplicate records            {}", a.duplicate_records);
+                outln!("foreign records              {}", a.foreign_records);
+                outln!("aliased records              {}", a.aliased_records);
+                outln!(
                     "live records                 {} shared domain, {} user domains",
-                    a.shared_domain_records, a.user_domain_records
+                    a.shared_domain_records,
+                    a.user_domain_records
                 );
             }
             if !a.conforming {
@@ -492,7 +582,7 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
             )?;
             bar.finish_and_clear();
             if *json {
-                println!(
+                outln!(
                     "{}",
                     json!({
                         "entries_removed": r.entries_removed,
@@ -506,7 +596,7 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                     })
                 );
             } else {
-                println!(
+                outln!(
                     "removed {} garbage entries, deleted {} packs ({} rewritten, {:.1} MB copied): {:.1} MB -> {:.1} MB",
                     r.entries_removed,
                     r.packs_deleted,
@@ -522,29 +612,30 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
             let store = open_existing(&cli)?;
             let bytes = std::fs::read(file).map_err(|e| Error::Upload { read: 0, source: e })?;
             let Some(client) = lockerstore::ClientTrack::from_file_bytes(&bytes) else {
-                println!("client: format not recognised or payload not contiguous: upload needed");
+                outln!("client: format not recognised or payload not contiguous: upload needed");
                 return Ok(ExitCode::from(1));
             };
-            println!(
+            outln!(
                 "client: claims audio {} ({} bytes of payload, {} bytes of own tags)",
                 client.claim.audio_fingerprint,
                 client.claim.audio_len,
                 client.head.len() + client.tail.len()
             );
             let ch = store.challenge(&user, &key, &client.claim)?;
-            println!(
+            outln!(
                 "server: challenge {:016x}: {} ranges, fresh nonce",
                 ch.id,
                 ch.ranges.len()
             );
             let answer = client.answer(&ch);
             match store.prove(ch.id, answer, &client.head, &client.tail)? {
-                lockerstore::ProofOutcome::Linked(out) => println!(
+                lockerstore::ProofOutcome::Linked(out) => outln!(
                     "server: proof accepted; linked {} bytes as {user}/{key} with {} new bytes uploaded",
-                    out.len, out.new_bytes
+                    out.len,
+                    out.new_bytes
                 ),
                 lockerstore::ProofOutcome::Refused => {
-                    println!("server: refused: upload needed");
+                    outln!("server: refused: upload needed");
                     return Ok(ExitCode::from(1));
                 }
             }
@@ -553,6 +644,41 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
         Command::Bench(args) => bench::run(args)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Copies `count` verified bytes of a track to `out`, telling a failed read (the store's error)
+/// from a failed write (an `Io` error on `out_path`; a closed pipe ends the command quietly).
+fn copy_track(
+    track: &mut impl Read,
+    out: &mut impl Write,
+    count: u64,
+    out_path: &std::path::Path,
+) -> lockerstore::Result<()> {
+    let write_err = |source| Error::Io {
+        op: "write",
+        path: out_path.to_owned(),
+        source,
+    };
+    let mut buf = vec![0u8; 256 << 10];
+    let mut copied = 0u64;
+    loop {
+        let n = match track.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::from_io(e)),
+        };
+        out.write_all(&buf[..n]).map_err(write_err)?;
+        copied += n as u64;
+    }
+    out.flush().map_err(write_err)?;
+    if copied != count {
+        return Err(Error::Corrupted {
+            what: format!("the track ended after {copied} of {count} bytes"),
+            location: None,
+        });
+    }
+    Ok(())
 }
 
 fn what_if_json(w: &lockerstore::WhatIf) -> serde_json::Value {
@@ -570,25 +696,26 @@ fn what_if_json(w: &lockerstore::WhatIf) -> serde_json::Value {
     })
 }
 
-pub(crate) fn print_what_if(w: &lockerstore::WhatIf) {
-    println!("what-if {}:", w.mode);
-    println!("  pending tracks   {}", w.pending_tracks);
-    println!(
+pub(crate) fn print_what_if(w: &lockerstore::WhatIf) -> lockerstore::Result<()> {
+    outln!("what-if {}:", w.mode);
+    outln!("  pending tracks   {}", w.pending_tracks);
+    outln!(
         "  physical bytes   {:.1} MB now -> {:.1} MB after ({} chunks)",
         mb(w.physical_bytes_now),
         mb(w.physical_bytes),
         w.chunks
     );
-    println!(
+    outln!(
         "  to write         {:.1} MB ({} records, {} bytes of new pack headers)",
         mb(w.bytes_to_write),
         w.records_to_write,
         w.pack_overhead_bytes
     );
-    println!(
+    outln!(
         "  to free          {:.1} MB (by the next gc)",
         mb(w.bytes_to_free)
     );
+    Ok(())
 }
 
 fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
@@ -639,12 +766,22 @@ fn default_jobs() -> usize {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            let _ = io::stdout().flush();
+    let err = match run(cli) {
+        Ok(code) => return code,
+        Err(e) => e,
+    };
+    let _ = io::stdout().flush();
+    match err {
+        // A reader of our output went away (`lockerstore ls u | head`): stop quietly with the
+        // status a shell reports for a process ended by SIGPIPE (128 + 13), as coreutils do.
+        CliError::Store(e) if is_broken_pipe(&e) => ExitCode::from(141),
+        CliError::Store(e) => {
             eprintln!("lockerstore: error: {e}");
             ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
+        }
+        CliError::Usage(msg) => {
+            eprintln!("lockerstore: error: {msg}");
+            ExitCode::from(2)
         }
     }
 }
