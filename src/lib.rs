@@ -57,6 +57,7 @@ mod pipeline;
 mod reader;
 mod refs;
 mod segment;
+mod space;
 mod store;
 mod upload;
 mod verify;

@@ -138,6 +138,10 @@ impl Packs {
         self.size_limit
     }
 
+    pub(crate) fn vfs(&self) -> &dyn Vfs {
+        self.vfs.as_ref()
+    }
+
     pub(crate) fn available_space(&self) -> std::io::Result<u64> {
         self.vfs.available_space(&self.dir)
     }
