@@ -74,7 +74,7 @@ pub use ownership::{CHALLENGE_TTL, Challenge, ClientTrack, OwnershipClaim, Proof
 pub use packs::RecoveryReport;
 pub use reader::TrackReader;
 pub use store::{Options, PutOutcome, Stats, Store, TrackInfo, UserStats};
-pub use verify::VerifyReport;
+pub use verify::{DamagedTrack, DroppedDamage, VerifyReport};
 
 /// Byte-level parsers of stored formats, exposed for the fuzz targets. Not a stable API.
 #[doc(hidden)]
