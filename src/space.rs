@@ -56,8 +56,11 @@ impl Inner {
         let vfs = self.packs.vfs();
         let path = self.ballast_path();
         if free < self.ballast_len().max(METADATA_FLOOR) && vfs.exists(&path) {
-            vfs.remove_file(&path)
-                .map_err(|e| Error::io("release", &path, e))?;
+            match vfs.remove_file(&path) {
+                // A concurrent delete released it first.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other.map_err(|e| Error::io("release", &path, e))?,
+            }
             vfs.sync_dir(&self.dir)
                 .map_err(|e| Error::io("sync", &self.dir, e))?;
             free = self.free_space()?;
@@ -81,16 +84,25 @@ impl Inner {
         }
         let vfs = self.packs.vfs();
         let path = self.ballast_path();
-        if vfs.exists(&path) {
-            let f = vfs
-                .open_rw(&path, false)
-                .map_err(|e| Error::io("open", &path, e))?;
-            if f.len().map_err(|e| Error::io("stat", &path, e))? == len {
-                return Ok(true);
+        let found = if vfs.exists(&path) {
+            vfs.open_rw(&path, false)
+        } else {
+            Err(std::io::ErrorKind::NotFound.into())
+        };
+        match found {
+            Ok(f) => {
+                if f.len().map_err(|e| Error::io("stat", &path, e))? == len {
+                    return Ok(true);
+                }
+                drop(f);
+                match vfs.remove_file(&path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    other => other.map_err(|e| Error::io("remove", &path, e))?,
+                }
             }
-            drop(f);
-            vfs.remove_file(&path)
-                .map_err(|e| Error::io("remove", &path, e))?;
+            // Missing, or released by a delete meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("open", &path, e)),
         }
         if self.free_space()? < self.min_free_space.saturating_add(len) {
             return Ok(false);

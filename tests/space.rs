@@ -89,12 +89,20 @@ fn assert_usable(store: &Store) {
     }
 }
 
+/// The scenarios run one at a time: besides the memory, a `mount` or `umount` child forked by
+/// one test holds the other's open files (the store's `LOCK` among them) until it execs, and a
+/// reopen at that moment would see the store as locked.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn full_disk_recovers(threshold: f64) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(fs) = Tmpfs::mount("40m") else {
         return;
     };
     let dir = fs.path.join("store");
     let store = Store::open(&dir, options()).unwrap();
+    let ballast = dir.join("BALLAST");
+    assert_eq!(std::fs::metadata(&ballast).unwrap().len(), 1 << 20);
     let u = user("alice");
     let track = |i: usize| audio(&format!("t{i}"), 300_000 + (i % 5) * 37_000);
 
@@ -139,6 +147,10 @@ fn full_disk_recovers(threshold: f64) {
         assert_usable(&store);
     }
     assert!(deleted >= n / 3, "only {deleted} of {n} deletes committed");
+    assert!(
+        !ballast.exists(),
+        "the first delete on the full disk releases the ballast"
+    );
 
     // GC gives space back to the file system.
     let before = free(&fs.path);
@@ -152,6 +164,12 @@ fn full_disk_recovers(threshold: f64) {
         after > before + (4 << 20),
         "the file system got {} bytes back ({report:?})",
         after.saturating_sub(before)
+    );
+
+    assert_eq!(
+        std::fs::metadata(&ballast).map(|m| m.len()).ok(),
+        Some(1 << 20),
+        "GC re-creates the ballast once there is room"
     );
 
     // New puts fit again, and everything reads back.
