@@ -9,7 +9,9 @@
 //!   apart and retry later; the store stays usable.
 //! - A failed pack write or fsync fails the operation with `Io`/`DiskFull`; the packs it wrote to
 //!   are cut back or retired, and the store stays usable. A put is refused with `DiskFull`
-//!   before writing anything when free space falls below `Options::min_free_space`.
+//!   before writing anything when free space falls below `Options::min_free_space`. A delete,
+//!   GC or `drop_damaged_tracks` first makes room for its metadata commit (releasing the
+//!   ballast, `src/space.rs`) or is refused with `DiskFull` before writing anything.
 //! - A failed write or fsync inside the metadata database fails the operation with
 //!   `Io`/`DiskFull` and leaves the database refusing further work (redb's `PreviousIo`): every
 //!   later call returns `Poisoned` until the store is reopened, which recovers from disk with

@@ -8,6 +8,11 @@
 //!    deleted. A crash before the commit leaves copies past a committed length (cut on open);
 //!    after it, a pack file without a row (deleted on open).
 //!
+//! On a full disk GC still frees space: it first makes room for its own commits (releasing the
+//! ballast, see `space.rs`), deletes the candidates with nothing to copy before any other, and
+//! rewrites a candidate only when the copy fits in the space beyond `Options::min_free_space`;
+//! the others are skipped (`GcReport::packs_skipped_for_space`) and wait for a later run.
+//!
 //! Ingests and reads go on meanwhile: they wait at most for one commit (the pin lock is held
 //! across step 1's commits), and a reader whose record moved follows it. GC and migration are
 //! serialised with each other.
@@ -49,6 +54,7 @@ pub struct GcProgress {
 
 /// What a GC run did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GcReport {
     /// Garbage entries removed from the index.
     pub entries_removed: u64,
@@ -61,6 +67,9 @@ pub struct GcReport {
     pub packs_rewritten: u64,
     /// Bytes of records copied.
     pub bytes_copied: u64,
+    /// Candidates left as they are because copying their live records would not fit in the free
+    /// space beyond `Options::min_free_space`.
+    pub packs_skipped_for_space: u64,
     /// Bytes of pack files before and after.
     pub pack_bytes_before: u64,
     /// Bytes of pack files after.
@@ -91,6 +100,7 @@ impl Store {
         let inner = &self.inner;
         let _maintenance = inner.maintenance.lock().expect("maintenance lock");
         let mut report = GcReport::default();
+        inner.room_for_metadata()?;
         let pack_bytes = |inner: &Inner| -> Result<u64> {
             Ok(inner
                 .meta
@@ -183,12 +193,48 @@ impl Store {
             }
             return Err(e);
         }
+        // Candidates with nothing to copy first (they free space without needing any), then the
+        // cheapest copies, so a nearly full disk gets the most room back for what it can afford.
+        let copy_len = |pid: &PackId| -> u64 { by_pack.get(pid).map_or(0, |es| copy_len_of(es)) };
+        let mut candidates = candidates;
+        candidates.sort_by_key(|pid| (copy_len(pid), *pid));
         let total = candidates.len() as u64;
         // One output pack for the whole run, new, so it is never one of the candidates.
         let mut out: Option<ActivePack> = None;
         for (i, pid) in candidates.into_iter().enumerate() {
             let taken = taken_packs.remove(&pid);
             let entries = by_pack.remove(&pid).unwrap_or_default();
+            if !entries.is_empty() {
+                let needed = copy_len_of(&entries) + PACK_HEADER_LEN as u64;
+                match inner.spare_space() {
+                    Ok(spare) if spare < needed => {
+                        // Untouched: an unsealed candidate goes back to the writers.
+                        if let Some(p) = taken {
+                            inner.packs.abandon(p);
+                        }
+                        report.packs_skipped_for_space += 1;
+                        progress(&GcProgress {
+                            phase: "packs",
+                            done: i as u64 + 1,
+                            total,
+                        });
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if let Some(p) = taken {
+                            inner.packs.abandon(p);
+                        }
+                        if let Some(p) = out.take() {
+                            inner.packs.abandon(p);
+                        }
+                        for (_, p) in taken_packs {
+                            inner.packs.abandon(p);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
             let outcome = compact_one(inner, pid, &entries, &mut out, &mut report);
             // The candidate is never handed back to writers once its compaction started: its
             // row may be gone (commit done, delete failed) or its fate unknown (commit failed).
@@ -216,8 +262,13 @@ impl Store {
             inner.packs.committed(p);
         }
         report.pack_bytes_after = pack_bytes(inner)?;
+        inner.restore_ballast()?;
         Ok(report)
     }
+}
+
+fn copy_len_of(entries: &[(Domain, ChunkId, ChunkEntry)]) -> u64 {
+    entries.iter().map(|(_, _, e)| e.record_len()).sum()
 }
 
 fn compact_one(

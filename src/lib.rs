@@ -57,6 +57,7 @@ mod pipeline;
 mod reader;
 mod refs;
 mod segment;
+mod space;
 mod store;
 mod upload;
 mod verify;
@@ -73,7 +74,7 @@ pub use ownership::{CHALLENGE_TTL, Challenge, ClientTrack, OwnershipClaim, Proof
 pub use packs::RecoveryReport;
 pub use reader::TrackReader;
 pub use store::{Options, PutOutcome, Stats, Store, TrackInfo, UserStats};
-pub use verify::VerifyReport;
+pub use verify::{DamagedTrack, DroppedDamage, VerifyReport};
 
 /// Byte-level parsers of stored formats, exposed for the fuzz targets. Not a stable API.
 #[doc(hidden)]

@@ -38,6 +38,7 @@ pub(crate) struct ActivePack {
 
 /// What recovery did on open.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// Pack files no committed metadata refers to, removed.
     pub removed_packs: u64,
@@ -45,6 +46,11 @@ pub struct RecoveryReport {
     pub truncated_packs: u64,
     /// Bytes cut off those tails.
     pub truncated_bytes: u64,
+    /// Packs shorter than their committed length (damage from outside the store). Left exactly
+    /// as they are and given no new records; the records they still hold read as before, those
+    /// past the end are `Corrupted`. `verify` names the tracks they cost and
+    /// `Store::drop_damaged_tracks` lets them go.
+    pub short_packs: u64,
 }
 
 #[derive(Debug)]
@@ -100,7 +106,10 @@ impl Packs {
                 report.truncated_bytes += len - row.committed_len;
             }
             // A pack shorter than its committed length is damage; verify reports it and reads of
-            // the records past its end fail. It takes no new records.
+            // the records past its end fail. It takes no new records, and nothing of it is cut.
+            if len < row.committed_len {
+                report.short_packs += 1;
+            }
             if !row.sealed && len >= row.committed_len {
                 idle.push(ActivePack {
                     id,
@@ -138,8 +147,22 @@ impl Packs {
         self.size_limit
     }
 
+    pub(crate) fn vfs(&self) -> &dyn Vfs {
+        self.vfs.as_ref()
+    }
+
     pub(crate) fn available_space(&self) -> std::io::Result<u64> {
         self.vfs.available_space(&self.dir)
+    }
+
+    /// The length of a pack's file as it is on disk; `None` when the file is missing.
+    pub(crate) fn file_len(&self, id: PackId) -> Result<Option<u64>> {
+        let path = self.path(id);
+        match self.vfs.open_rw(&path, false) {
+            Ok(f) => f.len().map(Some).map_err(|e| Error::io("stat", &path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("open", &path, e)),
+        }
     }
 
     /// Takes an idle active pack, or creates a new one.
@@ -271,7 +294,9 @@ impl Packs {
 
     /// A map of the pack that covers at least `end` bytes. On a cache miss the pack is mapped
     /// up to its committed length (`committed()`, read from the metadata), never further: bytes
-    /// past it may still be cut and rewritten (see `map.rs`).
+    /// past it may still be cut and rewritten (see `map.rs`). A pack file shorter than its
+    /// committed length (damaged from outside) is mapped as far as it goes, so the records it
+    /// still holds stay readable; asking for bytes past its end is `Corrupted`.
     pub(crate) fn map_covering(
         &self,
         id: PackId,
@@ -301,16 +326,22 @@ impl Packs {
                 len,
             ));
         }
-        if file_len < len {
+        if file_len < end {
             return Err(Error::corrupted_at(
-                format!("pack file is {file_len} bytes, shorter than its committed length {len}"),
+                format!(
+                    "record end {end} past the end of the pack file, which is {file_len} bytes \
+                     but committed {len} (truncated)"
+                ),
                 id,
                 file_len,
             ));
         }
+        if file_len < PACK_HEADER_LEN as u64 {
+            return Err(Error::corrupted_at("pack shorter than its header", id, 0));
+        }
         let map = self
             .vfs
-            .map(&path, len)
+            .map(&path, len.min(file_len))
             .map_err(|e| Error::io("map", &path, e))?;
         if map.bytes().len() < PACK_HEADER_LEN {
             return Err(Error::corrupted_at("pack shorter than its header", id, 0));

@@ -401,7 +401,7 @@ impl Store {
             options.pack_size_limit,
             &rows,
         )?;
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 dir,
                 meta: Box::new(meta),
@@ -422,7 +422,9 @@ impl Store {
                 _lock: lock,
             }),
             recovery,
-        })
+        };
+        store.inner.restore_ballast()?;
+        Ok(store)
     }
 
     /// Lays out a new store. The `STORE` file is written last (atomically, by rename), so a crash
@@ -535,6 +537,7 @@ impl Store {
     /// Deletes a track. Its chunks lose a reference; records no track needs any more become
     /// garbage at once (in the accounting) and are reclaimed by GC.
     pub fn delete(&self, user: &UserId, key: &TrackKey) -> Result<()> {
+        self.inner.room_for_metadata()?;
         write_with(self.inner.meta.as_ref(), |w| {
             let row = w
                 .user(user.as_str())?

@@ -1,17 +1,32 @@
 //! Verify: re-read and re-hash every chunk record, recount every reference and counter, re-hash
 //! every track. Reports every problem found instead of stopping at the first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
-use crate::error::Result;
-use crate::format::{PACK_HEADER_LEN, TrackRecord};
+use crate::error::{Error, Result};
+use crate::format::{PACK_HEADER_LEN, PackRow, TrackRecord, UserRow};
 use crate::ids::{ChunkId, Domain, PackId, TrackKey, UserId, UserNo};
 use crate::meta::counter_keys as ck;
+use crate::meta::write_with;
+use crate::refs::{Accounting, drop_refs, remove_recording};
 use crate::store::Store;
+
+/// A track that cannot be read back exactly because stored bytes it needs are damaged or gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DamagedTrack {
+    /// Its user.
+    pub user: UserId,
+    /// Its key.
+    pub key: TrackKey,
+    /// The first damage found reading it.
+    pub problem: String,
+}
 
 /// What verify found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// Chunk records read and re-hashed.
     pub chunks_checked: u64,
@@ -21,6 +36,23 @@ pub struct VerifyReport {
     pub bytes_checked: u64,
     /// Every problem, one line each. Empty means the store is sound.
     pub problems: Vec<String>,
+    /// The tracks that damage costs (each also has a line in `problems`), sorted by user and
+    /// key. [`Store::drop_damaged_tracks`] removes them and keeps the rest.
+    pub damaged_tracks: Vec<DamagedTrack>,
+}
+
+/// What [`Store::drop_damaged_tracks`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DroppedDamage {
+    /// The tracks removed, sorted by user and key.
+    pub tracks: Vec<DamagedTrack>,
+    /// Index entries of damaged chunk records removed (their bytes count as garbage until GC).
+    pub chunk_entries_removed: u64,
+    /// Packs shorter than their committed length whose row now ends where the file ends.
+    pub packs_shortened: u64,
+    /// Damaged packs that no entry needed any more, removed with their files.
+    pub packs_removed: u64,
 }
 
 impl VerifyReport {
@@ -244,11 +276,193 @@ impl Store {
                     let current = self.inner.track_record(&user, &key).ok();
                     if current.as_ref() == Some(&t) {
                         problems.push(format!("track {user}/{key}: {e}"));
+                        if e.is_corruption() {
+                            report.damaged_tracks.push(DamagedTrack {
+                                user,
+                                key,
+                                problem: e.to_string(),
+                            });
+                        }
                     }
                 }
             }
         }
         report.problems = problems;
+        report
+            .damaged_tracks
+            .sort_by(|a, b| (&a.user, &a.key).cmp(&(&b.user, &b.key)));
         Ok(report)
+    }
+
+    /// Removes the tracks damage has cost (the ones [`Store::verify`] lists in
+    /// `damaged_tracks`) and keeps everything else, so the store verifies clean again:
+    /// - each damaged track is unlinked as by [`Store::delete`], in one commit with the rest;
+    /// - index entries of damaged chunk records that no track references any more are removed
+    ///   (their bytes are garbage, reclaimed by GC like any other);
+    /// - a pack shorter than its committed length gets a row that ends where the file ends
+    ///   (sealed), or, when no entry points into it any more, loses its row and its file.
+    ///
+    /// Nothing that reads back exactly is dropped. A track replaced or deleted meanwhile is left
+    /// alone. Re-reads every chunk and track, like `verify`.
+    pub fn drop_damaged_tracks(&self) -> Result<DroppedDamage> {
+        let inner = &self.inner;
+        let _maintenance = inner.maintenance.lock().expect("maintenance lock");
+        let mut out = DroppedDamage::default();
+
+        // Damaged records: every entry whose record does not read back verified.
+        let mut entries = Vec::new();
+        inner.meta.read()?.for_each_chunk(&mut |d, id, e| {
+            entries.push((d, id, e));
+            Ok(())
+        })?;
+        let mut damaged_chunks: HashSet<(Domain, ChunkId)> = HashSet::new();
+        for (d, id, e) in &entries {
+            match inner.read_record_verified(e, id) {
+                Ok(_) => {}
+                Err(err) if err.is_corruption() => {
+                    damaged_chunks.insert((*d, *id));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        // Damaged packs: short, missing, or with an unreadable header.
+        let mut damaged_packs: HashMap<PackId, Option<u64>> = HashMap::new();
+        for (pid, row) in inner.meta.read()?.packs()? {
+            let file_len = inner.packs.file_len(pid)?;
+            let readable = match file_len {
+                Some(n) if n >= PACK_HEADER_LEN as u64 => inner
+                    .packs
+                    .map_covering(pid, PACK_HEADER_LEN as u64, || Ok(row.committed_len))
+                    .is_ok(),
+                _ => false,
+            };
+            if !readable || file_len.is_some_and(|n| n < row.committed_len) {
+                damaged_packs.insert(pid, file_len.filter(|_| readable));
+            }
+        }
+
+        // Damaged tracks: the ones verify names.
+        let report = self.verify()?;
+        let mut tracks = Vec::new();
+        for d in report.damaged_tracks {
+            if let Ok(t) = inner.track_record(&d.user, &d.key) {
+                tracks.push((d, t));
+            }
+        }
+        if tracks.is_empty() && damaged_chunks.is_empty() && damaged_packs.is_empty() {
+            return Ok(out);
+        }
+
+        inner.room_for_metadata()?;
+        let mut remove_files = Vec::new();
+        let pins = inner.pins.lock().expect("pins lock");
+        let (dropped, removed, shortened) = write_with(inner.meta.as_ref(), |w| {
+            let mut acc = Accounting::default();
+            let mut dropped = Vec::new();
+            for (d, t) in &tracks {
+                let Some(row) = w.user(d.user.as_str())? else {
+                    continue;
+                };
+                let no = UserNo(row.no);
+                // Only the record verify judged; a replacement is someone else's new track.
+                if w.track(no, d.key.as_str())?.as_ref() != Some(t) {
+                    continue;
+                }
+                drop_refs(w, t, &mut acc)?;
+                remove_recording(w, t, no, d.key.as_str(), &mut acc)?;
+                w.remove_track(no, d.key.as_str())?;
+                let new_row = UserRow {
+                    no: row.no,
+                    logical_bytes: row.logical_bytes.checked_sub(t.len).ok_or_else(|| {
+                        Error::corrupted(format!("user {}: logical bytes below a track", d.user))
+                    })?,
+                    tracks: row.tracks.checked_sub(1).ok_or_else(|| {
+                        Error::corrupted(format!("user {}: track count underflow", d.user))
+                    })?,
+                };
+                w.put_user(d.user.as_str(), &new_row)?;
+                acc.logical_bytes -= t.len as i64;
+                acc.tracks -= 1;
+                if new_row.tracks == 0 {
+                    acc.users -= 1;
+                }
+                dropped.push(d.clone());
+            }
+            acc.apply(w)?;
+
+            // Damaged entries nothing needs any more go, as GC's phase 1 would remove them.
+            let mut acc = Accounting::default();
+            let mut removed = 0u64;
+            for (d, id) in &damaged_chunks {
+                let Some(e) = w.chunk(*d, id)? else { continue };
+                if e.refcount == 0 && !pins.contains_key(&(*d, *id)) {
+                    w.remove_chunk(*d, id)?;
+                    acc.garbage_chunks -= 1;
+                    removed += 1;
+                }
+            }
+            acc.apply(w)?;
+
+            // Damaged packs: end the row where the file ends once nothing points past it.
+            let mut reach: HashMap<PackId, (u64, u64)> = HashMap::new();
+            w.for_each_chunk(&mut |_, _, e| {
+                if damaged_packs.contains_key(&e.pack) {
+                    let r = reach.entry(e.pack).or_default();
+                    r.0 += 1;
+                    r.1 = r.1.max(e.offset + e.record_len());
+                }
+                Ok(())
+            })?;
+            let mut shortened = (0u64, 0u64);
+            remove_files.clear();
+            for (pid, file_len) in &damaged_packs {
+                let Some(row) = w.pack(*pid)? else { continue };
+                let (n, end) = reach.get(pid).copied().unwrap_or((0, 0));
+                let dead_all = row.committed_len.saturating_sub(PACK_HEADER_LEN as u64);
+                if n == 0 {
+                    if row.dead_bytes != dead_all {
+                        return Err(Error::corrupted(format!(
+                            "pack {pid}: no entry left but {} of {dead_all} bytes dead",
+                            row.dead_bytes
+                        )));
+                    }
+                    w.add_counter(ck::GARBAGE_BYTES, -(row.dead_bytes as i64))?;
+                    w.remove_pack(*pid)?;
+                    remove_files.push(*pid);
+                    shortened.1 += 1;
+                } else if let Some(len) = file_len.filter(|&len| len < row.committed_len) {
+                    if end > len {
+                        continue; // still needed past the end (a pinned entry): left for later
+                    }
+                    let cut = row.committed_len - len;
+                    let dead = row.dead_bytes.checked_sub(cut).ok_or_else(|| {
+                        Error::corrupted(format!(
+                            "pack {pid}: {cut} bytes past the file's end but {} dead",
+                            row.dead_bytes
+                        ))
+                    })?;
+                    w.add_counter(ck::GARBAGE_BYTES, -(cut as i64))?;
+                    w.put_pack(
+                        *pid,
+                        &PackRow {
+                            committed_len: len,
+                            dead_bytes: dead,
+                            sealed: true,
+                        },
+                    )?;
+                    shortened.0 += 1;
+                }
+            }
+            Ok((dropped, removed, shortened))
+        })?;
+        drop(pins);
+        for pid in remove_files {
+            inner.packs.delete(pid)?;
+        }
+        out.tracks = dropped;
+        out.chunk_entries_removed = removed;
+        out.packs_shortened = shortened.0;
+        out.packs_removed = shortened.1;
+        Ok(out)
     }
 }

@@ -32,6 +32,8 @@ impl FileMap {
         // while the map lives, or reads become undefined (and a truncation raises SIGBUS). Pack
         // files guarantee it for the range mapped here:
         // - packs are append-only: no byte below a pack's committed length is ever written again;
+        // - a pack file found shorter than its committed length (damaged from outside) is mapped
+        //   only as far as it goes, and nothing in the store shortens it further;
         // - `Packs::map_covering` maps exactly the committed length as the metadata states it,
         //   never the uncommitted tail an ingest may still be writing or cutting off;
         // - a pack is only ever truncated to its committed length (a failed put's tail, or the

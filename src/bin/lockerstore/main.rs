@@ -87,10 +87,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Re-read and re-hash everything; exit non-zero on any problem.
+    /// Re-read and re-hash everything; exit non-zero on any problem. Names the tracks damage
+    /// has cost.
     Verify {
         #[arg(long)]
         json: bool,
+        /// First remove the damaged tracks (and the damaged records' index entries), keeping
+        /// every track that reads back exactly; then verify.
+        #[arg(long)]
+        drop_damaged: bool,
     },
     /// Predict what migrating to MODE would write, free and leave (metadata only).
     WhatIf {
@@ -440,22 +445,41 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 }
             }
         }
-        Command::Verify { json } => {
-            let report = open_existing(&cli)?.verify()?;
-            if *json {
-                outln!(
-                    "{}",
-                    json!({
-                        "ok": report.is_ok(),
-                        "problems": report.problems,
-                        "chunks_checked": report.chunks_checked,
-                        "tracks_checked": report.tracks_checked,
-                        "bytes_checked": report.bytes_checked,
-                    })
-                );
+        Command::Verify { json, drop_damaged } => {
+            let store = open_existing(&cli)?;
+            let dropped = if *drop_damaged {
+                Some(store.drop_damaged_tracks()?)
             } else {
+                None
+            };
+            let report = store.verify()?;
+            let tracks_json = |v: &[lockerstore::DamagedTrack]| -> Vec<serde_json::Value> {
+                v.iter()
+                    .map(|d| json!({"user": d.user.as_str(), "key": d.key.as_str(), "problem": d.problem}))
+                    .collect()
+            };
+            if *json {
+                let mut out = json!({
+                    "ok": report.is_ok(),
+                    "problems": report.problems,
+                    "damaged_tracks": tracks_json(&report.damaged_tracks),
+                    "chunks_checked": report.chunks_checked,
+                    "tracks_checked": report.tracks_checked,
+                    "bytes_checked": report.bytes_checked,
+                });
+                if let Some(d) = &dropped {
+                    out["dropped_tracks"] = json!(tracks_json(&d.tracks));
+                }
+                outln!("{out}");
+            } else {
+                for d in dropped.iter().flat_map(|d| &d.tracks) {
+                    outln!("DROPPED TRACK: {} {} ({})", d.user, d.key, d.problem);
+                }
                 for p in &report.problems {
                     outln!("PROBLEM: {p}");
+                }
+                for d in &report.damaged_tracks {
+                    outln!("DAMAGED TRACK: {} {}", d.user, d.key);
                 }
                 outln!(
                     "{}: {} chunks, {} tracks ({:.1} MB) checked, {} problems",
