@@ -190,7 +190,7 @@ fn run(cli: Cli) -> lockerstore::Result<ExitCode> {
                 store.put(&user, &key, io::BufReader::with_capacity(1 << 20, f))?
             };
             println!(
-                "{} bytes, {} chunks ({} new, {} new bytes), fingerprint {}{}",
+                "{} bytes, {} chunks ({} new, {} new bytes: operator-only), fingerprint {}{}",
                 out.len,
                 out.chunks,
                 out.new_chunks,
