@@ -152,6 +152,10 @@ impl Store {
     /// visible, before or after a crash. If the commit itself fails (its fsync), the outcome is
     /// unknown, as for any database: the store is poisoned, and after reopening the track is
     /// either wholly there or wholly absent.
+    ///
+    /// In single-master mode the outcome's `new_chunks`/`new_bytes`, and the put's duration (a
+    /// put of content already stored writes and syncs less), reveal whether another user holds
+    /// the content: they are for the operator, never for the uploading client ([`PutOutcome`]).
     pub fn put(&self, user: &UserId, key: &TrackKey, reader: impl Read) -> Result<PutOutcome> {
         let free = self
             .inner

@@ -70,7 +70,9 @@ pub use ids::{
     PackId, TrackKey, UserId, UserNo,
 };
 pub use migrate::{AuditReport, MigrationProgress, MigrationReport, RecordOwnership, WhatIf};
-pub use ownership::{CHALLENGE_TTL, Challenge, ClientTrack, OwnershipClaim, ProofOutcome};
+pub use ownership::{
+    CHALLENGE_TTL, Challenge, ClientTrack, OwnershipClaim, ProofOutcome, REFUSAL_FLOOR,
+};
 pub use packs::RecoveryReport;
 pub use reader::TrackReader;
 pub use store::{Options, PutOutcome, Stats, Store, TrackInfo, UserStats};

@@ -7,20 +7,26 @@
 //! is linked into the user's locker from the client's own tag bytes and the stored payload: the
 //! payload is never uploaded.
 //!
-//! A bare hash is never proof: the fingerprint only selects what to challenge. Every refusal
-//! (wrong bytes, wrong nonce, expired or reused challenge, unknown recording, per-user-copy mode)
-//! has the same shape, [`ProofOutcome::Refused`], and a challenge has the same shape whether or
-//! not the store holds the recording, so nothing reveals whether another user holds it. Both
-//! paths do comparable work: without a real payload, the server hashes as many zero bytes plus
-//! one average chunk per range (what verifying the real chunks costs); the real path reads from
-//! the page cache or the disk, so its timing is close to, not exactly, the other's.
+//! A bare hash is never proof: the fingerprint only selects what to challenge. A proof links
+//! exactly what was proven: the holder's track record is read once, the expected answer is
+//! computed from that record's chunks and the link is put from the same record's chunks (every
+//! chunk verified against its id), so a concurrent replace, delete or GC of the holder's track
+//! can make a proof refuse, never link other bytes (docs/DESIGN.md 11.3).
+//!
+//! Every refusal (wrong bytes, wrong nonce, expired or reused challenge, unknown recording,
+//! per-user-copy mode, the holder's track gone meanwhile) has the same shape,
+//! [`ProofOutcome::Refused`], and returns no earlier than [`REFUSAL_FLOOR`] after `prove` was
+//! called, so its timing does not tell whether the store holds the recording. A challenge does
+//! no lookup at all: its shape and cost depend only on the claimed length.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::ids::{AudioFingerprint, LicenseMode, TrackKey, UserId, UserNo};
+use crate::format::{TrackAudio, TrackRecord};
+use crate::ids::{AudioFingerprint, LicenseMode, TrackKey, UserId};
+use crate::reader::TrackReader;
 use crate::segment;
 use crate::store::{PutOutcome, Store};
 
@@ -32,6 +38,15 @@ const RANGE_LEN: u64 = 4096;
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(60);
 /// Most challenges outstanding at once; older ones are dropped first.
 const MAX_PENDING: usize = 65_536;
+
+/// Every `prove` that does not link returns no earlier than this after it was called, so a
+/// refusal takes the same time whether or not the store holds the recording. Chosen from
+/// measurement (docs/PERFORMANCE.md, "Refusal timing"): a refusal's own work is 0.3-0.5 ms
+/// from the page cache and 5.3-6.4 ms (p10-p90) when the holder's chunks and the metadata come
+/// from a cold page cache; the floor covers both with room. A refusal whose work takes longer
+/// (a slower disk, a loaded machine) still shows it. It is a sleep: it holds the calling
+/// thread, not a core.
+pub const REFUSAL_FLOOR: Duration = Duration::from_millis(10);
 
 /// What a client claims to hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,14 +71,12 @@ pub struct Challenge {
 /// The result of a proof.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProofOutcome {
-    /// The track was stored in the user's locker without uploading its payload.
+    /// The track was stored in the user's locker without uploading its payload. The
+    /// [`PutOutcome`]'s new-chunk figures are operator-facing, as for any put.
     Linked(PutOutcome),
     /// Nothing was linked. Deliberately carries no reason.
     Refused,
 }
-
-/// A track to link from: its user, key and audio payload ranges.
-type Holder = (UserId, TrackKey, Vec<(u64, u64)>);
 
 #[derive(Debug)]
 pub(crate) struct Pending {
@@ -73,8 +86,6 @@ pub(crate) struct Pending {
     nonce: [u8; 32],
     ranges: Vec<(u64, u64)>,
     issued: Instant,
-    /// A track that holds the recording, if the store had one when challenged.
-    holder: Option<(UserNo, String)>,
 }
 
 /// Outstanding challenges.
@@ -110,24 +121,39 @@ fn keyed(nonce: &[u8; 32]) -> blake3::Hasher {
     blake3::Hasher::new_keyed(nonce)
 }
 
+/// The moment before which a refusal may not return.
+#[derive(Clone, Copy, Debug)]
+struct Floor {
+    start: Instant,
+}
+
+impl Floor {
+    fn from(start: Instant) -> Floor {
+        Floor { start }
+    }
+
+    /// How long to wait at `now` so the refusal returns no earlier than the floor.
+    fn remaining(&self, now: Instant) -> Duration {
+        REFUSAL_FLOOR.saturating_sub(now.saturating_duration_since(self.start))
+    }
+
+    fn wait(&self) {
+        let rest = self.remaining(Instant::now());
+        if !rest.is_zero() {
+            std::thread::sleep(rest);
+        }
+    }
+}
+
 impl Store {
-    /// Starts a proof of ownership for `user`'s track `key`. The challenge looks the same
-    /// whether or not the store holds the recording and in either mode.
+    /// Starts a proof of ownership for `user`'s track `key`. Looks nothing up: the challenge's
+    /// shape and cost depend only on `claim.audio_len`, never on the store's content or mode.
     pub fn challenge(
         &self,
         user: &UserId,
         key: &TrackKey,
         claim: &OwnershipClaim,
     ) -> Result<Challenge> {
-        // The same lookup in every case, so the answer time does not depend on the mode.
-        let holder = self
-            .inner
-            .meta
-            .read()?
-            .recording_holders(&claim.audio_fingerprint.0, 1)?
-            .into_iter()
-            .next();
-        let holder = holder.filter(|_| self.mode() == LicenseMode::SingleMaster);
         let challenge = Challenge {
             id: u64::from_le_bytes(random::<8>()?),
             nonce: random::<32>()?,
@@ -155,16 +181,36 @@ impl Store {
                 nonce: challenge.nonce,
                 ranges: challenge.ranges.clone(),
                 issued: now,
-                holder,
             },
         );
         Ok(challenge)
     }
 
     /// Checks the answer to a challenge and, if it proves possession, stores `head ‖ payload ‖
-    /// tail` as the user's track (the client's own bytes before and after the audio payload).
-    /// Every refusal looks the same.
+    /// tail` as the user's track (the client's own bytes before and after the audio payload),
+    /// the payload taken from the very record the answer was checked against.
+    ///
+    /// Every refusal is [`ProofOutcome::Refused`] and returns no earlier than
+    /// [`REFUSAL_FLOOR`] after the call. Anything that goes wrong on the holder's side (its
+    /// track replaced, deleted or freed meanwhile, a damaged chunk) is a refusal too, never an
+    /// error naming the holder. An `Err` comes only from the store itself (the put of the
+    /// linked track: a full disk, an I/O error) and names neither the holder nor its key.
     pub fn prove(
+        &self,
+        challenge_id: u64,
+        response: [u8; 32],
+        head: &[u8],
+        tail: &[u8],
+    ) -> Result<ProofOutcome> {
+        let floor = Floor::from(Instant::now());
+        let result = self.prove_unfloored(challenge_id, response, head, tail);
+        if !matches!(result, Ok(ProofOutcome::Linked(_))) {
+            floor.wait();
+        }
+        result
+    }
+
+    fn prove_unfloored(
         &self,
         challenge_id: u64,
         response: [u8; 32],
@@ -182,104 +228,132 @@ impl Store {
             return Ok(ProofOutcome::Refused);
         };
         let fresh = p.issued.elapsed() < CHALLENGE_TTL;
-        // Any failure reading the holder's track refuses like everything else: its error would
-        // name the holder.
-        let expected = match self.expected_answer(&p) {
-            Ok(e) => e,
-            Err(_) => return Ok(ProofOutcome::Refused),
+        // A holder is looked for only where a proof may link. Any failure finding or reading it
+        // refuses like everything else: its error would name the holder.
+        let holder = if fresh && self.mode() == LicenseMode::SingleMaster {
+            self.holder(&p.claim).unwrap_or(None)
+        } else {
+            None
         };
-        let matches = blake3::Hash::from_bytes(response) == blake3::Hash::from_bytes(expected.0);
-        let Some(holder) = expected.1 else {
+        let Some(mut payload) = holder else {
+            self.decoy_work(&p);
             return Ok(ProofOutcome::Refused);
         };
-        if !(fresh && matches) || self.mode() != LicenseMode::SingleMaster {
+        let Ok(expected) = payload.answer(&p.nonce, &p.ranges) else {
+            return Ok(ProofOutcome::Refused);
+        };
+        // `blake3::Hash` equality is constant-time.
+        if blake3::Hash::from_bytes(response) != blake3::Hash::from_bytes(expected) {
             return Ok(ProofOutcome::Refused);
         }
-        // Link: the payload comes from the holder's stored track, never from the client.
-        let reader = PayloadReader::open(self, &holder.0, &holder.1, &holder.2)?;
+        // Link from the same record: the put reads the payload from its chunks (verified), so a
+        // dedup hit pins and revives exactly those chunks, and a chunk freed meanwhile is
+        // written again from the verified bytes already read (docs/DESIGN.md 11.3).
+        payload.rewind();
         let upload = std::io::Cursor::new(head)
-            .chain(reader)
+            .chain(&mut payload)
             .chain(std::io::Cursor::new(tail));
-        let out = self.put(&p.user, &p.key, upload)?;
-        Ok(ProofOutcome::Linked(out))
+        match self.put(&p.user, &p.key, upload) {
+            Ok(out) => Ok(ProofOutcome::Linked(out)),
+            Err(_) if payload.failed => Ok(ProofOutcome::Refused),
+            Err(e) => Err(e),
+        }
     }
 
-    /// The answer the server expects, and the holder track to link from when the challenge was
-    /// real. Without a holder, hashes as many zero bytes, so both paths cost the same.
-    fn expected_answer(&self, p: &Pending) -> Result<([u8; 32], Option<Holder>)> {
+    /// The work of the real path without a payload: the challenged bytes, and verifying the
+    /// chunk each range falls in (one average chunk per range).
+    fn decoy_work(&self, p: &Pending) {
         let mut h = keyed(&p.nonce);
         let total: u64 = p.ranges.iter().map(|(s, e)| e - s).sum();
-        let real = match &p.holder {
-            Some((no, key)) => self.holder_payload(*no, key, &p.claim)?,
-            None => None,
-        };
-        match real {
-            Some((user, key, audio)) => {
-                let mut r = PayloadReader::open(self, &user, &key, &audio)?;
-                let mut buf = Vec::new();
-                for (s, e) in &p.ranges {
-                    buf.resize((e - s) as usize, 0);
-                    r.read_at(*s, &mut buf)?;
-                    h.update(&buf);
-                }
-                Ok((*h.finalize().as_bytes(), Some((user, key, audio))))
-            }
-            None => {
-                // The work of the real path: the challenged bytes, and verifying the chunk each
-                // range falls in (one average chunk per range).
-                h.update(&vec![0u8; total as usize]);
-                let chunk = vec![0u8; self.inner.chunker.params.avg as usize];
-                for _ in &p.ranges {
-                    std::hint::black_box(blake3::hash(&chunk));
-                }
-                let _ = h.finalize();
-                // A value no client can produce without the nonce and the (absent) payload.
-                Ok((random::<32>()?, None))
-            }
+        h.update(&vec![0u8; total as usize]);
+        let chunk = vec![0u8; self.inner.chunker.params.avg as usize];
+        for _ in &p.ranges {
+            std::hint::black_box(blake3::hash(&chunk));
         }
+        std::hint::black_box(h.finalize());
     }
 
-    /// The holder's ids and payload ranges, if it still holds the claimed recording.
-    fn holder_payload(
-        &self,
-        no: UserNo,
-        key: &str,
-        claim: &OwnershipClaim,
-    ) -> Result<Option<Holder>> {
+    /// A track holding the claimed recording, read once: a reader of exactly its record's
+    /// payload. `None` when no track qualifies (none holds the fingerprint, or the first one's
+    /// payload length differs from the claim).
+    fn holder(&self, claim: &OwnershipClaim) -> Result<Option<PayloadReader>> {
         let snap = self.inner.meta.read()?;
+        let Some((no, key)) = snap
+            .recording_holders(&claim.audio_fingerprint.0, 1)?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let Some(track) = snap.track(no, &key)? else {
+            return Ok(None);
+        };
+        let Some(audio) = track.audio.clone() else {
+            return Ok(None);
+        };
+        if audio.fingerprint != claim.audio_fingerprint.0 || audio.len() != claim.audio_len {
+            return Ok(None);
+        }
         let Some(name) = snap.user_name(no)? else {
             return Ok(None);
         };
-        let Some(t) = snap.track(no, key)? else {
+        drop(snap);
+        let (Ok(user), Ok(key)) = (UserId::new(&name), TrackKey::new(&key)) else {
             return Ok(None);
         };
-        let Some(a) = t.audio else { return Ok(None) };
-        if a.fingerprint != claim.audio_fingerprint.0 || a.len() != claim.audio_len {
-            return Ok(None);
-        }
-        let (Ok(user), Ok(key)) = (UserId::new(&name), TrackKey::new(key)) else {
-            return Ok(None);
-        };
-        Ok(Some((user, key, a.ranges)))
+        Ok(Some(PayloadReader::new(self, &user, &key, track, audio)))
     }
 }
 
-/// Reads a stored track's audio payload (its audio ranges, concatenated).
+/// Reads the audio payload (its audio ranges, concatenated) of one track record read once, and
+/// nothing else: every chunk is verified against its id, and a sequential read is checked
+/// against the record's audio fingerprint before it reports the end.
 struct PayloadReader {
-    track: crate::reader::TrackReader,
+    track: TrackReader,
     ranges: Vec<(u64, u64)>,
+    fingerprint: [u8; 32],
     pos: u64,
     len: u64,
+    /// Hash of the payload read in order since the last rewind.
+    hasher: blake3::Hasher,
+    /// Set when a read failed: the put failed because of the holder's side, not the store.
+    failed: bool,
 }
 
 impl PayloadReader {
-    fn open(store: &Store, user: &UserId, key: &TrackKey, ranges: &[(u64, u64)]) -> Result<Self> {
-        Ok(PayloadReader {
-            track: store.open_track(user, key)?,
-            ranges: ranges.to_vec(),
+    fn new(
+        store: &Store,
+        user: &UserId,
+        key: &TrackKey,
+        record: TrackRecord,
+        audio: TrackAudio,
+    ) -> Self {
+        PayloadReader {
+            track: store.open_record(user, key, record),
+            len: audio.len(),
+            ranges: audio.ranges,
+            fingerprint: audio.fingerprint,
             pos: 0,
-            len: ranges.iter().map(|(s, e)| e - s).sum(),
-        })
+            hasher: blake3::Hasher::new(),
+            failed: false,
+        }
+    }
+
+    fn rewind(&mut self) {
+        self.pos = 0;
+        self.hasher = blake3::Hasher::new();
+    }
+
+    /// BLAKE3 keyed by `nonce` over the payload's bytes in `ranges` (each wholly inside it).
+    fn answer(&mut self, nonce: &[u8; 32], ranges: &[(u64, u64)]) -> Result<[u8; 32]> {
+        let mut h = keyed(nonce);
+        let mut buf = Vec::new();
+        for (s, e) in ranges {
+            buf.resize((e - s) as usize, 0);
+            self.read_at(*s, &mut buf)?;
+            h.update(&buf);
+        }
+        Ok(*h.finalize().as_bytes())
     }
 
     /// Maps a payload offset to a track offset and the bytes left in that range.
@@ -308,19 +382,36 @@ impl PayloadReader {
         }
         Ok(())
     }
+
+    fn read_next(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.pos >= self.len {
+            if *self.hasher.finalize().as_bytes() != self.fingerprint {
+                return Err(std::io::Error::other(
+                    "the payload does not match its audio fingerprint",
+                ));
+            }
+            return Ok(0);
+        }
+        let (off, left) = self
+            .locate(self.pos)
+            .ok_or_else(|| std::io::Error::other("payload offset past its ranges"))?;
+        let n = buf.len().min(left as usize);
+        self.track.seek(SeekFrom::Start(off))?;
+        self.track.read_exact(&mut buf[..n])?;
+        self.hasher.update(&buf[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 impl Read for PayloadReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.pos >= self.len || buf.is_empty() {
-            return Ok(0);
-        }
-        let (off, left) = self.locate(self.pos).expect("pos < len");
-        let n = buf.len().min(left as usize);
-        self.track.seek(SeekFrom::Start(off))?;
-        self.track.read_exact(&mut buf[..n])?;
-        self.pos += n as u64;
-        Ok(n)
+        let r = self.read_next(buf);
+        self.failed |= r.is_err();
+        r
     }
 }
 
@@ -370,5 +461,23 @@ impl ClientTrack {
             };
         }
         *h.finalize().as_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_waits_out_the_rest_of_the_floor_and_no_more() {
+        let start = Instant::now();
+        let floor = Floor::from(start);
+        assert_eq!(floor.remaining(start), REFUSAL_FLOOR);
+        let third = REFUSAL_FLOOR / 3;
+        assert_eq!(floor.remaining(start + third), REFUSAL_FLOOR - third);
+        assert_eq!(floor.remaining(start + REFUSAL_FLOOR), Duration::ZERO);
+        assert_eq!(floor.remaining(start + REFUSAL_FLOOR * 2), Duration::ZERO);
+        // A clock read before the start (another thread's `now`) waits the whole floor.
+        assert_eq!(Floor::from(start + third).remaining(start), REFUSAL_FLOOR);
     }
 }

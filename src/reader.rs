@@ -221,6 +221,11 @@ pub struct TrackReader {
     user: UserId,
     info: TrackInfo,
     track: TrackRecord,
+    /// Opened by user and key: a chunk gone from the index sends the reader back to the track's
+    /// current record, and a migrated track (same chunks, other domain) is followed. Opened from
+    /// a record ([`Store::open_record`]): exactly that record's chunks in its domain, or
+    /// `TrackChanged`.
+    follow: bool,
     /// Cumulative end offset of each chunk.
     ends: Vec<u64>,
     pos: u64,
@@ -248,17 +253,42 @@ impl Store {
     /// Opens a track for reading.
     pub fn open_track(&self, user: &UserId, key: &TrackKey) -> Result<TrackReader> {
         let track = self.track_record(user, key)?;
+        Ok(self.reader_of(user, key, track, true))
+    }
+
+    /// A reader of exactly `track`, a record the caller read once (`user`'s track `key` at that
+    /// time): it never looks the track up again, so a concurrent replace, delete or migration
+    /// cannot change what it returns. Every chunk is still verified against its id, and a chunk
+    /// whose entry is gone from the record's domain (freed by GC, moved by a migration) is
+    /// `TrackChanged`, never other bytes.
+    pub(crate) fn open_record(
+        &self,
+        user: &UserId,
+        key: &TrackKey,
+        track: TrackRecord,
+    ) -> TrackReader {
+        self.reader_of(user, key, track, false)
+    }
+
+    fn reader_of(
+        &self,
+        user: &UserId,
+        key: &TrackKey,
+        track: TrackRecord,
+        follow: bool,
+    ) -> TrackReader {
         let mut ends = Vec::with_capacity(track.chunks.len());
         let mut end = 0u64;
         for c in &track.chunks {
             end += u64::from(c.len);
             ends.push(end);
         }
-        Ok(TrackReader {
+        TrackReader {
             inner: self.inner.clone(),
             user: user.clone(),
             info: info(key.clone(), &track),
             track,
+            follow,
             ends,
             pos: 0,
             current: None,
@@ -266,7 +296,7 @@ impl Store {
             first_loaded: None,
             hashed: 0,
             failed: false,
-        })
+        }
     }
 
     /// Reads a whole track into memory, verified.
@@ -325,7 +355,8 @@ impl TrackReader {
     }
 
     /// Loads chunk `idx`. When its entry is gone, the track record is read again: a migrated
-    /// track (same bytes, other domain) is followed; a deleted or replaced one is an error.
+    /// track (same bytes, other domain) is followed; a deleted or replaced one is an error. A
+    /// reader of a given record does not look again: the entry being gone is the error.
     fn load(&mut self, idx: usize) -> Result<Plain> {
         let r = self.track.chunks[idx];
         if let Some(p) = self.inner.load_chunk(self.track.domain, &r)? {
@@ -335,6 +366,9 @@ impl TrackReader {
             user: self.user.to_string(),
             key: self.info.key.to_string(),
         };
+        if !self.follow {
+            return Err(changed());
+        }
         let now = match self.inner.track_record(&self.user, &self.info.key) {
             Ok(t) => t,
             Err(Error::TrackNotFound { .. }) | Err(Error::UnknownUser(_)) => return Err(changed()),

@@ -134,6 +134,12 @@ pub struct Stats {
 }
 
 /// What a put did.
+///
+/// **Operator-facing.** `new_chunks` and `new_bytes` say how much of the track the store did not
+/// hold yet in the track's copy domain. In single-master mode that domain is shared by all
+/// users, so they tell whether *another* user holds the content (a dedup side channel): a server
+/// must keep them, and anything derived from them, from its clients. In per-user-copy mode they
+/// concern the user's own locker only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PutOutcome {
     /// Track length.
@@ -142,9 +148,10 @@ pub struct PutOutcome {
     pub fingerprint: Fingerprint,
     /// Chunks in the track.
     pub chunks: u64,
-    /// Chunks that were written (not found in the track's copy domain).
+    /// Chunks that were written (not found in the track's copy domain). Operator-facing: in
+    /// single-master mode it reveals whether other users hold the content (see above).
     pub new_chunks: u64,
-    /// Plain bytes of those chunks.
+    /// Plain bytes of those chunks. Operator-facing, like `new_chunks`.
     pub new_bytes: u64,
     /// Whether the put replaced an earlier track under the same key.
     pub replaced: bool,

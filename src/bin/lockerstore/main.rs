@@ -265,7 +265,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 store.put(&user, &key, io::BufReader::with_capacity(1 << 20, f))?
             };
             outln!(
-                "{} bytes, {} chunks ({} new, {} new bytes), fingerprint {}{}",
+                "{} bytes, {} chunks ({} new, {} new bytes: operator-only), fingerprint {}{}",
                 out.len,
                 out.chunks,
                 out.new_chunks,
