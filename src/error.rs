@@ -225,7 +225,20 @@ impl From<redb::Error> for Error {
     fn from(e: redb::Error) -> Error {
         match e {
             redb::Error::Corrupted(what) => Error::corrupted(format!("metadata: {what}")),
-            redb::Error::Io(source) => Error::io("access", "meta.redb", source),
+            redb::Error::Io(source) => {
+                // A read past the end (the backend marks it) and redb's "not a redb database"
+                // (InvalidData, raised by redb itself, never by the OS) are damage to the file.
+                if let Some(past) = source
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<crate::io::ReadPastEnd>())
+                {
+                    return Error::corrupted(format!("meta.redb: {past}"));
+                }
+                if source.kind() == io::ErrorKind::InvalidData && source.raw_os_error().is_none() {
+                    return Error::corrupted(format!("meta.redb: {source}"));
+                }
+                Error::io("access", "meta.redb", source)
+            }
             redb::Error::PreviousIo => Error::Poisoned("an earlier metadata write failed".into()),
             other => Error::Metadata(other.to_string()),
         }
