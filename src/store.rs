@@ -172,6 +172,8 @@ pub(crate) struct Inner {
     pub(crate) maintenance: Mutex<()>,
     /// Shares metadata commits (and their fsync) among concurrent puts.
     pub(crate) group_commit: crate::commit::GroupCommit,
+    /// User numbers reserved by puts of users without a committed row (see `ingest::UserNos`).
+    pub(crate) user_nos: Mutex<crate::ingest::UserNos>,
     /// Outstanding proof-of-ownership challenges.
     pub(crate) challenges: Mutex<crate::ownership::Challenges>,
     /// Ingests in flight per license mode they started under (index `mode.to_byte() - 1`).
@@ -416,6 +418,7 @@ impl Store {
                 pins: Mutex::new(HashMap::new()),
                 maintenance: Mutex::new(()),
                 challenges: Mutex::new(Default::default()),
+                user_nos: Mutex::new(Default::default()),
                 group_commit: Default::default(),
                 in_flight: Mutex::new([0, 0]),
                 mode: AtomicU8::new(mode.to_byte()),
