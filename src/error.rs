@@ -87,6 +87,25 @@ pub enum Error {
     /// The directory exists, is not empty and is not a lockerstore store.
     #[error("{0} is not a lockerstore store")]
     NotAStore(PathBuf),
+    /// The directory holds a store's files (metadata or packs) but its `STORE` file is missing
+    /// or unreadable, so open cannot tell which store it is; nothing was changed. A creation
+    /// never leaves this behind (it writes `STORE` first), so it is damage or an operator's
+    /// mistake. [`crate::Store::repair_store_file`] (`lockerstore --store DIR repair`) rewrites
+    /// `STORE` from the copy the metadata keeps.
+    #[error(
+        "{dir} holds a store's files ({}) but its STORE file is {problem}; nothing was changed. \
+         If this is the store, `lockerstore --store {dir} repair` (Store::repair_store_file) \
+         rewrites STORE from the copy kept in meta.redb",
+        present.join(", ")
+    )]
+    StoreFileLost {
+        /// The store directory.
+        dir: PathBuf,
+        /// What is wrong with `STORE`: "missing", or "unreadable (...)".
+        problem: String,
+        /// The store's files found in the directory (`meta.redb`, `meta.redb.tmp`, `packs`).
+        present: Vec<String>,
+    },
     /// The store does not exist and `Options::create` is false.
     #[error("no store at {0}")]
     NoStore(PathBuf),
@@ -184,7 +203,7 @@ impl Error {
     pub fn is_corruption(&self) -> bool {
         matches!(
             self,
-            Error::Corrupted { .. } | Error::ChecksumMismatch { .. }
+            Error::Corrupted { .. } | Error::ChecksumMismatch { .. } | Error::StoreFileLost { .. }
         )
     }
 

@@ -72,7 +72,7 @@ pub use migrate::{AuditReport, MigrationProgress, MigrationReport, RecordOwnersh
 pub use ownership::{CHALLENGE_TTL, Challenge, ClientTrack, OwnershipClaim, ProofOutcome};
 pub use packs::RecoveryReport;
 pub use reader::TrackReader;
-pub use store::{Options, PutOutcome, Stats, Store, TrackInfo, UserStats};
+pub use store::{Options, PutOutcome, Stats, Store, StoreFileRepair, TrackInfo, UserStats};
 pub use verify::VerifyReport;
 
 /// Byte-level parsers of stored formats, exposed for the fuzz targets. Not a stable API.

@@ -220,3 +220,231 @@ fn cli_put_of_a_directory_creates_no_user() {
     assert_eq!(stats["per_user"], serde_json::json!([]), "{stats}");
     ok(cli(&store, &["verify"]));
 }
+
+// ---- 1. A store that lost its STORE file is refused, never recreated ----
+
+fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for sub in ["", "packs"] {
+        let d = dir.join(sub);
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                let name = format!("{sub}/{}", e.file_name().to_string_lossy());
+                out.push((name, std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_store_without_its_store_file_is_refused_and_repaired_from_the_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let song = audio("kept", 700_000);
+    let store = open(dir.path(), LicenseMode::PerUserCopy);
+    store.put(&user("a"), &key("t1"), &song[..]).unwrap();
+    drop(store);
+    let store_file = std::fs::read(dir.path().join("STORE")).unwrap();
+    let damages: [(&str, Option<Vec<u8>>); 4] = [
+        ("missing", None),
+        ("empty", Some(Vec::new())),
+        ("zeroed", Some(vec![0; 48])),
+        (
+            "bad check",
+            Some([&store_file[..40], &[0xff; 8][..]].concat()),
+        ),
+    ];
+    for (what, damage) in damages {
+        match &damage {
+            None => std::fs::remove_file(dir.path().join("STORE")).unwrap(),
+            Some(b) => std::fs::write(dir.path().join("STORE"), b).unwrap(),
+        }
+        let before = listing(dir.path());
+        // The default options create a store; they must not take this one for an empty one.
+        let err = Store::open(dir.path(), Options::default()).unwrap_err();
+        match &err {
+            Error::StoreFileLost { present, .. } => {
+                assert!(present.contains(&"meta.redb".to_string()), "{what}: {err}");
+                assert!(present.contains(&"packs".to_string()), "{what}: {err}");
+            }
+            other => panic!("STORE {what}: {other:?}"),
+        }
+        assert!(err.is_corruption(), "{what}");
+        assert!(err.to_string().contains("repair"), "{what}: {err}");
+        assert_eq!(
+            listing(dir.path()),
+            before,
+            "STORE {what}: open changed files"
+        );
+
+        assert_eq!(
+            Store::repair_store_file(dir.path(), Options::default()).unwrap(),
+            lockerstore::StoreFileRepair::Rewritten,
+            "{what}"
+        );
+        assert_eq!(std::fs::read(dir.path().join("STORE")).unwrap(), store_file);
+        assert_eq!(
+            Store::repair_store_file(dir.path(), Options::default()).unwrap(),
+            lockerstore::StoreFileRepair::Intact
+        );
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        assert!(!store.is_new());
+        assert_eq!(store.read_track(&user("a"), &key("t1")).unwrap(), song);
+        assert!(store.verify().unwrap().is_ok());
+    }
+}
+
+#[test]
+fn a_store_file_of_another_store_is_refused_and_repaired() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let song = audio("one", 300_000);
+    let store = open(one.path(), LicenseMode::PerUserCopy);
+    store.put(&user("a"), &key("t"), &song[..]).unwrap();
+    drop(store);
+    drop(open(two.path(), LicenseMode::PerUserCopy));
+    std::fs::copy(two.path().join("STORE"), one.path().join("STORE")).unwrap();
+    let err = Store::open(one.path(), Options::default()).unwrap_err();
+    assert!(
+        err.is_corruption() && err.to_string().contains("repair"),
+        "{err}"
+    );
+    Store::repair_store_file(one.path(), Options::default()).unwrap();
+    let store = Store::open(one.path(), Options::default()).unwrap();
+    assert_eq!(store.read_track(&user("a"), &key("t")).unwrap(), song);
+}
+
+#[test]
+fn repair_refuses_without_readable_metadata_and_lost_metadata_is_not_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), LicenseMode::PerUserCopy);
+    store
+        .put(&user("a"), &key("t"), &audio("t", 300_000)[..])
+        .unwrap();
+    drop(store);
+    let meta = dir.path().join("meta.redb");
+    let saved = std::fs::read(&meta).unwrap();
+    // Unreadable metadata: repair refuses and writes no STORE.
+    std::fs::remove_file(dir.path().join("STORE")).unwrap();
+    truncate(&meta, 100);
+    let err = Store::repair_store_file(dir.path(), Options::default()).unwrap_err();
+    assert!(err.is_corruption(), "{err:?}");
+    assert!(!dir.path().join("STORE").exists());
+    // No metadata at all: nothing to repair from.
+    std::fs::remove_file(&meta).unwrap();
+    assert!(Store::repair_store_file(dir.path(), Options::default()).is_err());
+    assert!(!dir.path().join("STORE").exists());
+    // With STORE back but meta.redb gone, the packs say this was a store: refused, packs kept.
+    std::fs::write(&meta, &saved).unwrap();
+    Store::repair_store_file(dir.path(), Options::default()).unwrap();
+    std::fs::remove_file(&meta).unwrap();
+    let packs = listing(dir.path());
+    let err = Store::open(dir.path(), Options::default()).unwrap_err();
+    assert!(err.is_corruption(), "{err:?}");
+    assert_eq!(listing(dir.path()), packs);
+}
+
+#[test]
+fn cli_init_refuses_a_store_that_lost_its_store_file_and_repair_brings_it_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let song = audio("cli", 900_000);
+    let file = tmp.path().join("song.mp3");
+    std::fs::write(&file, &song).unwrap();
+    ok(cli(&store, &["init"]));
+    ok(cli(&store, &["put", "a", "t1", file.to_str().unwrap()]));
+    std::fs::remove_file(store.join("STORE")).unwrap();
+
+    let stderr = fails(cli(&store, &["init"]), 1, "store file is missing");
+    assert!(stderr.contains("repair"), "{stderr}");
+    fails(cli(&store, &["ls", "a"]), 1, "repair");
+    assert!(std::fs::read_dir(store.join("packs")).unwrap().count() > 0);
+
+    let out = ok(cli(&store, &["repair"]));
+    assert!(out.contains("rewrote STORE"), "{out}");
+    assert!(ok(cli(&store, &["repair"])).contains("intact"));
+    let got = cli(&store, &["get", "a", "t1"]);
+    assert!(got.status.success(), "{}", describe(&got));
+    assert_eq!(got.stdout, song);
+    ok(cli(&store, &["verify"]));
+    // init refuses the store it is, and a directory holding anything else.
+    fails(cli(&store, &["init"]), 2, "already holds a store");
+    let foreign = tmp.path().join("photos");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("holiday.jpg"), b"jpeg").unwrap();
+    fails(cli(&foreign, &["init"]), 1, "not a lockerstore store");
+    assert_eq!(std::fs::read_dir(&foreign).unwrap().count(), 1);
+}
+
+#[test]
+fn cli_init_finishes_a_creation_interrupted_after_store_was_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    ok(cli(&store, &["init", "--mode", "single-master"]));
+    // What a creation leaves when it stops after writing STORE: STORE, maybe an empty packs/
+    // and a partial meta.redb.tmp.
+    std::fs::remove_file(store.join("meta.redb")).unwrap();
+    std::fs::write(store.join("meta.redb.tmp"), b"partial").unwrap();
+    fails(cli(&store, &["stats"]), 1, "no store");
+    let out = ok(cli(&store, &["init", "--mode", "single-master"]));
+    assert!(out.contains("created store"), "{out}");
+    assert_eq!(ok(cli(&store, &["mode"])).trim(), "single-master");
+    assert!(!store.join("meta.redb.tmp").exists());
+}
+
+// ---- 2. Removing LOCK does not let a second process in ----
+
+#[test]
+fn removing_lock_does_not_let_a_second_process_write_the_store() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    ok(cli(&store, &["init"]));
+    let song = audio("slow", 6_000_000);
+    let other = tmp.path().join("other.mp3");
+    std::fs::write(&other, audio("other", 500_000)).unwrap();
+
+    let mut first = Command::new(env!("CARGO_BIN_EXE_lockerstore"))
+        .arg("--store")
+        .arg(&store)
+        .args(["put", "a", "slow", "-"])
+        .env("CI", "true")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = first.stdin.take().unwrap();
+    // The put opens the store before it reads its upload, so once the pipe has taken most of
+    // the first half, the first process holds the store.
+    stdin.write_all(&song[..3_000_000]).unwrap();
+    stdin.flush().unwrap();
+    // The operator removes the "stale" lock file.
+    let _ = std::fs::remove_file(store.join("LOCK"));
+
+    fails(
+        cli(&store, &["put", "b", "other", other.to_str().unwrap()]),
+        1,
+        "locked by another process",
+    );
+    let err = Store::open(&store, Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked(_)), "{err:?}");
+    fails(cli(&store, &["repair"]), 1, "locked by another process");
+
+    stdin.write_all(&song[3_000_000..]).unwrap();
+    drop(stdin);
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "first put: {}", describe(&out));
+    let got = cli(&store, &["get", "a", "slow"]);
+    assert!(got.status.success(), "{}", describe(&got));
+    assert!(
+        got.stdout == song,
+        "the first put's track does not read back"
+    );
+    ok(cli(&store, &["verify"]));
+    fails(cli(&store, &["ls", "b"]), 2, "unknown user");
+}

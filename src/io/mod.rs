@@ -55,8 +55,9 @@ pub trait Vfs: Send + Sync + Debug {
     /// Maps the first `len` bytes of a file read-only. The caller guarantees those bytes never
     /// change or shrink while mapped (see `map.rs`).
     fn map(&self, path: &Path, len: u64) -> io::Result<Arc<dyn Mapped>>;
-    /// Takes an exclusive advisory lock on `path` (created if missing) for the life of the returned
-    /// guard; the OS drops it when the process dies. `Ok(None)` when another process holds it.
+    /// Takes an exclusive advisory lock on `path`, a directory or a file (a file is created if
+    /// missing), for the life of the returned guard; the OS drops it when the process dies.
+    /// `Ok(None)` when another holder has it (another process, or another guard of this one).
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Send + Sync + Debug>>>;
     /// Bytes an unprivileged writer can still add to the file system holding `path`.
     fn available_space(&self, path: &Path) -> io::Result<u64>;
@@ -138,12 +139,17 @@ impl Vfs for StdVfs {
         Ok(Arc::new(map::FileMap::new(&file, len)?))
     }
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Send + Sync + Debug>>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        // flock(2) on a directory opened read-only works like on a file.
+        let file = if path.is_dir() {
+            File::open(path)?
+        } else {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?
+        };
         match file.try_lock() {
             Ok(()) => Ok(Some(Box::new(file))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
