@@ -10,6 +10,16 @@ use std::process::{Command, Output};
 use common::{audio, key, open, user};
 use lockerstore::{Error, LicenseMode, Options, Store};
 
+/// Serialises the tests of this file. A store lock is an flock, held by an open file
+/// description; a process spawned by another test thread holds a copy of every descriptor of
+/// this process from its fork to its exec, so a lock released here can stay held for that
+/// moment and a test reopening at once would see `Locked`.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn cli(store: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lockerstore"))
         .arg("--store")
@@ -59,6 +69,7 @@ fn truncate(path: &Path, len: u64) {
 
 #[test]
 fn a_truncated_metadata_file_is_reported_as_corruption() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), LicenseMode::PerUserCopy);
     store
@@ -125,6 +136,7 @@ impl std::io::Read for Upload {
 
 #[test]
 fn a_failed_first_put_leaves_no_user_behind() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), LicenseMode::PerUserCopy);
     store
@@ -172,6 +184,7 @@ fn a_failed_first_put_leaves_no_user_behind() {
 
 #[test]
 fn concurrent_first_puts_of_a_new_user_share_one_user() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), LicenseMode::PerUserCopy);
     let gate = std::sync::Arc::new(std::sync::Barrier::new(3));
@@ -204,6 +217,7 @@ fn concurrent_first_puts_of_a_new_user_share_one_user() {
 
 #[test]
 fn cli_put_of_a_directory_creates_no_user() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     ok(cli(&store, &["init"]));
@@ -244,6 +258,7 @@ fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn a_store_without_its_store_file_is_refused_and_repaired_from_the_metadata() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let song = audio("kept", 700_000);
     let store = open(dir.path(), LicenseMode::PerUserCopy);
@@ -301,6 +316,7 @@ fn a_store_without_its_store_file_is_refused_and_repaired_from_the_metadata() {
 
 #[test]
 fn a_store_file_of_another_store_is_refused_and_repaired() {
+    let _serial = serial();
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let song = audio("one", 300_000);
     let store = open(one.path(), LicenseMode::PerUserCopy);
@@ -320,6 +336,7 @@ fn a_store_file_of_another_store_is_refused_and_repaired() {
 
 #[test]
 fn repair_refuses_without_readable_metadata_and_lost_metadata_is_not_recreated() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), LicenseMode::PerUserCopy);
     store
@@ -350,6 +367,7 @@ fn repair_refuses_without_readable_metadata_and_lost_metadata_is_not_recreated()
 
 #[test]
 fn cli_init_refuses_a_store_that_lost_its_store_file_and_repair_brings_it_back() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     let song = audio("cli", 900_000);
@@ -382,6 +400,7 @@ fn cli_init_refuses_a_store_that_lost_its_store_file_and_repair_brings_it_back()
 
 #[test]
 fn cli_init_finishes_a_creation_interrupted_after_store_was_written() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     ok(cli(&store, &["init", "--mode", "single-master"]));
@@ -400,6 +419,7 @@ fn cli_init_finishes_a_creation_interrupted_after_store_was_written() {
 
 #[test]
 fn removing_lock_does_not_let_a_second_process_write_the_store() {
+    let _serial = serial();
     use std::io::Write;
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
