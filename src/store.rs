@@ -31,7 +31,8 @@ const PACK_DIR: &str = "packs";
 /// How to open a store.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Create the store if the directory does not hold one (it must be empty or missing).
+    /// Create the store if the directory does not hold one (it must be empty or missing). Never
+    /// applies to a directory holding a store's files without its `STORE` file: that is refused.
     pub create: bool,
     /// License mode of a newly created store. An existing store keeps its own.
     pub mode: LicenseMode,
@@ -291,8 +292,12 @@ fn random_bytes<const N: usize>() -> Result<[u8; N]> {
 
 impl Store {
     /// Opens the store in `dir`, creating it when `options.create` is set and the directory is
-    /// missing or empty. Recovers from a crash: removes packs no commit refers to and cuts
-    /// uncommitted pack tails. A second process opening the same store gets `Error::Locked`.
+    /// missing or empty (or finishing a creation an earlier open began). Recovers from a crash:
+    /// removes packs no commit refers to and cuts uncommitted pack tails. A second process
+    /// opening the same store gets `Error::Locked`: the lock is on the directory itself, so
+    /// removing the `LOCK` file does not release it. A directory holding a store's metadata or
+    /// packs without a valid `STORE` file is refused with `Error::StoreFileLost` and left as it
+    /// is, whatever `options.create` says (see [`Store::repair_store_file`]).
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         let dir = dir.as_ref().to_owned();
         options.chunker.validate()?;
