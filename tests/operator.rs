@@ -468,3 +468,42 @@ fn removing_lock_does_not_let_a_second_process_write_the_store() {
     ok(cli(&store, &["verify"]));
     fails(cli(&store, &["ls", "b"]), 2, "unknown user");
 }
+
+/// A store created before the metadata kept a copy of `STORE` gets one at its next open; until
+/// then, repair refuses instead of guessing.
+#[test]
+fn a_store_without_the_copy_of_store_gets_it_at_open_and_repair_refuses_before() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let song = audio("old", 300_000);
+    let store = open(dir.path(), LicenseMode::PerUserCopy);
+    store.put(&user("a"), &key("t"), &song[..]).unwrap();
+    drop(store);
+    // Make it look like a store of an earlier build: no `store_file` state key.
+    {
+        const STATE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("state");
+        let db = redb::Database::open(dir.path().join("meta.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(
+            txn.open_table(STATE)
+                .unwrap()
+                .remove("store_file")
+                .unwrap()
+                .is_some()
+        );
+        txn.commit().unwrap();
+    }
+    let saved = std::fs::read(dir.path().join("STORE")).unwrap();
+    std::fs::remove_file(dir.path().join("STORE")).unwrap();
+    let err = Store::repair_store_file(dir.path(), Options::default()).unwrap_err();
+    assert!(err.to_string().contains("no copy"), "{err}");
+    assert!(!dir.path().join("STORE").exists());
+    // Opened once by this build, it keeps the copy, and repair works.
+    std::fs::write(dir.path().join("STORE"), &saved).unwrap();
+    drop(Store::open(dir.path(), Options::default()).unwrap());
+    std::fs::remove_file(dir.path().join("STORE")).unwrap();
+    Store::repair_store_file(dir.path(), Options::default()).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("STORE")).unwrap(), saved);
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(store.read_track(&user("a"), &key("t")).unwrap(), song);
+}
