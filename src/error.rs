@@ -89,6 +89,25 @@ pub enum Error {
     /// The directory exists, is not empty and is not a lockerstore store.
     #[error("{0} is not a lockerstore store")]
     NotAStore(PathBuf),
+    /// The directory holds a store's files (metadata or packs) but its `STORE` file is missing
+    /// or unreadable, so open cannot tell which store it is; nothing was changed. A creation
+    /// never leaves this behind (it writes `STORE` first), so it is damage or an operator's
+    /// mistake. [`crate::Store::repair_store_file`] (`lockerstore --store DIR repair`) rewrites
+    /// `STORE` from the copy the metadata keeps.
+    #[error(
+        "{dir} holds a store's files ({}) but its STORE file is {problem}; nothing was changed. \
+         If this is the store, `lockerstore --store {dir} repair` (Store::repair_store_file) \
+         rewrites STORE from the copy kept in meta.redb",
+        present.join(", ")
+    )]
+    StoreFileLost {
+        /// The store directory.
+        dir: PathBuf,
+        /// What is wrong with `STORE`: "missing", or "unreadable (...)".
+        problem: String,
+        /// The store's files found in the directory (`meta.redb`, `meta.redb.tmp`, `packs`).
+        present: Vec<String>,
+    },
     /// The store does not exist and `Options::create` is false.
     #[error("no store at {0}")]
     NoStore(PathBuf),
@@ -186,7 +205,7 @@ impl Error {
     pub fn is_corruption(&self) -> bool {
         matches!(
             self,
-            Error::Corrupted { .. } | Error::ChecksumMismatch { .. }
+            Error::Corrupted { .. } | Error::ChecksumMismatch { .. } | Error::StoreFileLost { .. }
         )
     }
 
@@ -227,7 +246,20 @@ impl From<redb::Error> for Error {
     fn from(e: redb::Error) -> Error {
         match e {
             redb::Error::Corrupted(what) => Error::corrupted(format!("metadata: {what}")),
-            redb::Error::Io(source) => Error::io("access", "meta.redb", source),
+            redb::Error::Io(source) => {
+                // A read past the end (the backend marks it) and redb's "not a redb database"
+                // (InvalidData, raised by redb itself, never by the OS) are damage to the file.
+                if let Some(past) = source
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<crate::io::ReadPastEnd>())
+                {
+                    return Error::corrupted(format!("meta.redb: {past}"));
+                }
+                if source.kind() == io::ErrorKind::InvalidData && source.raw_os_error().is_none() {
+                    return Error::corrupted(format!("meta.redb: {source}"));
+                }
+                Error::io("access", "meta.redb", source)
+            }
             redb::Error::PreviousIo => Error::Poisoned("an earlier metadata write failed".into()),
             other => Error::Metadata(other.to_string()),
         }

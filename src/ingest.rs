@@ -2,10 +2,12 @@
 //! one metadata commit.
 //!
 //! Protocol (docs/DESIGN.md analyses a crash at each step):
-//! 1. the user gets a number (its own small commit, once per user);
+//! 1. the user's number: the committed one, or for a user without a row a number reserved in
+//!    memory (`UserNos`); nothing is written for it until step 4;
 //! 2. chunks new to the track's copy domain are appended to packs this ingest holds exclusively;
 //! 3. every pack it appended to is fsynced;
-//! 4. one metadata transaction inserts the new chunk entries, adds the references, drops the
+//! 4. one metadata transaction inserts the user's row if it is new, the new chunk entries, adds
+//!    the references, drops the
 //!    references of a replaced track, records the packs' new committed lengths and updates the
 //!    counters, and commits durably. Only then does `put` return `Ok`.
 //!
@@ -21,7 +23,7 @@ use crate::compress;
 use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, ChunkRef, RecordHeader, TrackAudio, TrackRecord, UserRow};
 use crate::ids::{ChunkId, Domain, TrackKey, UserId, UserNo};
-use crate::meta::{MetaWrite, counter_keys as ck, write_with};
+use crate::meta::{MetaWrite, counter_keys as ck};
 use crate::packs::ActivePack;
 use crate::refs::{
     Accounting, PackDelta, add_recording, add_ref, drop_refs, insert_entry, remove_recording,
@@ -92,9 +94,33 @@ impl PutCommit {
         for c in &track.chunks {
             add_ref(w, domain, &c.id, &mut acc)?;
         }
-        let mut row = w
-            .user(user.as_str())?
-            .ok_or_else(|| Error::corrupted("user row vanished during a put"))?;
+        let mut row = match w.user(user.as_str())? {
+            Some(row) if row.no == user_no.0 => row,
+            Some(row) => {
+                return Err(Error::corrupted(format!(
+                    "user {user} has number {} but the put was given {}",
+                    row.no, user_no.0
+                )));
+            }
+            None => {
+                // The user's first track: the row and its reserved number commit with it, so a
+                // put that fails leaves no user behind.
+                if let Some(other) = w.user_name(user_no)? {
+                    return Err(Error::corrupted(format!(
+                        "user number {} reserved for {user} belongs to {other:?}",
+                        user_no.0
+                    )));
+                }
+                let next = w.counter(ck::NEXT_USER_NO)?;
+                w.set_counter(ck::NEXT_USER_NO, next.max(user_no.0 + 1))?;
+                w.put_user_name(user_no, user.as_str())?;
+                UserRow {
+                    no: user_no.0,
+                    logical_bytes: 0,
+                    tracks: 0,
+                }
+            }
+        };
         let old = w.track(user_no, key.as_str())?;
         if let Some(old) = &old {
             drop_refs(w, old, &mut acc)?;
@@ -168,7 +194,8 @@ impl Store {
                 path: self.inner.dir.clone(),
             });
         }
-        let user_no = self.ensure_user(user)?;
+        let reserved = self.user_no_for_put(user)?;
+        let user_no = reserved.no;
         let mode = self.inner.begin_ingest();
         // Ends the ingest even if the put panics, so migration never waits for it forever.
         struct Ending<'a>(&'a crate::store::Inner, crate::ids::LicenseMode);
@@ -339,30 +366,79 @@ impl Store {
         })
     }
 
-    /// The user's number, given on first sight in a commit of its own.
-    fn ensure_user(&self, user: &UserId) -> Result<UserNo> {
-        if let Some(row) = self.inner.meta.read()?.user(user.as_str())? {
-            return Ok(UserNo(row.no));
+    /// The user's number for a put: the committed one, or one reserved in memory until the put
+    /// ends (its commit writes the row). Every put of a new user in flight gets the same number.
+    fn user_no_for_put(&self, user: &UserId) -> Result<ReservedUserNo<'_>> {
+        let inner = &self.inner;
+        let mut nos = inner.user_nos.lock().expect("user numbers lock");
+        if let Some((no, puts)) = nos.held.get_mut(user.as_str()) {
+            *puts += 1;
+            let no = UserNo(*no);
+            return Ok(ReservedUserNo {
+                nos: &inner.user_nos,
+                user: Some(user.to_string()),
+                no,
+            });
         }
-        write_with(self.inner.meta.as_ref(), |w| {
-            if let Some(row) = w.user(user.as_str())? {
-                return Ok(UserNo(row.no));
-            }
-            let no = w.counter(ck::NEXT_USER_NO)?;
-            if no == 0 || no >= 1 << 56 {
-                return Err(Error::corrupted("user number counter out of range"));
-            }
-            w.set_counter(ck::NEXT_USER_NO, no + 1)?;
-            w.put_user(
-                user.as_str(),
-                &UserRow {
-                    no,
-                    logical_bytes: 0,
-                    tracks: 0,
-                },
-            )?;
-            w.put_user_name(UserNo(no), user.as_str())?;
-            Ok(UserNo(no))
+        // Read under the lock: a reservation is dropped only after its put's commit, so a user
+        // without a reservation here either has a committed row in this snapshot or none at all.
+        let snap = inner.meta.read()?;
+        if let Some(row) = snap.user(user.as_str())? {
+            return Ok(ReservedUserNo {
+                nos: &inner.user_nos,
+                user: None,
+                no: UserNo(row.no),
+            });
+        }
+        let no = snap.counter(ck::NEXT_USER_NO)?.max(nos.next);
+        if no == 0 || no >= 1 << 56 {
+            return Err(Error::corrupted("user number counter out of range"));
+        }
+        nos.next = no + 1;
+        nos.held.insert(user.to_string(), (no, 1));
+        Ok(ReservedUserNo {
+            nos: &inner.user_nos,
+            user: Some(user.to_string()),
+            no: UserNo(no),
         })
+    }
+}
+
+/// User numbers handed to puts of users that have no committed row yet.
+///
+/// A number is reserved in memory when such a user's first put starts, shared by every put of
+/// that user in flight, and written (row, `user_names`, `next_user_no`) by the first of them to
+/// commit. A reservation never collides with a committed number: it is at least `next_user_no`
+/// and at least one past every number this process reserved. A put that fails leaves a gap in
+/// the numbers and nothing else: no committed row, track or chunk entry names an unreserved
+/// number (records its abandoned tails hold are cut or are orphans, which no entry points at).
+#[derive(Debug, Default)]
+pub(crate) struct UserNos {
+    /// One past the largest number reserved by this process (0 when none was).
+    next: u64,
+    /// Users without a committed row: their reserved number and the puts in flight using it.
+    held: HashMap<String, (u64, u32)>,
+}
+
+/// A put's user number; for a user without a committed row, held until the put ends.
+struct ReservedUserNo<'a> {
+    nos: &'a std::sync::Mutex<UserNos>,
+    /// Set when the number is a reservation.
+    user: Option<String>,
+    no: UserNo,
+}
+
+/// Releases the reservation even if the put panics. By then the put has committed (the row
+/// exists) or failed (the number is simply never used).
+impl Drop for ReservedUserNo<'_> {
+    fn drop(&mut self) {
+        let Some(user) = &self.user else { return };
+        let mut nos = self.nos.lock().expect("user numbers lock");
+        if let Some((_, puts)) = nos.held.get_mut(user) {
+            *puts -= 1;
+            if *puts == 0 {
+                nos.held.remove(user);
+            }
+        }
     }
 }

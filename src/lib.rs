@@ -75,7 +75,7 @@ pub use ownership::{
 };
 pub use packs::RecoveryReport;
 pub use reader::TrackReader;
-pub use store::{Options, PutOutcome, Stats, Store, TrackInfo, UserStats};
+pub use store::{Options, PutOutcome, Stats, Store, StoreFileRepair, TrackInfo, UserStats};
 pub use verify::{DamagedTrack, DroppedDamage, VerifyReport};
 
 /// Byte-level parsers of stored formats, exposed for the fuzz targets. Not a stable API.

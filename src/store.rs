@@ -23,12 +23,16 @@ use crate::refs::{Accounting, drop_refs, remove_recording};
 const STORE_FILE: &str = "STORE";
 const LOCK_FILE: &str = "LOCK";
 const META_FILE: &str = "meta.redb";
+/// The metadata of a store being created, renamed to `meta.redb` once complete.
+const META_TMP: &str = "meta.redb.tmp";
+const STORE_TMP: &str = "STORE.tmp";
 const PACK_DIR: &str = "packs";
 
 /// How to open a store.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Create the store if the directory does not hold one (it must be empty or missing).
+    /// Create the store if the directory does not hold one (it must be empty or missing). Never
+    /// applies to a directory holding a store's files without its `STORE` file: that is refused.
     pub create: bool,
     /// License mode of a newly created store. An existing store keeps its own.
     pub mode: LicenseMode,
@@ -179,6 +183,8 @@ pub(crate) struct Inner {
     pub(crate) maintenance: Mutex<()>,
     /// Shares metadata commits (and their fsync) among concurrent puts.
     pub(crate) group_commit: crate::commit::GroupCommit,
+    /// User numbers reserved by puts of users without a committed row (see `ingest::UserNos`).
+    pub(crate) user_nos: Mutex<crate::ingest::UserNos>,
     /// Outstanding proof-of-ownership challenges.
     pub(crate) challenges: Mutex<crate::ownership::Challenges>,
     /// Ingests in flight per license mode they started under (index `mode.to_byte() - 1`).
@@ -256,6 +262,29 @@ impl Inner {
 pub struct Store {
     pub(crate) inner: Arc<Inner>,
     recovery: RecoveryReport,
+    is_new: bool,
+}
+
+/// What [`Store::repair_store_file`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreFileRepair {
+    /// `STORE` was missing, damaged or named another store; it was rewritten from the copy in
+    /// the metadata.
+    Rewritten,
+    /// `STORE` already matched the copy in the metadata; nothing was written.
+    Intact,
+}
+
+/// What the store directory holds, as far as open is concerned (see `classify`).
+enum Layout {
+    /// Nothing but what creation writes before `STORE`: open may create the store.
+    Empty,
+    /// `STORE`, but neither `meta.redb` nor any pack: a creation stopped after writing `STORE`.
+    /// Nothing of it was ever acknowledged, so open may finish it.
+    Interrupted(StoreFile),
+    /// `STORE` and `meta.redb`: a store.
+    Store(StoreFile),
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N]> {
@@ -270,8 +299,12 @@ fn random_bytes<const N: usize>() -> Result<[u8; N]> {
 
 impl Store {
     /// Opens the store in `dir`, creating it when `options.create` is set and the directory is
-    /// missing or empty. Recovers from a crash: removes packs no commit refers to and cuts
-    /// uncommitted pack tails. A second process opening the same store gets `Error::Locked`.
+    /// missing or empty (or finishing a creation an earlier open began). Recovers from a crash:
+    /// removes packs no commit refers to and cuts uncommitted pack tails. A second process
+    /// opening the same store gets `Error::Locked`: the lock is on the directory itself, so
+    /// removing the `LOCK` file does not release it. A directory holding a store's metadata or
+    /// packs without a valid `STORE` file is refused with `Error::StoreFileLost` and left as it
+    /// is, whatever `options.create` says (see [`Store::repair_store_file`]).
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         let dir = dir.as_ref().to_owned();
         options.chunker.validate()?;
@@ -305,49 +338,43 @@ impl Store {
             vfs.sync_dir(parent)
                 .map_err(|e| Error::io("sync", parent, e))?;
         }
-        let store_path = dir.join(STORE_FILE);
-        let is_store = vfs.exists(&store_path);
-        if !is_store {
-            // Refuse to take over a directory that holds anything but our own leftovers of an
-            // interrupted creation.
-            let names = vfs.list_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
-            let ours = [LOCK_FILE, META_FILE, PACK_DIR, "STORE.tmp"];
-            if names.iter().any(|n| !ours.contains(&n.as_str())) {
-                return Err(Error::NotAStore(dir));
-            }
-            if !options.create {
-                return Err(Error::NoStore(dir));
-            }
+        // The store directory itself is locked, not a name in it: an operator removing `LOCK`
+        // (or any other file) cannot let a second process in. Everything below runs under it.
+        let dir_lock = vfs
+            .try_lock(&dir)
+            .map_err(|e| Error::io("lock", &dir, e))?
+            .ok_or_else(|| Error::Locked(dir.clone()))?;
+        let layout = Self::classify(vfs.as_ref(), &dir)?;
+        if !options.create && !matches!(layout, Layout::Store(_)) {
+            return Err(Error::NoStore(dir));
         }
-        let lock = vfs
+        // Builds before the directory lock locked only `LOCK`; taking it too keeps them out.
+        let file_lock = vfs
             .try_lock(&dir.join(LOCK_FILE))
             .map_err(|e| Error::io("lock", dir.join(LOCK_FILE), e))?
             .ok_or_else(|| Error::Locked(dir.clone()))?;
-        // Another process may have finished creating the store before we got the lock.
-        let is_store = is_store || vfs.exists(&store_path);
-        let store_file = if is_store {
-            // The STORE file may have been renamed into place by a creation that crashed before
-            // syncing the directory: make it (and meta.redb, packs/) durable before acknowledging
-            // anything in this store.
-            vfs.sync_dir(&dir).map_err(|e| Error::io("sync", &dir, e))?;
-            let bytes = vfs
-                .read(&store_path)
-                .map_err(|e| Error::io("read", &store_path, e))?;
-            if !bytes.starts_with(&crate::format::STORE_MAGIC) {
-                return Err(Error::NotAStore(dir));
+        let lock: Box<dyn Send + Sync + Debug> = Box::new((dir_lock, file_lock));
+        let is_new = !matches!(layout, Layout::Store(_));
+        let store_file = match layout {
+            Layout::Store(f) => {
+                // `meta.redb` may have been renamed into place by a creation that crashed before
+                // syncing the directory: make it durable before acknowledging anything.
+                vfs.sync_dir(&dir).map_err(|e| Error::io("sync", &dir, e))?;
+                f
             }
-            match StoreFile::decode(&bytes)? {
-                Ok(f) => f,
-                Err(found) => {
-                    return Err(Error::UnsupportedVersion {
-                        path: store_path,
-                        found,
-                        supported: STORE_FORMAT_VERSION,
-                    });
-                }
+            Layout::Interrupted(f) => {
+                Self::create_metadata(vfs.as_ref(), &dir, &f, &options)?;
+                f
             }
-        } else {
-            Self::create_layout(vfs.as_ref(), &dir, &options)?
+            Layout::Empty => {
+                let f = StoreFile {
+                    version: STORE_FORMAT_VERSION,
+                    store_id: random_bytes()?,
+                };
+                write_store_file(vfs.as_ref(), &dir, &f)?;
+                Self::create_metadata(vfs.as_ref(), &dir, &f, &options)?;
+                f
+            }
         };
         let meta_path = dir.join(META_FILE);
         if !vfs.exists(&meta_path) {
@@ -385,12 +412,29 @@ impl Store {
                 .map_err(|_| Error::corrupted("metadata chunker seed"))?,
         );
         let params = ChunkerParams::decode(&get(sk::CHUNKER)?)?;
+        let copy = snap.state(sk::STORE_FILE)?;
+        if copy
+            .as_deref()
+            .is_some_and(|c| c != store_file.encode().as_slice())
+        {
+            return Err(Error::corrupted(format!(
+                "STORE names another store than the copy of it in meta.redb (a STORE file from \
+                 another store?); if meta.redb is this store's, `lockerstore --store {} repair` \
+                 rewrites STORE from it",
+                dir.display()
+            )));
+        }
         let rows = snap.packs()?;
         let snap_counters = (
             snap.counter(ck::LIVE_CHUNKS)?,
             snap.counter(ck::GARBAGE_CHUNKS)?,
         );
         drop(snap);
+        if copy.is_none() {
+            // A store created before the metadata kept a copy of STORE: keep one from now on,
+            // so a lost STORE can be rebuilt (`repair_store_file`).
+            write_with(&meta, |w| w.set_state(sk::STORE_FILE, &store_file.encode()))?;
+        }
         let store_tag = u64::from_le_bytes(store_file.store_id[..8].try_into().expect("8 bytes"));
         // The filter of stored chunk keys: watched before it is filled, so no key is missed.
         let filter = Arc::new(ChunkFilter::for_entries(
@@ -423,59 +467,183 @@ impl Store {
                 pins: Mutex::new(HashMap::new()),
                 maintenance: Mutex::new(()),
                 challenges: Mutex::new(Default::default()),
+                user_nos: Mutex::new(Default::default()),
                 group_commit: Default::default(),
                 in_flight: Mutex::new([0, 0]),
                 mode: AtomicU8::new(mode.to_byte()),
                 _lock: lock,
             }),
             recovery,
+            is_new,
         };
         store.inner.restore_ballast()?;
         Ok(store)
     }
 
-    /// Lays out a new store. The `STORE` file is written last (atomically, by rename), so a crash
-    /// before it leaves a directory that the next open re-initialises.
-    fn create_layout(vfs: &dyn Vfs, dir: &Path, options: &Options) -> Result<StoreFile> {
-        let meta_path = dir.join(META_FILE);
-        if vfs.exists(&meta_path) {
-            vfs.remove_file(&meta_path)
-                .map_err(|e| Error::io("remove", &meta_path, e))?;
+    /// Tells what `dir` holds. Creation writes `STORE` first and renames a complete
+    /// `meta.redb` into place last, so metadata or packs without a valid `STORE` are never what
+    /// a creation left: that is a damaged store, refused with `StoreFileLost`, never recreated.
+    fn classify(vfs: &dyn Vfs, dir: &Path) -> Result<Layout> {
+        let names = vfs.list_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+        let data: Vec<String> = names
+            .iter()
+            .filter(|n| [META_FILE, META_TMP, PACK_DIR].contains(&n.as_str()))
+            .cloned()
+            .collect();
+        let lost = |problem: String| Error::StoreFileLost {
+            dir: dir.to_owned(),
+            problem,
+            present: data.clone(),
+        };
+        let store_path = dir.join(STORE_FILE);
+        if !names.iter().any(|n| n == STORE_FILE) {
+            if !data.is_empty() {
+                return Err(lost("missing".into()));
+            }
+            if names.iter().any(|n| n != LOCK_FILE && n != STORE_TMP) {
+                return Err(Error::NotAStore(dir.to_owned()));
+            }
+            return Ok(Layout::Empty);
         }
+        let bytes = vfs
+            .read(&store_path)
+            .map_err(|e| Error::io("read", &store_path, e))?;
+        let file = match StoreFile::decode(&bytes) {
+            Ok(Ok(f)) => f,
+            Ok(Err(found)) => {
+                return Err(Error::UnsupportedVersion {
+                    path: store_path,
+                    found,
+                    supported: STORE_FORMAT_VERSION,
+                });
+            }
+            Err(e) if !data.is_empty() => return Err(lost(format!("unreadable ({e})"))),
+            Err(_) if !bytes.starts_with(&crate::format::STORE_MAGIC) => {
+                return Err(Error::NotAStore(dir.to_owned()));
+            }
+            Err(e) => return Err(e),
+        };
+        if names.iter().any(|n| n == META_FILE) {
+            return Ok(Layout::Store(file));
+        }
+        let pack_dir = dir.join(PACK_DIR);
+        let packs = if names.iter().any(|n| n == PACK_DIR) {
+            vfs.list_dir(&pack_dir)
+                .map_err(|e| Error::io("list", &pack_dir, e))?
+        } else {
+            Vec::new()
+        };
+        if !packs.is_empty() {
+            // Creation never writes into packs/: this store lost its metadata.
+            return Err(Error::corrupted(format!(
+                "meta.redb is missing, but packs/ holds {} files: the store's metadata is lost",
+                packs.len()
+            )));
+        }
+        Ok(Layout::Interrupted(file))
+    }
+
+    /// Creates the metadata of a new store whose `STORE` file is durable, as `meta.redb.tmp`,
+    /// and renames it to `meta.redb` once complete: the rename marks the creation finished.
+    fn create_metadata(
+        vfs: &dyn Vfs,
+        dir: &Path,
+        store_file: &StoreFile,
+        options: &Options,
+    ) -> Result<()> {
         let pack_dir = dir.join(PACK_DIR);
         vfs.create_dir_all(&pack_dir)
             .map_err(|e| Error::io("create", &pack_dir, e))?;
-        let store_id: [u8; 16] = random_bytes()?;
+        // packs/ must be a durable entry before meta.redb can name a finished store.
+        vfs.sync_dir(dir).map_err(|e| Error::io("sync", dir, e))?;
+        let tmp = dir.join(META_TMP);
+        if vfs.exists(&tmp) {
+            vfs.remove_file(&tmp)
+                .map_err(|e| Error::io("remove", &tmp, e))?;
+        }
         let seed = u64::from_le_bytes(random_bytes()?);
-        let meta = RedbMeta::open(vfs, &meta_path, true)?;
+        let meta = RedbMeta::open(vfs, &tmp, true)?;
         write_with(&meta, |w| {
             w.set_state(sk::FORMAT, &STORE_FORMAT_VERSION.to_le_bytes())?;
             w.set_state(sk::MODE, &[options.mode.to_byte()])?;
             w.set_state(sk::SEED, &seed.to_le_bytes())?;
             w.set_state(sk::CHUNKER, &options.chunker.encode())?;
+            w.set_state(sk::STORE_FILE, &store_file.encode())?;
             w.set_counter(ck::NEXT_USER_NO, 1)
         })?;
         drop(meta);
-        // meta.redb and packs/ must be durable entries before STORE can name the store.
-        vfs.sync_dir(dir).map_err(|e| Error::io("sync", dir, e))?;
-        let file = StoreFile {
-            version: STORE_FORMAT_VERSION,
-            store_id,
-        };
-        let tmp = dir.join("STORE.tmp");
-        let target = dir.join(STORE_FILE);
-        let f = vfs
-            .open_rw(&tmp, true)
-            .map_err(|e| Error::io("create", &tmp, e))?;
-        f.set_len(0)
-            .and_then(|()| f.write_all_at(&file.encode(), 0))
-            .and_then(|()| f.sync_data())
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        drop(f);
+        let target = dir.join(META_FILE);
         vfs.rename(&tmp, &target)
             .map_err(|e| Error::io("rename", &tmp, e))?;
-        vfs.sync_dir(dir).map_err(|e| Error::io("sync", dir, e))?;
-        Ok(file)
+        vfs.sync_dir(dir).map_err(|e| Error::io("sync", dir, e))
+    }
+
+    /// Rewrites a store's `STORE` file from the copy its metadata keeps, for a store that lost
+    /// it or has a damaged one (open refuses such a store with [`Error::StoreFileLost`]). Takes
+    /// the store's lock, so no process may have the store open. Refuses, changing nothing, when
+    /// `meta.redb` is missing or unreadable, holds no copy (the store was created by an earlier
+    /// build and never opened by this one), or `STORE` was written by a newer version. Only
+    /// `options.vfs` is used.
+    pub fn repair_store_file(dir: impl AsRef<Path>, options: Options) -> Result<StoreFileRepair> {
+        let dir = dir.as_ref();
+        let vfs = options.vfs.as_ref();
+        if !vfs.exists(dir) {
+            return Err(Error::NoStore(dir.to_owned()));
+        }
+        let _dir_lock = vfs
+            .try_lock(dir)
+            .map_err(|e| Error::io("lock", dir, e))?
+            .ok_or_else(|| Error::Locked(dir.to_owned()))?;
+        let meta_path = dir.join(META_FILE);
+        if !vfs.exists(&meta_path) {
+            return Err(Error::NoStore(dir.to_owned()));
+        }
+        let _file_lock = vfs
+            .try_lock(&dir.join(LOCK_FILE))
+            .map_err(|e| Error::io("lock", dir.join(LOCK_FILE), e))?
+            .ok_or_else(|| Error::Locked(dir.to_owned()))?;
+        let meta = RedbMeta::open(vfs, &meta_path, false)?;
+        let copy = meta.read()?.state(sk::STORE_FILE)?.ok_or_else(|| {
+            Error::Metadata(format!(
+                "{} holds no copy of the STORE file (the store was created by an earlier build \
+                 and never opened by this one), so STORE cannot be rebuilt from it",
+                meta_path.display()
+            ))
+        })?;
+        drop(meta);
+        let file = match StoreFile::decode(&copy)? {
+            Ok(f) => f,
+            Err(found) => {
+                return Err(Error::UnsupportedVersion {
+                    path: meta_path,
+                    found,
+                    supported: STORE_FORMAT_VERSION,
+                });
+            }
+        };
+        let store_path = dir.join(STORE_FILE);
+        if vfs.exists(&store_path) {
+            let bytes = vfs
+                .read(&store_path)
+                .map_err(|e| Error::io("read", &store_path, e))?;
+            if bytes == file.encode() {
+                return Ok(StoreFileRepair::Intact);
+            }
+            if let Ok(Err(found)) = StoreFile::decode(&bytes) {
+                return Err(Error::UnsupportedVersion {
+                    path: store_path,
+                    found,
+                    supported: STORE_FORMAT_VERSION,
+                });
+            }
+        }
+        write_store_file(vfs, dir, &file)?;
+        Ok(StoreFileRepair::Rewritten)
+    }
+
+    /// True when this open created the store, or finished a creation an earlier open began.
+    pub fn is_new(&self) -> bool {
+        self.is_new
     }
 
     /// The directory the store lives in.
@@ -630,4 +798,22 @@ pub(crate) fn info(key: TrackKey, t: &TrackRecord) -> TrackInfo {
         audio_fingerprint: t.audio.as_ref().map(|a| AudioFingerprint(a.fingerprint)),
         audio_len: t.audio.as_ref().map_or(0, |a| a.len()),
     }
+}
+
+/// Writes `STORE` atomically and durably: `STORE.tmp` (truncated, written, fdatasynced), renamed
+/// to `STORE`, then the directory fsynced.
+fn write_store_file(vfs: &dyn Vfs, dir: &Path, file: &StoreFile) -> Result<()> {
+    let tmp = dir.join(STORE_TMP);
+    let target = dir.join(STORE_FILE);
+    let f = vfs
+        .open_rw(&tmp, true)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    f.set_len(0)
+        .and_then(|()| f.write_all_at(&file.encode(), 0))
+        .and_then(|()| f.sync_data())
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    drop(f);
+    vfs.rename(&tmp, &target)
+        .map_err(|e| Error::io("rename", &tmp, e))?;
+    vfs.sync_dir(dir).map_err(|e| Error::io("sync", dir, e))
 }

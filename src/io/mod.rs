@@ -55,8 +55,9 @@ pub trait Vfs: Send + Sync + Debug {
     /// Maps the first `len` bytes of a file read-only. The caller guarantees those bytes never
     /// change or shrink while mapped (see `map.rs`).
     fn map(&self, path: &Path, len: u64) -> io::Result<Arc<dyn Mapped>>;
-    /// Takes an exclusive advisory lock on `path` (created if missing) for the life of the returned
-    /// guard; the OS drops it when the process dies. `Ok(None)` when another process holds it.
+    /// Takes an exclusive advisory lock on `path`, a directory or a file (a file is created if
+    /// missing), for the life of the returned guard; the OS drops it when the process dies.
+    /// `Ok(None)` when another holder has it (another process, or another guard of this one).
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Send + Sync + Debug>>>;
     /// Bytes an unprivileged writer can still add to the file system holding `path`.
     fn available_space(&self, path: &Path) -> io::Result<u64>;
@@ -138,12 +139,17 @@ impl Vfs for StdVfs {
         Ok(Arc::new(map::FileMap::new(&file, len)?))
     }
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Send + Sync + Debug>>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        // flock(2) on a directory opened read-only works like on a file.
+        let file = if path.is_dir() {
+            File::open(path)?
+        } else {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?
+        };
         match file.try_lock() {
             Ok(()) => Ok(Some(Box::new(file))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
@@ -156,6 +162,32 @@ impl Vfs for StdVfs {
     }
 }
 
+/// A metadata read that reached past the end of `meta.redb`: the file is shorter than the
+/// database inside it says, so it is damaged (truncated), not unreadable. `RedbBackend` wraps
+/// the short read in this, and the conversion of redb's errors reports it as `Corrupted`.
+#[derive(Debug)]
+pub(crate) struct ReadPastEnd {
+    offset: u64,
+    len: usize,
+    file_len: Option<u64>,
+}
+
+impl std::fmt::Display for ReadPastEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "read of {} bytes at offset {} past the end of the file",
+            self.len, self.offset
+        )?;
+        match self.file_len {
+            Some(n) => write!(f, " ({n} bytes long; truncated?)"),
+            None => write!(f, " (truncated?)"),
+        }
+    }
+}
+
+impl std::error::Error for ReadPastEnd {}
+
 /// Adapts a [`VfsFile`] to redb's storage backend, so metadata I/O goes through the seam too.
 #[derive(Debug)]
 pub(crate) struct RedbBackend {
@@ -167,7 +199,21 @@ impl redb::StorageBackend for RedbBackend {
         self.file.len()
     }
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        self.file.read_exact_at(out, offset)
+        self.file.read_exact_at(out, offset).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof && e.raw_os_error().is_none() {
+                // redb asked for bytes its own header says the file holds: the file is short.
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    ReadPastEnd {
+                        offset,
+                        len: out.len(),
+                        file_len: self.file.len().ok(),
+                    },
+                )
+            } else {
+                e
+            }
+        })
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)

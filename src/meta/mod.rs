@@ -20,6 +20,8 @@ pub(crate) mod state_keys {
     pub const SEED: &str = "chunker_seed";
     /// 3 x u32 LE: FastCDC min, avg, max chunk sizes.
     pub const CHUNKER: &str = "chunker_sizes";
+    /// The 48 bytes of the store's `STORE` file, so a lost one can be rewritten.
+    pub const STORE_FILE: &str = "store_file";
 }
 
 /// Keys of the `counters` table: store-wide totals kept exact by every commit.

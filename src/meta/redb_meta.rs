@@ -65,6 +65,14 @@ impl RedbMeta {
         let file = vfs
             .open_rw(path, create)
             .map_err(|e| Error::io("open", path, e))?;
+        // redb would initialise an empty file as a new database; an existing store's metadata
+        // is never empty, so an empty file is a truncated one.
+        if !create && file.len().map_err(|e| Error::io("stat", path, e))? == 0 {
+            return Err(Error::corrupted(format!(
+                "{} is empty (truncated to 0 bytes)",
+                path.display()
+            )));
+        }
         let backend = RedbBackend { file };
         guarded("opening", || {
             let db = Database::builder()

@@ -948,8 +948,7 @@ impl Vfs for FaultFs {
         let mut s = lock(&self.state);
         s.enter(Op::Lock, path, None)?;
         match s.names.get(path) {
-            Some(Node::File(_)) => {}
-            Some(Node::Dir) => return Err(io::Error::other("is a directory")),
+            Some(Node::File(_)) | Some(Node::Dir) => {}
             None => {
                 s.parent_is_dir(path)?;
                 s.new_file(path);

@@ -41,12 +41,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a store.
+    /// Create a store (or finish an interrupted creation); refuses an existing store and a
+    /// non-empty directory that is not one.
     Init {
         /// License mode of the new store.
         #[arg(long, default_value = "per-user-copy")]
         mode: LicenseMode,
     },
+    /// Rewrite a lost or damaged STORE file from the copy kept in the store's metadata.
+    Repair,
     /// Store FILE (or - for stdin) as USER's track KEY.
     Put {
         user: OsString,
@@ -234,13 +237,9 @@ pub(crate) fn mb(bytes: u64) -> f64 {
 fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match &cli.command {
         Command::Init { mode } => {
-            if cli.store.join("STORE").exists() {
-                return Err(Error::InvalidOptions(format!(
-                    "{} already holds a store",
-                    cli.store.display()
-                ))
-                .into());
-            }
+            // Open decides: it creates the store in a missing or empty directory (or finishes a
+            // creation that was interrupted), refuses a directory holding anything else, and
+            // opens an existing store, which init then refuses.
             let store = Store::open(
                 &cli.store,
                 Options {
@@ -248,12 +247,31 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     ..Options::default()
                 },
             )?;
+            if !store.is_new() {
+                return Err(Error::InvalidOptions(format!(
+                    "{} already holds a store",
+                    cli.store.display()
+                ))
+                .into());
+            }
             outln!(
                 "created store {} in {} mode",
                 cli.store.display(),
                 store.mode()
             );
         }
+        Command::Repair => match Store::repair_store_file(&cli.store, Options::default())? {
+            lockerstore::StoreFileRepair::Intact => {
+                outln!(
+                    "{}: STORE is intact, nothing to repair",
+                    cli.store.display()
+                )
+            }
+            _ => outln!(
+                "{}: rewrote STORE from the copy in meta.redb",
+                cli.store.display()
+            ),
+        },
         Command::Put { user, key, file } => {
             let (user, key) = (user_arg(user)?, key_arg(key)?);
             let store = open_existing(&cli)?;
