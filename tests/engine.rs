@@ -256,7 +256,7 @@ fn bad_names_and_unknown_tracks_are_typed_errors() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["LOCK", "STORE", "meta.redb", "packs"]);
+    assert_eq!(names, ["BALLAST", "LOCK", "STORE", "meta.redb", "packs"]);
     for e in std::fs::read_dir(dir.path().join("packs")).unwrap() {
         let name = e.unwrap().file_name().into_string().unwrap();
         assert!(name.ends_with(".pack") && name.len() == 21, "{name}");
