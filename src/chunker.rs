@@ -88,6 +88,15 @@ impl ChunkerParams {
     }
 }
 
+/// The most chunks an upload of `len` bytes may be cut into with a minimum chunk of `min` bytes:
+/// `2 * len / min + 16`, whatever the upload holds. Cutting guarantees it (FastCDC emits at most
+/// one chunk under `min` per range; `segment::cut_ranges` keeps at most 16 ranges under `min`)
+/// and asserts it, so a crafted upload costs work, metadata and memory in proportion to its
+/// bytes.
+pub(crate) fn max_chunks(len: u64, min: u32) -> u64 {
+    2 * len / u64::from(min.max(1)) + crate::segment::MAX_SHORT_RANGES as u64
+}
+
 /// Cuts a stream into chunks.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Chunker {

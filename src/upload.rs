@@ -7,10 +7,17 @@
 //! boundaries fall at region boundaries and the audio fingerprint is known. A larger upload is
 //! chunked as plain bytes from its start (its leading regions could be found from the window, but
 //! its trailing tags and its audio fingerprint could not), streamed through FastCDC.
+//!
+//! Bounded work: the regions are cut as `segment::cut_ranges` says (regions shorter than the
+//! minimum chunk merge beyond a budget of 16), so an upload of `len` bytes is never cut into
+//! more than [`max_chunks`] chunks whatever it holds; every path counts its chunks and asserts
+//! the bound. The segmenter caps its regions at `segment::MAX_REGIONS`. What a put holds is
+//! then the window, a few hundred KiB of region lists, and per-chunk state in proportion to
+//! `len / min`.
 
 use std::io::{Cursor, Read};
 
-use crate::chunker::Chunker;
+use crate::chunker::{Chunker, max_chunks};
 use crate::error::{Error, Result};
 use crate::ids::Fingerprint;
 use crate::pipeline::{Cores, Sink, chunk_buffer, chunk_stream};
@@ -51,6 +58,29 @@ pub(crate) fn chunk_upload(
     cores: &Cores,
     segmenting: bool,
     window: usize,
+    reader: impl Read,
+    each: &mut Sink<'_>,
+) -> Result<UploadInfo> {
+    let mut chunks = 0u64;
+    let mut counted = |b: &[u8], id| {
+        chunks += 1;
+        each(b, id)
+    };
+    let info = cut_upload(chunker, cores, segmenting, window, reader, &mut counted)?;
+    let bound = max_chunks(info.len, chunker.params.min);
+    assert!(
+        chunks <= bound,
+        "{chunks} chunks for {} bytes, bound {bound}",
+        info.len
+    );
+    Ok(info)
+}
+
+fn cut_upload(
+    chunker: &Chunker,
+    cores: &Cores,
+    segmenting: bool,
+    window: usize,
     mut reader: impl Read,
     each: &mut Sink<'_>,
 ) -> Result<UploadInfo> {
@@ -84,11 +114,7 @@ pub(crate) fn chunk_upload(
         } else {
             Vec::new()
         };
-        let regions: Vec<_> = seg
-            .regions
-            .iter()
-            .map(|r| (r.start as usize, r.end as usize))
-            .collect();
+        let regions = segment::cut_ranges(&seg.regions, u64::from(chunker.params.min));
         let hashes = chunk_buffer(chunker, cores, &buf, &regions, &audio, each)?;
         let audio = hashes.audio.map(|fingerprint| AudioInfo {
             fingerprint,
@@ -109,4 +135,80 @@ pub(crate) fn chunk_upload(
         format: Format::Unknown,
         audio: None,
     })
+}
+
+/// Cuts `data` as a put would (with a small chunker picked by `sizes % 4`: 64/256/1Ki,
+/// 256/1Ki/4Ki, 4Ki/16Ki/64Ki or the default 64Ki/256Ki/1Mi; `streamed` gives a window smaller
+/// than the input, so the plain streaming path) and panics unless: the segmentation has at most
+/// `segment::MAX_REGIONS` regions and partitions the input; the cut ranges partition it, number
+/// at most `len / min + 16` and at most 16 of them are shorter than `min`; the chunks number at
+/// most `2 * len / min + 16` and concatenate to the input; the fingerprints are those of the
+/// input and of its audio regions.
+#[doc(hidden)]
+pub fn fuzz_bounds_check(sizes: u8, streamed: bool, data: &[u8]) {
+    let params = [
+        (64, 256, 1 << 10),
+        (256, 1 << 10, 4 << 10),
+        (4 << 10, 16 << 10, 64 << 10),
+        (64 << 10, 256 << 10, 1 << 20),
+    ][usize::from(sizes % 4)];
+    let params = crate::ChunkerParams {
+        min: params.0,
+        avg: params.1,
+        max: params.2,
+    };
+    let min = u64::from(params.min);
+    let len = data.len() as u64;
+    let chunker = Chunker { params, seed: 7 };
+
+    let seg = segment::segment(data);
+    seg.check(len).expect("regions partition the input");
+    assert!(seg.regions.len() <= segment::MAX_REGIONS, "region cap");
+    let ranges = segment::cut_ranges(&seg.regions, min);
+    let mut at = 0;
+    for &(s, e) in &ranges {
+        assert!(s == at && e > s, "cut ranges partition the input");
+        at = e;
+    }
+    assert_eq!(at, data.len(), "cut ranges cover the input");
+    let short = ranges
+        .iter()
+        .filter(|(s, e)| ((e - s) as u64) < min)
+        .count();
+    assert!(short <= segment::MAX_SHORT_RANGES, "{short} short ranges");
+    assert!(ranges.len() as u64 <= len / min + segment::MAX_SHORT_RANGES as u64);
+
+    let mut got = Vec::with_capacity(data.len());
+    let mut chunks = 0u64;
+    let window = if streamed {
+        data.len() / 2
+    } else {
+        data.len() + 1
+    };
+    let info = chunk_upload(
+        &chunker,
+        &Cores::new(1),
+        true,
+        window,
+        data,
+        &mut |b, id| {
+            assert_eq!(id, crate::ids::ChunkId::of(b));
+            assert!(b.len() <= params.max as usize);
+            got.extend_from_slice(b);
+            chunks += 1;
+            Ok(())
+        },
+    )
+    .expect("a slice never fails to read");
+    assert!(chunks <= max_chunks(len, params.min), "{chunks} chunks");
+    assert!(got == data, "chunks concatenate to the input");
+    assert_eq!(info.len, len);
+    assert_eq!(info.fingerprint, Fingerprint::of(data));
+    if !streamed && seg.audio().count() <= crate::format::MAX_AUDIO_RANGES {
+        assert_eq!(
+            info.audio.map(|a| a.fingerprint),
+            segment::audio_fingerprint(data, &seg),
+            "audio fingerprint"
+        );
+    }
 }

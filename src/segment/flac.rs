@@ -5,7 +5,7 @@
 //! image data cut out as pictures. Tags some taggers append (ID3v1, APEv2) are split off the
 //! end.
 
-use super::{Builder, Format, RegionKind, be24, be32, end_within, mp3};
+use super::{Builder, Format, MAX_REGIONS, RegionKind, be24, be32, end_within, mp3};
 
 pub(super) const MAGIC: &[u8; 4] = b"fLaC";
 const STREAMINFO: u8 = 0;
@@ -30,7 +30,8 @@ pub(super) fn parse(data: &[u8], at: usize, mut b: Builder) -> Option<(Format, B
             return None;
         }
         first = false;
-        if kind == PICTURE {
+        if kind == PICTURE && pictures.len() <= MAX_REGIONS {
+            // Beyond the cap the build falls back anyway; the list stays bounded.
             pictures.extend(picture(&data[body..end]).map(|(s, e)| (body + s, body + e)));
         }
         pos = end;

@@ -123,7 +123,10 @@ fn v2_pictures(body: &[u8], h: &Header, base: usize) -> Vec<(usize, usize)> {
         }
     }
     let (id_len, frame_header) = if h.major == 2 { (3, 6) } else { (4, 10) };
-    while let Some(id) = body.get(at..at + id_len) {
+    // Beyond the cap the build falls back anyway; the list stays bounded.
+    while out.len() <= super::MAX_REGIONS
+        && let Some(id) = body.get(at..at + id_len)
+    {
         if !id
             .iter()
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())

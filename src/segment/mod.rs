@@ -21,7 +21,15 @@
 //! Robustness: the parsers read only through bounds-checked accessors and trust no size field
 //! beyond checking it against the bytes at hand. Anything malformed, truncated or unknown yields
 //! [`Format::Unknown`] with a single [`RegionKind::Other`] region over the whole input.
+//!
+//! Bounded work: a parse that would yield more than [`MAX_REGIONS`] regions (a crafted upload of
+//! thousands of tiny boxes, blocks, tags or pages) is treated as malformed and falls back the
+//! same way, so the region list, and every list a parser collects on the way (pictures, Ogg
+//! comment spans), stays within a fixed size whatever the input. Regions are what the upload
+//! *is*; where chunks are *cut* is derived from them by [`cut_ranges`], which merges regions
+//! shorter than the minimum chunk (docs/FORMAT-AWARE.md, "Tiny regions and the region cap").
 
+mod cut;
 mod flac;
 mod id3;
 mod mp3;
@@ -29,6 +37,16 @@ mod mp4;
 mod ogg;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use cut::{MAX_SHORT_RANGES, cut_ranges};
+
+/// The most regions a segmentation may have. A parse that would produce more is treated as
+/// malformed: [`Format::Unknown`], one [`RegionKind::Other`] region, plain chunking. Ordinary
+/// tracks have fewer than a dozen regions (tags, a few pictures, one audio payload, trailing
+/// tags); an MP4 with this many `mdat` boxes would also have more audio ranges than a track
+/// record holds ([`crate::format::MAX_AUDIO_RANGES`]). Caps the segmenter's memory at a few
+/// hundred KiB whatever the input.
+pub const MAX_REGIONS: usize = 4096;
 
 /// What a region of an upload holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -170,6 +188,11 @@ pub fn fuzz_check(parser: u8, data: &[u8]) {
     };
     let auto = segment(data);
     check(&auto);
+    assert!(
+        auto.regions.len() <= MAX_REGIONS,
+        "{} regions, cap {MAX_REGIONS}",
+        auto.regions.len()
+    );
     let forced = match parser {
         0 => return,
         1..=4 => parser,
@@ -177,6 +200,11 @@ pub fn fuzz_check(parser: u8, data: &[u8]) {
     };
     let seg = finish(data, parse_forced(forced, data));
     check(&seg);
+    assert!(
+        seg.regions.len() <= MAX_REGIONS,
+        "{} regions, cap {MAX_REGIONS}",
+        seg.regions.len()
+    );
     if seg.format != Format::Unknown && auto.format == seg.format {
         assert_eq!(auto, seg, "detection and the forced parser disagree");
     }
@@ -246,8 +274,9 @@ fn parse_forced(parser: u8, data: &[u8]) -> Option<(Format, Builder)> {
 }
 
 /// Collects regions in file order. Empty ranges are dropped, adjacent `Tag` (or `Other`) ranges
-/// merge; any out-of-order range marks the whole build as broken, so a parser bug degrades to
-/// the fallback instead of a bad partition.
+/// merge; any out-of-order range, or a region beyond [`MAX_REGIONS`], marks the whole build as
+/// broken, so a parser bug or a crafted input degrades to the fallback instead of a bad (or
+/// unbounded) partition.
 #[derive(Default)]
 struct Builder {
     regions: Vec<Region>,
@@ -272,6 +301,10 @@ impl Builder {
                 last.end = end;
                 return;
             }
+        }
+        if self.regions.len() >= MAX_REGIONS {
+            self.broken = true;
+            return;
         }
         self.regions.push(Region { kind, start, end });
     }

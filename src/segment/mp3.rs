@@ -132,6 +132,10 @@ fn ape_pictures(data: &[u8], mut at: usize, end: usize, count: u32) -> Vec<(usiz
         return out;
     };
     for _ in 0..count {
+        if out.len() > super::MAX_REGIONS {
+            // The build falls back anyway; the list stays bounded.
+            break;
+        }
         let (Some(len), Some(flags)) = (le32(items, at), le32(items, at + 4)) else {
             break;
         };

@@ -80,7 +80,8 @@ fn covers(data: &[u8], parent: &BoxAt, out: &mut Vec<(usize, usize)>) {
             at += 4;
         }
     }
-    while at < parent.end {
+    // Beyond the cap the build falls back anyway; the list stays bounded.
+    while at < parent.end && out.len() <= super::MAX_REGIONS {
         let Some(child) = box_at(data, at, parent.end) else {
             return;
         };

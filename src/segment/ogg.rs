@@ -13,7 +13,7 @@
 //! as picture regions, split around the page headers it spans. Pages of another stream among
 //! the header pages (multiplexed files) are treated as malformed.
 
-use super::{Builder, Format, RegionKind, end_within, le32};
+use super::{Builder, Format, MAX_REGIONS, RegionKind, end_within, le32};
 
 pub(super) const MAGIC: &[u8; 4] = b"OggS";
 const PAGE_HEADER_LEN: usize = 27;
@@ -87,6 +87,10 @@ pub(super) fn parse(data: &[u8], mut b: Builder) -> Option<(Format, Builder)> {
             }
         }
         at = page.end;
+        if comment.len() > MAX_REGIONS {
+            // A comment packet in thousands of pieces: as malformed (bounded work and memory).
+            return None;
+        }
     }
     let pictures = comment_pictures(data, &comment, comment_magic);
     b.push_tag_with_pictures(0, at, &pictures);
@@ -134,6 +138,10 @@ fn picture_values(packet: &[u8], magic: &[u8]) -> Vec<(usize, usize)> {
     };
     at += 4;
     for _ in 0..count {
+        if out.len() > MAX_REGIONS {
+            // The build falls back anyway; the list stays bounded.
+            break;
+        }
         let Some(end) = le32(packet, at).and_then(|n| end_within(at + 4, n, packet.len())) else {
             break;
         };
