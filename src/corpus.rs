@@ -140,7 +140,8 @@ fn mp3_audio(seed: u64, label: &str, len: usize) -> Vec<u8> {
     out
 }
 
-fn syncsafe(n: usize) -> [u8; 4] {
+/// A 28-bit ID3v2 "syncsafe" size: four bytes of seven bits each, most significant first.
+pub(crate) fn syncsafe(n: usize) -> [u8; 4] {
     [
         ((n >> 21) & 0x7f) as u8,
         ((n >> 14) & 0x7f) as u8,

@@ -9,6 +9,8 @@
 //! - Ogg Vorbis: a comment packet with a `METADATA_BLOCK_PICTURE` spread over tiny pages (the
 //!   picture is cut around every page header), then the setup header and one audio page.
 
+use crate::corpus::syncsafe;
+
 /// A container to craft.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Container {
@@ -121,15 +123,6 @@ pub fn crafted(container: Container, units: usize, payload: usize, between: bool
         }
     }
     out
-}
-
-fn syncsafe(n: usize) -> [u8; 4] {
-    [
-        ((n >> 21) & 0x7f) as u8,
-        ((n >> 14) & 0x7f) as u8,
-        ((n >> 7) & 0x7f) as u8,
-        (n & 0x7f) as u8,
-    ]
 }
 
 fn ogg_page(out: &mut Vec<u8>, flags: u8, granule: u64, seq: u32, lacing: &[u8], body: &[u8]) {
