@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::format::{ChunkEntry, PackRow, TrackRecord};
+use crate::format::{ChunkEntry, PackRow, TrackRecord, UserRow};
 use crate::ids::{ChunkId, Domain, PackId, UserNo};
 use crate::meta::{MetaWrite, counter_keys as ck};
 
@@ -199,6 +199,40 @@ pub(crate) fn drop_refs(
 ) -> Result<()> {
     for c in &t.chunks {
         drop_ref(w, t.domain, &c.id, acc)?;
+    }
+    Ok(())
+}
+
+/// Removes `user`'s committed track `key` (record `t`, user row `row`): drops its references,
+/// its recording entry and the record, and takes its size and count off the user and the
+/// store. The one way a committed track leaves the metadata (delete, dropping damaged tracks).
+pub(crate) fn unlink_track(
+    w: &mut dyn MetaWrite,
+    user: &str,
+    row: &UserRow,
+    key: &str,
+    t: &TrackRecord,
+    acc: &mut Accounting,
+) -> Result<()> {
+    let no = UserNo(row.no);
+    drop_refs(w, t, acc)?;
+    remove_recording(w, t, no, key, acc)?;
+    w.remove_track(no, key)?;
+    let new_row = UserRow {
+        no: row.no,
+        logical_bytes: row.logical_bytes.checked_sub(t.len).ok_or_else(|| {
+            Error::corrupted(format!("user {user}: logical bytes below a track's size"))
+        })?,
+        tracks: row
+            .tracks
+            .checked_sub(1)
+            .ok_or_else(|| Error::corrupted(format!("user {user}: track count underflow")))?,
+    };
+    w.put_user(user, &new_row)?;
+    acc.logical_bytes -= t.len as i64;
+    acc.tracks -= 1;
+    if new_row.tracks == 0 {
+        acc.users -= 1;
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::error::{Error, Result};
 use crate::filter::ChunkFilter;
-use crate::format::{STORE_FORMAT_VERSION, StoreFile, TrackRecord, UserRow};
+use crate::format::{STORE_FORMAT_VERSION, StoreFile, TrackRecord};
 use crate::ids::{
     AudioFingerprint, ChunkId, Domain, Fingerprint, LicenseMode, TrackKey, UserId, UserNo,
 };
@@ -18,7 +18,7 @@ use crate::meta::{
     MetaRead, MetaStore, RedbMeta, counter_keys as ck, state_keys as sk, write_with,
 };
 use crate::packs::{Packs, RecoveryReport};
-use crate::refs::{Accounting, drop_refs, remove_recording};
+use crate::refs::{Accounting, unlink_track};
 
 const STORE_FILE: &str = "STORE";
 const LOCK_FILE: &str = "LOCK";
@@ -725,24 +725,7 @@ impl Store {
                     key: key.to_string(),
                 })?;
             let mut acc = Accounting::default();
-            drop_refs(w, &old, &mut acc)?;
-            remove_recording(w, &old, no, key.as_str(), &mut acc)?;
-            w.remove_track(no, key.as_str())?;
-            let new_row = UserRow {
-                no: row.no,
-                logical_bytes: row.logical_bytes.checked_sub(old.len).ok_or_else(|| {
-                    Error::corrupted(format!("user {user}: logical bytes below a track's size"))
-                })?,
-                tracks: row.tracks.checked_sub(1).ok_or_else(|| {
-                    Error::corrupted(format!("user {user}: track count underflow"))
-                })?,
-            };
-            w.put_user(user.as_str(), &new_row)?;
-            acc.logical_bytes -= old.len as i64;
-            acc.tracks -= 1;
-            if new_row.tracks == 0 {
-                acc.users -= 1;
-            }
+            unlink_track(w, user.as_str(), &row, key.as_str(), &old, &mut acc)?;
             acc.apply(w)
         })
     }

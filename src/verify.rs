@@ -5,11 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 use crate::error::{Error, Result};
-use crate::format::{PACK_HEADER_LEN, PackRow, TrackRecord, UserRow};
+use crate::format::{PACK_HEADER_LEN, PackRow, TrackRecord};
 use crate::ids::{ChunkId, Domain, PackId, TrackKey, UserId, UserNo};
 use crate::meta::counter_keys as ck;
 use crate::meta::write_with;
-use crate::refs::{Accounting, drop_refs, remove_recording};
+use crate::refs::{Accounting, unlink_track};
 use crate::store::Store;
 
 /// A track that cannot be read back exactly because stored bytes it needs are damaged or gone.
@@ -368,24 +368,7 @@ impl Store {
                 if w.track(no, d.key.as_str())?.as_ref() != Some(t) {
                     continue;
                 }
-                drop_refs(w, t, &mut acc)?;
-                remove_recording(w, t, no, d.key.as_str(), &mut acc)?;
-                w.remove_track(no, d.key.as_str())?;
-                let new_row = UserRow {
-                    no: row.no,
-                    logical_bytes: row.logical_bytes.checked_sub(t.len).ok_or_else(|| {
-                        Error::corrupted(format!("user {}: logical bytes below a track", d.user))
-                    })?,
-                    tracks: row.tracks.checked_sub(1).ok_or_else(|| {
-                        Error::corrupted(format!("user {}: track count underflow", d.user))
-                    })?,
-                };
-                w.put_user(d.user.as_str(), &new_row)?;
-                acc.logical_bytes -= t.len as i64;
-                acc.tracks -= 1;
-                if new_row.tracks == 0 {
-                    acc.users -= 1;
-                }
+                unlink_track(w, d.user.as_str(), &row, d.key.as_str(), t, &mut acc)?;
                 dropped.push(d.clone());
             }
             acc.apply(w)?;
