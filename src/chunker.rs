@@ -104,6 +104,9 @@ pub(crate) struct Chunker {
     pub(crate) seed: u64,
 }
 
+/// The one FastCDC setting beside the sizes and the seed: every cut in the store uses it.
+const NORMALIZATION: Normalization = Normalization::Level1;
+
 impl Chunker {
     /// Iterates over the chunks of `source`, each as its plain bytes. A failing reader ends the
     /// iteration with `Error::Upload`.
@@ -114,11 +117,23 @@ impl Chunker {
                 self.params.min as usize,
                 self.params.avg as usize,
                 self.params.max as usize,
-                Normalization::Level1,
+                NORMALIZATION,
                 self.seed,
             ),
             read: 0,
         }
+    }
+
+    /// The cut points of `data` held in memory: the same cuts [`Chunker::chunks`] makes of it.
+    pub(crate) fn cutter<'b>(&self, data: &'b [u8]) -> v2020::FastCDC<'b> {
+        v2020::FastCDC::with_level_and_seed(
+            data,
+            self.params.min as usize,
+            self.params.avg as usize,
+            self.params.max as usize,
+            NORMALIZATION,
+            self.seed,
+        )
     }
 }
 

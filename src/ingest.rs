@@ -183,12 +183,7 @@ impl Store {
     /// put of content already stored writes and syncs less), reveal whether another user holds
     /// the content: they are for the operator, never for the uploading client ([`PutOutcome`]).
     pub fn put(&self, user: &UserId, key: &TrackKey, reader: impl Read) -> Result<PutOutcome> {
-        let free = self
-            .inner
-            .packs
-            .available_space()
-            .map_err(|e| Error::io("statvfs", self.inner.dir.clone(), e))?;
-        if free < self.inner.min_free_space {
+        if self.inner.free_space()? < self.inner.min_free_space {
             return Err(Error::DiskFull {
                 op: "reserve free space for",
                 path: self.inner.dir.clone(),

@@ -209,10 +209,7 @@ impl Store {
             if mode == LicenseMode::PerUserCopy {
                 let w = what_if(snap.as_ref(), mode, inner.packs.size_limit())?;
                 let needed = w.bytes_to_write + w.pack_overhead_bytes;
-                let available = inner
-                    .packs
-                    .available_space()
-                    .map_err(|e| Error::io("statvfs", inner.dir.clone(), e))?;
+                let available = inner.free_space()?;
                 if needed > available {
                     return Err(Error::InsufficientSpace { needed, available });
                 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::format::{TrackAudio, TrackRecord};
-use crate::ids::{AudioFingerprint, LicenseMode, TrackKey, UserId};
+use crate::ids::{AudioFingerprint, LicenseMode, TrackKey, UserId, random_bytes};
 use crate::reader::TrackReader;
 use crate::segment;
 use crate::store::{PutOutcome, Store};
@@ -94,22 +94,12 @@ pub(crate) struct Challenges {
     pending: HashMap<u64, Pending>,
 }
 
-fn random<const N: usize>() -> Result<[u8; N]> {
-    let mut b = [0u8; N];
-    getrandom::fill(&mut b).map_err(|e| Error::Io {
-        op: "gather randomness for",
-        path: "a challenge".into(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    Ok(b)
-}
-
 /// Random ranges over a payload of `len` bytes: `RANGES` ranges of up to `RANGE_LEN` bytes.
 fn pick_ranges(len: u64) -> Result<Vec<(u64, u64)>> {
     let span = RANGE_LEN.min(len.max(1));
     let mut ranges = Vec::with_capacity(RANGES);
     for _ in 0..RANGES {
-        let r = u64::from_le_bytes(random::<8>()?);
+        let r = u64::from_le_bytes(random_bytes::<8>("a challenge")?);
         let start = if len > span { r % (len - span + 1) } else { 0 };
         ranges.push((start, start + span.min(len)));
     }
@@ -155,8 +145,8 @@ impl Store {
         claim: &OwnershipClaim,
     ) -> Result<Challenge> {
         let challenge = Challenge {
-            id: u64::from_le_bytes(random::<8>()?),
-            nonce: random::<32>()?,
+            id: u64::from_le_bytes(random_bytes::<8>("a challenge")?),
+            nonce: random_bytes::<32>("a challenge")?,
             ranges: pick_ranges(claim.audio_len)?,
         };
         let mut c = self.inner.challenges.lock().expect("challenge lock");

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use blake3::hazmat::{ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_root};
 use crossbeam::channel::{Receiver, Sender, bounded, unbounded};
-use fastcdc::v2020::{FastCDC, Normalization};
+use fastcdc::v2020::FastCDC;
 
 use crate::chunker::Chunker;
 use crate::error::Result;
@@ -214,15 +214,7 @@ impl Work<'_> {
     }
 
     fn cdc<'b>(&self, data: &'b [u8]) -> FastCDC<'b> {
-        let p = self.chunker.params;
-        FastCDC::with_level_and_seed(
-            data,
-            p.min as usize,
-            p.avg as usize,
-            p.max as usize,
-            Normalization::Level1,
-            self.chunker.seed,
-        )
+        self.chunker.cutter(data)
     }
 
     fn run(&self, job: usize) -> Out {
@@ -589,17 +581,9 @@ mod tests {
     }
 
     fn serial(c: &Chunker, buf: &[u8], regions: &[(usize, usize)]) -> Vec<(usize, usize)> {
-        let p = c.params;
         let mut out = Vec::new();
         for &(s, e) in regions {
-            let cdc = FastCDC::with_level_and_seed(
-                &buf[s..e],
-                p.min as usize,
-                p.avg as usize,
-                p.max as usize,
-                Normalization::Level1,
-                c.seed,
-            );
+            let cdc = c.cutter(&buf[s..e]);
             out.extend(cdc.map(|x| (s + x.offset, s + x.offset + x.length)));
         }
         out

@@ -12,6 +12,7 @@ use crate::filter::ChunkFilter;
 use crate::format::{STORE_FORMAT_VERSION, StoreFile, TrackRecord};
 use crate::ids::{
     AudioFingerprint, ChunkId, Domain, Fingerprint, LicenseMode, TrackKey, UserId, UserNo,
+    random_bytes,
 };
 use crate::io::{StdVfs, Vfs};
 use crate::meta::{
@@ -287,16 +288,6 @@ enum Layout {
     Store(StoreFile),
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N]> {
-    let mut b = [0u8; N];
-    getrandom::fill(&mut b).map_err(|e| Error::Io {
-        op: "gather randomness for",
-        path: PathBuf::from("the store id"),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    Ok(b)
-}
-
 impl Store {
     /// Opens the store in `dir`, creating it when `options.create` is set and the directory is
     /// missing or empty (or finishing a creation an earlier open began). Recovers from a crash:
@@ -369,7 +360,7 @@ impl Store {
             Layout::Empty => {
                 let f = StoreFile {
                     version: STORE_FORMAT_VERSION,
-                    store_id: random_bytes()?,
+                    store_id: random_bytes("the store id")?,
                 };
                 write_store_file(vfs.as_ref(), &dir, &f)?;
                 Self::create_metadata(vfs.as_ref(), &dir, &f, &options)?;
@@ -561,7 +552,7 @@ impl Store {
             vfs.remove_file(&tmp)
                 .map_err(|e| Error::io("remove", &tmp, e))?;
         }
-        let seed = u64::from_le_bytes(random_bytes()?);
+        let seed = u64::from_le_bytes(random_bytes("the chunker seed")?);
         let meta = RedbMeta::open(vfs, &tmp, true)?;
         write_with(&meta, |w| {
             w.set_state(sk::FORMAT, &STORE_FORMAT_VERSION.to_le_bytes())?;
