@@ -339,9 +339,19 @@ impl Packs {
         if file_len < PACK_HEADER_LEN as u64 {
             return Err(Error::corrupted_at("pack shorter than its header", id, 0));
         }
-        let map = self
-            .vfs
-            .map(&path, len.min(file_len))
+        // SAFETY: the mapped bytes never change or shrink while mapped:
+        // - packs are append-only: no byte below a pack's committed length is ever written again;
+        // - `len` is the committed length as the metadata states it, never the uncommitted tail
+        //   an ingest may still be writing or cutting off; a pack file found shorter than that
+        //   (damaged from outside) is mapped only as far as it goes, and nothing in the store
+        //   shortens it further;
+        // - a pack is only ever truncated to its committed length (a failed put's tail, the
+        //   recovery on open), never below it, so no mapped page goes away;
+        // - a pack is deleted (GC, dropping damage) only by unlinking it, which keeps maps valid;
+        // - the store directory is locked against other processes (`Vfs::try_lock`), so no other
+        //   lockerstore writes it; other programs writing into a store are outside the contract.
+        #[allow(unsafe_code)]
+        let map = unsafe { self.vfs.map(&path, len.min(file_len)) }
             .map_err(|e| Error::io("map", &path, e))?;
         if map.bytes().len() < PACK_HEADER_LEN {
             return Err(Error::corrupted_at("pack shorter than its header", id, 0));

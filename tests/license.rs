@@ -211,8 +211,9 @@ impl Vfs for TightDisk {
     fn exists(&self, p: &Path) -> bool {
         StdVfs.exists(p)
     }
-    fn map(&self, p: &Path, len: u64) -> std::io::Result<Arc<dyn Mapped>> {
-        StdVfs.map(p, len)
+    unsafe fn map(&self, p: &Path, len: u64) -> std::io::Result<Arc<dyn Mapped>> {
+        // SAFETY: passes this function's own contract on.
+        unsafe { StdVfs.map(p, len) }
     }
     fn try_lock(
         &self,

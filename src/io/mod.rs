@@ -1,7 +1,8 @@
 //! The I/O seam: every file operation the engine performs goes through [`Vfs`] and [`VfsFile`].
 //!
-//! The real implementation, [`StdVfs`], is plain `std::fs` plus memmap2 (in `map.rs`, the only
-//! module with `unsafe`). Tests substitute an implementation that injects crashes, torn writes,
+//! The real implementation, [`StdVfs`], is plain `std::fs` plus memmap2 (in `map.rs`; mapping
+//! is `unsafe fn` [`Vfs::map`], whose one caller in the engine, `Packs`, states why its bytes
+//! cannot change while mapped). Tests substitute an implementation that injects crashes, torn writes,
 //! errors and bit flips without touching the engine. The metadata database reaches the disk through
 //! the same seam (`RedbBackend`, an adapter to redb's storage backend trait).
 
@@ -52,9 +53,15 @@ pub trait Vfs: Send + Sync + Debug {
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
     /// True when the path exists.
     fn exists(&self, path: &Path) -> bool;
-    /// Maps the first `len` bytes of a file read-only. The caller guarantees those bytes never
-    /// change or shrink while mapped (see `map.rs`).
-    fn map(&self, path: &Path, len: u64) -> io::Result<Arc<dyn Mapped>>;
+    /// Maps the first `len` bytes of a file read-only.
+    ///
+    /// # Safety
+    /// The caller guarantees that those bytes are neither changed nor cut off, by this process
+    /// or any other, while the returned map lives: with a real map, a write is undefined
+    /// behaviour and a truncation raises SIGBUS. The engine maps only the committed prefix of
+    /// append-only packs (the argument is at the one call, in `Packs`).
+    #[allow(unsafe_code)]
+    unsafe fn map(&self, path: &Path, len: u64) -> io::Result<Arc<dyn Mapped>>;
     /// Takes an exclusive advisory lock on `path`, a directory or a file (a file is created if
     /// missing), for the life of the returned guard; the OS drops it when the process dies.
     /// `Ok(None)` when another holder has it (another process, or another guard of this one).
@@ -134,9 +141,12 @@ impl Vfs for StdVfs {
     fn exists(&self, path: &Path) -> bool {
         path.exists()
     }
-    fn map(&self, path: &Path, len: u64) -> io::Result<Arc<dyn Mapped>> {
+    #[allow(unsafe_code)]
+    unsafe fn map(&self, path: &Path, len: u64) -> io::Result<Arc<dyn Mapped>> {
         let file = File::open(path)?;
-        Ok(Arc::new(map::FileMap::new(&file, len)?))
+        // SAFETY: the caller keeps the first `len` bytes unchanged while the map lives (this
+        // function's contract).
+        Ok(Arc::new(unsafe { map::FileMap::new(&file, len)? }))
     }
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Send + Sync + Debug>>> {
         // flock(2) on a directory opened read-only works like on a file.

@@ -41,10 +41,10 @@ mod tests;
 pub(crate) use cut::{MAX_SHORT_RANGES, cut_ranges};
 
 /// The most regions a segmentation may have. A parse that would produce more is treated as
-/// malformed: [`Format::Unknown`], one [`RegionKind::Other`] region, plain chunking. Ordinary
+/// malformed: an unknown format, one region of bytes not understood, plain chunking. Ordinary
 /// tracks have fewer than a dozen regions (tags, a few pictures, one audio payload, trailing
 /// tags); an MP4 with this many `mdat` boxes would also have more audio ranges than a track
-/// record holds ([`crate::format::MAX_AUDIO_RANGES`]). Caps the segmenter's memory at a few
+/// record holds (`MAX_AUDIO_RANGES`). Caps the segmenter's memory at a few
 /// hundred KiB whatever the input.
 pub const MAX_REGIONS: usize = 4096;
 

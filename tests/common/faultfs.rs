@@ -914,7 +914,9 @@ impl Vfs for FaultFs {
         s.crashed.is_none() && s.names.contains_key(path)
     }
 
-    fn map(&self, path: &Path, len: u64) -> io::Result<Arc<dyn Mapped>> {
+    /// Holds a copy of the bytes, so nothing the caller does can make it unsound; `unsafe` only
+    /// because the trait's real implementation is.
+    unsafe fn map(&self, path: &Path, len: u64) -> io::Result<Arc<dyn Mapped>> {
         let mut s = lock(&self.state);
         s.enter(Op::Map, path, None)?;
         let ino = match s.names.get(path) {
@@ -1066,7 +1068,8 @@ pub mod selftest {
             at: FlipAt::Offset(1),
             bit: 0,
         });
-        let m = fs3.map(&d.join("c"), 5).unwrap();
+        // SAFETY: the fault file system's maps are copies.
+        let m = unsafe { fs3.map(&d.join("c"), 5) }.unwrap();
         assert_eq!(m.bytes(), b"00abc");
         let c3 = fs3.open_rw(&d.join("c"), false).unwrap();
         let mut one = [0u8; 2];
