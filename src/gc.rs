@@ -43,6 +43,7 @@ impl Default for GcOptions {
 
 /// Progress of a GC run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GcProgress {
     /// `"entries"` while removing garbage entries, `"packs"` while compacting.
     pub phase: &'static str,

@@ -29,6 +29,7 @@ use crate::store::{Inner, Store};
 
 /// What migrating to a mode would do, computed from metadata alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WhatIf {
     /// The mode the prediction is for.
     pub mode: LicenseMode,
@@ -54,6 +55,7 @@ pub struct WhatIf {
 
 /// Progress of a migration.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MigrationProgress {
     /// Tracks moved so far.
     pub tracks_done: u64,
@@ -69,6 +71,7 @@ pub struct MigrationProgress {
 
 /// What a migration did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MigrationReport {
     /// The mode the layout now matches.
     pub mode: Option<LicenseMode>,
@@ -87,6 +90,7 @@ pub struct MigrationReport {
 
 /// Which physical records break the current mode's layout.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuditReport {
     /// The mode audited against.
     pub mode: LicenseMode,
@@ -114,6 +118,7 @@ pub struct AuditReport {
 
 /// One live physical record and who references it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecordOwnership {
     /// The chunk.
     pub chunk: ChunkId,

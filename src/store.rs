@@ -73,6 +73,7 @@ impl Default for Options {
 
 /// Facts about one stored track.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TrackInfo {
     /// The track's key.
     pub key: TrackKey,
@@ -95,6 +96,7 @@ pub struct TrackInfo {
 
 /// Per-user accounting.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UserStats {
     /// The user.
     pub user: String,
@@ -106,6 +108,7 @@ pub struct UserStats {
 
 /// Store-wide accounting, kept exact by every commit (verify recounts it).
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Stats {
     /// The license mode.
     pub mode: LicenseMode,
@@ -146,6 +149,7 @@ pub struct Stats {
 /// must keep them, and anything derived from them, from its clients. In per-user-copy mode they
 /// concern the user's own locker only.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PutOutcome {
     /// Track length.
     pub len: u64,

@@ -553,26 +553,23 @@ fn check(store: &Store, dir: &Path, m: &Model, step: &str) {
     let s: Stats = store.stats().unwrap();
     assert_eq!(s.mode, m.mode, "{step}");
     assert_eq!(s.tracks, m.tracks.len() as u64, "{step}: tracks");
-    let mut per_user: BTreeMap<String, UserStats> = BTreeMap::new();
+    // user -> (logical bytes, tracks)
+    let mut per_user: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for ((u, _), t) in &m.tracks {
-        let e = per_user.entry(u.clone()).or_insert_with(|| UserStats {
-            user: u.clone(),
-            logical_bytes: 0,
-            tracks: 0,
-        });
-        e.logical_bytes += t.len;
-        e.tracks += 1;
+        let e = per_user.entry(u.clone()).or_default();
+        e.0 += t.len;
+        e.1 += 1;
     }
     assert_eq!(s.users, per_user.len() as u64, "{step}: users");
     let logical: u64 = m.tracks.values().map(|t| t.len).sum();
     assert_eq!(s.logical_bytes, logical, "{step}: logical bytes");
-    let mut got_per_user = s.per_user.clone();
-    got_per_user.sort_by(|a, b| a.user.cmp(&b.user));
-    assert_eq!(
-        got_per_user,
-        per_user.into_values().collect::<Vec<_>>(),
-        "{step}: per user"
-    );
+    let got_per_user: BTreeMap<String, (u64, u64)> = s
+        .per_user
+        .iter()
+        .map(|u: &UserStats| (u.user.clone(), (u.logical_bytes, u.tracks)))
+        .collect();
+    assert_eq!(s.per_user.len(), got_per_user.len(), "{step}: a user twice");
+    assert_eq!(got_per_user, per_user, "{step}: per user");
 
     // Physical accounting, exact.
     let live = m.live();
