@@ -240,7 +240,9 @@ impl Store {
             // The candidate is never handed back to writers once its compaction started: its
             // row may be gone (commit done, delete failed) or its fate unknown (commit failed).
             // An unsealed candidate that survives is reused after the next open.
-            drop(taken);
+            if let Some(p) = taken {
+                inner.packs.forget(p);
+            }
             match outcome {
                 Ok(()) => {}
                 Err(e) => {

@@ -183,6 +183,31 @@ impl Store {
     /// put of content already stored writes and syncs less), reveal whether another user holds
     /// the content: they are for the operator, never for the uploading client ([`PutOutcome`]).
     pub fn put(&self, user: &UserId, key: &TrackKey, reader: impl Read) -> Result<PutOutcome> {
+        self.put_in(None, user, key, reader)
+            .map(|out| out.expect("a put with no required mode always runs"))
+    }
+
+    /// A put that runs only under `mode`: `Ok(None)`, with nothing read or written, when the
+    /// store's mode is another one at the moment the ingest registers (upload avoidance must
+    /// never link a track under a mode that forbids it, even if the mode changed since it
+    /// checked).
+    pub(crate) fn put_if_mode(
+        &self,
+        mode: crate::ids::LicenseMode,
+        user: &UserId,
+        key: &TrackKey,
+        reader: impl Read,
+    ) -> Result<Option<PutOutcome>> {
+        self.put_in(Some(mode), user, key, reader)
+    }
+
+    fn put_in(
+        &self,
+        required: Option<crate::ids::LicenseMode>,
+        user: &UserId,
+        key: &TrackKey,
+        reader: impl Read,
+    ) -> Result<Option<PutOutcome>> {
         if self.inner.free_space()? < self.inner.min_free_space {
             return Err(Error::DiskFull {
                 op: "reserve free space for",
@@ -200,7 +225,10 @@ impl Store {
             }
         }
         let _ending = Ending(&self.inner, mode);
-        self.put_under(user, user_no, key, mode, reader)
+        if required.is_some_and(|m| m != mode) {
+            return Ok(None);
+        }
+        self.put_under(user, user_no, key, mode, reader).map(Some)
     }
 
     fn put_under(

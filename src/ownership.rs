@@ -243,8 +243,11 @@ impl Store {
         let upload = std::io::Cursor::new(head)
             .chain(&mut payload)
             .chain(std::io::Cursor::new(tail));
-        match self.put(&p.user, &p.key, upload) {
-            Ok(out) => Ok(ProofOutcome::Linked(out)),
+        // Only under single-master mode as the ingest registers: a mode change since the check
+        // above refuses instead of linking a copy the new mode forbids.
+        match self.put_if_mode(LicenseMode::SingleMaster, &p.user, &p.key, upload) {
+            Ok(Some(out)) => Ok(ProofOutcome::Linked(out)),
+            Ok(None) => Ok(ProofOutcome::Refused),
             Err(_) if payload.failed => Ok(ProofOutcome::Refused),
             Err(e) => Err(e),
         }

@@ -5,7 +5,7 @@
 //! pack's committed length belong to the one ingest in flight on it (or to a crashed one, and are
 //! cut off on open). A pack that reaches the size limit is sealed and never written again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -53,6 +53,13 @@ pub struct RecoveryReport {
     pub short_packs: u64,
 }
 
+/// The writers' packs: idle ones to take, and the ids of those taken (busy).
+#[derive(Debug, Default)]
+struct Pool {
+    idle: Vec<ActivePack>,
+    busy: HashSet<PackId>,
+}
+
 #[derive(Debug)]
 pub(crate) struct Packs {
     vfs: Arc<dyn Vfs>,
@@ -60,7 +67,8 @@ pub(crate) struct Packs {
     store_tag: u64,
     size_limit: u64,
     next_id: AtomicU64,
-    idle: Mutex<Vec<ActivePack>>,
+    /// Unsealed packs writers may take, and the ones writers hold now.
+    pool: Mutex<Pool>,
     maps: RwLock<HashMap<PackId, Arc<dyn Mapped>>>,
 }
 
@@ -132,7 +140,10 @@ impl Packs {
                 store_tag,
                 size_limit,
                 next_id: AtomicU64::new(max_id + 1),
-                idle: Mutex::new(idle),
+                pool: Mutex::new(Pool {
+                    idle,
+                    busy: HashSet::new(),
+                }),
                 maps: RwLock::new(HashMap::new()),
             },
             report,
@@ -165,28 +176,58 @@ impl Packs {
         }
     }
 
-    /// Takes an idle active pack, or creates a new one.
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().expect("pack pool lock")
+    }
+
+    /// Takes an idle active pack, or creates a new one. The caller hands it back with
+    /// `committed`, `abandon` or `forget`.
     pub(crate) fn take(&self) -> Result<ActivePack> {
-        if let Some(p) = self.idle.lock().expect("pack pool lock").pop() {
+        let mut pool = self.pool();
+        if let Some(p) = pool.idle.pop() {
+            pool.busy.insert(p.id);
             return Ok(p);
         }
-        self.create()
+        drop(pool);
+        self.create_new()
     }
 
     /// Takes a specific pack out of the idle pool (for compaction); `None` if an ingest holds it.
     pub(crate) fn take_idle(&self, id: PackId) -> Option<ActivePack> {
-        let mut idle = self.idle.lock().expect("pack pool lock");
-        let at = idle.iter().position(|p| p.id == id)?;
-        Some(idle.swap_remove(at))
+        let mut pool = self.pool();
+        let at = pool.idle.iter().position(|p| p.id == id)?;
+        let p = pool.idle.swap_remove(at);
+        pool.busy.insert(id);
+        Some(p)
     }
 
-    /// Deletes a pack file whose row is gone. Readers holding its map keep reading it.
+    /// Puts pack `id` out of every writer's reach for the rest of this process, so its row and
+    /// file may change under no writer: `false` when a writer holds it now. (Open pools again
+    /// what survives.)
+    pub(crate) fn retire(&self, id: PackId) -> bool {
+        let mut pool = self.pool();
+        if pool.busy.contains(&id) {
+            return false;
+        }
+        pool.idle.retain(|p| p.id != id);
+        true
+    }
+
+    /// Drops a taken pack without handing it back to writers (its fate is settled at the next
+    /// open).
+    pub(crate) fn forget(&self, pack: ActivePack) {
+        self.pool().busy.remove(&pack.id);
+    }
+
+    /// Deletes a pack file whose row is gone. Readers holding its map keep reading it. A file
+    /// already gone (removed from outside, or by an earlier attempt) is what was wanted.
     pub(crate) fn delete(&self, id: PackId) -> Result<()> {
         self.maps.write().expect("map cache lock").remove(&id);
         let path = self.path(id);
-        self.vfs
-            .remove_file(&path)
-            .map_err(|e| Error::io("remove", &path, e))?;
+        match self.vfs.remove_file(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other.map_err(|e| Error::io("remove", &path, e))?,
+        }
         self.vfs
             .sync_dir(&self.dir)
             .map_err(|e| Error::io("sync", &self.dir, e))
@@ -194,7 +235,9 @@ impl Packs {
 
     /// A new, empty active pack (never one from the pool).
     pub(crate) fn create_new(&self) -> Result<ActivePack> {
-        self.create()
+        let p = self.create()?;
+        self.pool().busy.insert(p.id);
+        Ok(p)
     }
 
     fn create(&self) -> Result<ActivePack> {
@@ -268,8 +311,10 @@ impl Packs {
         pack.registered = true;
         pack.touched = false;
         pack.tail_at_risk = false;
+        let mut pool = self.pool();
+        pool.busy.remove(&pack.id);
         if !self.is_full(&pack) {
-            self.idle.lock().expect("pack pool lock").push(pack);
+            pool.idle.push(pack);
         }
     }
 
@@ -277,18 +322,20 @@ impl Packs {
     /// safe (`tail_at_risk`) or fails, the pack is retired from this process instead; open
     /// brings it in line with the committed metadata later.
     pub(crate) fn abandon(&self, mut pack: ActivePack) {
+        let mut pool = self.pool();
+        pool.busy.remove(&pack.id);
         if pack.tail_at_risk {
             return;
         }
         if pack.len == pack.committed_len {
             pack.touched = false;
-            self.idle.lock().expect("pack pool lock").push(pack);
+            pool.idle.push(pack);
             return;
         }
         if pack.file.set_len(pack.committed_len).is_ok() {
             pack.len = pack.committed_len;
             pack.touched = false;
-            self.idle.lock().expect("pack pool lock").push(pack);
+            pool.idle.push(pack);
         }
     }
 

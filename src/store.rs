@@ -339,15 +339,30 @@ impl Store {
             .try_lock(&dir)
             .map_err(|e| Error::io("lock", &dir, e))?
             .ok_or_else(|| Error::Locked(dir.clone()))?;
+        // Builds before the directory lock locked only `LOCK` (and, creating a store, wrote
+        // `meta.redb` before `STORE`): taking it too keeps them out. An existing `LOCK` is taken
+        // before the directory is read, so one of them halfway through creating a store is
+        // `Locked`, not a store that lost its `STORE`; a missing one is created only once the
+        // directory is known to be (or to become) a store.
+        let lock_path = dir.join(LOCK_FILE);
+        let take_file_lock = || {
+            vfs.try_lock(&lock_path)
+                .map_err(|e| Error::io("lock", &lock_path, e))?
+                .ok_or_else(|| Error::Locked(dir.clone()))
+        };
+        let early_lock = if vfs.exists(&lock_path) {
+            Some(take_file_lock()?)
+        } else {
+            None
+        };
         let layout = Self::classify(vfs.as_ref(), &dir)?;
         if !options.create && !matches!(layout, Layout::Store(_)) {
             return Err(Error::NoStore(dir));
         }
-        // Builds before the directory lock locked only `LOCK`; taking it too keeps them out.
-        let file_lock = vfs
-            .try_lock(&dir.join(LOCK_FILE))
-            .map_err(|e| Error::io("lock", dir.join(LOCK_FILE), e))?
-            .ok_or_else(|| Error::Locked(dir.clone()))?;
+        let file_lock = match early_lock {
+            Some(l) => l,
+            None => take_file_lock()?,
+        };
         let lock: Box<dyn Send + Sync + Debug> = Box::new((dir_lock, file_lock));
         let is_new = !matches!(layout, Layout::Store(_));
         let store_file = match layout {
@@ -707,6 +722,8 @@ impl Store {
     /// Deletes a track. Its chunks lose a reference; records no track needs any more become
     /// garbage at once (in the accounting) and are reclaimed by GC.
     pub fn delete(&self, user: &UserId, key: &TrackKey) -> Result<()> {
+        // Bad input first: deleting a track that is not there must not release the ballast.
+        self.track_record(user, key)?;
         self.inner.room_for_metadata()?;
         write_with(self.inner.meta.as_ref(), |w| {
             let row = w

@@ -225,6 +225,47 @@ fn a_pack_cut_below_its_header_loses_only_its_own_tracks() {
     assert_recovered(&f.dir, &[(user("carol"), key("c.mp3"), extra)]);
 }
 
+/// The pack writers append to (unsealed, full length, so pooled at open) gets a damaged header:
+/// dropping its tracks removes the pack, and no later put may write into it. Then a pack file
+/// removed from outside: dropping its tracks succeeds although the file is already gone.
+#[test]
+fn dropping_a_pack_writers_could_take_keeps_later_puts() {
+    let f = four_tracks();
+    let pack = packs(&f.dir)[0].clone();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&pack, &bytes).unwrap();
+
+    let store = Store::open(&f.dir, options()).unwrap();
+    let dropped = store.drop_damaged_tracks().unwrap();
+    assert_eq!(dropped.tracks.len(), 4);
+    assert_eq!(dropped.packs_removed, 1);
+    assert!(!pack.exists());
+    let mut survivors = Vec::new();
+    for i in 0..3 {
+        let k = key(&format!("after/{i}.mp3"));
+        let bytes = audio(&format!("after{i}"), 600_000);
+        store.put(&user("carol"), &k, &bytes[..]).unwrap();
+        assert_eq!(store.read_track(&user("carol"), &k).unwrap(), bytes);
+        survivors.push((user("carol"), k, bytes));
+    }
+    let v = store.verify().unwrap();
+    assert!(v.is_ok(), "{:?}", v.problems);
+
+    // A pack file deleted from outside.
+    let gone = packs(&f.dir)[0].clone();
+    drop(store);
+    std::fs::remove_file(&gone).unwrap();
+    let store = Store::open(&f.dir, options()).unwrap();
+    let dropped = store.drop_damaged_tracks().unwrap();
+    assert_eq!(dropped.tracks.len(), 3);
+    assert_eq!(dropped.packs_removed, 1);
+    let extra = audio("extra", 500_000);
+    store.put(&user("dave"), &key("d.mp3"), &extra[..]).unwrap();
+    drop(store);
+    assert_recovered(&f.dir, &[(user("dave"), key("d.mp3"), extra)]);
+}
+
 fn cli(store: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lockerstore"))
         .arg("--store")

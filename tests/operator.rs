@@ -507,3 +507,22 @@ fn a_store_without_the_copy_of_store_gets_it_at_open_and_repair_refuses_before()
     let store = Store::open(dir.path(), Options::default()).unwrap();
     assert_eq!(store.read_track(&user("a"), &key("t")).unwrap(), song);
 }
+
+/// A build from before the directory lock creates a store under the `LOCK` lock alone, and
+/// writes `meta.redb` and `packs/` before `STORE`. Met halfway, that is `Locked`, not a store
+/// that lost its `STORE` file.
+#[test]
+fn a_creation_under_the_old_lock_is_locked_not_a_lost_store() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    std::fs::create_dir_all(dir.join("packs")).unwrap();
+    std::fs::write(dir.join("meta.redb"), b"being written by an older build").unwrap();
+    let lock = std::fs::File::create(dir.join("LOCK")).unwrap();
+    lock.try_lock().unwrap();
+    let err = Store::open(&dir, Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked(_)), "{err}");
+    drop(lock);
+    let err = Store::open(&dir, Options::default()).unwrap_err();
+    assert!(matches!(err, Error::StoreFileLost { .. }), "{err}");
+}
