@@ -1,17 +1,10 @@
 //! The `lockerstore` binary end to end.
 
-use std::path::Path;
+mod common;
+
 use std::process::{Command, Output};
 
-fn cli(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lockerstore"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .env("CI", "true")
-        .output()
-        .unwrap()
-}
+use common::cli;
 
 fn ok(out: Output) -> String {
     assert!(

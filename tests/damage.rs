@@ -4,9 +4,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use common::{audio, key, small_chunks, user};
+use common::{audio, cli, key, small_chunks, truncate, user};
 use lockerstore::{GcOptions, Options, Store, TrackKey, UserId};
 
 fn options() -> Options {
@@ -116,12 +115,7 @@ fn truncated_pack_keeps_the_tracks_below_the_cut_and_names_the_others() {
     let pack = packs(&f.dir)[0].clone();
     // Cut in the middle of the fourth track: the first three lie wholly below.
     let cut = (f.ends[2] + f.ends[3]) / 2;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&pack)
-        .unwrap()
-        .set_len(cut)
-        .unwrap();
+    truncate(&pack, cut);
 
     let store = Store::open(&f.dir, options()).unwrap();
     // Open neither refuses nor cuts or deletes anything committed.
@@ -206,12 +200,7 @@ fn a_pack_cut_below_its_header_loses_only_its_own_tracks() {
     // A second pack with one more track, then the first pack is emptied.
     let extra = audio("extra2", 500_000);
     drop(store);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&pack)
-        .unwrap()
-        .set_len(10)
-        .unwrap();
+    truncate(&pack, 10);
     let store = Store::open(&f.dir, options()).unwrap();
     store
         .put(&user("carol"), &key("c.mp3"), &extra[..])
@@ -266,26 +255,12 @@ fn dropping_a_pack_writers_could_take_keeps_later_puts() {
     assert_recovered(&f.dir, &[(user("dave"), key("d.mp3"), extra)]);
 }
 
-fn cli(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lockerstore"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn cli_verify_names_damaged_tracks_and_drops_them() {
     let f = four_tracks();
     let pack = packs(&f.dir)[0].clone();
     let cut = (f.ends[2] + f.ends[3]) / 2;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&pack)
-        .unwrap()
-        .set_len(cut)
-        .unwrap();
+    truncate(&pack, cut);
 
     let out = cli(&f.dir, &["verify"]);
     assert!(!out.status.success());

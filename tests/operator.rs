@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{audio, key, open, user};
+use common::{audio, cli, key, open, truncate, user};
 use lockerstore::{Error, LicenseMode, Options, Store};
 
 /// Serialises the tests of this file. A store lock is an flock, held by an open file
@@ -20,14 +20,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn cli(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lockerstore"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .env("CI", "true")
-        .output()
-        .unwrap()
+/// Creates a per-user-copy store in `dir` holding user `a`'s track `key`, and closes it.
+fn store_holding(dir: &Path, key_name: &str, bytes: &[u8]) {
+    let store = open(dir, LicenseMode::PerUserCopy);
+    store.put(&user("a"), &key(key_name), bytes).unwrap();
 }
 
 fn describe(out: &Output) -> String {
@@ -56,26 +52,13 @@ fn fails(out: Output, code: i32, needle: &str) -> String {
     stderr
 }
 
-fn truncate(path: &Path, len: u64) {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_len(len)
-        .unwrap();
-}
-
 // ---- 4. A truncated meta.redb is corruption, not an I/O error ----
 
 #[test]
 fn a_truncated_metadata_file_is_reported_as_corruption() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), LicenseMode::PerUserCopy);
-    store
-        .put(&user("a"), &key("t"), &audio("t", 300_000)[..])
-        .unwrap();
-    drop(store);
+    store_holding(dir.path(), "t", &audio("t", 300_000));
     let meta = dir.path().join("meta.redb");
     let full = std::fs::read(&meta).unwrap();
     let len = full.len() as u64;
@@ -261,9 +244,7 @@ fn a_store_without_its_store_file_is_refused_and_repaired_from_the_metadata() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let song = audio("kept", 700_000);
-    let store = open(dir.path(), LicenseMode::PerUserCopy);
-    store.put(&user("a"), &key("t1"), &song[..]).unwrap();
-    drop(store);
+    store_holding(dir.path(), "t1", &song);
     let store_file = std::fs::read(dir.path().join("STORE")).unwrap();
     let damages: [(&str, Option<Vec<u8>>); 4] = [
         ("missing", None),
@@ -319,9 +300,7 @@ fn a_store_file_of_another_store_is_refused_and_repaired() {
     let _serial = serial();
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let song = audio("one", 300_000);
-    let store = open(one.path(), LicenseMode::PerUserCopy);
-    store.put(&user("a"), &key("t"), &song[..]).unwrap();
-    drop(store);
+    store_holding(one.path(), "t", &song);
     drop(open(two.path(), LicenseMode::PerUserCopy));
     std::fs::copy(two.path().join("STORE"), one.path().join("STORE")).unwrap();
     let err = Store::open(one.path(), Options::default()).unwrap_err();
@@ -338,11 +317,7 @@ fn a_store_file_of_another_store_is_refused_and_repaired() {
 fn repair_refuses_without_readable_metadata_and_lost_metadata_is_not_recreated() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), LicenseMode::PerUserCopy);
-    store
-        .put(&user("a"), &key("t"), &audio("t", 300_000)[..])
-        .unwrap();
-    drop(store);
+    store_holding(dir.path(), "t", &audio("t", 300_000));
     let meta = dir.path().join("meta.redb");
     let saved = std::fs::read(&meta).unwrap();
     // Unreadable metadata: repair refuses and writes no STORE.
@@ -476,9 +451,7 @@ fn a_store_without_the_copy_of_store_gets_it_at_open_and_repair_refuses_before()
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let song = audio("old", 300_000);
-    let store = open(dir.path(), LicenseMode::PerUserCopy);
-    store.put(&user("a"), &key("t"), &song[..]).unwrap();
-    drop(store);
+    store_holding(dir.path(), "t", &song);
     // Make it look like a store of an earlier build: no `store_file` state key.
     {
         const STATE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("state");

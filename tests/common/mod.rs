@@ -49,3 +49,24 @@ pub fn open_small_packs(dir: &std::path::Path, mode: LicenseMode) -> Store {
     )
     .unwrap()
 }
+
+/// Runs the `lockerstore` binary on `store` (with `CI` set, so it draws no progress bars).
+pub fn cli(store: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lockerstore"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env("CI", "true")
+        .output()
+        .unwrap()
+}
+
+/// Cuts (or extends with zeros) the file at `path` to `len` bytes.
+pub fn truncate(path: &std::path::Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
