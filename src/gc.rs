@@ -189,9 +189,7 @@ impl Store {
             })
         });
         if let Err(e) = listed {
-            for (_, p) in taken_packs {
-                inner.packs.abandon(p);
-            }
+            give_back(inner, taken_packs.into_values());
             return Err(e);
         }
         // Candidates with nothing to copy first (they free space without needing any), then the
@@ -207,33 +205,29 @@ impl Store {
             let entries = by_pack.remove(&pid).unwrap_or_default();
             if !entries.is_empty() {
                 let needed = copy_len_of(&entries) + PACK_HEADER_LEN as u64;
-                match inner.spare_space() {
-                    Ok(spare) if spare < needed => {
-                        // Untouched: an unsealed candidate goes back to the writers.
-                        if let Some(p) = taken {
-                            inner.packs.abandon(p);
-                        }
-                        report.packs_skipped_for_space += 1;
-                        progress(&GcProgress {
-                            phase: "packs",
-                            done: i as u64 + 1,
-                            total,
-                        });
-                        continue;
-                    }
-                    Ok(_) => {}
+                let spare = match inner.spare_space() {
+                    Ok(spare) => spare,
                     Err(e) => {
-                        if let Some(p) = taken {
-                            inner.packs.abandon(p);
-                        }
-                        if let Some(p) = out.take() {
-                            inner.packs.abandon(p);
-                        }
-                        for (_, p) in taken_packs {
-                            inner.packs.abandon(p);
-                        }
+                        give_back(
+                            inner,
+                            taken
+                                .into_iter()
+                                .chain(out)
+                                .chain(taken_packs.into_values()),
+                        );
                         return Err(e);
                     }
+                };
+                if spare < needed {
+                    // Untouched: an unsealed candidate goes back to the writers.
+                    give_back(inner, taken);
+                    report.packs_skipped_for_space += 1;
+                    progress(&GcProgress {
+                        phase: "packs",
+                        done: i as u64 + 1,
+                        total,
+                    });
+                    continue;
                 }
             }
             let outcome = compact_one(inner, pid, &entries, &mut out, &mut report);
@@ -246,12 +240,7 @@ impl Store {
             match outcome {
                 Ok(()) => {}
                 Err(e) => {
-                    if let Some(p) = out.take() {
-                        inner.packs.abandon(p);
-                    }
-                    for (_, p) in taken_packs {
-                        inner.packs.abandon(p);
-                    }
+                    give_back(inner, out.into_iter().chain(taken_packs.into_values()));
                     return Err(e);
                 }
             }
@@ -267,6 +256,13 @@ impl Store {
         report.pack_bytes_after = pack_bytes(inner)?;
         inner.restore_ballast()?;
         Ok(report)
+    }
+}
+
+/// Hands packs GC took back to the writers (their uncommitted tails cut).
+fn give_back(inner: &Inner, packs: impl IntoIterator<Item = ActivePack>) {
+    for p in packs {
+        inner.packs.abandon(p);
     }
 }
 
