@@ -66,7 +66,13 @@ impl Store {
     /// Checks the whole store. Returns `Err` only when the check itself cannot run (the metadata
     /// cannot be read at all); damage is listed in the report.
     pub fn verify(&self) -> Result<VerifyReport> {
+        self.check().map(|(report, _)| report)
+    }
+
+    /// `verify`, and the chunk entries whose records failed as corruption.
+    fn check(&self) -> Result<(VerifyReport, HashSet<(Domain, ChunkId)>)> {
         let inner = &self.inner;
+        let mut damaged_chunks = HashSet::new();
         let mut report = VerifyReport::default();
         let snap = inner.meta.read()?;
         let mut problems = Vec::new();
@@ -136,7 +142,12 @@ impl Store {
             };
             match inner.verify_chunk(domain, &r) {
                 Ok(()) => report.chunks_checked += 1,
-                Err(err) => problems.push(format!("chunk {id}: {err}")),
+                Err(err) => {
+                    if err.is_corruption() {
+                        damaged_chunks.insert((domain, id));
+                    }
+                    problems.push(format!("chunk {id}: {err}"));
+                }
             }
         }
         for ((domain, id), n) in refs {
@@ -291,7 +302,7 @@ impl Store {
         report
             .damaged_tracks
             .sort_by(|a, b| (&a.user, &a.key).cmp(&(&b.user, &b.key)));
-        Ok(report)
+        Ok((report, damaged_chunks))
     }
 
     /// Removes the tracks damage has cost (the ones [`Store::verify`] lists in
@@ -309,22 +320,9 @@ impl Store {
         let _maintenance = inner.maintenance.lock().expect("maintenance lock");
         let mut out = DroppedDamage::default();
 
-        // Damaged records: every entry whose record does not read back verified.
-        let mut entries = Vec::new();
-        inner.meta.read()?.for_each_chunk(&mut |d, id, e| {
-            entries.push((d, id, e));
-            Ok(())
-        })?;
-        let mut damaged_chunks: HashSet<(Domain, ChunkId)> = HashSet::new();
-        for (d, id, e) in &entries {
-            match inner.read_record_verified(e, id) {
-                Ok(_) => {}
-                Err(err) if err.is_corruption() => {
-                    damaged_chunks.insert((*d, *id));
-                }
-                Err(err) => return Err(err),
-            }
-        }
+        // One verify pass: the damaged tracks, and the damaged records (every entry whose
+        // record does not read back verified).
+        let (report, damaged_chunks) = self.check()?;
         // Damaged packs: short, missing, or with an unreadable header.
         let mut damaged_packs: HashMap<PackId, Option<u64>> = HashMap::new();
         for (pid, row) in inner.meta.read()?.packs()? {
@@ -347,7 +345,6 @@ impl Store {
         }
 
         // Damaged tracks: the ones verify names.
-        let report = self.verify()?;
         let mut tracks = Vec::new();
         for d in report.damaged_tracks {
             if let Ok(t) = inner.track_record(&d.user, &d.key) {
