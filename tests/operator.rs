@@ -10,16 +10,6 @@ use std::process::{Command, Output};
 use common::{audio, cli, key, open, truncate, user};
 use lockerstore::{Error, LicenseMode, Options, Store};
 
-/// Serialises the tests of this file. A store lock is an flock, held by an open file
-/// description; a process spawned by another test thread holds a copy of every descriptor of
-/// this process from its fork to its exec, so a lock released here can stay held for that
-/// moment and a test reopening at once would see `Locked`.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Creates a per-user-copy store in `dir` holding user `a`'s track `key`, and closes it.
 fn store_holding(dir: &Path, key_name: &str, bytes: &[u8]) {
     let store = open(dir, LicenseMode::PerUserCopy);
@@ -56,7 +46,6 @@ fn fails(out: Output, code: i32, needle: &str) -> String {
 
 #[test]
 fn a_truncated_metadata_file_is_reported_as_corruption() {
-    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     store_holding(dir.path(), "t", &audio("t", 300_000));
     let meta = dir.path().join("meta.redb");
@@ -119,7 +108,6 @@ impl std::io::Read for Upload {
 
 #[test]
 fn a_failed_first_put_leaves_no_user_behind() {
-    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), LicenseMode::PerUserCopy);
     store
@@ -167,7 +155,6 @@ fn a_failed_first_put_leaves_no_user_behind() {
 
 #[test]
 fn concurrent_first_puts_of_a_new_user_share_one_user() {
-    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), LicenseMode::PerUserCopy);
     let gate = std::sync::Arc::new(std::sync::Barrier::new(3));
@@ -200,7 +187,6 @@ fn concurrent_first_puts_of_a_new_user_share_one_user() {
 
 #[test]
 fn cli_put_of_a_directory_creates_no_user() {
-    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     ok(cli(&store, &["init"]));
@@ -241,7 +227,6 @@ fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn a_store_without_its_store_file_is_refused_and_repaired_from_the_metadata() {
-    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let song = audio("kept", 700_000);
     store_holding(dir.path(), "t1", &song);
@@ -297,7 +282,6 @@ fn a_store_without_its_store_file_is_refused_and_repaired_from_the_metadata() {
 
 #[test]
 fn a_store_file_of_another_store_is_refused_and_repaired() {
-    let _serial = serial();
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let song = audio("one", 300_000);
     store_holding(one.path(), "t", &song);
@@ -315,7 +299,6 @@ fn a_store_file_of_another_store_is_refused_and_repaired() {
 
 #[test]
 fn repair_refuses_without_readable_metadata_and_lost_metadata_is_not_recreated() {
-    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     store_holding(dir.path(), "t", &audio("t", 300_000));
     let meta = dir.path().join("meta.redb");
@@ -342,7 +325,6 @@ fn repair_refuses_without_readable_metadata_and_lost_metadata_is_not_recreated()
 
 #[test]
 fn cli_init_refuses_a_store_that_lost_its_store_file_and_repair_brings_it_back() {
-    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     let song = audio("cli", 900_000);
@@ -375,7 +357,6 @@ fn cli_init_refuses_a_store_that_lost_its_store_file_and_repair_brings_it_back()
 
 #[test]
 fn cli_init_finishes_a_creation_interrupted_after_store_was_written() {
-    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     ok(cli(&store, &["init", "--mode", "single-master"]));
@@ -394,7 +375,6 @@ fn cli_init_finishes_a_creation_interrupted_after_store_was_written() {
 
 #[test]
 fn removing_lock_does_not_let_a_second_process_write_the_store() {
-    let _serial = serial();
     use std::io::Write;
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
@@ -444,11 +424,47 @@ fn removing_lock_does_not_let_a_second_process_write_the_store() {
     fails(cli(&store, &["ls", "b"]), 2, "unknown user");
 }
 
+/// A store lock is an flock, held by an open file description, and a child forked by another
+/// thread holds a copy of every descriptor of this process from its fork to its exec. The lock
+/// is released explicitly when the store closes, so that copy does not keep the store locked
+/// against this very process (the crash tests, which spawn children from parallel threads,
+/// failed in CI with `Locked` before).
+#[test]
+fn a_store_closed_while_another_thread_forks_is_not_left_locked() {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = open(&dir, LicenseMode::PerUserCopy);
+    store.put(&user("a"), &key("t"), &b"held"[..]).unwrap();
+
+    let (mut forked, mut tell) = std::io::pipe().unwrap();
+    let spawner = std::thread::spawn(move || {
+        let mut child = Command::new("true");
+        // SAFETY: between fork and exec the closure only calls write(2) and nanosleep(2), both
+        // async-signal-safe, and allocates nothing.
+        unsafe {
+            child.pre_exec(move || {
+                tell.write_all(b"f")?;
+                std::thread::sleep(std::time::Duration::from_millis(1500));
+                Ok(())
+            });
+        }
+        child.status().unwrap()
+    });
+    // The child exists and holds copies of the store's descriptors until it execs.
+    let mut byte = [0u8; 1];
+    forked.read_exact(&mut byte).unwrap();
+    drop(store);
+    let reopened = Store::open(&dir, Options::default()).unwrap();
+    assert_eq!(reopened.read_track(&user("a"), &key("t")).unwrap(), b"held");
+    assert!(spawner.join().unwrap().success());
+}
+
 /// A store created before the metadata kept a copy of `STORE` gets one at its next open; until
 /// then, repair refuses instead of guessing.
 #[test]
 fn a_store_without_the_copy_of_store_gets_it_at_open_and_repair_refuses_before() {
-    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let song = audio("old", 300_000);
     store_holding(dir.path(), "t", &song);
@@ -486,7 +502,6 @@ fn a_store_without_the_copy_of_store_gets_it_at_open_and_repair_refuses_before()
 /// that lost its `STORE` file.
 #[test]
 fn a_creation_under_the_old_lock_is_locked_not_a_lost_store() {
-    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     std::fs::create_dir_all(dir.join("packs")).unwrap();

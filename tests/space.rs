@@ -89,9 +89,8 @@ fn assert_usable(store: &Store) {
     }
 }
 
-/// The scenarios run one at a time: besides the memory, a `mount` or `umount` child forked by
-/// one test holds the other's open files (the store's `LOCK` among them) until it execs, and a
-/// reopen at that moment would see the store as locked.
+/// The scenarios run one at a time: each mounts its own small tmpfs, and two at once would
+/// share the machine's memory and the mount table's churn.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn full_disk_recovers(threshold: f64) {

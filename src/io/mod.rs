@@ -161,7 +161,7 @@ impl Vfs for StdVfs {
                 .open(path)?
         };
         match file.try_lock() {
-            Ok(()) => Ok(Some(Box::new(file))),
+            Ok(()) => Ok(Some(Box::new(FileLock(file)))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
@@ -169,6 +169,23 @@ impl Vfs for StdVfs {
     fn available_space(&self, path: &Path) -> io::Result<u64> {
         let st = rustix::fs::statvfs(path).map_err(io::Error::from)?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+}
+
+/// An flock(2) held on an open file, released explicitly when dropped.
+///
+/// Closing the descriptor alone is not enough: the lock belongs to the open file description,
+/// and a child that another thread of this process forks (`std::process::Command`) shares that
+/// description until its `exec` closes it. Without the explicit unlock, a store dropped in that
+/// window would stay locked against the next open of this very process (seen in CI: the crash
+/// test reopened a store while its sibling test was spawning a child, and got `Locked`).
+#[derive(Debug)]
+struct FileLock(File);
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // An error here leaves the lock to the close that follows; nothing better can be done.
+        let _ = self.0.unlock();
     }
 }
 
