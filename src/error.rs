@@ -251,7 +251,7 @@ impl From<redb::Error> for Error {
                 // (InvalidData, raised by redb itself, never by the OS) are damage to the file.
                 if let Some(past) = source
                     .get_ref()
-                    .and_then(|e| e.downcast_ref::<crate::io::ReadPastEnd>())
+                    .and_then(|e| e.downcast_ref::<crate::vfs::ReadPastEnd>())
                 {
                     return Error::corrupted(format!("meta.redb: {past}"));
                 }

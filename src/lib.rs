@@ -49,7 +49,7 @@ mod format;
 mod gc;
 mod ids;
 mod ingest;
-pub mod io;
+pub mod vfs;
 mod meta;
 mod migrate;
 mod ownership;

@@ -15,7 +15,7 @@ use crate::format::{
     PACK_HEADER_LEN, PackHeader, PackRow, RecordHeader, pack_name, parse_pack_name,
 };
 use crate::ids::PackId;
-use crate::io::{Mapped, Vfs, VfsFile};
+use crate::vfs::{Mapped, Vfs, VfsFile};
 
 /// A pack open for appending, owned by one ingest at a time.
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use crate::compress;
 use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, ChunkRef, RecordHeader, TrackRecord};
 use crate::ids::{ChunkId, Domain, Fingerprint, PackId, TrackKey, UserId};
-use crate::io::Mapped;
+use crate::vfs::Mapped;
 use crate::store::{Inner, Store, TrackInfo, info};
 
 /// A verified chunk's plain bytes: straight from the pack map for raw records, decoded otherwise.

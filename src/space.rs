@@ -26,7 +26,7 @@ pub(crate) const METADATA_FLOOR: u64 = 256 << 10;
 const WRITE_PIECE: usize = 1 << 20;
 
 impl Inner {
-    /// Bytes free on the store's file system ([`crate::io::Vfs::available_space`]).
+    /// Bytes free on the store's file system ([`crate::vfs::Vfs::available_space`]).
     pub(crate) fn free_space(&self) -> Result<u64> {
         self.packs
             .available_space()

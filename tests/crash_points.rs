@@ -29,7 +29,7 @@ use faultfs::harness::{
 };
 use faultfs::{FaultFs, Op};
 use lockerstore::Error;
-use lockerstore::io::Vfs;
+use lockerstore::vfs::Vfs;
 
 /// What one crash point showed.
 #[derive(Default)]

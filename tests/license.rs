@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use common::*;
 use lockerstore::corpus::{Corpus, CorpusSpec, SplitMix};
-use lockerstore::io::{Mapped, StdVfs, Vfs, VfsFile};
+use lockerstore::vfs::{Mapped, StdVfs, Vfs, VfsFile};
 use lockerstore::{Error, GcOptions, LicenseMode, Options, Store, TrackKey, UserId};
 
 fn small_corpus() -> Corpus {

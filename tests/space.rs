@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{audio, key, small_chunks, user};
-use lockerstore::io::{StdVfs, Vfs};
+use lockerstore::vfs::{StdVfs, Vfs};
 use lockerstore::{Error, GcOptions, Options, Store};
 
 /// A tmpfs mounted on a fresh directory, unmounted on drop (also when the test panics).

@@ -16,7 +16,7 @@ use crate::format::{
     CHUNK_ENTRY_LEN, ChunkEntry, PACK_ROW_LEN, PackRow, TrackRecord, USER_ROW_LEN, UserRow,
 };
 use crate::ids::{ChunkId, Domain, PackId, UserNo};
-use crate::io::{RedbBackend, Vfs};
+use crate::vfs::{RedbBackend, Vfs};
 
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");

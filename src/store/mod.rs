@@ -14,7 +14,7 @@ use crate::ids::{
     AudioFingerprint, ChunkId, Domain, Fingerprint, LicenseMode, TrackKey, UserId, UserNo,
     random_bytes,
 };
-use crate::io::Vfs;
+use crate::vfs::Vfs;
 use crate::meta::{
     MetaRead, MetaStore, RedbMeta, counter_keys as ck, state_keys as sk, write_with,
 };

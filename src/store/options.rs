@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::chunker::ChunkerParams;
 use crate::ids::LicenseMode;
-use crate::io::{StdVfs, Vfs};
+use crate::vfs::{StdVfs, Vfs};
 
 /// How to open a store.
 #[derive(Clone, Debug)]

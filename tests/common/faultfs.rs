@@ -59,7 +59,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use lockerstore::io::{Mapped, Vfs, VfsFile};
+use lockerstore::vfs::{Mapped, Vfs, VfsFile};
 
 /// Kinds of operations, for counters and fault injection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -1089,7 +1089,7 @@ pub mod harness {
     };
 
     use super::{Counts, FaultFs, Image};
-    use lockerstore::io::Vfs;
+    use lockerstore::vfs::Vfs;
 
     /// The store's directory in every `FaultFs`.
     pub const DIR: &str = "/store";
