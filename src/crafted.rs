@@ -141,7 +141,7 @@ fn ogg_page(out: &mut Vec<u8>, flags: u8, granule: u64, seq: u32, lacing: &[u8],
 mod tests {
     use super::*;
     use crate::segment::{Format, MAX_REGIONS, segment};
-    use crate::upload::fuzz_bounds_check;
+    use crate::write::upload::fuzz_bounds_check;
 
     #[test]
     fn crafted_inputs_parse_as_their_container_up_to_the_cap() {

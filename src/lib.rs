@@ -38,46 +38,40 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-mod chunker;
-mod commit;
-mod compress;
+mod chunk;
 pub mod corpus;
 mod crafted;
+mod engine;
 mod error;
-mod filter;
 mod format;
-mod gc;
 mod ids;
-mod ingest;
-pub mod vfs;
-mod meta;
-mod migrate;
+mod index;
+mod maint;
 mod ownership;
-mod packs;
-mod pipeline;
-mod reader;
-mod refs;
+mod pack;
+mod read;
 mod segment;
-mod space;
 mod store;
-mod upload;
-mod verify;
+pub mod vfs;
+mod write;
 
-pub use chunker::ChunkerParams;
+pub use chunk::ChunkerParams;
 pub use error::{Error, Result};
-pub use gc::{GcOptions, GcProgress, GcReport};
 pub use ids::{
     AudioFingerprint, ChunkId, Domain, Fingerprint, LicenseMode, MAX_KEY_LEN, MAX_USER_ID_LEN,
     PackId, TrackKey, UserId, UserNo,
 };
-pub use migrate::{AuditReport, MigrationProgress, MigrationReport, RecordOwnership, WhatIf};
+pub use maint::gc::{GcOptions, GcProgress, GcReport};
+pub use maint::migrate::{
+    AuditReport, MigrationProgress, MigrationReport, RecordOwnership, WhatIf,
+};
+pub use maint::verify::{DamagedTrack, DroppedDamage, VerifyReport};
 pub use ownership::{
     CHALLENGE_TTL, Challenge, ClientTrack, OwnershipClaim, ProofOutcome, REFUSAL_FLOOR,
 };
-pub use packs::RecoveryReport;
-pub use reader::TrackReader;
+pub use pack::RecoveryReport;
+pub use read::TrackReader;
 pub use store::{Options, PutOutcome, Stats, Store, StoreFileRepair, TrackInfo, UserStats};
-pub use verify::{DamagedTrack, DroppedDamage, VerifyReport};
 
 /// Byte-level parsers of stored formats, exposed for the fuzz targets. Not a stable API.
 #[doc(hidden)]
@@ -88,15 +82,15 @@ pub mod fuzzing {
     };
     pub use crate::segment::MAX_REGIONS;
     pub use crate::segment::fuzz_check as segment_check;
-    pub use crate::upload::fuzz_bounds_check as upload_bounds_check;
+    pub use crate::write::upload::fuzz_bounds_check as upload_bounds_check;
 
     /// The chunk bound of any upload: `2 * len / min + 16`.
     pub fn max_chunks(len: u64, min: u32) -> u64 {
-        crate::chunker::max_chunks(len, min)
+        crate::chunk::max_chunks(len, min)
     }
 
     /// The compress-or-keep-raw decision, for the benchmarks: returns whether zstd was kept.
     pub fn compress_decision(plain: &[u8], level: i32) -> bool {
-        crate::compress::encode(plain, level).0 == crate::format::Codec::Zstd
+        crate::pack::codec::encode(plain, level).0 == crate::format::Codec::Zstd
     }
 }

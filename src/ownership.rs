@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::format::{TrackAudio, TrackRecord};
 use crate::ids::{AudioFingerprint, LicenseMode, TrackKey, UserId, random_bytes};
-use crate::reader::TrackReader;
+use crate::read::TrackReader;
 use crate::segment;
 use crate::store::{PutOutcome, Store};
 

@@ -6,7 +6,7 @@
 //! `len` bytes thus gives at most `len / min + R` chunks. Ranges of at least `min` bytes number
 //! at most `len / min`, so with at most [`MAX_SHORT_RANGES`] shorter ones the count is at most
 //! `2 * len / min + MAX_SHORT_RANGES` whatever the regions were: the bound of
-//! [`crate::chunker::max_chunks`].
+//! [`crate::chunk::max_chunks`].
 //!
 //! The rule, in file order: a region of at least `min` bytes starts a range of its own; a
 //! shorter one also does while fewer than [`MAX_SHORT_RANGES`] short regions have started one,

@@ -6,20 +6,20 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::chunker::{Chunker, ChunkerParams};
+use crate::chunk::{Chunker, ChunkerParams};
 use crate::error::{Error, Result};
-use crate::filter::ChunkFilter;
 use crate::format::{STORE_FORMAT_VERSION, StoreFile, TrackRecord};
 use crate::ids::{
     AudioFingerprint, ChunkId, Domain, Fingerprint, LicenseMode, TrackKey, UserId, UserNo,
     random_bytes,
 };
-use crate::vfs::Vfs;
-use crate::meta::{
+use crate::index::filter::ChunkFilter;
+use crate::index::refs::{Accounting, unlink_track};
+use crate::index::{
     MetaRead, MetaStore, RedbMeta, counter_keys as ck, state_keys as sk, write_with,
 };
-use crate::packs::{Packs, RecoveryReport};
-use crate::refs::{Accounting, unlink_track};
+use crate::pack::{Packs, RecoveryReport};
+use crate::vfs::Vfs;
 
 const STORE_FILE: &str = "STORE";
 const LOCK_FILE: &str = "LOCK";
@@ -139,7 +139,7 @@ pub(crate) struct Inner {
     pub(crate) segment_window: usize,
     pub(crate) min_free_space: u64,
     /// Threads doing ingest work, so an upload's helper only takes idle cores.
-    pub(crate) cores: crate::pipeline::Cores,
+    pub(crate) cores: crate::chunk::pipeline::Cores,
     /// Keys of the stored chunk entries, so lookups of certainly new content skip the metadata.
     pub(crate) filter: Arc<ChunkFilter>,
     /// Chunk entries that in-flight ingests found and will reference at commit. GC and
@@ -149,9 +149,9 @@ pub(crate) struct Inner {
     /// Serialises the maintenance jobs (migration, GC) with each other.
     pub(crate) maintenance: Mutex<()>,
     /// Shares metadata commits (and their fsync) among concurrent puts.
-    pub(crate) group_commit: crate::commit::GroupCommit,
+    pub(crate) group_commit: crate::index::group::GroupCommit,
     /// User numbers reserved by puts of users without a committed row (see `ingest::UserNos`).
-    pub(crate) user_nos: Mutex<crate::ingest::UserNos>,
+    pub(crate) user_nos: Mutex<crate::write::UserNos>,
     /// Outstanding proof-of-ownership challenges.
     pub(crate) challenges: Mutex<crate::ownership::Challenges>,
     /// Ingests in flight per license mode they started under (index `mode.to_byte() - 1`).
@@ -434,7 +434,7 @@ impl Store {
                 segmenting: options.segmenting,
                 segment_window: options.segment_window,
                 min_free_space: options.min_free_space,
-                cores: crate::pipeline::Cores::of_machine(),
+                cores: crate::chunk::pipeline::Cores::of_machine(),
                 filter,
                 pins: Mutex::new(HashMap::new()),
                 maintenance: Mutex::new(()),
@@ -751,7 +751,7 @@ pub(crate) fn info(key: TrackKey, t: &TrackRecord) -> TrackInfo {
         fingerprint: t.fingerprint,
         chunks: t.chunks.len() as u64,
         stored_at: t.stored_at,
-        format: crate::ingest::format_name(t.audio.as_ref().map_or(0, |a| a.format)),
+        format: crate::write::format_name(t.audio.as_ref().map_or(0, |a| a.format)),
         audio_fingerprint: t.audio.as_ref().map(|a| AudioFingerprint(a.fingerprint)),
         audio_len: t.audio.as_ref().map_or(0, |a| a.len()),
     }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::chunker::ChunkerParams;
+use crate::chunk::ChunkerParams;
 use crate::ids::LicenseMode;
 use crate::vfs::{StdVfs, Vfs};
 

@@ -3,12 +3,12 @@
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use crate::compress;
 use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, ChunkRef, RecordHeader, TrackRecord};
 use crate::ids::{ChunkId, Domain, Fingerprint, PackId, TrackKey, UserId};
-use crate::vfs::Mapped;
+use crate::pack::codec;
 use crate::store::{Inner, Store, TrackInfo, info};
+use crate::vfs::Mapped;
 
 /// A verified chunk's plain bytes: straight from the pack map for raw records, decoded otherwise.
 /// Cheap to clone, so the fingerprint thread can hash the bytes the caller is copying.
@@ -171,7 +171,7 @@ impl Inner {
                 entry.offset,
             ));
         }
-        let plain = compress::decode(head.codec, stored, head.plain_len, entry.pack, entry.offset)?;
+        let plain = codec::decode(head.codec, stored, head.plain_len, entry.pack, entry.offset)?;
         let got = ChunkId::of(&plain);
         if got != r.id {
             return Err(Error::ChecksumMismatch {

@@ -15,22 +15,24 @@
 //! is visible. If the fsync or the commit fails, the packs are retired instead (the commit may
 //! have reached the disk); the next open cuts whatever no committed metadata covers.
 
+pub(crate) mod upload;
+
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::compress;
 use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, ChunkRef, RecordHeader, TrackAudio, TrackRecord, UserRow};
 use crate::ids::{ChunkId, Domain, TrackKey, UserId, UserNo};
-use crate::meta::{MetaWrite, counter_keys as ck};
-use crate::packs::ActivePack;
-use crate::refs::{
+use crate::index::refs::{
     Accounting, PackDelta, add_recording, add_ref, drop_refs, insert_entry, remove_recording,
 };
+use crate::index::{MetaWrite, counter_keys as ck};
+use crate::pack::ActivePack;
+use crate::pack::codec;
 use crate::segment::Format;
 use crate::store::{PutOutcome, Store};
-use crate::upload::chunk_upload;
+use crate::write::upload::chunk_upload;
 
 /// Packs held and entries pinned by one ingest.
 struct Held<'a> {
@@ -294,7 +296,7 @@ impl Store {
                 existing.insert(id);
                 return Ok(());
             }
-            let (codec, stored) = compress::encode(plain, inner.compression_level);
+            let (codec, stored) = codec::encode(plain, inner.compression_level);
             let header = RecordHeader {
                 codec,
                 domain,

@@ -12,8 +12,8 @@
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::error::Result;
-use crate::ingest::PutCommit;
-use crate::meta::{MetaStore, write_with};
+use crate::index::{MetaStore, write_with};
+use crate::write::PutCommit;
 
 #[derive(Debug, Default)]
 struct SlotState {

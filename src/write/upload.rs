@@ -17,10 +17,10 @@
 
 use std::io::{Cursor, Read};
 
-use crate::chunker::{Chunker, max_chunks};
+use crate::chunk::pipeline::{Cores, Sink, chunk_buffer, chunk_stream};
+use crate::chunk::{Chunker, max_chunks};
 use crate::error::{Error, Result};
 use crate::ids::Fingerprint;
-use crate::pipeline::{Cores, Sink, chunk_buffer, chunk_stream};
 use crate::segment::{self, Format, RegionKind};
 
 /// What the segmenter learnt about an upload.

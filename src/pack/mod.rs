@@ -5,6 +5,8 @@
 //! pack's committed length belong to the one ingest in flight on it (or to a crashed one, and are
 //! cut off on open). A pack that reaches the size limit is sealed and never written again.
 
+pub(crate) mod codec;
+
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -7,9 +7,9 @@ use std::io::Read;
 use crate::error::{Error, Result};
 use crate::format::{PACK_HEADER_LEN, PackRow, TrackRecord};
 use crate::ids::{ChunkId, Domain, PackId, TrackKey, UserId, UserNo};
-use crate::meta::counter_keys as ck;
-use crate::meta::write_with;
-use crate::refs::{Accounting, unlink_track};
+use crate::index::counter_keys as ck;
+use crate::index::refs::{Accounting, unlink_track};
+use crate::index::write_with;
 use crate::store::Store;
 
 /// A track that cannot be read back exactly because stored bytes it needs are damaged or gone.

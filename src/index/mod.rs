@@ -2,7 +2,10 @@
 //! implementation. All changes of one operation happen in one `write` call, which commits
 //! atomically and durably or not at all.
 
+pub(crate) mod filter;
+pub(crate) mod group;
 mod redb_meta;
+pub(crate) mod refs;
 
 pub(crate) use redb_meta::RedbMeta;
 
@@ -96,7 +99,7 @@ pub(crate) trait MetaStore: Send + Sync + std::fmt::Debug {
     fn write(&self, f: &mut dyn FnMut(&mut dyn MetaWrite) -> Result<()>) -> Result<()>;
     /// From now on, adds the key of every chunk entry written to `filter` before the transaction
     /// that writes it commits.
-    fn watch_chunks(&self, filter: std::sync::Arc<crate::filter::ChunkFilter>);
+    fn watch_chunks(&self, filter: std::sync::Arc<crate::index::filter::ChunkFilter>);
 }
 
 /// Runs `f` in a write transaction and returns its value.

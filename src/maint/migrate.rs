@@ -22,9 +22,9 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, PACK_HEADER_LEN, RecordHeader, TrackRecord};
 use crate::ids::{ChunkId, Domain, LicenseMode, UserNo};
-use crate::meta::{MetaRead, counter_keys as ck, write_with};
-use crate::packs::ActivePack;
-use crate::refs::{Accounting, PackDelta, add_ref, drop_ref, insert_entry};
+use crate::index::refs::{Accounting, PackDelta, add_ref, drop_ref, insert_entry};
+use crate::index::{MetaRead, counter_keys as ck, write_with};
+use crate::pack::ActivePack;
 use crate::store::{Inner, Store};
 
 /// What migrating to a mode would do, computed from metadata alone.

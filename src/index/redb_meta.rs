@@ -11,11 +11,11 @@ use redb::{
 
 use super::{MetaRead, MetaStore, MetaWrite};
 use crate::error::{Error, Result};
-use crate::filter::ChunkFilter;
 use crate::format::{
     CHUNK_ENTRY_LEN, ChunkEntry, PACK_ROW_LEN, PackRow, TrackRecord, USER_ROW_LEN, UserRow,
 };
 use crate::ids::{ChunkId, Domain, PackId, UserNo};
+use crate::index::filter::ChunkFilter;
 use crate::vfs::{RedbBackend, Vfs};
 
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");

@@ -1,6 +1,8 @@
 //! Content-defined chunking: FastCDC (2020 variant) with a per-store gear seed, so chunk sizes do
 //! not fingerprint content across stores.
 
+pub(crate) mod pipeline;
+
 use std::io::Read;
 
 use fastcdc::v2020::{self, Normalization, StreamCDC};

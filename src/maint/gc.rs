@@ -22,9 +22,9 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, PACK_HEADER_LEN};
 use crate::ids::{ChunkId, Domain, PackId};
-use crate::meta::write_with;
-use crate::packs::ActivePack;
-use crate::refs::{Accounting, PackDelta};
+use crate::index::refs::{Accounting, PackDelta};
+use crate::index::write_with;
+use crate::pack::ActivePack;
 use crate::store::{Inner, Store};
 
 /// GC settings.

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, PackRow, TrackRecord, UserRow};
 use crate::ids::{ChunkId, Domain, PackId, UserNo};
-use crate::meta::{MetaWrite, counter_keys as ck};
+use crate::index::{MetaWrite, counter_keys as ck};
 
 /// Counter changes of one transaction, written once at the end.
 #[derive(Debug, Default)]

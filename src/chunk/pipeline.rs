@@ -38,7 +38,7 @@ use blake3::hazmat::{ChainingValue, HasherExt, Mode, left_subtree_len, merge_sub
 use crossbeam::channel::{Receiver, Sender, bounded, unbounded};
 use fastcdc::v2020::FastCDC;
 
-use crate::chunker::Chunker;
+use crate::chunk::Chunker;
 use crate::error::Result;
 use crate::ids::{ChunkId, Fingerprint};
 
@@ -562,7 +562,7 @@ pub(crate) fn chunk_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunker::ChunkerParams;
+    use crate::chunk::ChunkerParams;
     use crate::error::Error;
 
     fn data(len: usize, seed: u64) -> Vec<u8> {
