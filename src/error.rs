@@ -265,3 +265,24 @@ impl From<redb::Error> for Error {
         }
     }
 }
+
+impl Error {
+    /// Unwraps an engine error carried in an `io::Error` (as `TrackReader` returns them);
+    /// other I/O errors become `Error::Io`.
+    pub fn from_io(e: io::Error) -> Error {
+        if e.get_ref().is_some_and(|r| r.is::<Error>()) {
+            let inner = e.into_inner().expect("checked above");
+            return *inner.downcast::<Error>().expect("checked above");
+        }
+        Error::io("read", "track", e)
+    }
+
+    pub(crate) fn into_io(self) -> io::Error {
+        let kind = if self.is_corruption() {
+            io::ErrorKind::InvalidData
+        } else {
+            io::ErrorKind::Other
+        };
+        io::Error::new(kind, self)
+    }
+}

@@ -47,8 +47,11 @@ mod format;
 mod ids;
 mod index;
 mod maint;
+mod names;
 mod ownership;
 mod pack;
+mod policy;
+mod random;
 mod read;
 mod segment;
 mod store;
@@ -57,21 +60,22 @@ mod write;
 
 pub use chunk::ChunkerParams;
 pub use error::{Error, Result};
-pub use ids::{
-    AudioFingerprint, ChunkId, Domain, Fingerprint, LicenseMode, MAX_KEY_LEN, MAX_USER_ID_LEN,
-    PackId, TrackKey, UserId, UserNo,
-};
+pub use ids::{AudioFingerprint, ChunkId, Domain, Fingerprint, PackId, UserNo};
 pub use maint::gc::{GcOptions, GcProgress, GcReport};
 pub use maint::migrate::{
     AuditReport, MigrationProgress, MigrationReport, RecordOwnership, WhatIf,
 };
 pub use maint::verify::{DamagedTrack, DroppedDamage, VerifyReport};
+pub use names::{MAX_KEY_LEN, MAX_USER_ID_LEN, TrackKey, UserId};
 pub use ownership::{
     CHALLENGE_TTL, Challenge, ClientTrack, OwnershipClaim, ProofOutcome, REFUSAL_FLOOR,
 };
 pub use pack::RecoveryReport;
+pub use policy::LicenseMode;
 pub use read::TrackReader;
-pub use store::{Options, PutOutcome, Stats, Store, StoreFileRepair, TrackInfo, UserStats};
+pub use read::catalog::{Stats, TrackInfo, UserStats};
+pub use store::{Options, Store, StoreFileRepair};
+pub use write::PutOutcome;
 
 /// Byte-level parsers of stored formats, exposed for the fuzz targets. Not a stable API.
 #[doc(hidden)]

@@ -21,14 +21,19 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::format::{TrackAudio, TrackRecord};
-use crate::ids::{AudioFingerprint, LicenseMode, TrackKey, UserId, random_bytes};
+use crate::ids::AudioFingerprint;
+use crate::names::{TrackKey, UserId};
+use crate::policy::{LicencePolicy, TrackOwner};
+use crate::random::random_bytes;
 use crate::read::TrackReader;
 use crate::segment;
-use crate::store::{PutOutcome, Store};
+use crate::write::{PutOutcome, Writer};
 
 /// Ranges per challenge.
 const RANGES: usize = 8;
@@ -88,10 +93,10 @@ pub(crate) struct Pending {
     issued: Instant,
 }
 
-/// Outstanding challenges.
+/// The proofs of ownership in progress: the outstanding challenges.
 #[derive(Debug, Default)]
-pub(crate) struct Challenges {
-    pending: HashMap<u64, Pending>,
+pub(crate) struct Proofs {
+    pending: Mutex<HashMap<u64, Pending>>,
 }
 
 /// Random ranges over a payload of `len` bytes: `RANGES` ranges of up to `RANGE_LEN` bytes.
@@ -135,7 +140,7 @@ impl Floor {
     }
 }
 
-impl Store {
+impl Proofs {
     /// Starts a proof of ownership for `user`'s track `key`. Looks nothing up: the challenge's
     /// shape and cost depend only on `claim.audio_len`, never on the store's content or mode.
     pub fn challenge(
@@ -149,20 +154,18 @@ impl Store {
             nonce: random_bytes::<32>("a challenge")?,
             ranges: pick_ranges(claim.audio_len)?,
         };
-        let mut c = self.inner.challenges.lock().expect("challenge lock");
+        let mut pending = self.pending.lock().expect("challenge lock");
         let now = Instant::now();
-        c.pending
-            .retain(|_, p| now.duration_since(p.issued) < CHALLENGE_TTL);
-        if c.pending.len() >= MAX_PENDING
-            && let Some(oldest) = c
-                .pending
+        pending.retain(|_, p| now.duration_since(p.issued) < CHALLENGE_TTL);
+        if pending.len() >= MAX_PENDING
+            && let Some(oldest) = pending
                 .iter()
                 .min_by_key(|(_, p)| p.issued)
                 .map(|(k, _)| *k)
         {
-            c.pending.remove(&oldest);
+            pending.remove(&oldest);
         }
-        c.pending.insert(
+        pending.insert(
             challenge.id,
             Pending {
                 user: user.clone(),
@@ -185,15 +188,17 @@ impl Store {
     /// track replaced, deleted or freed meanwhile, a damaged chunk) is a refusal too, never an
     /// error naming the holder. An `Err` comes only from the store itself (the put of the
     /// linked track: a full disk, an I/O error) and names neither the holder nor its key.
-    pub fn prove(
+    pub(crate) fn prove(
         &self,
+        engine: &Arc<Engine>,
+        writer: &Writer,
         challenge_id: u64,
         response: [u8; 32],
         head: &[u8],
         tail: &[u8],
     ) -> Result<ProofOutcome> {
         let floor = Floor::from(Instant::now());
-        let result = self.prove_unfloored(challenge_id, response, head, tail);
+        let result = self.prove_unfloored(engine, writer, challenge_id, response, head, tail);
         if !matches!(result, Ok(ProofOutcome::Linked(_))) {
             floor.wait();
         }
@@ -202,31 +207,37 @@ impl Store {
 
     fn prove_unfloored(
         &self,
+        engine: &Arc<Engine>,
+        writer: &Writer,
         challenge_id: u64,
         response: [u8; 32],
         head: &[u8],
         tail: &[u8],
     ) -> Result<ProofOutcome> {
         let Some(p) = self
-            .inner
-            .challenges
+            .pending
             .lock()
             .expect("challenge lock")
-            .pending
             .remove(&challenge_id)
         else {
             return Ok(ProofOutcome::Refused);
         };
         let fresh = p.issued.elapsed() < CHALLENGE_TTL;
-        // A holder is looked for only where a proof may link. Any failure finding or reading it
-        // refuses like everything else: its error would name the holder.
-        let holder = if fresh && self.mode() == LicenseMode::SingleMaster {
-            self.holder(&p.claim).unwrap_or(None)
+        // The prover's number: committed, or reserved for as long as the proof runs (the link's
+        // put uses the same reservation).
+        let prover = crate::write::reserve_user_no(engine, writer, &p.user)?;
+        let prover = TrackOwner { user: prover.no() };
+        // A holder is looked for only where the policy lets uploads be avoided, and used only
+        // where it lets the prover's track share the holder's records.
+        // Any failure finding or reading it refuses like everything else: its error would name
+        // the holder.
+        let holder = if fresh && engine.policy().current().avoids_uploads(prover) {
+            holder(engine, &p.claim, prover).unwrap_or(None)
         } else {
             None
         };
-        let Some(mut payload) = holder else {
-            self.decoy_work(&p);
+        let Some((mut payload, holder)) = holder else {
+            decoy_work(engine, &p);
             return Ok(ProofOutcome::Refused);
         };
         let Ok(expected) = payload.answer(&p.nonce, &p.ranges) else {
@@ -243,59 +254,74 @@ impl Store {
         let upload = std::io::Cursor::new(head)
             .chain(&mut payload)
             .chain(std::io::Cursor::new(tail));
-        // Only under single-master mode as the ingest registers: a mode change since the check
-        // above refuses instead of linking a copy the new mode forbids.
-        match self.put_if_mode(LicenseMode::SingleMaster, &p.user, &p.key, upload) {
+        // Only if the policy still lets the two tracks share as the ingest registers: a change of
+        // policy since the check above refuses instead of linking a copy the new one forbids.
+        let allowed = |policy: &dyn LicencePolicy, owner: TrackOwner| {
+            policy.avoids_uploads(owner) && policy.may_share(owner, holder)
+        };
+        match crate::write::put_if(engine, writer, allowed, &p.user, &p.key, upload) {
             Ok(Some(out)) => Ok(ProofOutcome::Linked(out)),
             Ok(None) => Ok(ProofOutcome::Refused),
             Err(_) if payload.failed => Ok(ProofOutcome::Refused),
             Err(e) => Err(e),
         }
     }
+}
 
-    /// The work of the real path without a payload: the challenged bytes, and verifying the
-    /// chunk each range falls in (one average chunk per range).
-    fn decoy_work(&self, p: &Pending) {
-        let mut h = keyed(&p.nonce);
-        let total: u64 = p.ranges.iter().map(|(s, e)| e - s).sum();
-        h.update(&vec![0u8; total as usize]);
-        let chunk = vec![0u8; self.inner.chunker.params.avg as usize];
-        for _ in &p.ranges {
-            std::hint::black_box(blake3::hash(&chunk));
-        }
-        std::hint::black_box(h.finalize());
+/// The work of the real path without a payload: the challenged bytes, and verifying the
+/// chunk each range falls in (one average chunk per range).
+fn decoy_work(engine: &Engine, p: &Pending) {
+    let mut h = keyed(&p.nonce);
+    let total: u64 = p.ranges.iter().map(|(s, e)| e - s).sum();
+    h.update(&vec![0u8; total as usize]);
+    let chunk = vec![0u8; engine.chunker().params.avg as usize];
+    for _ in &p.ranges {
+        std::hint::black_box(blake3::hash(&chunk));
     }
+    std::hint::black_box(h.finalize());
+}
 
-    /// A track holding the claimed recording, read once: a reader of exactly its record's
-    /// payload. `None` when no track qualifies (none holds the fingerprint, or the first one's
-    /// payload length differs from the claim).
-    fn holder(&self, claim: &OwnershipClaim) -> Result<Option<PayloadReader>> {
-        let snap = self.inner.meta.read()?;
-        let Some((no, key)) = snap
-            .recording_holders(&claim.audio_fingerprint.0, 1)?
-            .into_iter()
-            .next()
-        else {
-            return Ok(None);
-        };
-        let Some(track) = snap.track(no, &key)? else {
-            return Ok(None);
-        };
-        let Some(audio) = track.audio.clone() else {
-            return Ok(None);
-        };
-        if audio.fingerprint != claim.audio_fingerprint.0 || audio.len() != claim.audio_len {
-            return Ok(None);
-        }
-        let Some(name) = snap.user_name(no)? else {
-            return Ok(None);
-        };
-        drop(snap);
-        let (Ok(user), Ok(key)) = (UserId::new(&name), TrackKey::new(&key)) else {
-            return Ok(None);
-        };
-        Ok(Some(PayloadReader::new(self, &user, &key, track, audio)))
+/// A track holding the claimed recording whose records the policy lets `prover` share, read
+/// once: a reader of exactly its record's payload, and its owner. `None` when no track
+/// qualifies (none holds the fingerprint, the first one's payload length differs from the
+/// claim, or the policy keeps its records from the prover).
+fn holder(
+    engine: &Arc<Engine>,
+    claim: &OwnershipClaim,
+    prover: TrackOwner,
+) -> Result<Option<(PayloadReader, TrackOwner)>> {
+    let snap = engine.meta().read()?;
+    let Some((no, key)) = snap
+        .recording_holders(&claim.audio_fingerprint.0, 1)?
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    let owner = TrackOwner { user: no };
+    if !engine.policy().current().may_share(owner, prover) {
+        return Ok(None);
     }
+    let Some(track) = snap.track(no, &key)? else {
+        return Ok(None);
+    };
+    let Some(audio) = track.audio.clone() else {
+        return Ok(None);
+    };
+    if audio.fingerprint != claim.audio_fingerprint.0 || audio.len() != claim.audio_len {
+        return Ok(None);
+    }
+    let Some(name) = snap.user_name(no)? else {
+        return Ok(None);
+    };
+    drop(snap);
+    let (Ok(user), Ok(key)) = (UserId::new(&name), TrackKey::new(&key)) else {
+        return Ok(None);
+    };
+    Ok(Some((
+        PayloadReader::new(engine, &user, &key, track, audio),
+        owner,
+    )))
 }
 
 /// Reads the audio payload (its audio ranges, concatenated) of one track record read once, and
@@ -315,14 +341,14 @@ struct PayloadReader {
 
 impl PayloadReader {
     fn new(
-        store: &Store,
+        engine: &Arc<Engine>,
         user: &UserId,
         key: &TrackKey,
         record: TrackRecord,
         audio: TrackAudio,
     ) -> Self {
         PayloadReader {
-            track: store.open_record(user, key, record),
+            track: crate::read::open_record(engine, user, key, record),
             len: audio.len(),
             ranges: audio.ranges,
             fingerprint: audio.fingerprint,

@@ -482,6 +482,7 @@ fn other_mode(mode: LicenseMode) -> LicenseMode {
     match mode {
         LicenseMode::PerUserCopy => LicenseMode::SingleMaster,
         LicenseMode::SingleMaster => LicenseMode::PerUserCopy,
+        other => unreachable!("a mode this test does not know: {other}"),
     }
 }
 
@@ -920,6 +921,7 @@ fn sigkill_during_migration_and_gc_loses_no_track() {
     let layout = |mode| match mode {
         LicenseMode::PerUserCopy => per_user,
         LicenseMode::SingleMaster => single,
+        other => unreachable!("a mode this test does not know: {other}"),
     };
     assert!(
         single.physical_bytes * 3 < per_user.physical_bytes * 2,

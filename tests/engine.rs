@@ -66,6 +66,7 @@ fn same_track_of_two_users_is_stored_twice_per_user_and_once_single_master() {
         match mode {
             LicenseMode::PerUserCopy => assert_eq!(two, 2 * one),
             LicenseMode::SingleMaster => assert_eq!(two, one),
+            other => unreachable!("a mode this test does not know: {other}"),
         }
         assert!(one >= song.len() as u64);
         let s = store.stats().unwrap();

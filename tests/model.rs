@@ -291,6 +291,7 @@ impl Model {
         match self.mode {
             LicenseMode::SingleMaster => Dom::Shared,
             LicenseMode::PerUserCopy => Dom::User(u.to_owned()),
+            other => unreachable!("the model knows two modes, not {other}"),
         }
     }
 
@@ -340,6 +341,7 @@ fn other_mode(mode: LicenseMode) -> LicenseMode {
     match mode {
         LicenseMode::PerUserCopy => LicenseMode::SingleMaster,
         LicenseMode::SingleMaster => LicenseMode::PerUserCopy,
+        other => unreachable!("the model knows two modes, not {other}"),
     }
 }
 
@@ -679,6 +681,7 @@ fn check_audit(store: &Store, m: &Model, step: &str) {
         && match m.mode {
             LicenseMode::PerUserCopy => across == 0 && shared == 0,
             LicenseMode::SingleMaster => duplicates == 0 && in_users == 0,
+            other => unreachable!("the model knows two modes, not {other}"),
         };
     assert_eq!(a.mode, m.mode, "{step}: audit");
     assert_eq!(
@@ -801,6 +804,7 @@ fn do_migrate(store: &Store, m: &mut Model, step: &str) {
                 }
             }
         }
+        other => unreachable!("the model knows two modes, not {other}"),
     }
     for id in &pending {
         let dom = m.target(&id.0);

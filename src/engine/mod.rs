@@ -1,4 +1,130 @@
-//! The engine: the state every subsystem shares (metadata, packs, chunker, pins, policy, free
-//! space), each part behind its own methods.
+//! The engine: the state every subsystem shares, each part behind its own methods.
+//!
+//! [`Engine`] owns the metadata ([`crate::index`]), the packs ([`crate::pack`]), the chunker,
+//! the pins, the licence policy, the free-space guard and the maintenance lock. The write path,
+//! the read path, maintenance and ownership proofs are functions over it; the store's façade
+//! (`crate::store`) opens it and calls them. Nothing outside this module touches its fields.
 
+pub(crate) mod pins;
 pub(crate) mod space;
+
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::chunk::Chunker;
+use crate::error::{Error, Result};
+use crate::format::TrackRecord;
+use crate::ids::UserNo;
+use crate::index::filter::ChunkFilter;
+use crate::index::{MetaRead, MetaStore};
+use crate::names::{TrackKey, UserId};
+use crate::pack::Packs;
+use crate::policy::Policy;
+
+use pins::Pins;
+use space::Space;
+
+/// The parts an engine is made of, as `Store::open` assembles them.
+pub(crate) struct Parts {
+    pub(crate) dir: PathBuf,
+    pub(crate) meta: Box<dyn MetaStore>,
+    pub(crate) filter: Arc<ChunkFilter>,
+    pub(crate) packs: Packs,
+    pub(crate) chunker: Chunker,
+    pub(crate) policy: Policy,
+    pub(crate) space: Space,
+    /// The store's locks; released when the engine is dropped.
+    pub(crate) lock: Box<dyn Send + Sync + Debug>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Engine {
+    dir: PathBuf,
+    meta: Box<dyn MetaStore>,
+    /// Keys of the stored chunk entries, so lookups of certainly new content skip the metadata.
+    filter: Arc<ChunkFilter>,
+    packs: Packs,
+    chunker: Chunker,
+    pins: Pins,
+    policy: Policy,
+    space: Space,
+    /// Serialises the maintenance jobs that move records (migration, GC) with each other.
+    maintenance: Mutex<()>,
+    _lock: Box<dyn Send + Sync + Debug>,
+}
+
+impl Engine {
+    pub(crate) fn new(p: Parts) -> Engine {
+        Engine {
+            dir: p.dir,
+            meta: p.meta,
+            filter: p.filter,
+            packs: p.packs,
+            chunker: p.chunker,
+            pins: Pins::default(),
+            policy: p.policy,
+            space: p.space,
+            maintenance: Mutex::new(()),
+            _lock: p.lock,
+        }
+    }
+
+    /// The store directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The metadata.
+    pub(crate) fn meta(&self) -> &dyn MetaStore {
+        self.meta.as_ref()
+    }
+
+    /// The filter of stored chunk keys.
+    pub(crate) fn filter(&self) -> &ChunkFilter {
+        &self.filter
+    }
+
+    pub(crate) fn packs(&self) -> &Packs {
+        &self.packs
+    }
+
+    pub(crate) fn chunker(&self) -> &Chunker {
+        &self.chunker
+    }
+
+    pub(crate) fn pins(&self) -> &Pins {
+        &self.pins
+    }
+
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub(crate) fn space(&self) -> &Space {
+        &self.space
+    }
+
+    /// Excludes the other maintenance job (GC or migration) while held.
+    pub(crate) fn maintenance(&self) -> MutexGuard<'_, ()> {
+        self.maintenance.lock().expect("maintenance lock")
+    }
+
+    /// The committed record of a track.
+    pub(crate) fn track_record(&self, user: &UserId, key: &TrackKey) -> Result<TrackRecord> {
+        let snap = self.meta.read()?;
+        let no = user_no(snap.as_ref(), user)?;
+        snap.track(no, key.as_str())?
+            .ok_or_else(|| Error::TrackNotFound {
+                user: user.to_string(),
+                key: key.to_string(),
+            })
+    }
+}
+
+/// A user's number in a snapshot; `UnknownUser` if the user has no row.
+pub(crate) fn user_no(snap: &dyn MetaRead, user: &UserId) -> Result<UserNo> {
+    snap.user(user.as_str())?
+        .map(|r| UserNo(r.no))
+        .ok_or_else(|| Error::UnknownUser(user.to_string()))
+}

@@ -10,9 +10,10 @@
 //! room again. A store opened with `min_free_space == 0` keeps no ballast.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::store::Inner;
+use crate::vfs::Vfs;
 
 /// Name of the ballast file in the store directory.
 pub(crate) const BALLAST_FILE: &str = "BALLAST";
@@ -25,11 +26,41 @@ pub(crate) const METADATA_FLOOR: u64 = 256 << 10;
 /// The ballast is written in pieces of this size.
 const WRITE_PIECE: usize = 1 << 20;
 
-impl Inner {
+/// The store's free-space guard and its ballast.
+#[derive(Debug)]
+pub(crate) struct Space {
+    vfs: Arc<dyn Vfs>,
+    /// The store directory (the ballast lives there).
+    dir: PathBuf,
+    /// Where free space is measured: the pack directory, where the data goes.
+    probe: PathBuf,
+    min_free_space: u64,
+}
+
+impl Space {
+    pub(crate) fn new(
+        vfs: Arc<dyn Vfs>,
+        dir: PathBuf,
+        probe: PathBuf,
+        min_free_space: u64,
+    ) -> Space {
+        Space {
+            vfs,
+            dir,
+            probe,
+            min_free_space,
+        }
+    }
+
+    /// `Options::min_free_space`: a put is refused below it.
+    pub(crate) fn min_free_space(&self) -> u64 {
+        self.min_free_space
+    }
+
     /// Bytes free on the store's file system ([`crate::vfs::Vfs::available_space`]).
     pub(crate) fn free_space(&self) -> Result<u64> {
-        self.packs
-            .available_space()
+        self.vfs
+            .available_space(&self.probe)
             .map_err(|e| Error::io("statvfs", self.dir.clone(), e))
     }
 
@@ -53,7 +84,7 @@ impl Inner {
     /// stays usable) when even then less than [`METADATA_FLOOR`] is free.
     pub(crate) fn room_for_metadata(&self) -> Result<()> {
         let mut free = self.free_space()?;
-        let vfs = self.packs.vfs();
+        let vfs = self.vfs.as_ref();
         let path = self.ballast_path();
         if free < self.ballast_len().max(METADATA_FLOOR) && vfs.exists(&path) {
             match vfs.remove_file(&path) {
@@ -82,7 +113,7 @@ impl Inner {
         if len == 0 {
             return Ok(false);
         }
-        let vfs = self.packs.vfs();
+        let vfs = self.vfs.as_ref();
         let path = self.ballast_path();
         let found = if vfs.exists(&path) {
             vfs.open_rw(&path, false)

@@ -12,42 +12,63 @@
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::error::Result;
-use crate::index::{MetaStore, write_with};
-use crate::write::PutCommit;
+use crate::index::{MetaStore, MetaWrite, write_with};
 
-#[derive(Debug, Default)]
-struct SlotState {
-    result: Option<Result<bool>>,
+/// One writer's changes, applied inside a shared transaction. `apply` may run twice: once in the
+/// batch and, if the batch fails, again alone; each run starts from a transaction that has none
+/// of its earlier changes.
+pub(crate) trait Request: Send + Sync + std::fmt::Debug {
+    /// What the requester learns from its commit.
+    type Output: Send + std::fmt::Debug;
+    fn apply(&self, w: &mut dyn MetaWrite) -> Result<Self::Output>;
+}
+
+#[derive(Debug)]
+struct SlotState<O> {
+    result: Option<Result<O>>,
     /// Set when the leadership passes to this request.
     lead: bool,
 }
 
 #[derive(Debug)]
-struct Slot {
-    request: PutCommit,
-    state: Mutex<SlotState>,
+struct Slot<R: Request> {
+    request: R,
+    state: Mutex<SlotState<R::Output>>,
     wake: Condvar,
 }
 
-#[derive(Debug, Default)]
-struct Queue {
-    waiting: Vec<Arc<Slot>>,
+#[derive(Debug)]
+struct Queue<R: Request> {
+    waiting: Vec<Arc<Slot<R>>>,
     leader: bool,
 }
 
 /// The group-commit queue of a store.
-#[derive(Debug, Default)]
-pub(crate) struct GroupCommit {
-    queue: Mutex<Queue>,
+#[derive(Debug)]
+pub(crate) struct GroupCommit<R: Request> {
+    queue: Mutex<Queue<R>>,
 }
 
-impl GroupCommit {
-    /// Commits one put's changes, possibly together with others'; returns whether it replaced a
-    /// track.
-    pub(crate) fn commit(&self, meta: &dyn MetaStore, request: PutCommit) -> Result<bool> {
+impl<R: Request> Default for GroupCommit<R> {
+    fn default() -> Self {
+        GroupCommit {
+            queue: Mutex::new(Queue {
+                waiting: Vec::new(),
+                leader: false,
+            }),
+        }
+    }
+}
+
+impl<R: Request> GroupCommit<R> {
+    /// Commits one request's changes, possibly together with others'; returns its output.
+    pub(crate) fn commit(&self, meta: &dyn MetaStore, request: R) -> Result<R::Output> {
         let slot = Arc::new(Slot {
             request,
-            state: Mutex::new(SlotState::default()),
+            state: Mutex::new(SlotState {
+                result: None,
+                lead: false,
+            }),
             wake: Condvar::new(),
         });
         let mut q = self.queue.lock().expect("commit queue lock");
@@ -87,18 +108,18 @@ impl GroupCommit {
     }
 }
 
-fn finish(slot: &Slot, result: Result<bool>) {
+fn finish<R: Request>(slot: &Slot<R>, result: Result<R::Output>) {
     slot.state.lock().expect("slot lock").result = Some(result);
     slot.wake.notify_all();
 }
 
-fn run_batch(meta: &dyn MetaStore, batch: &[Arc<Slot>]) {
+fn run_batch<R: Request>(meta: &dyn MetaStore, batch: &[Arc<Slot<R>>]) {
     if batch.len() > 1 {
         let together = write_with(meta, |w| {
             batch
                 .iter()
                 .map(|s| s.request.apply(w))
-                .collect::<Result<Vec<bool>>>()
+                .collect::<Result<Vec<R::Output>>>()
         });
         if let Ok(replaced) = together {
             for (s, r) in batch.iter().zip(replaced) {

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, PackRow, TrackRecord, UserRow};
 use crate::ids::{ChunkId, Domain, PackId, UserNo};
 use crate::index::{MetaWrite, counter_keys as ck};
+use crate::pack::session::Appended;
 
 /// Counter changes of one transaction, written once at the end.
 #[derive(Debug, Default)]
@@ -55,6 +56,15 @@ impl Accounting {
         self.garbage_bytes -= n;
         self.garbage_chunks -= 1;
         self.packs.entry(e.pack).or_default().dead_bytes -= n;
+    }
+
+    /// Records where a pack session's appends end (new committed lengths, packs sealed).
+    pub(crate) fn record_appends(&mut self, appended: &[Appended]) {
+        for a in appended {
+            let d = self.packs.entry(a.pack).or_default();
+            d.committed_len = Some(a.committed_len);
+            d.sealed |= a.sealed;
+        }
     }
 
     /// A record written to a pack that no entry will point at (an identical record was committed

@@ -19,13 +19,15 @@
 
 use std::collections::HashMap;
 
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, PACK_HEADER_LEN};
 use crate::ids::{ChunkId, Domain, PackId};
-use crate::index::refs::{Accounting, PackDelta};
+use crate::index::refs::Accounting;
 use crate::index::write_with;
 use crate::pack::ActivePack;
-use crate::store::{Inner, Store};
+use crate::pack::session::{Session, Source};
+use crate::read::fetch;
 
 /// GC settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -86,183 +88,172 @@ impl GcReport {
 
 const ENTRY_BATCH: usize = 4096;
 
-impl Store {
-    /// Frees garbage and compacts packs; see the module docs for the protocol.
-    pub fn gc(
-        &self,
-        options: GcOptions,
-        progress: &mut dyn FnMut(&GcProgress),
-    ) -> Result<GcReport> {
-        if !(0.0..=1.0).contains(&options.threshold) {
-            return Err(Error::InvalidOptions(
-                "GC threshold must be in 0.0..=1.0".into(),
-            ));
-        }
-        let inner = &self.inner;
-        let _maintenance = inner.maintenance.lock().expect("maintenance lock");
-        let mut report = GcReport::default();
-        inner.room_for_metadata()?;
-        let pack_bytes = |inner: &Inner| -> Result<u64> {
-            Ok(inner
-                .meta
-                .read()?
-                .packs()?
-                .iter()
-                .map(|(_, r)| r.committed_len)
-                .sum())
-        };
-        report.pack_bytes_before = pack_bytes(inner)?;
+/// Frees garbage and compacts packs; see the module docs for the protocol.
+pub(crate) fn gc(
+    engine: &Engine,
+    options: GcOptions,
+    progress: &mut dyn FnMut(&GcProgress),
+) -> Result<GcReport> {
+    if !(0.0..=1.0).contains(&options.threshold) {
+        return Err(Error::InvalidOptions(
+            "GC threshold must be in 0.0..=1.0".into(),
+        ));
+    }
+    let _maintenance = engine.maintenance();
+    let mut report = GcReport::default();
+    engine.space().room_for_metadata()?;
+    let pack_bytes = |engine: &Engine| -> Result<u64> {
+        Ok(engine
+            .meta()
+            .read()?
+            .packs()?
+            .iter()
+            .map(|(_, r)| r.committed_len)
+            .sum())
+    };
+    report.pack_bytes_before = pack_bytes(engine)?;
 
-        // 1. Remove garbage entries.
-        let mut garbage: Vec<(Domain, ChunkId)> = Vec::new();
-        inner.meta.read()?.for_each_chunk(&mut |d, id, e| {
-            if e.refcount == 0 {
-                garbage.push((d, id));
-            }
-            Ok(())
-        })?;
-        let total = garbage.len() as u64;
-        let mut done = 0;
-        for batch in garbage.chunks(ENTRY_BATCH) {
-            let pins = inner.pins.lock().expect("pins lock");
-            let (removed, pinned) = write_with(inner.meta.as_ref(), |w| {
-                let mut acc = Accounting::default();
-                let (mut removed, mut pinned) = (0u64, 0u64);
-                for (d, id) in batch {
-                    let Some(e) = w.chunk(*d, id)? else { continue };
-                    if e.refcount != 0 {
-                        continue;
-                    }
-                    if pins.contains_key(&(*d, *id)) {
-                        pinned += 1;
-                        continue;
-                    }
-                    w.remove_chunk(*d, id)?;
-                    acc.garbage_chunks -= 1;
-                    removed += 1;
-                }
-                acc.apply(w)?;
-                Ok((removed, pinned))
-            })?;
-            drop(pins);
-            report.entries_removed += removed;
-            report.entries_pinned += pinned;
-            done += batch.len() as u64;
-            progress(&GcProgress {
-                phase: "entries",
-                done,
-                total,
-            });
+    // 1. Remove garbage entries.
+    let mut garbage: Vec<(Domain, ChunkId)> = Vec::new();
+    engine.meta().read()?.for_each_chunk(&mut |d, id, e| {
+        if e.refcount == 0 {
+            garbage.push((d, id));
         }
-
-        // 2. Compact packs. Candidates are taken out of every writer's reach first (sealed, or
-        //    taken from the idle pool); only then are their entries listed, so no entry pointing
-        //    at a candidate can appear after the listing (migration, the other source of new
-        //    entries, is serialised with GC).
-        let rows = inner.meta.read()?.packs()?;
-        let candidates: Vec<_> = rows
-            .into_iter()
-            .filter(|(_, row)| {
-                let records = row.committed_len.saturating_sub(PACK_HEADER_LEN as u64);
-                let live = records.saturating_sub(row.dead_bytes);
-                row.dead_bytes > 0
-                    && (live == 0 || (live as f64) < options.threshold * records as f64)
-            })
-            .collect();
-        let mut taken_packs: HashMap<PackId, ActivePack> = HashMap::new();
-        let candidates: Vec<PackId> = candidates
-            .into_iter()
-            .filter_map(|(pid, row)| {
-                if row.sealed {
-                    return Some(pid);
-                }
-                let p = inner.packs.take_idle(pid)?;
-                taken_packs.insert(pid, p);
-                Some(pid)
-            })
-            .collect();
-        let mut by_pack: HashMap<PackId, Vec<(Domain, ChunkId, ChunkEntry)>> = HashMap::new();
-        let listed = inner.meta.read().and_then(|snap| {
-            snap.for_each_chunk(&mut |d, id, e| {
-                by_pack.entry(e.pack).or_default().push((d, id, e));
-                Ok(())
-            })
-        });
-        if let Err(e) = listed {
-            give_back(inner, taken_packs.into_values());
-            return Err(e);
-        }
-        // Candidates with nothing to copy first (they free space without needing any), then the
-        // cheapest copies, so a nearly full disk gets the most room back for what it can afford.
-        let copy_len = |pid: &PackId| -> u64 { by_pack.get(pid).map_or(0, |es| copy_len_of(es)) };
-        let mut candidates = candidates;
-        candidates.sort_by_key(|pid| (copy_len(pid), *pid));
-        let total = candidates.len() as u64;
-        // One output pack for the whole run, new, so it is never one of the candidates.
-        let mut out: Option<ActivePack> = None;
-        for (i, pid) in candidates.into_iter().enumerate() {
-            let taken = taken_packs.remove(&pid);
-            let entries = by_pack.remove(&pid).unwrap_or_default();
-            if !entries.is_empty() {
-                let needed = copy_len_of(&entries) + PACK_HEADER_LEN as u64;
-                let spare = match inner.spare_space() {
-                    Ok(spare) => spare,
-                    Err(e) => {
-                        give_back(
-                            inner,
-                            taken
-                                .into_iter()
-                                .chain(out)
-                                .chain(taken_packs.into_values()),
-                        );
-                        return Err(e);
-                    }
-                };
-                if spare < needed {
-                    // Untouched: an unsealed candidate goes back to the writers.
-                    give_back(inner, taken);
-                    report.packs_skipped_for_space += 1;
-                    progress(&GcProgress {
-                        phase: "packs",
-                        done: i as u64 + 1,
-                        total,
-                    });
+        Ok(())
+    })?;
+    let total = garbage.len() as u64;
+    let mut done = 0;
+    for batch in garbage.chunks(ENTRY_BATCH) {
+        let pins = engine.pins().hold();
+        let (removed, pinned) = write_with(engine.meta(), |w| {
+            let mut acc = Accounting::default();
+            let (mut removed, mut pinned) = (0u64, 0u64);
+            for (d, id) in batch {
+                let Some(e) = w.chunk(*d, id)? else { continue };
+                if e.refcount != 0 {
                     continue;
                 }
+                if pins.contains(*d, id) {
+                    pinned += 1;
+                    continue;
+                }
+                w.remove_chunk(*d, id)?;
+                acc.garbage_chunks -= 1;
+                removed += 1;
             }
-            let outcome = compact_one(inner, pid, &entries, &mut out, &mut report);
-            // The candidate is never handed back to writers once its compaction started: its
-            // row may be gone (commit done, delete failed) or its fate unknown (commit failed).
-            // An unsealed candidate that survives is reused after the next open.
-            if let Some(p) = taken {
-                inner.packs.forget(p);
+            acc.apply(w)?;
+            Ok((removed, pinned))
+        })?;
+        drop(pins);
+        report.entries_removed += removed;
+        report.entries_pinned += pinned;
+        done += batch.len() as u64;
+        progress(&GcProgress {
+            phase: "entries",
+            done,
+            total,
+        });
+    }
+
+    // 2. Compact packs. Candidates are taken out of every writer's reach first (sealed, or
+    //    taken from the idle pool); only then are their entries listed, so no entry pointing
+    //    at a candidate can appear after the listing (migration, the other source of new
+    //    entries, is serialised with GC).
+    let rows = engine.meta().read()?.packs()?;
+    let candidates: Vec<_> = rows
+        .into_iter()
+        .filter(|(_, row)| {
+            let records = row.committed_len.saturating_sub(PACK_HEADER_LEN as u64);
+            let live = records.saturating_sub(row.dead_bytes);
+            row.dead_bytes > 0 && (live == 0 || (live as f64) < options.threshold * records as f64)
+        })
+        .collect();
+    let mut taken_packs: HashMap<PackId, ActivePack> = HashMap::new();
+    let candidates: Vec<PackId> = candidates
+        .into_iter()
+        .filter_map(|(pid, row)| {
+            if row.sealed {
+                return Some(pid);
             }
-            match outcome {
-                Ok(()) => {}
+            let p = engine.packs().take_idle(pid)?;
+            taken_packs.insert(pid, p);
+            Some(pid)
+        })
+        .collect();
+    let mut by_pack: HashMap<PackId, Vec<(Domain, ChunkId, ChunkEntry)>> = HashMap::new();
+    let listed = engine.meta().read().and_then(|snap| {
+        snap.for_each_chunk(&mut |d, id, e| {
+            by_pack.entry(e.pack).or_default().push((d, id, e));
+            Ok(())
+        })
+    });
+    if let Err(e) = listed {
+        give_back(engine, taken_packs.into_values());
+        return Err(e);
+    }
+    // Candidates with nothing to copy first (they free space without needing any), then the
+    // cheapest copies, so a nearly full disk gets the most room back for what it can afford.
+    let copy_len = |pid: &PackId| -> u64 { by_pack.get(pid).map_or(0, |es| copy_len_of(es)) };
+    let mut candidates = candidates;
+    candidates.sort_by_key(|pid| (copy_len(pid), *pid));
+    let total = candidates.len() as u64;
+    // One session for the whole run, of new packs only, so it never writes into a candidate.
+    let mut out = Session::new(engine.packs(), Source::Fresh);
+    for (i, pid) in candidates.into_iter().enumerate() {
+        let taken = taken_packs.remove(&pid);
+        let entries = by_pack.remove(&pid).unwrap_or_default();
+        if !entries.is_empty() {
+            let needed = copy_len_of(&entries) + PACK_HEADER_LEN as u64;
+            let spare = match engine.space().spare_space() {
+                Ok(spare) => spare,
                 Err(e) => {
-                    give_back(inner, out.into_iter().chain(taken_packs.into_values()));
+                    out.abandon();
+                    give_back(engine, taken.into_iter().chain(taken_packs.into_values()));
                     return Err(e);
                 }
+            };
+            if spare < needed {
+                // Untouched: an unsealed candidate goes back to the writers.
+                give_back(engine, taken);
+                report.packs_skipped_for_space += 1;
+                progress(&GcProgress {
+                    phase: "packs",
+                    done: i as u64 + 1,
+                    total,
+                });
+                continue;
             }
-            progress(&GcProgress {
-                phase: "packs",
-                done: i as u64 + 1,
-                total,
-            });
         }
-        if let Some(p) = out {
-            inner.packs.committed(p);
+        let outcome = compact_one(engine, pid, &entries, &mut out, &mut report);
+        // The candidate is never handed back to writers once its compaction started: its
+        // row may be gone (commit done, delete failed) or its fate unknown (commit failed).
+        // An unsealed candidate that survives is reused after the next open.
+        if let Some(p) = taken {
+            engine.packs().forget(p);
         }
-        report.pack_bytes_after = pack_bytes(inner)?;
-        inner.restore_ballast()?;
-        Ok(report)
+        match outcome {
+            Ok(()) => {}
+            Err(e) => {
+                out.abandon();
+                give_back(engine, taken_packs.into_values());
+                return Err(e);
+            }
+        }
+        progress(&GcProgress {
+            phase: "packs",
+            done: i as u64 + 1,
+            total,
+        });
     }
+    out.commit();
+    report.pack_bytes_after = pack_bytes(engine)?;
+    engine.space().restore_ballast()?;
+    Ok(report)
 }
-
 /// Hands packs GC took back to the writers (their uncommitted tails cut).
-fn give_back(inner: &Inner, packs: impl IntoIterator<Item = ActivePack>) {
+fn give_back(engine: &Engine, packs: impl IntoIterator<Item = ActivePack>) {
     for p in packs {
-        inner.packs.abandon(p);
+        engine.packs().abandon(p);
     }
 }
 
@@ -271,52 +262,24 @@ fn copy_len_of(entries: &[(Domain, ChunkId, ChunkEntry)]) -> u64 {
 }
 
 fn compact_one(
-    inner: &Inner,
+    engine: &Engine,
     pid: PackId,
     entries: &[(Domain, ChunkId, ChunkEntry)],
-    out: &mut Option<ActivePack>,
+    out: &mut Session<'_>,
     report: &mut GcReport,
 ) -> Result<()> {
-    // A full output pack is sealed by this commit and handed back; the next copy starts a new one.
-    if out.as_ref().is_some_and(|p| inner.packs.is_full(p)) {
-        inner.packs.committed(out.take().expect("checked"));
-    }
-    let held = out;
     let result = (|| -> Result<()> {
         let mut moved: Vec<(Domain, ChunkId, ChunkEntry, ChunkEntry)> = Vec::new();
         for (d, id, e) in entries {
-            let (head, stored) = inner.read_record_verified(e, id)?;
-            let pack = match held {
-                Some(p) => p,
-                None => held.insert(inner.packs.create_new()?),
-            };
-            let offset = inner.packs.append(pack, &head, &stored)?;
-            moved.push((
-                *d,
-                *id,
-                *e,
-                ChunkEntry {
-                    pack: pack.id,
-                    offset,
-                    ..*e
-                },
-            ));
+            let (head, stored) = fetch::record_verified(engine, e, id)?;
+            let (pack, offset) = out.append(&head, &stored)?;
+            moved.push((*d, *id, *e, ChunkEntry { pack, offset, ..*e }));
         }
-        if let Some(p) = held.as_mut().filter(|p| p.touched) {
-            inner.packs.sync(p)?;
-        }
-        write_with(inner.meta.as_ref(), |w| {
+        out.sync()?;
+        let appended = out.appended();
+        write_with(engine.meta(), |w| {
             let mut acc = Accounting::default();
-            if let Some(p) = held.as_ref().filter(|p| p.touched) {
-                acc.packs.insert(
-                    p.id,
-                    PackDelta {
-                        dead_bytes: 0,
-                        committed_len: Some(p.len),
-                        sealed: inner.packs.is_full(p),
-                    },
-                );
-            }
+            acc.record_appends(&appended);
             let old = w
                 .pack(pid)?
                 .ok_or_else(|| Error::corrupted(format!("pack {pid} vanished during GC")))?;
@@ -359,17 +322,12 @@ fn compact_one(
     })();
     match result {
         Ok(()) => {
-            if let Some(p) = held.as_mut() {
-                p.committed_len = p.len;
-                p.registered = p.registered || p.touched;
-                p.touched = false;
-                p.tail_at_risk = false;
-            }
+            out.checkpoint();
             if !entries.is_empty() {
                 report.packs_rewritten += 1;
             }
             report.packs_deleted += 1;
-            inner.packs.delete(pid)
+            engine.packs().delete(pid)
         }
         Err(e) => Err(e),
     }

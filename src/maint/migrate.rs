@@ -19,13 +19,16 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use crate::engine::Engine;
+use crate::engine::pins::Held;
 use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, PACK_HEADER_LEN, RecordHeader, TrackRecord};
-use crate::ids::{ChunkId, Domain, LicenseMode, UserNo};
-use crate::index::refs::{Accounting, PackDelta, add_ref, drop_ref, insert_entry};
+use crate::ids::{ChunkId, Domain, UserNo};
+use crate::index::refs::{Accounting, add_ref, drop_ref, insert_entry};
 use crate::index::{MetaRead, counter_keys as ck, write_with};
-use crate::pack::ActivePack;
-use crate::store::{Inner, Store};
+use crate::pack::session::{Session, Source};
+use crate::policy::{LicencePolicy, LicenseMode, TrackOwner};
+use crate::read::fetch;
 
 /// What migrating to a mode would do, computed from metadata alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +111,11 @@ pub struct AuditReport {
     pub foreign_records: u64,
     /// Physical records that more than one index entry points at (must be 0).
     pub aliased_records: u64,
+    /// Live records in a domain the policy gives none of the tracks referencing them, or
+    /// referenced by no track at all (must be 0).
+    pub misplaced_records: u64,
+    /// Live records referenced by tracks the policy does not let share a record (must be 0).
+    pub unshareable_records: u64,
     /// Live records in the shared domain.
     pub shared_domain_records: u64,
     /// Live records in user domains.
@@ -135,13 +143,14 @@ pub struct RecordOwnership {
 /// Consecutive rounds without progress (2 ms apart) before migration gives up.
 const MAX_IDLE_ROUNDS: u32 = 30_000;
 
-/// The domain a user's tracks belong in under a mode.
-fn target(mode: LicenseMode, user: UserNo) -> Domain {
-    mode.domain_for(user)
+/// The domain the policy wants `user`'s track in.
+fn target(policy: &dyn LicencePolicy, user: UserNo) -> Domain {
+    policy.domain(TrackOwner { user })
 }
 
-fn pending(mode: LicenseMode, user: UserNo, t: &TrackRecord) -> bool {
-    t.domain != target(mode, user)
+/// Whether a track is not yet where the policy wants it.
+fn pending(policy: &dyn LicencePolicy, user: UserNo, t: &TrackRecord) -> bool {
+    t.domain != target(policy, user)
 }
 
 /// How many times each chunk occurs in a track.
@@ -153,106 +162,111 @@ fn multiplicity(t: &TrackRecord) -> BTreeMap<ChunkId, u64> {
     m
 }
 
-impl Store {
-    /// Predicts, from metadata alone, what migrating to `mode` would do.
-    pub fn what_if(&self, mode: LicenseMode) -> Result<WhatIf> {
-        let snap = self.inner.meta.read()?;
-        what_if(snap.as_ref(), mode, self.inner.packs.size_limit())
-    }
+/// Predicts, from metadata alone, what migrating to `mode` would do.
+pub(crate) fn what_if(engine: &Engine, mode: LicenseMode) -> Result<WhatIf> {
+    let snap = engine.meta().read()?;
+    predict(snap.as_ref(), mode, engine.packs().size_limit())
+}
 
-    /// Audits the physical layout against the current mode. With `records`, the report lists
-    /// every live record with its domain and the users referencing it.
-    pub fn audit(&self, records: bool) -> Result<AuditReport> {
-        let snap = self.inner.meta.read()?;
-        audit(snap.as_ref(), self.mode(), records)
-    }
+/// Audits the physical layout against the current mode. With `records`, the report lists
+/// every live record with its domain and the users referencing it.
+pub(crate) fn audit(engine: &Engine, records: bool) -> Result<AuditReport> {
+    let snap = engine.meta().read()?;
+    check_layout(snap.as_ref(), engine.policy().mode(), records)
+}
 
-    /// Brings the physical layout in line with the current mode, online: ingests, reads and
-    /// deletes go on meanwhile, from any thread. Crash-safe and resumable; a store already in
-    /// line is left alone. Before copying data (expanding to per-user copies) it checks the
-    /// free disk space against the what-if figure and refuses with `InsufficientSpace`.
-    pub fn migrate(&self, progress: &mut dyn FnMut(&MigrationProgress)) -> Result<MigrationReport> {
-        let inner = &self.inner;
-        let _maintenance = inner.maintenance.lock().expect("maintenance lock");
-        let mut report = MigrationReport::default();
-        let mut prog = MigrationProgress::default();
-        let mut busy_rounds = 0u32;
-        loop {
-            let mode = inner.mode();
-            let other = match mode {
-                LicenseMode::PerUserCopy => LicenseMode::SingleMaster,
-                LicenseMode::SingleMaster => LicenseMode::PerUserCopy,
-            };
-            // Read before the snapshot: an ingest under the old mode that finishes after this
-            // committed before the snapshot, so the snapshot shows its track.
-            let old_mode_ingests = inner.ingests_under(other);
-            let snap = inner.meta.read()?;
-            let mut todo: Vec<(UserNo, String, TrackRecord)> = Vec::new();
-            snap.for_each_track(&mut |no, key, t| {
-                if pending(mode, no, &t) {
-                    todo.push((no, key.to_owned(), t));
-                }
-                Ok(())
-            })?;
-            if todo.is_empty() {
-                // Ingests that started under the other mode may still commit pending tracks.
-                if old_mode_ingests == 0 && inner.mode() == mode {
-                    report.mode = Some(mode);
-                    return Ok(report);
-                }
-                drop(snap);
-                busy_rounds += 1;
-                if busy_rounds > MAX_IDLE_ROUNDS {
-                    return Err(Error::Metadata(
-                        "migration made no progress: ingests under the old mode do not finish"
-                            .into(),
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(2));
-                continue;
+/// Brings the physical layout in line with the current mode, online: ingests, reads and
+/// deletes go on meanwhile, from any thread. Crash-safe and resumable; a store already in
+/// line is left alone. Before copying data (expanding to per-user copies) it checks the
+/// free disk space against the what-if figure and refuses with `InsufficientSpace`.
+pub(crate) fn migrate(
+    engine: &Engine,
+    progress: &mut dyn FnMut(&MigrationProgress),
+) -> Result<MigrationReport> {
+    let _maintenance = engine.maintenance();
+    let mut report = MigrationReport::default();
+    let mut prog = MigrationProgress::default();
+    let mut busy_rounds = 0u32;
+    loop {
+        // The policy, with the ingests that began under an earlier one, read together and before
+        // the snapshot: such an ingest that finishes after this committed before the snapshot,
+        // so the snapshot shows its track.
+        let now = engine.policy().snapshot();
+        let mode = now.mode;
+        let policy: &dyn LicencePolicy = &mode;
+        let snap = engine.meta().read()?;
+        let mut todo: Vec<(UserNo, String, TrackRecord)> = Vec::new();
+        snap.for_each_track(&mut |no, key, t| {
+            if pending(policy, no, &t) {
+                todo.push((no, key.to_owned(), t));
             }
-            if mode == LicenseMode::PerUserCopy {
-                let w = what_if(snap.as_ref(), mode, inner.packs.size_limit())?;
-                let needed = w.bytes_to_write + w.pack_overhead_bytes;
-                let available = inner.free_space()?;
-                if needed > available {
-                    return Err(Error::InsufficientSpace { needed, available });
-                }
+            Ok(())
+        })?;
+        if todo.is_empty() {
+            // Ingests that started under an earlier policy may still commit pending tracks.
+            if now.earlier_ingests == 0 && engine.policy().snapshot().generation == now.generation {
+                report.mode = Some(mode);
+                return Ok(report);
             }
             drop(snap);
-            report.rounds += 1;
-            prog.tracks_total = prog.tracks_done + todo.len() as u64;
-            prog.bytes_total = prog.bytes_done + todo.iter().map(|t| t.2.len).sum::<u64>();
-            progress(&prog);
-            let moved = match mode {
-                LicenseMode::SingleMaster => {
-                    collapse(inner, todo, &mut report, &mut prog, progress)?
-                }
-                LicenseMode::PerUserCopy => expand(inner, todo, &mut report, &mut prog, progress)?,
-            };
-            if moved > 0 {
-                busy_rounds = 0;
-            } else {
-                // Everything left is held by ingests in flight (pinned entries); they finish soon.
-                busy_rounds += 1;
-                if busy_rounds > MAX_IDLE_ROUNDS {
-                    return Err(Error::Metadata(
-                        "migration made no progress: entries stay pinned by ingests".into(),
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(2));
+            busy_rounds += 1;
+            if busy_rounds > MAX_IDLE_ROUNDS {
+                return Err(Error::Metadata(
+                    "migration made no progress: ingests under the old mode do not finish".into(),
+                ));
             }
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        }
+        // Tracks bound for the shared domain are collapsed (references moved, records
+        // promoted: nothing written); tracks bound for a user's own domain are expanded (their
+        // records copied), which needs room first.
+        let (to_shared, to_user): (Vec<_>, Vec<_>) = todo
+            .into_iter()
+            .partition(|(no, _, _)| target(policy, *no) == Domain::Shared);
+        if !to_user.is_empty() {
+            let w = predict(snap.as_ref(), mode, engine.packs().size_limit())?;
+            let needed = w.bytes_to_write + w.pack_overhead_bytes;
+            let available = engine.space().free_space()?;
+            if needed > available {
+                return Err(Error::InsufficientSpace { needed, available });
+            }
+        }
+        drop(snap);
+        report.rounds += 1;
+        let all = to_shared.iter().chain(&to_user);
+        prog.tracks_total = prog.tracks_done + (to_shared.len() + to_user.len()) as u64;
+        prog.bytes_total = prog.bytes_done + all.map(|t| t.2.len).sum::<u64>();
+        progress(&prog);
+        let mut moved = 0;
+        if !to_shared.is_empty() {
+            moved += collapse(engine, to_shared, &mut report, &mut prog, progress)?;
+        }
+        if !to_user.is_empty() {
+            moved += expand(engine, to_user, &mut report, &mut prog, progress)?;
+        }
+        if moved > 0 {
+            busy_rounds = 0;
+        } else {
+            // Everything left is held by ingests in flight (pinned entries); they finish soon.
+            busy_rounds += 1;
+            if busy_rounds > MAX_IDLE_ROUNDS {
+                return Err(Error::Metadata(
+                    "migration made no progress: entries stay pinned by ingests".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 }
-
-fn what_if(snap: &dyn MetaRead, mode: LicenseMode, pack_limit: u64) -> Result<WhatIf> {
+fn predict(snap: &dyn MetaRead, mode: LicenseMode, pack_limit: u64) -> Result<WhatIf> {
+    let policy: &dyn LicencePolicy = &mode;
     let mut needed: HashMap<(Domain, ChunkId), u64> = HashMap::new();
     let (mut write, mut records_to_write, mut revived, mut pending_tracks) =
         (0u64, 0u64, 0u64, 0u64);
     let mut failure = None;
     snap.for_each_track(&mut |no, _key, t| {
-        let dest = target(mode, no);
+        let dest = target(policy, no);
         if t.domain != dest {
             pending_tracks += 1;
         }
@@ -272,8 +286,9 @@ fn what_if(snap: &dyn MetaRead, mode: LicenseMode, pack_limit: u64) -> Result<Wh
                         failure = Some(c.id);
                         continue;
                     };
-                    // Collapsing promotes the user's record; expanding copies it.
-                    if mode == LicenseMode::PerUserCopy {
+                    // Collapsing into the shared domain promotes the user's record; expanding
+                    // into a user's domain copies it.
+                    if dest != Domain::Shared {
                         write += src.record_len();
                         records_to_write += 1;
                     }
@@ -309,7 +324,7 @@ fn what_if(snap: &dyn MetaRead, mode: LicenseMode, pack_limit: u64) -> Result<Wh
 
 /// Collapses each user's pending tracks in one commit. Returns the tracks moved.
 fn collapse(
-    inner: &Inner,
+    engine: &Engine,
     todo: Vec<(UserNo, String, TrackRecord)>,
     report: &mut MigrationReport,
     prog: &mut MigrationProgress,
@@ -325,14 +340,14 @@ fn collapse(
     for no in users {
         let user_domain = Domain::User(no);
         // Held from the pin check through the commit, so no ingest pins an entry we remove.
-        let pins = inner.pins.lock().expect("pins lock");
+        let pins = engine.pins().hold();
         // Promotion deletes the user's entry: impossible while an ingest holds a pin on it. No
         // pin can appear while we hold the lock, so checking a snapshot first is enough, and a
         // blocked user costs no commit.
-        if blocked_by_pins(inner, &pins, no)? {
+        if blocked_by_pins(engine, &pins, no)? {
             continue;
         }
-        let outcome = write_with(inner.meta.as_ref(), |w| {
+        let outcome = write_with(engine.meta(), |w| {
             let tracks: Vec<(String, TrackRecord)> = w
                 .tracks_of(no)?
                 .into_iter()
@@ -348,8 +363,7 @@ fn collapse(
             // reference to just before this transaction: check again, before any change, so
             // giving up leaves the transaction empty.
             for id in counts.keys() {
-                if pins.contains_key(&(user_domain, *id)) && w.chunk(Domain::Shared, id)?.is_none()
-                {
+                if pins.contains(user_domain, id) && w.chunk(Domain::Shared, id)?.is_none() {
                     return Ok(None);
                 }
             }
@@ -404,24 +418,18 @@ fn collapse(
 }
 
 /// Whether collapsing user `no` would have to promote an entry an ingest has pinned.
-fn blocked_by_pins(
-    inner: &Inner,
-    pins: &HashMap<(Domain, ChunkId), u32>,
-    no: UserNo,
-) -> Result<bool> {
+fn blocked_by_pins(engine: &Engine, pins: &Held<'_>, no: UserNo) -> Result<bool> {
     let user_domain = Domain::User(no);
-    if !pins.keys().any(|(d, _)| *d == user_domain) {
+    if !pins.any_in(user_domain) {
         return Ok(false);
     }
-    let snap = inner.meta.read()?;
+    let snap = engine.meta().read()?;
     for (_, t) in snap.tracks_of(no)? {
         if t.domain != user_domain {
             continue;
         }
         for c in &t.chunks {
-            if pins.contains_key(&(user_domain, c.id))
-                && snap.chunk(Domain::Shared, &c.id)?.is_none()
-            {
+            if pins.contains(user_domain, &c.id) && snap.chunk(Domain::Shared, &c.id)?.is_none() {
                 return Ok(true);
             }
         }
@@ -434,7 +442,7 @@ const EXPAND_BATCH_BYTES: u64 = 64 << 20;
 
 /// Expands pending tracks in batches: copy, fsync, commit. Returns the tracks moved.
 fn expand(
-    inner: &Inner,
+    engine: &Engine,
     todo: Vec<(UserNo, String, TrackRecord)>,
     report: &mut MigrationReport,
     prog: &mut MigrationProgress,
@@ -448,7 +456,7 @@ fn expand(
         batch_bytes += item.2.len;
         batch.push(item);
         if batch_bytes >= EXPAND_BATCH_BYTES || iter.peek().is_none() {
-            moved += expand_batch(inner, std::mem::take(&mut batch), report, prog)?;
+            moved += expand_batch(engine, std::mem::take(&mut batch), report, prog)?;
             batch_bytes = 0;
             progress(prog);
         }
@@ -457,34 +465,32 @@ fn expand(
 }
 
 fn expand_batch(
-    inner: &Inner,
+    engine: &Engine,
     batch: Vec<(UserNo, String, TrackRecord)>,
     report: &mut MigrationReport,
     prog: &mut MigrationProgress,
 ) -> Result<u64> {
-    let mut held: Vec<ActivePack> = Vec::new();
-    let result = expand_batch_inner(inner, &batch, report, prog, &mut held);
-    for p in held {
-        if result.is_ok() {
-            inner.packs.committed(p);
-        } else {
-            inner.packs.abandon(p);
-        }
+    let mut session = Session::new(engine.packs(), Source::Pool);
+    let result = expand_batch_inner(engine, &batch, report, prog, &mut session);
+    if result.is_ok() {
+        session.commit();
+    } else {
+        session.abandon();
     }
     result
 }
 
 fn expand_batch_inner(
-    inner: &Inner,
+    engine: &Engine,
     batch: &[(UserNo, String, TrackRecord)],
     report: &mut MigrationReport,
     prog: &mut MigrationProgress,
-    held: &mut Vec<ActivePack>,
+    session: &mut Session<'_>,
 ) -> Result<u64> {
     // 1. Copy every record a user needs and does not own. Migration and GC are serialised, so
     //    an entry seen here is still there at the commit below.
     let mut copies: HashMap<(Domain, ChunkId), ChunkEntry> = HashMap::new();
-    let snap = inner.meta.read()?;
+    let snap = engine.meta().read()?;
     for (no, _, t) in batch {
         let dest = Domain::User(*no);
         for c in &t.chunks {
@@ -494,20 +500,16 @@ fn expand_batch_inner(
             let src = snap.chunk(t.domain, &c.id)?.ok_or_else(|| {
                 Error::corrupted(format!("chunk {} missing from the index", c.id))
             })?;
-            let (head, stored) = inner.read_record_verified(&src, &c.id)?;
+            let (head, stored) = fetch::record_verified(engine, &src, &c.id)?;
             let header = RecordHeader {
                 domain: dest,
                 ..head
             };
-            if held.last().is_none_or(|p| inner.packs.is_full(p)) {
-                held.push(inner.packs.take()?);
-            }
-            let pack = held.last_mut().expect("pushed above");
-            let offset = inner.packs.append(pack, &header, &stored)?;
+            let (pack, offset) = session.append(&header, &stored)?;
             copies.insert(
                 (dest, c.id),
                 ChunkEntry {
-                    pack: pack.id,
+                    pack,
                     offset,
                     refcount: 0,
                     ..src
@@ -516,30 +518,13 @@ fn expand_batch_inner(
         }
     }
     drop(snap);
-    for p in held.iter_mut().filter(|p| p.touched) {
-        inner.packs.sync(p)?;
-    }
+    session.sync()?;
     // 2. One commit: new entries, references moved, tracks retargeted. A track changed since
     //    it was planned is skipped (the next round sees it); its copies stay as garbage.
-    let deltas: HashMap<_, PackDelta> = held
-        .iter()
-        .filter(|p| p.touched)
-        .map(|p| {
-            (
-                p.id,
-                PackDelta {
-                    dead_bytes: 0,
-                    committed_len: Some(p.len),
-                    sealed: inner.packs.is_full(p),
-                },
-            )
-        })
-        .collect();
-    let (n, bytes) = write_with(inner.meta.as_ref(), |w| {
-        let mut acc = Accounting {
-            packs: deltas.clone(),
-            ..Accounting::default()
-        };
+    let appended = session.appended();
+    let (n, bytes) = write_with(engine.meta(), |w| {
+        let mut acc = Accounting::default();
+        acc.record_appends(&appended);
         for ((domain, id), entry) in &copies {
             if w.chunk(*domain, id)?.is_some() {
                 acc.orphan_record(entry.pack, entry.record_len());
@@ -578,11 +563,12 @@ fn expand_batch_inner(
     Ok(n)
 }
 
-fn audit(snap: &dyn MetaRead, mode: LicenseMode, list: bool) -> Result<AuditReport> {
+fn check_layout(snap: &dyn MetaRead, mode: LicenseMode, list: bool) -> Result<AuditReport> {
+    let policy: &dyn LicencePolicy = &mode;
     let mut users_of: HashMap<(Domain, ChunkId), HashSet<UserNo>> = HashMap::new();
     let mut pending_tracks = 0;
     snap.for_each_track(&mut |no, _key, t| {
-        if pending(mode, no, &t) {
+        if pending(policy, no, &t) {
             pending_tracks += 1;
         }
         for c in &t.chunks {
@@ -594,6 +580,7 @@ fn audit(snap: &dyn MetaRead, mode: LicenseMode, list: bool) -> Result<AuditRepo
     let mut locations: HashSet<(crate::ids::PackId, u64)> = HashSet::new();
     let (mut across, mut foreign, mut shared_records, mut user_records, mut aliased) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut misplaced, mut unshareable) = (0u64, 0u64);
     let mut records = Vec::new();
     let mut names: HashMap<UserNo, String> = HashMap::new();
     let mut entries = Vec::new();
@@ -611,6 +598,18 @@ fn audit(snap: &dyn MetaRead, mode: LicenseMode, list: bool) -> Result<AuditRepo
         let users = users_of.remove(&(d, id)).unwrap_or_default();
         if users.len() > 1 {
             across += 1;
+        }
+        // The policy's verdict: every track referencing the record wants it in its domain, and
+        // they may all share it.
+        if users.is_empty() || users.iter().any(|u| target(policy, *u) != d) {
+            misplaced += 1;
+        }
+        let owners: Vec<TrackOwner> = users.iter().map(|u| TrackOwner { user: *u }).collect();
+        if owners
+            .iter()
+            .any(|a| owners.iter().any(|b| !policy.may_share(*a, *b)))
+        {
+            unshareable += 1;
         }
         match d {
             Domain::Shared => shared_records += 1,
@@ -643,13 +642,11 @@ fn audit(snap: &dyn MetaRead, mode: LicenseMode, list: bool) -> Result<AuditRepo
         }
     }
     let duplicate_records: u64 = live_by_id.values().map(|n| n - 1).sum();
-    let conforming = pending_tracks == 0
-        && foreign == 0
-        && aliased == 0
-        && match mode {
-            LicenseMode::PerUserCopy => across == 0 && shared_records == 0,
-            LicenseMode::SingleMaster => duplicate_records == 0 && user_records == 0,
-        };
+    // Asked of the policy, not of the mode: with no track pending and every live record in a
+    // domain its tracks' policy wants and may share, the layout is the policy's (per-user
+    // copies: no record across users, none shared; single master: no duplicate, no user record).
+    let conforming =
+        pending_tracks == 0 && foreign == 0 && aliased == 0 && misplaced == 0 && unshareable == 0;
     Ok(AuditReport {
         mode,
         conforming,
@@ -658,6 +655,8 @@ fn audit(snap: &dyn MetaRead, mode: LicenseMode, list: bool) -> Result<AuditRepo
         duplicate_records,
         foreign_records: foreign,
         aliased_records: aliased,
+        misplaced_records: misplaced,
+        unshareable_records: unshareable,
         shared_domain_records: shared_records,
         user_domain_records: user_records,
         records,

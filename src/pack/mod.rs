@@ -6,6 +6,7 @@
 //! cut off on open). A pack that reaches the size limit is sealed and never written again.
 
 pub(crate) mod codec;
+pub(crate) mod session;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -28,14 +29,21 @@ pub(crate) struct ActivePack {
     pub(crate) len: u64,
     /// Bytes covered by committed metadata.
     pub(crate) committed_len: u64,
-    /// Whether the metadata has a row for this pack yet.
-    pub(crate) registered: bool,
     /// Whether this ingest appended to it (so it must be synced and committed).
     pub(crate) touched: bool,
     /// Set once the tail was handed to fsync: from then on a failure (of the fsync, or of a
     /// commit that may or may not have reached the disk) must not cut the tail, because durable
     /// metadata may point into it. Such a pack is retired instead; open cuts what is uncommitted.
     pub(crate) tail_at_risk: bool,
+}
+
+impl ActivePack {
+    /// Everything appended is covered by committed metadata now.
+    pub(crate) fn mark_committed(&mut self) {
+        self.committed_len = self.len;
+        self.touched = false;
+        self.tail_at_risk = false;
+    }
 }
 
 /// What recovery did on open.
@@ -126,7 +134,6 @@ impl Packs {
                     file,
                     len: row.committed_len,
                     committed_len: row.committed_len,
-                    registered: true,
                     touched: false,
                     tail_at_risk: false,
                 });
@@ -158,14 +165,6 @@ impl Packs {
 
     pub(crate) fn size_limit(&self) -> u64 {
         self.size_limit
-    }
-
-    pub(crate) fn vfs(&self) -> &dyn Vfs {
-        self.vfs.as_ref()
-    }
-
-    pub(crate) fn available_space(&self) -> std::io::Result<u64> {
-        self.vfs.available_space(&self.dir)
     }
 
     /// The length of a pack's file as it is on disk; `None` when the file is missing.
@@ -268,7 +267,6 @@ impl Packs {
             file,
             len: PACK_HEADER_LEN as u64,
             committed_len: PACK_HEADER_LEN as u64,
-            registered: false,
             touched: false,
             tail_at_risk: false,
         })
@@ -309,10 +307,7 @@ impl Packs {
 
     /// Returns a pack after its ingest committed.
     pub(crate) fn committed(&self, mut pack: ActivePack) {
-        pack.committed_len = pack.len;
-        pack.registered = true;
-        pack.touched = false;
-        pack.tail_at_risk = false;
+        pack.mark_committed();
         let mut pool = self.pool();
         pool.busy.remove(&pack.id);
         if !self.is_full(&pack) {

@@ -3,20 +3,17 @@
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
-use crate::format::{ChunkEntry, ChunkRef, RecordHeader, TrackRecord};
-use crate::ids::{ChunkId, Domain, Fingerprint, PackId, TrackKey, UserId};
-use crate::pack::codec;
-use crate::store::{Inner, Store, TrackInfo, info};
-use crate::vfs::Mapped;
+pub(crate) mod catalog;
+pub(crate) mod fetch;
 
-/// A verified chunk's plain bytes: straight from the pack map for raw records, decoded otherwise.
-/// Cheap to clone, so the fingerprint thread can hash the bytes the caller is copying.
-#[derive(Clone)]
-enum Plain {
-    Mapped(Arc<dyn Mapped>, usize, usize),
-    Owned(Arc<Vec<u8>>),
-}
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::format::TrackRecord;
+use crate::ids::Fingerprint;
+use crate::names::{TrackKey, UserId};
+
+use catalog::{TrackInfo, info};
+use fetch::{Plain, load_chunk};
 
 /// Tracks at least this long, read in order and fast, have their fingerprint hashed on a second
 /// thread; others on the reading thread.
@@ -93,137 +90,18 @@ impl Feed {
     }
 }
 
-impl Plain {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Plain::Mapped(m, start, len) => &m.bytes()[*start..*start + *len],
-            Plain::Owned(v) => v,
-        }
-    }
-}
-
-impl Inner {
-    /// The committed length of a pack, from the latest metadata.
-    fn committed_len(&self, pack: PackId) -> Result<u64> {
-        self.meta
-            .read()?
-            .pack(pack)?
-            .map(|r| r.committed_len)
-            .ok_or_else(|| Error::corrupted_at("pack is not registered", pack, 0))
-    }
-
-    /// Loads, decodes and re-hashes one chunk record.
-    pub(crate) fn verify_chunk(&self, domain: Domain, r: &ChunkRef) -> Result<()> {
-        match self.load_chunk(domain, r)? {
-            Some(_) => Ok(()),
-            None => Err(Error::corrupted(format!(
-                "chunk {} missing from the index",
-                r.id
-            ))),
-        }
-    }
-
-    /// Loads and verifies one chunk of a track in `domain`. `Ok(None)` when the index has no
-    /// such entry (any more): the track was deleted, replaced or migrated since its record was
-    /// read. A record moved by compaction is followed.
-    fn load_chunk(&self, domain: Domain, r: &ChunkRef) -> Result<Option<Plain>> {
-        let mut attempt = 0;
-        loop {
-            let Some(entry) = self.meta.read()?.chunk(domain, &r.id)? else {
-                return Ok(None);
-            };
-            let map =
-                match self
-                    .packs
-                    .map_covering(entry.pack, entry.offset + entry.record_len(), || {
-                        self.committed_len(entry.pack)
-                    }) {
-                    Ok(m) => m,
-                    // Compaction moved the record and deleted its pack after we looked it up.
-                    Err(_) if attempt == 0 && self.meta.read()?.pack(entry.pack)?.is_none() => {
-                        attempt += 1;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-            return self.decode_verified(&map, &entry, r).map(Some);
-        }
-    }
-
-    fn decode_verified(
-        &self,
-        map: &Arc<dyn Mapped>,
-        entry: &ChunkEntry,
-        r: &ChunkRef,
-    ) -> Result<Plain> {
-        let (head, stored) = RecordHeader::decode(entry.pack, map.bytes(), entry.offset)?;
-        // The header's domain is the one the record was written for; a promoted record serves
-        // another domain, so the entry, not the header, decides ownership.
-        if head.id != r.id
-            || head.plain_len != r.len
-            || head.plain_len != entry.plain_len
-            || head.stored_len != entry.stored_len
-            || head.codec != entry.codec
-        {
-            return Err(Error::corrupted_at(
-                "chunk record does not match the index",
-                entry.pack,
-                entry.offset,
-            ));
-        }
-        let plain = codec::decode(head.codec, stored, head.plain_len, entry.pack, entry.offset)?;
-        let got = ChunkId::of(&plain);
-        if got != r.id {
-            return Err(Error::ChecksumMismatch {
-                pack: entry.pack,
-                offset: entry.offset,
-                expected: r.id,
-                got,
-            });
-        }
-        Ok(match plain {
-            std::borrow::Cow::Borrowed(b) => {
-                let start = b.as_ptr() as usize - map.bytes().as_ptr() as usize;
-                Plain::Mapped(map.clone(), start, b.len())
-            }
-            std::borrow::Cow::Owned(v) => Plain::Owned(Arc::new(v)),
-        })
-    }
-
-    /// Verified stored bytes of a record, for copying it elsewhere without decompressing:
-    /// the header and the stored bytes, after a full check of the plain bytes.
-    pub(crate) fn read_record_verified(
-        &self,
-        entry: &ChunkEntry,
-        id: &ChunkId,
-    ) -> Result<(RecordHeader, Vec<u8>)> {
-        let map = self
-            .packs
-            .map_covering(entry.pack, entry.offset + entry.record_len(), || {
-                self.committed_len(entry.pack)
-            })?;
-        let r = ChunkRef {
-            id: *id,
-            len: entry.plain_len,
-        };
-        self.decode_verified(&map, entry, &r)?;
-        let (head, stored) = RecordHeader::decode(entry.pack, map.bytes(), entry.offset)?;
-        Ok((head, stored.to_vec()))
-    }
-}
-
 /// Reads one track. Implements `Read + Seek`; a seek costs a binary search, and the next read at
 /// most one chunk decode. Every chunk is checked against its BLAKE3 id; a read that runs from the
 /// start to the end also checks the whole track's fingerprint. Errors are `io::Error`s wrapping a
 /// [`crate::Error`] (kind `InvalidData` for corruption); [`Error::from_io`] unwraps them.
 pub struct TrackReader {
-    inner: Arc<Inner>,
+    engine: Arc<Engine>,
     user: UserId,
     info: TrackInfo,
     track: TrackRecord,
     /// Opened by user and key: a chunk gone from the index sends the reader back to the track's
     /// current record, and a migrated track (same chunks, other domain) is followed. Opened from
-    /// a record ([`Store::open_record`]): exactly that record's chunks in its domain, or
+    /// a record (`open_record`): exactly that record's chunks in its domain, or
     /// `TrackChanged`.
     follow: bool,
     /// Cumulative end offset of each chunk.
@@ -249,84 +127,65 @@ impl std::fmt::Debug for TrackReader {
     }
 }
 
-impl Store {
-    /// Opens a track for reading.
-    pub fn open_track(&self, user: &UserId, key: &TrackKey) -> Result<TrackReader> {
-        let track = self.track_record(user, key)?;
-        Ok(self.reader_of(user, key, track, true))
-    }
+/// Opens `user`'s track `key` for reading (see `Store::open_track`).
+pub(crate) fn open_track(
+    engine: &Arc<Engine>,
+    user: &UserId,
+    key: &TrackKey,
+) -> Result<TrackReader> {
+    let track = engine.track_record(user, key)?;
+    Ok(reader_of(engine, user, key, track, true))
+}
 
-    /// A reader of exactly `track`, a record the caller read once (`user`'s track `key` at that
-    /// time): it never looks the track up again, so a concurrent replace, delete or migration
-    /// cannot change what it returns. Every chunk is still verified against its id, and a chunk
-    /// whose entry is gone from the record's domain (freed by GC, moved by a migration) is
-    /// `TrackChanged`, never other bytes.
-    pub(crate) fn open_record(
-        &self,
-        user: &UserId,
-        key: &TrackKey,
-        track: TrackRecord,
-    ) -> TrackReader {
-        self.reader_of(user, key, track, false)
-    }
+/// A reader of exactly `track`, a record the caller read once (`user`'s track `key` at that
+/// time): it never looks the track up again, so a concurrent replace, delete or migration
+/// cannot change what it returns. Every chunk is still verified against its id, and a chunk
+/// whose entry is gone from the record's domain (freed by GC, moved by a migration) is
+/// `TrackChanged`, never other bytes.
+pub(crate) fn open_record(
+    engine: &Arc<Engine>,
+    user: &UserId,
+    key: &TrackKey,
+    track: TrackRecord,
+) -> TrackReader {
+    reader_of(engine, user, key, track, false)
+}
 
-    fn reader_of(
-        &self,
-        user: &UserId,
-        key: &TrackKey,
-        track: TrackRecord,
-        follow: bool,
-    ) -> TrackReader {
-        let mut ends = Vec::with_capacity(track.chunks.len());
-        let mut end = 0u64;
-        for c in &track.chunks {
-            end += u64::from(c.len);
-            ends.push(end);
-        }
-        TrackReader {
-            inner: self.inner.clone(),
-            user: user.clone(),
-            info: info(key.clone(), &track),
-            track,
-            follow,
-            ends,
-            pos: 0,
-            current: None,
-            hasher: Some(Feed::new()),
-            first_loaded: None,
-            hashed: 0,
-            failed: false,
-        }
+fn reader_of(
+    engine: &Arc<Engine>,
+    user: &UserId,
+    key: &TrackKey,
+    track: TrackRecord,
+    follow: bool,
+) -> TrackReader {
+    let mut ends = Vec::with_capacity(track.chunks.len());
+    let mut end = 0u64;
+    for c in &track.chunks {
+        end += u64::from(c.len);
+        ends.push(end);
     }
-
-    /// Reads a whole track into memory, verified.
-    pub fn read_track(&self, user: &UserId, key: &TrackKey) -> Result<Vec<u8>> {
-        let mut r = self.open_track(user, key)?;
-        let mut out = Vec::with_capacity(r.len() as usize);
-        r.read_to_end(&mut out).map_err(Error::from_io)?;
-        Ok(out)
+    TrackReader {
+        engine: engine.clone(),
+        user: user.clone(),
+        info: info(key.clone(), &track),
+        track,
+        follow,
+        ends,
+        pos: 0,
+        current: None,
+        hasher: Some(Feed::new()),
+        first_loaded: None,
+        hashed: 0,
+        failed: false,
     }
 }
 
-impl Error {
-    /// Unwraps an engine error carried in an `io::Error` (as `TrackReader` returns them);
-    /// other I/O errors become `Error::Io`.
-    pub fn from_io(e: io::Error) -> Error {
-        if e.get_ref().is_some_and(|r| r.is::<Error>()) {
-            let inner = e.into_inner().expect("checked above");
-            return *inner.downcast::<Error>().expect("checked above");
-        }
-        Error::io("read", "track", e)
-    }
-
-    fn into_io(self) -> io::Error {
-        let kind = if self.is_corruption() {
-            io::ErrorKind::InvalidData
-        } else {
-            io::ErrorKind::Other
-        };
-        io::Error::new(kind, self)
-    }
+/// Reads a whole track into memory, verified.
+pub(crate) fn read_track(engine: &Arc<Engine>, user: &UserId, key: &TrackKey) -> Result<Vec<u8>> {
+    let mut r = open_track(engine, user, key)?;
+    let mut out = Vec::with_capacity(r.len() as usize);
+    r.read_to_end(&mut out).map_err(Error::from_io)?;
+    Ok(out)
 }
 
 impl TrackReader {
@@ -359,7 +218,7 @@ impl TrackReader {
     /// reader of a given record does not look again: the entry being gone is the error.
     fn load(&mut self, idx: usize) -> Result<Plain> {
         let r = self.track.chunks[idx];
-        if let Some(p) = self.inner.load_chunk(self.track.domain, &r)? {
+        if let Some(p) = load_chunk(&self.engine, self.track.domain, &r)? {
             return Ok(p);
         }
         let changed = || Error::TrackChanged {
@@ -369,7 +228,7 @@ impl TrackReader {
         if !self.follow {
             return Err(changed());
         }
-        let now = match self.inner.track_record(&self.user, &self.info.key) {
+        let now = match self.engine.track_record(&self.user, &self.info.key) {
             Ok(t) => t,
             Err(Error::TrackNotFound { .. }) | Err(Error::UnknownUser(_)) => return Err(changed()),
             Err(e) => return Err(e),
@@ -384,8 +243,7 @@ impl TrackReader {
             )));
         }
         self.track.domain = now.domain;
-        self.inner
-            .load_chunk(self.track.domain, &r)?
+        load_chunk(&self.engine, self.track.domain, &r)?
             .ok_or_else(|| Error::corrupted(format!("chunk {} missing from the index", r.id)))
     }
 

@@ -79,6 +79,32 @@ pub enum Format {
     Unknown,
 }
 
+impl Format {
+    /// The format's code in a track record (`TrackAudio::format`, docs/DESIGN.md).
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Format::Mp3 => 1,
+            Format::Flac => 2,
+            Format::Mp4 => 3,
+            Format::OggVorbis => 4,
+            Format::OggOpus => 5,
+            Format::Unknown => 0,
+        }
+    }
+
+    /// The name of a format code, as `TrackInfo::format` reports it.
+    pub(crate) fn name_of_code(code: u8) -> &'static str {
+        match code {
+            1 => "mp3",
+            2 => "flac",
+            3 => "mp4",
+            4 => "ogg-vorbis",
+            5 => "ogg-opus",
+            _ => "unknown",
+        }
+    }
+}
+
 /// A byte range `[start, end)` of the upload and what it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Region {

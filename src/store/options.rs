@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::chunk::ChunkerParams;
-use crate::ids::LicenseMode;
+use crate::policy::LicenseMode;
 use crate::vfs::{StdVfs, Vfs};
 
 /// How to open a store.

@@ -15,45 +15,92 @@
 //! is visible. If the fsync or the commit fails, the packs are retired instead (the commit may
 //! have reached the disk); the next open cuts whatever no committed metadata covers.
 
+pub(crate) mod delete;
 pub(crate) mod upload;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::Mutex;
+
+use crate::chunk::pipeline::Cores;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, ChunkRef, RecordHeader, TrackAudio, TrackRecord, UserRow};
-use crate::ids::{ChunkId, Domain, TrackKey, UserId, UserNo};
+use crate::ids::{ChunkId, Domain, Fingerprint, UserNo};
+use crate::index::group::{GroupCommit, Request};
 use crate::index::refs::{
-    Accounting, PackDelta, add_recording, add_ref, drop_refs, insert_entry, remove_recording,
+    Accounting, add_recording, add_ref, drop_refs, insert_entry, remove_recording,
 };
 use crate::index::{MetaWrite, counter_keys as ck};
-use crate::pack::ActivePack;
+use crate::names::{TrackKey, UserId};
 use crate::pack::codec;
-use crate::segment::Format;
-use crate::store::{PutOutcome, Store};
+use crate::pack::session::{Appended, Session, Source};
+use crate::policy::{LicencePolicy, TrackOwner};
 use crate::write::upload::chunk_upload;
 
-/// Packs held and entries pinned by one ingest.
-struct Held<'a> {
-    inner: &'a crate::store::Inner,
-    current: Option<ActivePack>,
-    full: Vec<ActivePack>,
-    pinned: Vec<(Domain, ChunkId)>,
+/// What a put did.
+///
+/// **Operator-facing.** `new_chunks` and `new_bytes` say how much of the track the store did not
+/// hold yet in the track's copy domain. In single-master mode that domain is shared by all
+/// users, so they tell whether *another* user holds the content (a dedup side channel): a server
+/// must keep them, and anything derived from them, from its clients. In per-user-copy mode they
+/// concern the user's own locker only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PutOutcome {
+    /// Track length.
+    pub len: u64,
+    /// BLAKE3 of the track.
+    pub fingerprint: Fingerprint,
+    /// Chunks in the track.
+    pub chunks: u64,
+    /// Chunks that were written (not found in the track's copy domain). Operator-facing: in
+    /// single-master mode it reveals whether other users hold the content (see above).
+    pub new_chunks: u64,
+    /// Plain bytes of those chunks. Operator-facing, like `new_chunks`.
+    pub new_bytes: u64,
+    /// Whether the put replaced an earlier track under the same key.
+    pub replaced: bool,
 }
 
-impl Held<'_> {
-    fn take_all(&mut self) -> Vec<ActivePack> {
-        let mut all = std::mem::take(&mut self.full);
-        all.extend(self.current.take());
-        all
+/// The write path's own state: the group commit, the user numbers reserved by puts in flight,
+/// the cores ingest may use, and how uploads are cut and compressed.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    group_commit: GroupCommit<PutCommit>,
+    user_nos: Mutex<UserNos>,
+    /// Threads doing ingest work, so an upload's helper only takes idle cores.
+    cores: Cores,
+    compression_level: i32,
+    segmenting: bool,
+    segment_window: usize,
+}
+
+impl Writer {
+    pub(crate) fn new(compression_level: i32, segmenting: bool, segment_window: usize) -> Writer {
+        Writer {
+            group_commit: GroupCommit::default(),
+            user_nos: Mutex::new(UserNos::default()),
+            cores: Cores::of_machine(),
+            compression_level,
+            segmenting,
+            segment_window,
+        }
     }
 }
 
+/// Entries pinned by one ingest.
+struct Pinned<'a> {
+    engine: &'a Engine,
+    pinned: Vec<(Domain, ChunkId)>,
+}
+
 /// Unpins even if the put panics, so GC and migration are never blocked by a dead ingest.
-impl Drop for Held<'_> {
+impl Drop for Pinned<'_> {
     fn drop(&mut self) {
-        self.inner.unpin(&self.pinned);
+        self.engine.pins().unpin(&self.pinned);
     }
 }
 
@@ -67,12 +114,15 @@ pub(crate) struct PutCommit {
     domain: Domain,
     written: HashMap<ChunkId, ChunkEntry>,
     track: TrackRecord,
-    pack_deltas: HashMap<crate::ids::PackId, PackDelta>,
+    appended: Vec<Appended>,
 }
 
-impl PutCommit {
-    /// Applies the put inside a write transaction; returns whether it replaced a track.
-    pub(crate) fn apply(&self, w: &mut dyn MetaWrite) -> Result<bool> {
+impl Request for PutCommit {
+    /// Whether the put replaced a track.
+    type Output = bool;
+
+    /// Applies the put inside a write transaction.
+    fn apply(&self, w: &mut dyn MetaWrite) -> Result<bool> {
         let (domain, user, user_no, key, track) = (
             self.domain,
             &self.user,
@@ -80,10 +130,8 @@ impl PutCommit {
             &self.key,
             &self.track,
         );
-        let mut acc = Accounting {
-            packs: self.pack_deltas.clone(),
-            ..Accounting::default()
-        };
+        let mut acc = Accounting::default();
+        acc.record_appends(&self.appended);
         // New records: insert, unless an identical record was committed meanwhile by a
         // concurrent ingest, in which case ours is an orphan and theirs is used.
         for (id, entry) in &self.written {
@@ -148,287 +196,218 @@ impl PutCommit {
     }
 }
 
-/// The on-disk code of a container format (see `TrackAudio::format`).
-pub(crate) fn format_code(f: Format) -> u8 {
-    match f {
-        Format::Mp3 => 1,
-        Format::Flac => 2,
-        Format::Mp4 => 3,
-        Format::OggVorbis => 4,
-        Format::OggOpus => 5,
-        Format::Unknown => 0,
+/// Stores `user`'s track `key` (see `Store::put`).
+pub(crate) fn put(
+    engine: &Engine,
+    writer: &Writer,
+    user: &UserId,
+    key: &TrackKey,
+    reader: impl Read,
+) -> Result<PutOutcome> {
+    put_if(engine, writer, |_, _| true, user, key, reader)
+        .map(|out| out.expect("a put allowed under every policy always runs"))
+}
+
+/// A put that runs only if `allowed` accepts the policy the ingest registers under, for the
+/// track's owner: `Ok(None)`, with nothing read or written, otherwise. Upload avoidance must
+/// never link a track under a policy that forbids it, even if the policy changed since it
+/// checked.
+pub(crate) fn put_if(
+    engine: &Engine,
+    writer: &Writer,
+    allowed: impl FnOnce(&dyn LicencePolicy, TrackOwner) -> bool,
+    user: &UserId,
+    key: &TrackKey,
+    reader: impl Read,
+) -> Result<Option<PutOutcome>> {
+    let space = engine.space();
+    if space.free_space()? < space.min_free_space() {
+        return Err(Error::DiskFull {
+            op: "reserve free space for",
+            path: engine.dir().to_owned(),
+        });
+    }
+    let reserved = reserve_user_no(engine, writer, user)?;
+    let owner = TrackOwner { user: reserved.no };
+    // Ends with the put, even if it panics, so migration never waits for it forever.
+    let ingest = engine.policy().begin_ingest();
+    if !allowed(ingest.policy(), owner) {
+        return Ok(None);
+    }
+    let domain = ingest.policy().domain(owner);
+    let mut pinned = Pinned {
+        engine,
+        pinned: Vec::new(),
+    };
+    let mut session = Session::new(engine.packs(), Source::Pool);
+    let result = put_inner(
+        engine,
+        writer,
+        user,
+        owner.user,
+        key,
+        domain,
+        reader,
+        &mut session,
+        &mut pinned,
+    );
+    match result {
+        Ok(outcome) => {
+            session.commit();
+            Ok(Some(outcome))
+        }
+        Err(e) => {
+            session.abandon();
+            Err(e)
+        }
     }
 }
 
-/// The name of a format code.
-pub(crate) fn format_name(code: u8) -> &'static str {
-    match code {
-        1 => "mp3",
-        2 => "flac",
-        3 => "mp4",
-        4 => "ogg-vorbis",
-        5 => "ogg-opus",
-        _ => "unknown",
-    }
-}
-
-impl Store {
-    /// Stores the bytes of `reader` as `user`'s track `key`, replacing any track under that key
-    /// atomically. Memory use is bounded by the segmenter's window whatever the track's size.
-    /// Returns once the track is durable. If it returns an error raised before the metadata
-    /// commit (a failing reader, a full disk, a pack write or fsync error), nothing of it is
-    /// visible, before or after a crash. If the commit itself fails (its fsync), the outcome is
-    /// unknown, as for any database: the store is poisoned, and after reopening the track is
-    /// either wholly there or wholly absent.
-    ///
-    /// In single-master mode the outcome's `new_chunks`/`new_bytes`, and the put's duration (a
-    /// put of content already stored writes and syncs less), reveal whether another user holds
-    /// the content: they are for the operator, never for the uploading client ([`PutOutcome`]).
-    pub fn put(&self, user: &UserId, key: &TrackKey, reader: impl Read) -> Result<PutOutcome> {
-        self.put_in(None, user, key, reader)
-            .map(|out| out.expect("a put with no required mode always runs"))
-    }
-
-    /// A put that runs only under `mode`: `Ok(None)`, with nothing read or written, when the
-    /// store's mode is another one at the moment the ingest registers (upload avoidance must
-    /// never link a track under a mode that forbids it, even if the mode changed since it
-    /// checked).
-    pub(crate) fn put_if_mode(
-        &self,
-        mode: crate::ids::LicenseMode,
-        user: &UserId,
-        key: &TrackKey,
-        reader: impl Read,
-    ) -> Result<Option<PutOutcome>> {
-        self.put_in(Some(mode), user, key, reader)
-    }
-
-    fn put_in(
-        &self,
-        required: Option<crate::ids::LicenseMode>,
-        user: &UserId,
-        key: &TrackKey,
-        reader: impl Read,
-    ) -> Result<Option<PutOutcome>> {
-        if self.inner.free_space()? < self.inner.min_free_space {
-            return Err(Error::DiskFull {
-                op: "reserve free space for",
-                path: self.inner.dir.clone(),
-            });
+#[allow(clippy::too_many_arguments)]
+fn put_inner(
+    engine: &Engine,
+    writer: &Writer,
+    user: &UserId,
+    user_no: UserNo,
+    key: &TrackKey,
+    domain: Domain,
+    reader: impl Read,
+    session: &mut Session<'_>,
+    pinned: &mut Pinned<'_>,
+) -> Result<PutOutcome> {
+    let mut refs: Vec<ChunkRef> = Vec::new();
+    // Chunks this ingest wrote, and chunks it found already stored in the domain.
+    let mut written: HashMap<ChunkId, ChunkEntry> = HashMap::new();
+    let mut existing: HashSet<ChunkId> = HashSet::new();
+    let mut new_bytes = 0u64;
+    let mut each = |plain: &[u8], id: ChunkId| -> Result<()> {
+        refs.push(ChunkRef {
+            id,
+            len: plain.len() as u32,
+        });
+        if written.contains_key(&id) || existing.contains(&id) {
+            return Ok(());
         }
-        let reserved = self.user_no_for_put(user)?;
-        let user_no = reserved.no;
-        let mode = self.inner.begin_ingest();
-        // Ends the ingest even if the put panics, so migration never waits for it forever.
-        struct Ending<'a>(&'a crate::store::Inner, crate::ids::LicenseMode);
-        impl Drop for Ending<'_> {
-            fn drop(&mut self) {
-                self.0.end_ingest(self.1);
-            }
+        // A hit is pinned, so GC and migration leave the entry in place until our commit.
+        // Content the filter has never seen in this domain is certainly new: no lookup.
+        if engine.filter().may_contain(domain, &id)
+            && engine.pins().lookup_and_pin(engine.meta(), domain, &id)?
+        {
+            pinned.pinned.push((domain, id));
+            existing.insert(id);
+            return Ok(());
         }
-        let _ending = Ending(&self.inner, mode);
-        if required.is_some_and(|m| m != mode) {
-            return Ok(None);
-        }
-        self.put_under(user, user_no, key, mode, reader).map(Some)
-    }
-
-    fn put_under(
-        &self,
-        user: &UserId,
-        user_no: UserNo,
-        key: &TrackKey,
-        mode: crate::ids::LicenseMode,
-        reader: impl Read,
-    ) -> Result<PutOutcome> {
-        let domain = mode.domain_for(user_no);
-        let mut held = Held {
-            inner: &self.inner,
-            current: None,
-            full: Vec::new(),
-            pinned: Vec::new(),
-        };
-        let result = self.put_inner(user, user_no, key, domain, reader, &mut held);
-        let packs = &self.inner.packs;
-        match result {
-            Ok(outcome) => {
-                for p in held.take_all() {
-                    packs.committed(p);
-                }
-                Ok(outcome)
-            }
-            Err(e) => {
-                for p in held.take_all() {
-                    packs.abandon(p);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn put_inner(
-        &self,
-        user: &UserId,
-        user_no: UserNo,
-        key: &TrackKey,
-        domain: Domain,
-        reader: impl Read,
-        held: &mut Held<'_>,
-    ) -> Result<PutOutcome> {
-        let inner = &self.inner;
-        let mut refs: Vec<ChunkRef> = Vec::new();
-        // Chunks this ingest wrote, and chunks it found already stored in the domain.
-        let mut written: HashMap<ChunkId, ChunkEntry> = HashMap::new();
-        let mut existing: HashSet<ChunkId> = HashSet::new();
-        let mut new_bytes = 0u64;
-        let mut each = |plain: &[u8], id: ChunkId| -> Result<()> {
-            refs.push(ChunkRef {
-                id,
-                len: plain.len() as u32,
-            });
-            if written.contains_key(&id) || existing.contains(&id) {
-                return Ok(());
-            }
-            // A hit is pinned, so GC and migration leave the entry in place until our commit.
-            // Content the filter has never seen in this domain is certainly new: no lookup.
-            if inner.filter.may_contain(domain, &id) && inner.lookup_and_pin(domain, &id)? {
-                held.pinned.push((domain, id));
-                existing.insert(id);
-                return Ok(());
-            }
-            let (codec, stored) = codec::encode(plain, inner.compression_level);
-            let header = RecordHeader {
-                codec,
-                domain,
-                id,
-                plain_len: plain.len() as u32,
-                stored_len: stored.len() as u32,
-            };
-            let pack = match &mut held.current {
-                Some(p) => p,
-                None => held.current.insert(inner.packs.take()?),
-            };
-            let offset = inner.packs.append(pack, &header, &stored)?;
-            written.insert(
-                id,
-                ChunkEntry {
-                    pack: pack.id,
-                    offset,
-                    stored_len: header.stored_len,
-                    plain_len: header.plain_len,
-                    codec,
-                    refcount: 0,
-                },
-            );
-            new_bytes += plain.len() as u64;
-            if inner.packs.is_full(pack) {
-                held.full.extend(held.current.take());
-            }
-            Ok(())
-        };
-        let upload = chunk_upload(
-            &inner.chunker,
-            &inner.cores,
-            inner.segmenting,
-            inner.segment_window,
-            reader,
-            &mut each,
-        )?;
-        for p in held.full.iter_mut().chain(held.current.iter_mut()) {
-            if p.touched {
-                inner.packs.sync(p)?;
-            }
-        }
-        let track = TrackRecord {
+        let (codec, stored) = codec::encode(plain, writer.compression_level);
+        let header = RecordHeader {
+            codec,
             domain,
-            len: upload.len,
-            fingerprint: upload.fingerprint,
-            stored_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            audio: upload.audio.map(|a| TrackAudio {
-                format: format_code(upload.format),
-                fingerprint: a.fingerprint,
-                ranges: a.ranges,
-            }),
-            chunks: refs,
+            id,
+            plain_len: plain.len() as u32,
+            stored_len: stored.len() as u32,
         };
-        let mut pack_deltas: HashMap<_, PackDelta> = HashMap::new();
-        for p in held.full.iter().chain(held.current.iter()) {
-            if p.touched {
-                pack_deltas.insert(
-                    p.id,
-                    PackDelta {
-                        dead_bytes: 0,
-                        committed_len: Some(p.len),
-                        sealed: inner.packs.is_full(p),
-                    },
-                );
-            }
-        }
-        let new_chunks = written.len() as u64;
-        let (len, fingerprint, chunks) = (track.len, track.fingerprint, track.chunks.len() as u64);
-        let replaced = inner.group_commit.commit(
-            inner.meta.as_ref(),
-            PutCommit {
-                user: user.clone(),
-                user_no,
-                key: key.clone(),
-                domain,
-                written,
-                track,
-                pack_deltas,
+        let (pack, offset) = session.append(&header, &stored)?;
+        written.insert(
+            id,
+            ChunkEntry {
+                pack,
+                offset,
+                stored_len: header.stored_len,
+                plain_len: header.plain_len,
+                codec,
+                refcount: 0,
             },
-        )?;
-        Ok(PutOutcome {
-            len,
-            fingerprint,
-            chunks,
-            new_chunks,
-            new_bytes,
-            replaced,
-        })
-    }
-
-    /// The user's number for a put: the committed one, or one reserved in memory until the put
-    /// ends (its commit writes the row). Every put of a new user in flight gets the same number.
-    fn user_no_for_put(&self, user: &UserId) -> Result<ReservedUserNo<'_>> {
-        let inner = &self.inner;
-        let mut nos = inner.user_nos.lock().expect("user numbers lock");
-        if let Some((no, puts)) = nos.held.get_mut(user.as_str()) {
-            *puts += 1;
-            let no = UserNo(*no);
-            return Ok(ReservedUserNo {
-                nos: &inner.user_nos,
-                user: Some(user.to_string()),
-                no,
-            });
-        }
-        // Read under the lock: a reservation is dropped only after its put's commit, so a user
-        // without a reservation here either has a committed row in this snapshot or none at all.
-        let snap = inner.meta.read()?;
-        if let Some(row) = snap.user(user.as_str())? {
-            return Ok(ReservedUserNo {
-                nos: &inner.user_nos,
-                user: None,
-                no: UserNo(row.no),
-            });
-        }
-        let no = snap.counter(ck::NEXT_USER_NO)?.max(nos.next);
-        if no == 0 || no >= 1 << 56 {
-            return Err(Error::corrupted("user number counter out of range"));
-        }
-        nos.next = no + 1;
-        nos.held.insert(user.to_string(), (no, 1));
-        Ok(ReservedUserNo {
-            nos: &inner.user_nos,
-            user: Some(user.to_string()),
-            no: UserNo(no),
-        })
-    }
+        );
+        new_bytes += plain.len() as u64;
+        Ok(())
+    };
+    let upload = chunk_upload(
+        engine.chunker(),
+        &writer.cores,
+        writer.segmenting,
+        writer.segment_window,
+        reader,
+        &mut each,
+    )?;
+    session.sync()?;
+    let track = TrackRecord {
+        domain,
+        len: upload.len,
+        fingerprint: upload.fingerprint,
+        stored_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        audio: upload.audio.map(|a| TrackAudio {
+            format: upload.format.code(),
+            fingerprint: a.fingerprint,
+            ranges: a.ranges,
+        }),
+        chunks: refs,
+    };
+    let new_chunks = written.len() as u64;
+    let (len, fingerprint, chunks) = (track.len, track.fingerprint, track.chunks.len() as u64);
+    let replaced = writer.group_commit.commit(
+        engine.meta(),
+        PutCommit {
+            user: user.clone(),
+            user_no,
+            key: key.clone(),
+            domain,
+            written,
+            track,
+            appended: session.appended(),
+        },
+    )?;
+    Ok(PutOutcome {
+        len,
+        fingerprint,
+        chunks,
+        new_chunks,
+        new_bytes,
+        replaced,
+    })
 }
 
+/// The user's number for a put: the committed one, or one reserved in memory until the
+/// returned guard is dropped (the put's commit writes the row). Every put of a new user in
+/// flight gets the same number.
+pub(crate) fn reserve_user_no<'w>(
+    engine: &Engine,
+    writer: &'w Writer,
+    user: &UserId,
+) -> Result<ReservedUserNo<'w>> {
+    let mut nos = writer.user_nos.lock().expect("user numbers lock");
+    if let Some((no, puts)) = nos.held.get_mut(user.as_str()) {
+        *puts += 1;
+        let no = UserNo(*no);
+        return Ok(ReservedUserNo {
+            nos: &writer.user_nos,
+            user: Some(user.to_string()),
+            no,
+        });
+    }
+    // Read under the lock: a reservation is dropped only after its put's commit, so a user
+    // without a reservation here either has a committed row in this snapshot or none at all.
+    let snap = engine.meta().read()?;
+    if let Some(row) = snap.user(user.as_str())? {
+        return Ok(ReservedUserNo {
+            nos: &writer.user_nos,
+            user: None,
+            no: UserNo(row.no),
+        });
+    }
+    let no = snap.counter(ck::NEXT_USER_NO)?.max(nos.next);
+    if no == 0 || no >= 1 << 56 {
+        return Err(Error::corrupted("user number counter out of range"));
+    }
+    nos.next = no + 1;
+    nos.held.insert(user.to_string(), (no, 1));
+    Ok(ReservedUserNo {
+        nos: &writer.user_nos,
+        user: Some(user.to_string()),
+        no: UserNo(no),
+    })
+}
 /// User numbers handed to puts of users that have no committed row yet.
 ///
 /// A number is reserved in memory when such a user's first put starts, shared by every put of
@@ -446,11 +425,17 @@ pub(crate) struct UserNos {
 }
 
 /// A put's user number; for a user without a committed row, held until the put ends.
-struct ReservedUserNo<'a> {
+pub(crate) struct ReservedUserNo<'a> {
     nos: &'a std::sync::Mutex<UserNos>,
     /// Set when the number is a reservation.
     user: Option<String>,
     no: UserNo,
+}
+
+impl ReservedUserNo<'_> {
+    pub(crate) fn no(&self) -> UserNo {
+        self.no
+    }
 }
 
 /// Releases the reservation even if the put panics. By then the put has committed (the row

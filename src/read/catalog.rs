@@ -1,0 +1,154 @@
+//! What a store holds, read from the metadata: a track's facts, a user's tracks, the store-wide
+//! and per-user accounting.
+
+use crate::engine::{Engine, user_no};
+use crate::error::{Error, Result};
+use crate::format::TrackRecord;
+use crate::ids::{AudioFingerprint, Fingerprint};
+use crate::index::counter_keys as ck;
+use crate::names::{TrackKey, UserId};
+use crate::policy::LicenseMode;
+use crate::segment::Format;
+
+/// Facts about one stored track.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrackInfo {
+    /// The track's key.
+    pub key: TrackKey,
+    /// Length in bytes.
+    pub size: u64,
+    /// BLAKE3 of the bytes.
+    pub fingerprint: Fingerprint,
+    /// Number of chunks.
+    pub chunks: u64,
+    /// Seconds since the Unix epoch when it was stored.
+    pub stored_at: u64,
+    /// Container format the segmenter recognised (`"mp3"`, `"flac"`, `"mp4"`, `"ogg-vorbis"`,
+    /// `"ogg-opus"`), or `"unknown"`.
+    pub format: &'static str,
+    /// BLAKE3 of the audio payload alone, when the format was recognised.
+    pub audio_fingerprint: Option<AudioFingerprint>,
+    /// Bytes of audio payload.
+    pub audio_len: u64,
+}
+
+/// Per-user accounting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UserStats {
+    /// The user.
+    pub user: String,
+    /// Bytes the user uploaded and still holds (the quota basis).
+    pub logical_bytes: u64,
+    /// Tracks the user holds.
+    pub tracks: u64,
+}
+
+/// Store-wide accounting, kept exact by every commit (verify recounts it).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The license mode.
+    pub mode: LicenseMode,
+    /// Users holding at least one track.
+    pub users: u64,
+    /// Tracks in all lockers.
+    pub tracks: u64,
+    /// Bytes users uploaded and hold.
+    pub logical_bytes: u64,
+    /// Bytes of chunk records (header and stored bytes) that committed tracks reference.
+    pub physical_bytes: u64,
+    /// Bytes of chunk records no track references (reclaimed by GC).
+    pub garbage_bytes: u64,
+    /// Live chunk records.
+    pub chunks: u64,
+    /// Distinct recordings (audio fingerprints) held by at least one track.
+    pub recordings: u64,
+    /// Garbage chunk entries: records no track references that a dedup hit can still revive
+    /// (until GC removes them).
+    pub garbage_chunks: u64,
+    /// Pack files.
+    pub packs: u64,
+    /// Bytes of all pack files (live, garbage and pack headers).
+    pub pack_bytes: u64,
+    /// logical / physical (1.0 for an empty store).
+    pub dedup_ratio: f64,
+    /// RAM held by the in-memory filter of chunk keys (the only index kept in memory).
+    pub filter_bytes: u64,
+    /// Per-user figures, by user id.
+    pub per_user: Vec<UserStats>,
+}
+
+/// Facts about one track.
+pub(crate) fn track_info(engine: &Engine, user: &UserId, key: &TrackKey) -> Result<TrackInfo> {
+    let t = engine.track_record(user, key)?;
+    Ok(info(key.clone(), &t))
+}
+
+/// The user's tracks, by key.
+pub(crate) fn list(engine: &Engine, user: &UserId) -> Result<Vec<TrackInfo>> {
+    let snap = engine.meta().read()?;
+    let no = user_no(snap.as_ref(), user)?;
+    snap.tracks_of(no)?
+        .into_iter()
+        .map(|(k, t)| {
+            let key = TrackKey::new(&k)
+                .map_err(|_| Error::corrupted(format!("stored key {k:?} is invalid")))?;
+            Ok(info(key, &t))
+        })
+        .collect()
+}
+
+/// Store-wide and per-user accounting.
+pub(crate) fn stats(engine: &Engine) -> Result<Stats> {
+    let snap = engine.meta().read()?;
+    let c = |k| snap.counter(k);
+    let packs = snap.packs()?;
+    let logical_bytes = c(ck::LOGICAL_BYTES)?;
+    let physical_bytes = c(ck::LIVE_BYTES)?;
+    let mut per_user: Vec<UserStats> = snap
+        .users()?
+        .into_iter()
+        .map(|(user, r)| UserStats {
+            user,
+            logical_bytes: r.logical_bytes,
+            tracks: r.tracks,
+        })
+        .collect();
+    per_user.retain(|u| u.tracks > 0);
+    Ok(Stats {
+        mode: engine.policy().mode(),
+        users: c(ck::USERS)?,
+        tracks: c(ck::TRACKS)?,
+        logical_bytes,
+        physical_bytes,
+        garbage_bytes: c(ck::GARBAGE_BYTES)?,
+        chunks: c(ck::LIVE_CHUNKS)?,
+        recordings: c(ck::RECORDINGS)?,
+        garbage_chunks: c(ck::GARBAGE_CHUNKS)?,
+        packs: packs.len() as u64,
+        pack_bytes: packs.iter().map(|(_, r)| r.committed_len).sum(),
+        dedup_ratio: if physical_bytes == 0 {
+            1.0
+        } else {
+            logical_bytes as f64 / physical_bytes as f64
+        },
+        filter_bytes: engine.filter().bytes() as u64,
+        per_user,
+    })
+}
+
+/// A track's facts from its record.
+pub(crate) fn info(key: TrackKey, t: &TrackRecord) -> TrackInfo {
+    TrackInfo {
+        key,
+        size: t.len,
+        fingerprint: t.fingerprint,
+        chunks: t.chunks.len() as u64,
+        stored_at: t.stored_at,
+        format: Format::name_of_code(t.audio.as_ref().map_or(0, |a| a.format)),
+        audio_fingerprint: t.audio.as_ref().map(|a| AudioFingerprint(a.fingerprint)),
+        audio_len: t.audio.as_ref().map_or(0, |a| a.len()),
+    }
+}

@@ -1,0 +1,434 @@
+//! Opening a store: the directory lock, telling a store from a directory that lost its `STORE`,
+//! creation, crash recovery of the packs, and the repair of a lost `STORE`.
+
+use std::fmt::Debug;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::chunk::{Chunker, ChunkerParams};
+use crate::engine::space::Space;
+use crate::engine::{Engine, Parts};
+use crate::error::{Error, Result};
+use crate::format::{STORE_FORMAT_VERSION, StoreFile};
+use crate::index::filter::ChunkFilter;
+use crate::index::{MetaStore, RedbMeta, counter_keys as ck, state_keys as sk, write_with};
+use crate::pack::{Packs, RecoveryReport};
+use crate::policy::{LicenseMode, Policy};
+use crate::random::random_bytes;
+use crate::vfs::Vfs;
+use crate::write::Writer;
+
+use super::Options;
+
+const STORE_FILE: &str = "STORE";
+const LOCK_FILE: &str = "LOCK";
+const META_FILE: &str = "meta.redb";
+/// The metadata of a store being created, renamed to `meta.redb` once complete.
+const META_TMP: &str = "meta.redb.tmp";
+const STORE_TMP: &str = "STORE.tmp";
+const PACK_DIR: &str = "packs";
+
+/// An opened store's parts, for the façade.
+pub(crate) struct Opened {
+    pub(crate) engine: Engine,
+    pub(crate) writer: Writer,
+    pub(crate) recovery: RecoveryReport,
+    pub(crate) is_new: bool,
+}
+
+/// What [`crate::Store::repair_store_file`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreFileRepair {
+    /// `STORE` was missing, damaged or named another store; it was rewritten from the copy in
+    /// the metadata.
+    Rewritten,
+    /// `STORE` already matched the copy in the metadata; nothing was written.
+    Intact,
+}
+
+/// What the store directory holds, as far as open is concerned (see `classify`).
+enum Layout {
+    /// Nothing but what creation writes before `STORE`: open may create the store.
+    Empty,
+    /// `STORE`, but neither `meta.redb` nor any pack: a creation stopped after writing `STORE`.
+    /// Nothing of it was ever acknowledged, so open may finish it.
+    Interrupted(StoreFile),
+    /// `STORE` and `meta.redb`: a store.
+    Store(StoreFile),
+}
+
+/// Opens the store in `dir`, creating it when `options.create` is set and the directory is
+/// missing or empty (or finishing a creation an earlier open began). Recovers from a crash:
+/// removes packs no commit refers to and cuts uncommitted pack tails. A second process
+/// opening the same store gets `Error::Locked`: the lock is on the directory itself, so
+/// removing the `LOCK` file does not release it. A directory holding a store's metadata or
+/// packs without a valid `STORE` file is refused with `Error::StoreFileLost` and left as it
+/// is, whatever `options.create` says (see [`crate::Store::repair_store_file`]).
+pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
+    let dir = dir.as_ref().to_owned();
+    options.chunker.validate()?;
+    if options.pack_size_limit < 1 << 20 {
+        return Err(Error::InvalidOptions(
+            "pack_size_limit must be at least 1 MiB".into(),
+        ));
+    }
+    if options.segment_window < 64 << 10 {
+        return Err(Error::InvalidOptions(
+            "segment_window must be at least 64 KiB".into(),
+        ));
+    }
+    if !(1..=19).contains(&options.compression_level) {
+        return Err(Error::InvalidOptions(
+            "compression_level must be 1..=19".into(),
+        ));
+    }
+    let vfs = options.vfs.clone();
+    if !vfs.exists(&dir) {
+        if !options.create {
+            return Err(Error::NoStore(dir));
+        }
+        vfs.create_dir_all(&dir)
+            .map_err(|e| Error::io("create", &dir, e))?;
+        // The new directory's own entry must survive a power cut too.
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        vfs.sync_dir(parent)
+            .map_err(|e| Error::io("sync", parent, e))?;
+    }
+    // The store directory itself is locked, not a name in it: an operator removing `LOCK`
+    // (or any other file) cannot let a second process in. Everything below runs under it.
+    let dir_lock = vfs
+        .try_lock(&dir)
+        .map_err(|e| Error::io("lock", &dir, e))?
+        .ok_or_else(|| Error::Locked(dir.clone()))?;
+    // Builds before the directory lock locked only `LOCK` (and, creating a store, wrote
+    // `meta.redb` before `STORE`): taking it too keeps them out. An existing `LOCK` is taken
+    // before the directory is read, so one of them halfway through creating a store is
+    // `Locked`, not a store that lost its `STORE`; a missing one is created only once the
+    // directory is known to be (or to become) a store.
+    let lock_path = dir.join(LOCK_FILE);
+    let take_file_lock = || {
+        vfs.try_lock(&lock_path)
+            .map_err(|e| Error::io("lock", &lock_path, e))?
+            .ok_or_else(|| Error::Locked(dir.clone()))
+    };
+    let early_lock = if vfs.exists(&lock_path) {
+        Some(take_file_lock()?)
+    } else {
+        None
+    };
+    let layout = classify(vfs.as_ref(), &dir)?;
+    if !options.create && !matches!(layout, Layout::Store(_)) {
+        return Err(Error::NoStore(dir));
+    }
+    let file_lock = match early_lock {
+        Some(l) => l,
+        None => take_file_lock()?,
+    };
+    let lock: Box<dyn Send + Sync + Debug> = Box::new((dir_lock, file_lock));
+    let is_new = !matches!(layout, Layout::Store(_));
+    let store_file = match layout {
+        Layout::Store(f) => {
+            // `meta.redb` may have been renamed into place by a creation that crashed before
+            // syncing the directory: make it durable before acknowledging anything.
+            vfs.sync_dir(&dir).map_err(|e| Error::io("sync", &dir, e))?;
+            f
+        }
+        Layout::Interrupted(f) => {
+            create_metadata(vfs.as_ref(), &dir, &f, &options)?;
+            f
+        }
+        Layout::Empty => {
+            let f = StoreFile {
+                version: STORE_FORMAT_VERSION,
+                store_id: random_bytes("the store id")?,
+            };
+            write_store_file(vfs.as_ref(), &dir, &f)?;
+            create_metadata(vfs.as_ref(), &dir, &f, &options)?;
+            f
+        }
+    };
+    let meta_path = dir.join(META_FILE);
+    if !vfs.exists(&meta_path) {
+        return Err(Error::corrupted("meta.redb is missing"));
+    }
+    let meta = RedbMeta::open(vfs.as_ref(), &meta_path, false)?;
+    let snap = meta.read()?;
+    let get = |key: &str| -> Result<Vec<u8>> {
+        snap.state(key)?
+            .ok_or_else(|| Error::corrupted(format!("metadata state {key} is missing")))
+    };
+    let format = get(sk::FORMAT)?;
+    let format = u32::from_le_bytes(
+        format
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::corrupted("metadata format version"))?,
+    );
+    if format != STORE_FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: meta_path,
+            found: format,
+            supported: STORE_FORMAT_VERSION,
+        });
+    }
+    let mode = get(sk::MODE)?;
+    let mode = (mode.len() == 1)
+        .then(|| LicenseMode::from_byte(mode[0]))
+        .flatten()
+        .ok_or_else(|| Error::corrupted("metadata license mode"))?;
+    let seed = get(sk::SEED)?;
+    let seed = u64::from_le_bytes(
+        seed.as_slice()
+            .try_into()
+            .map_err(|_| Error::corrupted("metadata chunker seed"))?,
+    );
+    let params = ChunkerParams::decode(&get(sk::CHUNKER)?)?;
+    let copy = snap.state(sk::STORE_FILE)?;
+    if copy
+        .as_deref()
+        .is_some_and(|c| c != store_file.encode().as_slice())
+    {
+        return Err(Error::corrupted(format!(
+            "STORE names another store than the copy of it in meta.redb (a STORE file from \
+             another store?); if meta.redb is this store's, `lockerstore --store {} repair` \
+             rewrites STORE from it",
+            dir.display()
+        )));
+    }
+    let rows = snap.packs()?;
+    let snap_counters = (
+        snap.counter(ck::LIVE_CHUNKS)?,
+        snap.counter(ck::GARBAGE_CHUNKS)?,
+    );
+    drop(snap);
+    if copy.is_none() {
+        // A store created before the metadata kept a copy of STORE: keep one from now on,
+        // so a lost STORE can be rebuilt (`repair_store_file`).
+        write_with(&meta, |w| w.set_state(sk::STORE_FILE, &store_file.encode()))?;
+    }
+    let store_tag = u64::from_le_bytes(store_file.store_id[..8].try_into().expect("8 bytes"));
+    // The filter of stored chunk keys: watched before it is filled, so no key is missed.
+    let filter = Arc::new(ChunkFilter::for_entries(
+        snap_counters.0.saturating_add(snap_counters.1),
+    ));
+    meta.watch_chunks(filter.clone());
+    meta.read()?.for_each_chunk(&mut |domain, id, _| {
+        filter.insert(domain, &id);
+        Ok(())
+    })?;
+    let pack_dir = dir.join(PACK_DIR);
+    let (packs, recovery) = Packs::open(
+        vfs.clone(),
+        pack_dir.clone(),
+        store_tag,
+        options.pack_size_limit,
+        &rows,
+    )?;
+    let engine = Engine::new(Parts {
+        space: Space::new(vfs.clone(), dir.clone(), pack_dir, options.min_free_space),
+        dir,
+        meta: Box::new(meta),
+        filter,
+        packs,
+        chunker: Chunker { params, seed },
+        policy: Policy::new(mode),
+        lock,
+    });
+    engine.space().restore_ballast()?;
+    Ok(Opened {
+        engine,
+        writer: Writer::new(
+            options.compression_level,
+            options.segmenting,
+            options.segment_window,
+        ),
+        recovery,
+        is_new,
+    })
+}
+
+/// Tells what `dir` holds. Creation writes `STORE` first and renames a complete
+/// `meta.redb` into place last, so metadata or packs without a valid `STORE` are never what
+/// a creation left: that is a damaged store, refused with `StoreFileLost`, never recreated.
+fn classify(vfs: &dyn Vfs, dir: &Path) -> Result<Layout> {
+    let names = vfs.list_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+    let data: Vec<String> = names
+        .iter()
+        .filter(|n| [META_FILE, META_TMP, PACK_DIR].contains(&n.as_str()))
+        .cloned()
+        .collect();
+    let lost = |problem: String| Error::StoreFileLost {
+        dir: dir.to_owned(),
+        problem,
+        present: data.clone(),
+    };
+    let store_path = dir.join(STORE_FILE);
+    if !names.iter().any(|n| n == STORE_FILE) {
+        if !data.is_empty() {
+            return Err(lost("missing".into()));
+        }
+        if names.iter().any(|n| n != LOCK_FILE && n != STORE_TMP) {
+            return Err(Error::NotAStore(dir.to_owned()));
+        }
+        return Ok(Layout::Empty);
+    }
+    let bytes = vfs
+        .read(&store_path)
+        .map_err(|e| Error::io("read", &store_path, e))?;
+    let file = match StoreFile::decode(&bytes) {
+        Ok(Ok(f)) => f,
+        Ok(Err(found)) => {
+            return Err(Error::UnsupportedVersion {
+                path: store_path,
+                found,
+                supported: STORE_FORMAT_VERSION,
+            });
+        }
+        Err(e) if !data.is_empty() => return Err(lost(format!("unreadable ({e})"))),
+        Err(_) if !bytes.starts_with(&crate::format::STORE_MAGIC) => {
+            return Err(Error::NotAStore(dir.to_owned()));
+        }
+        Err(e) => return Err(e),
+    };
+    if names.iter().any(|n| n == META_FILE) {
+        return Ok(Layout::Store(file));
+    }
+    let pack_dir = dir.join(PACK_DIR);
+    let packs = if names.iter().any(|n| n == PACK_DIR) {
+        vfs.list_dir(&pack_dir)
+            .map_err(|e| Error::io("list", &pack_dir, e))?
+    } else {
+        Vec::new()
+    };
+    if !packs.is_empty() {
+        // Creation never writes into packs/: this store lost its metadata.
+        return Err(Error::corrupted(format!(
+            "meta.redb is missing, but packs/ holds {} files: the store's metadata is lost",
+            packs.len()
+        )));
+    }
+    Ok(Layout::Interrupted(file))
+}
+
+/// Creates the metadata of a new store whose `STORE` file is durable, as `meta.redb.tmp`,
+/// and renames it to `meta.redb` once complete: the rename marks the creation finished.
+fn create_metadata(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    store_file: &StoreFile,
+    options: &Options,
+) -> Result<()> {
+    let pack_dir = dir.join(PACK_DIR);
+    vfs.create_dir_all(&pack_dir)
+        .map_err(|e| Error::io("create", &pack_dir, e))?;
+    // packs/ must be a durable entry before meta.redb can name a finished store.
+    vfs.sync_dir(dir).map_err(|e| Error::io("sync", dir, e))?;
+    let tmp = dir.join(META_TMP);
+    if vfs.exists(&tmp) {
+        vfs.remove_file(&tmp)
+            .map_err(|e| Error::io("remove", &tmp, e))?;
+    }
+    let seed = u64::from_le_bytes(random_bytes("the chunker seed")?);
+    let meta = RedbMeta::open(vfs, &tmp, true)?;
+    write_with(&meta, |w| {
+        w.set_state(sk::FORMAT, &STORE_FORMAT_VERSION.to_le_bytes())?;
+        w.set_state(sk::MODE, &[options.mode.to_byte()])?;
+        w.set_state(sk::SEED, &seed.to_le_bytes())?;
+        w.set_state(sk::CHUNKER, &options.chunker.encode())?;
+        w.set_state(sk::STORE_FILE, &store_file.encode())?;
+        w.set_counter(ck::NEXT_USER_NO, 1)
+    })?;
+    drop(meta);
+    let target = dir.join(META_FILE);
+    vfs.rename(&tmp, &target)
+        .map_err(|e| Error::io("rename", &tmp, e))?;
+    vfs.sync_dir(dir).map_err(|e| Error::io("sync", dir, e))
+}
+
+/// Rewrites a store's `STORE` file from the copy its metadata keeps, for a store that lost
+/// it or has a damaged one (open refuses such a store with [`Error::StoreFileLost`]). Takes
+/// the store's lock, so no process may have the store open. Refuses, changing nothing, when
+/// `meta.redb` is missing or unreadable, holds no copy (the store was created by an earlier
+/// build and never opened by this one), or `STORE` was written by a newer version. Only
+/// `options.vfs` is used.
+pub(crate) fn repair_store_file(
+    dir: impl AsRef<Path>,
+    options: Options,
+) -> Result<StoreFileRepair> {
+    let dir = dir.as_ref();
+    let vfs = options.vfs.as_ref();
+    if !vfs.exists(dir) {
+        return Err(Error::NoStore(dir.to_owned()));
+    }
+    let _dir_lock = vfs
+        .try_lock(dir)
+        .map_err(|e| Error::io("lock", dir, e))?
+        .ok_or_else(|| Error::Locked(dir.to_owned()))?;
+    let meta_path = dir.join(META_FILE);
+    if !vfs.exists(&meta_path) {
+        return Err(Error::NoStore(dir.to_owned()));
+    }
+    let _file_lock = vfs
+        .try_lock(&dir.join(LOCK_FILE))
+        .map_err(|e| Error::io("lock", dir.join(LOCK_FILE), e))?
+        .ok_or_else(|| Error::Locked(dir.to_owned()))?;
+    let meta = RedbMeta::open(vfs, &meta_path, false)?;
+    let copy = meta.read()?.state(sk::STORE_FILE)?.ok_or_else(|| {
+        Error::Metadata(format!(
+            "{} holds no copy of the STORE file (the store was created by an earlier build \
+             and never opened by this one), so STORE cannot be rebuilt from it",
+            meta_path.display()
+        ))
+    })?;
+    drop(meta);
+    let file = match StoreFile::decode(&copy)? {
+        Ok(f) => f,
+        Err(found) => {
+            return Err(Error::UnsupportedVersion {
+                path: meta_path,
+                found,
+                supported: STORE_FORMAT_VERSION,
+            });
+        }
+    };
+    let store_path = dir.join(STORE_FILE);
+    if vfs.exists(&store_path) {
+        let bytes = vfs
+            .read(&store_path)
+            .map_err(|e| Error::io("read", &store_path, e))?;
+        if bytes == file.encode() {
+            return Ok(StoreFileRepair::Intact);
+        }
+        if let Ok(Err(found)) = StoreFile::decode(&bytes) {
+            return Err(Error::UnsupportedVersion {
+                path: store_path,
+                found,
+                supported: STORE_FORMAT_VERSION,
+            });
+        }
+    }
+    write_store_file(vfs, dir, &file)?;
+    Ok(StoreFileRepair::Rewritten)
+}
+
+/// Writes `STORE` atomically and durably: `STORE.tmp` (truncated, written, fdatasynced), renamed
+/// to `STORE`, then the directory fsynced.
+fn write_store_file(vfs: &dyn Vfs, dir: &Path, file: &StoreFile) -> Result<()> {
+    let tmp = dir.join(STORE_TMP);
+    let target = dir.join(STORE_FILE);
+    let f = vfs
+        .open_rw(&tmp, true)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    f.set_len(0)
+        .and_then(|()| f.write_all_at(&file.encode(), 0))
+        .and_then(|()| f.sync_data())
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    drop(f);
+    vfs.rename(&tmp, &target)
+        .map_err(|e| Error::io("rename", &tmp, e))?;
+    vfs.sync_dir(dir).map_err(|e| Error::io("sync", dir, e))
+}

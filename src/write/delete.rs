@@ -1,0 +1,30 @@
+//! Deleting a track: one commit drops its references and its user's share of the accounting.
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::ids::UserNo;
+use crate::index::refs::{Accounting, unlink_track};
+use crate::index::write_with;
+use crate::names::{TrackKey, UserId};
+
+/// Deletes `user`'s track `key` (see `Store::delete`).
+pub(crate) fn delete(engine: &Engine, user: &UserId, key: &TrackKey) -> Result<()> {
+    // Bad input first: deleting a track that is not there must not release the ballast.
+    engine.track_record(user, key)?;
+    engine.space().room_for_metadata()?;
+    write_with(engine.meta(), |w| {
+        let row = w
+            .user(user.as_str())?
+            .ok_or_else(|| Error::UnknownUser(user.to_string()))?;
+        let no = UserNo(row.no);
+        let old = w
+            .track(no, key.as_str())?
+            .ok_or_else(|| Error::TrackNotFound {
+                user: user.to_string(),
+                key: key.to_string(),
+            })?;
+        let mut acc = Accounting::default();
+        unlink_track(w, user.as_str(), &row, key.as_str(), &old, &mut acc)?;
+        acc.apply(w)
+    })
+}
