@@ -15,7 +15,7 @@
 //!
 //! # fn main() -> lockerstore::Result<()> {
 //! let dir = tempfile::tempdir().unwrap();
-//! let store = Store::open(dir.path(), Options { mode: LicenseMode::SingleMaster, ..Options::default() })?;
+//! let store = Store::open(dir.path(), Options::default().mode(LicenseMode::SingleMaster))?;
 //! let alice = UserId::new("alice")?;
 //! let key = TrackKey::new("Artist/Album/01 Song.mp3")?;
 //! let song: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
