@@ -41,7 +41,11 @@
 mod chunker;
 mod commit;
 mod compress;
+// Test support (synthetic corpora, crafted inputs) is compiled only with the `test-support`
+// feature; the crate's own tests, unit tests included, get it through its self dev-dependency.
+#[cfg(feature = "test-support")]
 pub mod corpus;
+#[cfg(feature = "test-support")]
 mod crafted;
 mod error;
 mod filter;
@@ -49,7 +53,6 @@ mod format;
 mod gc;
 mod ids;
 mod ingest;
-pub mod vfs;
 mod meta;
 mod migrate;
 mod ownership;
@@ -62,6 +65,11 @@ mod space;
 mod store;
 mod upload;
 mod verify;
+// The file seam: public with `test-support` only, for tests that inject faults.
+#[cfg(feature = "test-support")]
+pub mod vfs;
+#[cfg(not(feature = "test-support"))]
+mod vfs;
 
 pub use chunker::ChunkerParams;
 pub use error::{Error, Result};
@@ -80,6 +88,7 @@ pub use store::{Options, PutOutcome, Stats, Store, StoreFileRepair, TrackInfo, U
 pub use verify::{DamagedTrack, DroppedDamage, VerifyReport};
 
 /// Byte-level parsers of stored formats, exposed for the fuzz targets. Not a stable API.
+#[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::crafted::{Container, crafted};

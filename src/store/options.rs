@@ -117,6 +117,7 @@ impl Options {
     }
 
     /// The I/O seam, for tests that inject faults; [`StdVfs`] by default.
+    #[cfg(feature = "test-support")]
     #[must_use]
     pub fn vfs(mut self, vfs: Arc<dyn Vfs>) -> Self {
         self.vfs = vfs;
