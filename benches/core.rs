@@ -16,14 +16,7 @@ const TRACK: usize = 8_000_000;
 
 fn store(mode: LicenseMode) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(
-        dir.path(),
-        Options {
-            mode,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let s = Store::open(dir.path(), Options::default().mode(mode)).unwrap();
     (dir, s)
 }
 

@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
 done
 
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
+cargo build --release --quiet --features cli
 LS=$PWD/target/release/lockerstore
 
 need=()

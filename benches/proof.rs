@@ -30,14 +30,7 @@ struct Setup {
 }
 
 fn open(dir: &Path) -> Store {
-    Store::open(
-        dir,
-        Options {
-            mode: LicenseMode::SingleMaster,
-            ..Options::default()
-        },
-    )
-    .unwrap()
+    Store::open(dir, Options::default().mode(LicenseMode::SingleMaster)).unwrap()
 }
 
 /// A single-master store where one user holds one 4-5 MB tagged MP3 (default chunk sizes), the

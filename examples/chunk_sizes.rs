@@ -61,16 +61,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let dir = tempfile::tempdir()?;
             let store = Store::open(
                 dir.path(),
-                Options {
-                    mode: LicenseMode::SingleMaster,
-                    segmenting,
-                    chunker: ChunkerParams {
+                Options::default()
+                    .mode(LicenseMode::SingleMaster)
+                    .segmenting(segmenting)
+                    .chunker(ChunkerParams {
                         min: min << 10,
                         avg: avg << 10,
                         max: max << 10,
-                    },
-                    ..Options::default()
-                },
+                    }),
             )?;
             let started = Instant::now();
             for (u, k, b) in &uploads {

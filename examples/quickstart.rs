@@ -14,13 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Runs the quickstart on `file`, or on a generated stand-in track.
 pub fn run(file: Option<std::path::PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("lockerstore-quickstart-{}", std::process::id()));
-    let store = Store::open(
-        &dir,
-        Options {
-            mode: LicenseMode::SingleMaster,
-            ..Options::default()
-        },
-    )?;
+    let store = Store::open(&dir, Options::default().mode(LicenseMode::SingleMaster))?;
 
     // A track from a file, or a generated stand-in.
     let generated = file.is_none();

@@ -48,10 +48,7 @@ fn content(i: usize) -> Vec<u8> {
 }
 
 fn options() -> Options {
-    Options {
-        pack_size_limit: 4 << 20,
-        ..Options::default()
-    }
+    Options::default().pack_size_limit(4 << 20)
 }
 
 fn main() {

@@ -155,6 +155,7 @@ pub struct RecordHeader {
 
 impl RecordHeader {
     /// The record's total size on disk.
+    #[cfg_attr(not(feature = "test-support"), allow(dead_code))] // only the fuzz targets call it
     pub fn record_len(&self) -> u64 {
         RECORD_HEADER_LEN as u64 + u64::from(self.stored_len)
     }
@@ -304,6 +305,7 @@ impl TrackAudio {
     }
 
     /// True when there are no payload bytes (never stored).
+    #[cfg_attr(not(feature = "test-support"), allow(dead_code))] // only the fuzz targets call it
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

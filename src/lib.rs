@@ -15,7 +15,7 @@
 //!
 //! # fn main() -> lockerstore::Result<()> {
 //! let dir = tempfile::tempdir().unwrap();
-//! let store = Store::open(dir.path(), Options { mode: LicenseMode::SingleMaster, ..Options::default() })?;
+//! let store = Store::open(dir.path(), Options::default().mode(LicenseMode::SingleMaster))?;
 //! let alice = UserId::new("alice")?;
 //! let key = TrackKey::new("Artist/Album/01 Song.mp3")?;
 //! let song: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
@@ -39,7 +39,11 @@
 #![warn(missing_docs)]
 
 mod chunk;
+// Test support (synthetic corpora, crafted inputs) is compiled only with the `test-support`
+// feature; the crate's own tests, unit tests included, get it through its self dev-dependency.
+#[cfg(feature = "test-support")]
 pub mod corpus;
+#[cfg(feature = "test-support")]
 mod crafted;
 mod engine;
 mod error;
@@ -55,7 +59,11 @@ mod random;
 mod read;
 mod segment;
 mod store;
+// The file seam: public with `test-support` only, for tests that inject faults.
+#[cfg(feature = "test-support")]
 pub mod vfs;
+#[cfg(not(feature = "test-support"))]
+mod vfs;
 mod write;
 
 pub use chunk::ChunkerParams;
@@ -78,6 +86,7 @@ pub use store::{Options, Store, StoreFileRepair};
 pub use write::PutOutcome;
 
 /// Byte-level parsers of stored formats, exposed for the fuzz targets. Not a stable API.
+#[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::crafted::{Container, crafted};

@@ -42,11 +42,9 @@ fn len_of(path: &Path) -> u64 {
 }
 
 fn options() -> Options {
-    Options {
-        pack_size_limit: PACK_LIMIT,
-        chunker: common::small_chunks(),
-        ..Options::default()
-    }
+    Options::default()
+        .pack_size_limit(PACK_LIMIT)
+        .chunker(common::small_chunks())
 }
 
 /// A closed store holding `a` (1.6 MB: it fills the first pack, which is sealed, and starts the

@@ -52,11 +52,9 @@ const POOL_SIZES: [usize; 5] = [50_000, 400_000, 1_000_000, 2_000_000, 3_000_000
 const TAG: &str = "@@ ";
 
 fn options() -> Options {
-    Options {
-        mode: LicenseMode::SingleMaster,
-        pack_size_limit: 1 << 20,
-        ..Options::default()
-    }
+    Options::default()
+        .mode(LicenseMode::SingleMaster)
+        .pack_size_limit(1 << 20)
 }
 
 fn emit(line: &str) {
@@ -457,13 +455,11 @@ const MAINT_VERBOSE_ENV: &str = "LOCKERSTORE_CRASH_MAINT_VERBOSE";
 const GC_THRESHOLD: f64 = 0.9;
 
 fn maint_options() -> Options {
-    Options {
+    Options::default()
         // The mode of the new store; the children flip it.
-        mode: LicenseMode::PerUserCopy,
+        .mode(LicenseMode::PerUserCopy)
         // Small packs, so GC has many packs to rewrite.
-        pack_size_limit: 1 << 20,
-        ..Options::default()
-    }
+        .pack_size_limit(1 << 20)
 }
 
 fn maint_corpus() -> Corpus {

@@ -9,11 +9,7 @@ use common::{audio, cli, key, small_chunks, truncate, user};
 use lockerstore::{GcOptions, Options, Store, TrackKey, UserId};
 
 fn options() -> Options {
-    Options {
-        chunker: small_chunks(),
-        min_free_space: 0,
-        ..Options::default()
-    }
+    Options::default().chunker(small_chunks()).min_free_space(0)
 }
 
 fn packs(dir: &Path) -> Vec<PathBuf> {

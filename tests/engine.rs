@@ -342,13 +342,7 @@ fn foreign_directories_and_newer_versions_are_refused() {
     ));
     let missing = dir.path().join("missing");
     assert!(matches!(
-        Store::open(
-            &missing,
-            Options {
-                create: false,
-                ..Options::default()
-            }
-        ),
+        Store::open(&missing, Options::default().create(false)),
         Err(Error::NoStore(_))
     ));
 
@@ -367,14 +361,11 @@ fn foreign_directories_and_newer_versions_are_refused() {
 #[test]
 fn invalid_options_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = Options {
-        chunker: lockerstore::ChunkerParams {
-            min: 3,
-            avg: 64 << 10,
-            max: 256 << 10,
-        },
-        ..Options::default()
-    };
+    let bad = Options::default().chunker(lockerstore::ChunkerParams {
+        min: 3,
+        avg: 64 << 10,
+        max: 256 << 10,
+    });
     assert!(matches!(
         Store::open(dir.path(), bad),
         Err(Error::InvalidOptions(_))

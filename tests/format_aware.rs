@@ -109,16 +109,14 @@ fn without_the_segmenter_retags_cost_more() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(
             dir.path(),
-            Options {
-                mode: LicenseMode::SingleMaster,
-                segmenting,
-                chunker: lockerstore::ChunkerParams {
+            Options::default()
+                .mode(LicenseMode::SingleMaster)
+                .segmenting(segmenting)
+                .chunker(lockerstore::ChunkerParams {
                     min: 2 << 10,
                     avg: 8 << 10,
                     max: 32 << 10,
-                },
-                ..Options::default()
-            },
+                }),
         )
         .unwrap();
         for (i, (name, bytes, _)) in files.iter().enumerate() {

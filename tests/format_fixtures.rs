@@ -52,13 +52,7 @@ fn copy_of(fixture: &Path) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn open(dir: &Path) -> lockerstore::Result<Store> {
-    Store::open(
-        dir,
-        Options {
-            create: false,
-            ..Options::default()
-        },
-    )
+    Store::open(dir, Options::default().create(false))
 }
 
 fn source(file: &str) -> Vec<u8> {
@@ -167,14 +161,7 @@ fn damaged_copies_of_every_fixture_are_refused_with_the_right_error() {
         std::fs::remove_file(dir.join("STORE")).unwrap();
         let meta_before = std::fs::read(dir.join("meta.redb")).unwrap();
         for create in [false, true] {
-            let err = Store::open(
-                &dir,
-                Options {
-                    create,
-                    ..Options::default()
-                },
-            )
-            .unwrap_err();
+            let err = Store::open(&dir, Options::default().create(create)).unwrap_err();
             assert!(matches!(err, Error::StoreFileLost { .. }), "{name}: {err}");
         }
         assert_eq!(std::fs::read(dir.join("meta.redb")).unwrap(), meta_before);

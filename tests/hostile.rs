@@ -17,11 +17,11 @@ fn meta_len(dir: &std::path::Path) -> u64 {
 #[test]
 fn crafted_uploads_are_cut_by_their_bytes_and_read_back_exact() {
     let options = Options::default();
-    let min = options.chunker.min;
+    let min = options.get_chunker().min;
     for case in hostile_cases::cases() {
         let bytes = (case.build)();
         let len = bytes.len() as u64;
-        assert!(bytes.len() < options.segment_window, "{}", case.name);
+        assert!(bytes.len() < options.get_segment_window(), "{}", case.name);
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), LicenseMode::PerUserCopy);
         // The metadata of an almost empty store: redb's own pages, the store's rows.

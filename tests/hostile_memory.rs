@@ -62,7 +62,7 @@ static ALLOC: Counting = Counting;
 #[test]
 fn a_crafted_put_allocates_at_most_the_window_plus_64_mib() {
     let options = Options::default();
-    let limit = options.segment_window + (64 << 20);
+    let limit = options.get_segment_window() + (64 << 20);
     for case in hostile_cases::cases() {
         let bytes = (case.build)();
         let dir = tempfile::tempdir().unwrap();

@@ -237,10 +237,7 @@ fn expanding_refuses_up_front_when_the_copies_do_not_fit() {
     }
     let tight = Store::open(
         dir.path(),
-        Options {
-            vfs: Arc::new(TightDisk { free: 1_000_000 }),
-            ..Options::default()
-        },
+        Options::default().vfs(Arc::new(TightDisk { free: 1_000_000 })),
     )
     .unwrap();
     let before = tight.stats().unwrap();

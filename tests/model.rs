@@ -316,17 +316,15 @@ impl Model {
 }
 
 fn options(mode: LicenseMode) -> Options {
-    Options {
-        mode,
-        pack_size_limit: PACK_LIMIT,
+    Options::default()
+        .mode(mode)
+        .pack_size_limit(PACK_LIMIT)
         // The pool's contents are sized for these chunks (repeats inside a track, 256 KiB max).
-        chunker: lockerstore::ChunkerParams {
+        .chunker(lockerstore::ChunkerParams {
             min: 16 << 10,
             avg: 64 << 10,
             max: 256 << 10,
-        },
-        ..Options::default()
-    }
+        })
 }
 
 fn mode_of(single_master: bool) -> LicenseMode {

@@ -73,12 +73,10 @@ fn fill(path: &Path) {
 }
 
 fn options() -> Options {
-    Options {
-        pack_size_limit: 1 << 20,
-        chunker: small_chunks(),
-        min_free_space: 4 << 20,
-        ..Options::default()
-    }
+    Options::default()
+        .pack_size_limit(1 << 20)
+        .chunker(small_chunks())
+        .min_free_space(4 << 20)
 }
 
 /// Asserts that the store still takes calls without being reopened.

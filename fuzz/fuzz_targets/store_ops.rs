@@ -178,21 +178,19 @@ fn expect_missing<T: std::fmt::Debug>(model: &Model, u: usize, r: lockerstore::R
 }
 
 fn open(dir: &Path, single_master: bool, small_chunks: bool) -> Store {
-    let mut options = Options {
-        mode: if single_master {
+    let mut options = Options::default()
+        .mode(if single_master {
             LicenseMode::SingleMaster
         } else {
             LicenseMode::PerUserCopy
-        },
-        compression_level: 1,
-        ..Options::default()
-    };
+        })
+        .compression_level(1);
     if small_chunks {
-        options.chunker = ChunkerParams {
+        options = options.chunker(ChunkerParams {
             min: 256,
             avg: 1024,
             max: 4096,
-        };
+        });
     }
     Store::open(dir, options).unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
 }

@@ -136,6 +136,7 @@ impl Segmentation {
 
     /// Checks the partition invariant against an input of `len` bytes, and that `Unknown` is
     /// exactly one `Other` region (none for an empty input).
+    #[cfg_attr(not(feature = "test-support"), allow(dead_code))] // fuzz_check and tests call it
     pub fn check(&self, len: u64) -> Result<(), String> {
         let mut at = 0u64;
         for (i, r) in self.regions.iter().enumerate() {
@@ -197,6 +198,7 @@ pub(crate) fn audio_fingerprint(data: &[u8], seg: &Segmentation) -> Option<[u8; 
 /// skipping detection (other values: `parser % 5`, 0 for none), and when both find the same
 /// format their segmentations must be equal.
 #[doc(hidden)]
+#[cfg_attr(not(feature = "test-support"), allow(dead_code))] // only the fuzz targets call it
 pub fn fuzz_check(parser: u8, data: &[u8]) {
     let check = |seg: &Segmentation| {
         if let Err(e) = seg.check(data.len() as u64) {
@@ -282,6 +284,7 @@ fn parse_auto(data: &[u8]) -> Option<(Format, Builder)> {
     mp3::parse(data, lead, b)
 }
 
+#[cfg_attr(not(feature = "test-support"), allow(dead_code))] // only fuzz_check calls it
 fn parse_forced(parser: u8, data: &[u8]) -> Option<(Format, Builder)> {
     let mut b = Builder::default();
     match parser {

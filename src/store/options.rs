@@ -1,4 +1,5 @@
-//! How a store is opened: the options of `Store::open`.
+//! How a store is opened: the options of `Store::open`, built from [`Options::default`] with
+//! chained setters.
 
 use std::sync::Arc;
 
@@ -6,30 +7,32 @@ use crate::chunk::ChunkerParams;
 use crate::policy::LicenseMode;
 use crate::vfs::{StdVfs, Vfs};
 
-/// How to open a store.
+/// How to open a store: [`Options::default`], then the setters for what differs.
+///
+/// ```
+/// use lockerstore::{LicenseMode, Options};
+///
+/// let options = Options::default()
+///     .mode(LicenseMode::SingleMaster)
+///     .pack_size_limit(16 << 20);
+/// assert_eq!(options.get_mode(), LicenseMode::SingleMaster);
+/// ```
+///
+/// Non-exhaustive, so that options can be added without breaking callers; the setters consume
+/// and return the options, the getters are named `get_*` (as `std::process::Command`'s).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Options {
-    /// Create the store if the directory does not hold one (it must be empty or missing). Never
-    /// applies to a directory holding a store's files without its `STORE` file: that is refused.
-    pub create: bool,
-    /// License mode of a newly created store. An existing store keeps its own.
-    pub mode: LicenseMode,
-    /// Chunker sizes of a newly created store. An existing store keeps its own.
-    pub chunker: ChunkerParams,
-    /// Packs are sealed once they reach this many bytes.
-    pub pack_size_limit: u64,
-    /// zstd level for chunks the probe finds compressible.
-    pub compression_level: i32,
-    /// A put is refused with `DiskFull` before it writes anything when the file system has less
-    /// free space than this, so a filling disk fails puts cleanly instead of failing a metadata
-    /// commit halfway (which would poison the store until it is reopened).
-    pub min_free_space: u64,
-    /// Cut tags, pictures and audio apart before chunking (format-aware chunking).
-    pub segmenting: bool,
-    /// Bytes of an upload buffered for the segmenter; larger uploads are chunked plain.
-    pub segment_window: usize,
+    pub(crate) create: bool,
+    pub(crate) mode: LicenseMode,
+    pub(crate) chunker: ChunkerParams,
+    pub(crate) pack_size_limit: u64,
+    pub(crate) compression_level: i32,
+    pub(crate) min_free_space: u64,
+    pub(crate) segmenting: bool,
+    pub(crate) segment_window: usize,
     /// The I/O seam; [`StdVfs`] unless a test injects faults.
-    pub vfs: Arc<dyn Vfs>,
+    pub(crate) vfs: Arc<dyn Vfs>,
 }
 
 impl Default for Options {
@@ -45,5 +48,94 @@ impl Default for Options {
             segment_window: 32 << 20,
             vfs: Arc::new(StdVfs),
         }
+    }
+}
+
+impl Options {
+    /// Create the store if the directory does not hold one (it must be empty or missing). Never
+    /// applies to a directory holding a store's files without its `STORE` file: that is refused.
+    /// Default: `true`.
+    #[must_use]
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    /// License mode of a newly created store. An existing store keeps its own. Default:
+    /// [`LicenseMode::PerUserCopy`].
+    #[must_use]
+    pub fn mode(mut self, mode: LicenseMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Chunker sizes of a newly created store. An existing store keeps its own. Default:
+    /// [`ChunkerParams::default`].
+    #[must_use]
+    pub fn chunker(mut self, chunker: ChunkerParams) -> Self {
+        self.chunker = chunker;
+        self
+    }
+
+    /// Packs are sealed once they reach this many bytes (at least 1 MiB). Default: 64 MiB.
+    #[must_use]
+    pub fn pack_size_limit(mut self, bytes: u64) -> Self {
+        self.pack_size_limit = bytes;
+        self
+    }
+
+    /// zstd level (1 to 19) for chunks the probe finds compressible. Default: 3.
+    #[must_use]
+    pub fn compression_level(mut self, level: i32) -> Self {
+        self.compression_level = level;
+        self
+    }
+
+    /// A put is refused with `DiskFull` before it writes anything when the file system has less
+    /// free space than this, so a filling disk fails puts cleanly instead of failing a metadata
+    /// commit halfway (which would poison the store until it is reopened). Default: 16 MiB.
+    #[must_use]
+    pub fn min_free_space(mut self, bytes: u64) -> Self {
+        self.min_free_space = bytes;
+        self
+    }
+
+    /// Cut tags, pictures and audio apart before chunking (format-aware chunking). Default:
+    /// `true`.
+    #[must_use]
+    pub fn segmenting(mut self, segmenting: bool) -> Self {
+        self.segmenting = segmenting;
+        self
+    }
+
+    /// Bytes of an upload buffered for the segmenter (at least 64 KiB); larger uploads are
+    /// chunked plain. Default: 32 MiB.
+    #[must_use]
+    pub fn segment_window(mut self, bytes: usize) -> Self {
+        self.segment_window = bytes;
+        self
+    }
+
+    /// The I/O seam, for tests that inject faults; [`StdVfs`] by default.
+    #[cfg(feature = "test-support")]
+    #[must_use]
+    pub fn vfs(mut self, vfs: Arc<dyn Vfs>) -> Self {
+        self.vfs = vfs;
+        self
+    }
+
+    /// The license mode a newly created store gets.
+    pub fn get_mode(&self) -> LicenseMode {
+        self.mode
+    }
+
+    /// The chunker sizes a newly created store gets.
+    pub fn get_chunker(&self) -> ChunkerParams {
+        self.chunker
+    }
+
+    /// Bytes of an upload buffered for the segmenter.
+    pub fn get_segment_window(&self) -> usize {
+        self.segment_window
     }
 }

@@ -145,6 +145,7 @@ fn cut_upload(
 /// most `2 * len / min + 16` and concatenate to the input; the fingerprints are those of the
 /// input and of its audio regions.
 #[doc(hidden)]
+#[cfg_attr(not(feature = "test-support"), allow(dead_code))] // only the fuzz targets call it
 pub fn fuzz_bounds_check(sizes: u8, streamed: bool, data: &[u8]) {
     let params = [
         (64, 256, 1 << 10),

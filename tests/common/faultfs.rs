@@ -1097,17 +1097,15 @@ pub mod harness {
     /// Options for a store on `fs`: 1 MiB packs, so packs seal and get rewritten, and chunks of
     /// 16/64/256 KiB, so the small tracks of the scenarios have several chunks each.
     pub fn options(fs: &FaultFs, mode: LicenseMode) -> Options {
-        Options {
-            mode,
-            pack_size_limit: 1 << 20,
-            chunker: ChunkerParams {
+        Options::default()
+            .mode(mode)
+            .pack_size_limit(1 << 20)
+            .chunker(ChunkerParams {
                 min: 16 << 10,
                 avg: 64 << 10,
                 max: 256 << 10,
-            },
-            vfs: fs.vfs(),
-            ..Options::default()
-        }
+            })
+            .vfs(fs.vfs())
     }
 
     /// Opens (or creates) the store on `fs`.

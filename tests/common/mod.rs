@@ -17,14 +17,7 @@ pub fn audio(label: &str, n: usize) -> Vec<u8> {
 }
 
 pub fn open(dir: &std::path::Path, mode: LicenseMode) -> Store {
-    Store::open(
-        dir,
-        Options {
-            mode,
-            ..Options::default()
-        },
-    )
-    .unwrap()
+    Store::open(dir, Options::default().mode(mode)).unwrap()
 }
 
 /// Small chunks (16/64/256 KiB), so small test tracks have several.
@@ -40,12 +33,10 @@ pub fn small_chunks() -> lockerstore::ChunkerParams {
 pub fn open_small_packs(dir: &std::path::Path, mode: LicenseMode) -> Store {
     Store::open(
         dir,
-        Options {
-            mode,
-            pack_size_limit: 1 << 20,
-            chunker: small_chunks(),
-            ..Options::default()
-        },
+        Options::default()
+            .mode(mode)
+            .pack_size_limit(1 << 20)
+            .chunker(small_chunks()),
     )
     .unwrap()
 }

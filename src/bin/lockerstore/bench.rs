@@ -240,13 +240,7 @@ fn run_in(args: &BenchArgs, work: &Path) -> Result<()> {
     for mode in [LicenseMode::SingleMaster, LicenseMode::PerUserCopy] {
         let dir = work.join(format!("store-{mode}"));
         let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(
-            &dir,
-            Options {
-                mode,
-                ..Options::default()
-            },
-        )?;
+        let store = Store::open(&dir, Options::default().mode(mode))?;
         let secs = parallel(&tracks, args.jobs, |t| {
             let f = std::fs::File::open(&t.path).map_err(io_err("open", &t.path))?;
             store.put(

@@ -49,14 +49,7 @@ fn run_mode(
     (label, mode, segmenting): (&'static str, LicenseMode, bool),
     jobs: usize,
 ) -> Result<(Row, Store)> {
-    let store = Store::open(
-        dir,
-        Options {
-            mode,
-            segmenting,
-            ..Options::default()
-        },
-    )?;
+    let store = Store::open(dir, Options::default().mode(mode).segmenting(segmenting))?;
     let n = corpus.uploads.len();
     let started = Instant::now();
     parallel(n, jobs, |i| {

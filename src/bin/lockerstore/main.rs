@@ -149,13 +149,7 @@ fn key_arg(s: &OsString) -> lockerstore::Result<TrackKey> {
 }
 
 fn open_existing(cli: &Cli) -> lockerstore::Result<Store> {
-    Store::open(
-        &cli.store,
-        Options {
-            create: false,
-            ..Options::default()
-        },
-    )
+    Store::open(&cli.store, Options::default().create(false))
 }
 
 /// Errors of the command line itself, beside the store's own.
@@ -240,13 +234,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             // Open decides: it creates the store in a missing or empty directory (or finishes a
             // creation that was interrupted), refuses a directory holding anything else, and
             // opens an existing store, which init then refuses.
-            let store = Store::open(
-                &cli.store,
-                Options {
-                    mode: *mode,
-                    ..Options::default()
-                },
-            )?;
+            let store = Store::open(&cli.store, Options::default().mode(*mode))?;
             if !store.is_new() {
                 return Err(Error::InvalidOptions(format!(
                     "{} already holds a store",
