@@ -82,11 +82,22 @@ pub struct UserNo(pub u64);
 /// On disk a domain is one little-endian `u64`: the top byte is the kind (0 shared, 1 user,
 /// 2..=255 reserved for later scopes such as per-rights-holder domains), the low 56 bits its id.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[non_exhaustive]
 pub enum Domain {
     /// Everybody's content, stored once (single-master mode).
     Shared,
     /// One user's own copies (per-user-copy mode).
     User(UserNo),
+}
+
+/// `shared`, or `user#<number>`.
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Domain::Shared => f.write_str("shared"),
+            Domain::User(n) => write!(f, "user#{}", n.0),
+        }
+    }
 }
 
 const DOMAIN_KIND_SHIFT: u32 = 56;
@@ -125,6 +136,8 @@ mod tests {
             assert_eq!(Domain::from_u64(d.to_u64()), Some(d));
         }
         assert_eq!(Domain::User(UserNo(5)).to_u64(), 0x0100_0000_0000_0005);
+        assert_eq!(Domain::User(UserNo(5)).to_string(), "user#5");
+        assert_eq!(Domain::Shared.to_string(), "shared");
         assert_eq!(Domain::from_u64(2 << 56), None);
         assert_eq!(Domain::from_u64(1 << 56), None);
         assert_eq!(Domain::from_u64(7), None);

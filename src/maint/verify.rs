@@ -241,13 +241,13 @@ fn check(engine: &Arc<Engine>) -> Result<(VerifyReport, HashSet<(Domain, ChunkId
 
     // 5. Packs: files exist and hold their committed bytes.
     for (id, row) in &packs {
-        let path = engine.packs().path(*id);
+        let location = engine.packs().location(*id);
         if let Err(e) =
             engine
                 .packs()
                 .map_covering(*id, row.committed_len, || Ok(row.committed_len))
         {
-            problems.push(format!("pack {id} ({}): {e}", path.display()));
+            problems.push(format!("pack {id} ({location}): {e}"));
         }
     }
 
@@ -327,7 +327,7 @@ pub(crate) fn drop_damaged_tracks(engine: &Arc<Engine>) -> Result<DroppedDamage>
     // Damaged packs: short, missing, or with an unreadable header.
     let mut damaged_packs: HashMap<PackId, Option<u64>> = HashMap::new();
     for (pid, row) in engine.meta().read()?.packs()? {
-        let file_len = engine.packs().file_len(pid)?;
+        let file_len = engine.packs().stored_len(pid)?;
         let readable = match file_len {
             Some(n) if n >= PACK_HEADER_LEN as u64 => engine
                 .packs()

@@ -1,4 +1,6 @@
-//! Pack files: append-only files of self-describing chunk records.
+//! Packs: append-only containers of self-describing chunk records, the pool of packs writers
+//! take, and the seam to where their bytes live ([`storage::PackStorage`]; local files in
+//! [`local`]).
 //!
 //! An ingest takes an *active* pack for its exclusive use, appends records, syncs it, and hands it
 //! back after its metadata commit. So every pack has at most one writer, and the bytes past a
@@ -6,25 +8,26 @@
 //! cut off on open). A pack that reaches the size limit is sealed and never written again.
 
 pub(crate) mod codec;
+pub(crate) mod local;
 pub(crate) mod session;
+pub(crate) mod storage;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::format::{
-    PACK_HEADER_LEN, PackHeader, PackRow, RecordHeader, pack_name, parse_pack_name,
-};
+use crate::format::{PACK_HEADER_LEN, PackHeader, PackRow, RecordHeader};
 use crate::ids::PackId;
-use crate::vfs::{Mapped, Vfs, VfsFile};
+use crate::vfs::Mapped;
+
+use storage::{PackStorage, PackWriter};
 
 /// A pack open for appending, owned by one ingest at a time.
 #[derive(Debug)]
 pub(crate) struct ActivePack {
     pub(crate) id: PackId,
-    file: Arc<dyn VfsFile>,
+    writer: Box<dyn PackWriter>,
     /// Bytes written so far.
     pub(crate) len: u64,
     /// Bytes covered by committed metadata.
@@ -72,14 +75,12 @@ struct Pool {
 
 #[derive(Debug)]
 pub(crate) struct Packs {
-    vfs: Arc<dyn Vfs>,
-    dir: PathBuf,
+    storage: Box<dyn PackStorage>,
     store_tag: u64,
     size_limit: u64,
     next_id: AtomicU64,
     /// Unsealed packs writers may take, and the ones writers hold now.
     pool: Mutex<Pool>,
-    maps: RwLock<HashMap<PackId, Arc<dyn Mapped>>>,
 }
 
 impl Packs {
@@ -87,39 +88,24 @@ impl Packs {
     /// does not know (created by an ingest that never committed), cuts uncommitted tails, and
     /// collects the unsealed packs for reuse.
     pub(crate) fn open(
-        vfs: Arc<dyn Vfs>,
-        dir: PathBuf,
+        storage: Box<dyn PackStorage>,
         store_tag: u64,
         size_limit: u64,
         rows: &[(PackId, PackRow)],
     ) -> Result<(Packs, RecoveryReport)> {
         let mut report = RecoveryReport::default();
         let rows: HashMap<PackId, PackRow> = rows.iter().copied().collect();
-        let names = vfs.list_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
         let mut max_id = rows.keys().map(|p| p.0).max().unwrap_or(0);
         let mut idle = Vec::new();
-        let mut removed_any = false;
-        for name in names {
-            let path = dir.join(&name);
-            let Some(id) = parse_pack_name(&name) else {
-                continue;
-            };
+        let mut unknown = Vec::new();
+        for (id, len) in storage.list()? {
             max_id = max_id.max(id.0);
             let Some(row) = rows.get(&id) else {
-                vfs.remove_file(&path)
-                    .map_err(|e| Error::io("remove", &path, e))?;
-                report.removed_packs += 1;
-                removed_any = true;
+                unknown.push(id);
                 continue;
             };
-            let file = vfs
-                .open_rw(&path, false)
-                .map_err(|e| Error::io("open", &path, e))?;
-            let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
             if len > row.committed_len {
-                file.set_len(row.committed_len)
-                    .and_then(|()| file.sync_data())
-                    .map_err(|e| Error::io("truncate", &path, e))?;
+                storage.truncate(id, row.committed_len)?;
                 report.truncated_packs += 1;
                 report.truncated_bytes += len - row.committed_len;
             }
@@ -131,7 +117,7 @@ impl Packs {
             if !row.sealed && len >= row.committed_len {
                 idle.push(ActivePack {
                     id,
-                    file,
+                    writer: storage.reopen(id)?,
                     len: row.committed_len,
                     committed_len: row.committed_len,
                     touched: false,
@@ -139,13 +125,14 @@ impl Packs {
                 });
             }
         }
-        if removed_any {
-            vfs.sync_dir(&dir).map_err(|e| Error::io("sync", &dir, e))?;
+        if !unknown.is_empty() {
+            // Created by an ingest that never committed: nothing refers to them.
+            storage.delete(&unknown)?;
+            report.removed_packs = unknown.len() as u64;
         }
         Ok((
             Packs {
-                vfs,
-                dir,
+                storage,
                 store_tag,
                 size_limit,
                 next_id: AtomicU64::new(max_id + 1),
@@ -153,28 +140,23 @@ impl Packs {
                     idle,
                     busy: HashSet::new(),
                 }),
-                maps: RwLock::new(HashMap::new()),
             },
             report,
         ))
-    }
-
-    pub(crate) fn path(&self, id: PackId) -> PathBuf {
-        self.dir.join(pack_name(id))
     }
 
     pub(crate) fn size_limit(&self) -> u64 {
         self.size_limit
     }
 
-    /// The length of a pack's file as it is on disk; `None` when the file is missing.
-    pub(crate) fn file_len(&self, id: PackId) -> Result<Option<u64>> {
-        let path = self.path(id);
-        match self.vfs.open_rw(&path, false) {
-            Ok(f) => f.len().map(Some).map_err(|e| Error::io("stat", &path, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("open", &path, e)),
-        }
+    /// Where pack `id` is stored, for messages (a path, an object key).
+    pub(crate) fn location(&self, id: PackId) -> String {
+        self.storage.location(id)
+    }
+
+    /// The length of a pack as stored; `None` when it is missing.
+    pub(crate) fn stored_len(&self, id: PackId) -> Result<Option<u64>> {
+        self.storage.len(id)
     }
 
     fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
@@ -220,18 +202,10 @@ impl Packs {
         self.pool().busy.remove(&pack.id);
     }
 
-    /// Deletes a pack file whose row is gone. Readers holding its map keep reading it. A file
+    /// Deletes a pack whose row is gone. Readers holding its bytes keep reading them. A pack
     /// already gone (removed from outside, or by an earlier attempt) is what was wanted.
     pub(crate) fn delete(&self, id: PackId) -> Result<()> {
-        self.maps.write().expect("map cache lock").remove(&id);
-        let path = self.path(id);
-        match self.vfs.remove_file(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            other => other.map_err(|e| Error::io("remove", &path, e))?,
-        }
-        self.vfs
-            .sync_dir(&self.dir)
-            .map_err(|e| Error::io("sync", &self.dir, e))
+        self.storage.delete(&[id])
     }
 
     /// A new, empty active pack (never one from the pool).
@@ -243,28 +217,14 @@ impl Packs {
 
     fn create(&self) -> Result<ActivePack> {
         let id = PackId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let path = self.path(id);
-        let file = self
-            .vfs
-            .create_new(&path)
-            .map_err(|e| Error::io("create", &path, e))?;
         let header = PackHeader {
             pack: id,
             store_tag: self.store_tag,
         }
         .encode();
-        let written = file
-            .write_all_at(&header, 0)
-            .and_then(|()| file.sync_data())
-            .and_then(|()| self.vfs.sync_dir(&self.dir));
-        if let Err(e) = written {
-            // Never registered: nothing refers to it. If removal fails too, open cleans it up.
-            let _ = self.vfs.remove_file(&path);
-            return Err(Error::io("write", &path, e));
-        }
         Ok(ActivePack {
             id,
-            file,
+            writer: self.storage.create(id, &header)?,
             len: PACK_HEADER_LEN as u64,
             committed_len: PACK_HEADER_LEN as u64,
             touched: false,
@@ -282,12 +242,7 @@ impl Packs {
         let offset = pack.len;
         let head = header.encode(stored);
         pack.touched = true;
-        // Two positional writes rather than one of a concatenated copy: no chunk is copied
-        // before it reaches the page cache. A tear between them is an uncommitted tail like any.
-        pack.file
-            .write_all_at(&head, offset)
-            .and_then(|()| pack.file.write_all_at(stored, offset + head.len() as u64))
-            .map_err(|e| Error::io("write", self.path(pack.id), e))?;
+        pack.writer.write_at(offset, &[&head, stored])?;
         pack.len += (head.len() + stored.len()) as u64;
         Ok(offset)
     }
@@ -300,9 +255,7 @@ impl Packs {
     /// Makes everything appended to the pack durable.
     pub(crate) fn sync(&self, pack: &mut ActivePack) -> Result<()> {
         pack.tail_at_risk = true;
-        pack.file
-            .sync_data()
-            .map_err(|e| Error::io("sync", self.path(pack.id), e))
+        pack.writer.sync()
     }
 
     /// Returns a pack after its ingest committed.
@@ -329,74 +282,25 @@ impl Packs {
             pool.idle.push(pack);
             return;
         }
-        if pack.file.set_len(pack.committed_len).is_ok() {
+        if pack.writer.truncate(pack.committed_len).is_ok() {
             pack.len = pack.committed_len;
             pack.touched = false;
             pool.idle.push(pack);
         }
     }
 
-    /// A map of the pack that covers at least `end` bytes. On a cache miss the pack is mapped
-    /// up to its committed length (`committed()`, read from the metadata), never further: bytes
-    /// past it may still be cut and rewritten (see `map.rs`). A pack file shorter than its
-    /// committed length (damaged from outside) is mapped as far as it goes, so the records it
-    /// still holds stay readable; asking for bytes past its end is `Corrupted`.
+    /// Bytes of the pack from offset 0 covering at least `end` bytes, checked to be this
+    /// store's pack `id`. The storage reads no further than the committed length
+    /// (`committed()`, read from the metadata when needed): bytes past it may still be cut and
+    /// rewritten. A pack shorter than its committed length (damaged from outside) still gives
+    /// the records it holds; asking for bytes past its end is `Corrupted`.
     pub(crate) fn map_covering(
         &self,
         id: PackId,
         end: u64,
-        committed: impl FnOnce() -> Result<u64>,
+        mut committed: impl FnMut() -> Result<u64>,
     ) -> Result<Arc<dyn Mapped>> {
-        if let Some(m) = self.maps.read().expect("map cache lock").get(&id)
-            && m.bytes().len() as u64 >= end
-        {
-            return Ok(m.clone());
-        }
-        let path = self.path(id);
-        let file = self.vfs.open_rw(&path, false).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::corrupted_at("pack file is missing", id, 0)
-            } else {
-                Error::io("open", &path, e)
-            }
-        })?;
-        let file_len = file.len().map_err(|e| Error::io("stat", &path, e))?;
-        drop(file);
-        let len = committed()?;
-        if len < end {
-            return Err(Error::corrupted_at(
-                format!("record end {end} past the pack's committed length {len}"),
-                id,
-                len,
-            ));
-        }
-        if file_len < end {
-            return Err(Error::corrupted_at(
-                format!(
-                    "record end {end} past the end of the pack file, which is {file_len} bytes \
-                     but committed {len} (truncated)"
-                ),
-                id,
-                file_len,
-            ));
-        }
-        if file_len < PACK_HEADER_LEN as u64 {
-            return Err(Error::corrupted_at("pack shorter than its header", id, 0));
-        }
-        // SAFETY: the mapped bytes never change or shrink while mapped:
-        // - packs are append-only: no byte below a pack's committed length is ever written again;
-        // - `len` is the committed length as the metadata states it, never the uncommitted tail
-        //   an ingest may still be writing or cutting off; a pack file found shorter than that
-        //   (damaged from outside) is mapped only as far as it goes, and nothing in the store
-        //   shortens it further;
-        // - a pack is only ever truncated to its committed length (a failed put's tail, the
-        //   recovery on open), never below it, so no mapped page goes away;
-        // - a pack is deleted (GC, dropping damage) only by unlinking it, which keeps maps valid;
-        // - the store directory is locked against other processes (`Vfs::try_lock`), so no other
-        //   lockerstore writes it; other programs writing into a store are outside the contract.
-        #[allow(unsafe_code)]
-        let map = unsafe { self.vfs.map(&path, len.min(file_len)) }
-            .map_err(|e| Error::io("map", &path, e))?;
+        let map = self.storage.read(id, end, &mut committed)?;
         if map.bytes().len() < PACK_HEADER_LEN {
             return Err(Error::corrupted_at("pack shorter than its header", id, 0));
         }
@@ -409,10 +313,6 @@ impl Packs {
                 0,
             ));
         }
-        self.maps
-            .write()
-            .expect("map cache lock")
-            .insert(id, map.clone());
         Ok(map)
     }
 }

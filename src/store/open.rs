@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::format::{STORE_FORMAT_VERSION, StoreFile};
 use crate::index::filter::ChunkFilter;
 use crate::index::{MetaStore, RedbMeta, counter_keys as ck, state_keys as sk, write_with};
+use crate::pack::local::LocalPacks;
 use crate::pack::{Packs, RecoveryReport};
 use crate::policy::{LicenseMode, Policy};
 use crate::random::random_bytes;
@@ -222,8 +223,7 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
     })?;
     let pack_dir = dir.join(PACK_DIR);
     let (packs, recovery) = Packs::open(
-        vfs.clone(),
-        pack_dir.clone(),
+        Box::new(LocalPacks::new(vfs.clone(), pack_dir.clone())),
         store_tag,
         options.pack_size_limit,
         &rows,

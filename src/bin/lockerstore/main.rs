@@ -564,10 +564,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                         .map(|r| {
                             json!({
                                 "chunk": r.chunk.to_hex(),
-                                "domain": match r.domain {
-                                    lockerstore::Domain::Shared => "shared".to_string(),
-                                    lockerstore::Domain::User(n) => format!("user#{}", n.0),
-                                },
+                                "domain": r.domain.to_string(),
                                 "pack": r.pack.to_string(),
                                 "offset": r.offset,
                                 "users": r.users,
