@@ -141,9 +141,8 @@ impl Floor {
 }
 
 impl Proofs {
-    /// Starts a proof of ownership for `user`'s track `key`. Looks nothing up: the challenge's
-    /// shape and cost depend only on `claim.audio_len`, never on the store's content or mode.
-    pub fn challenge(
+    /// Starts a proof (see `Store::challenge`): looks nothing up.
+    pub(crate) fn challenge(
         &self,
         user: &UserId,
         key: &TrackKey,
@@ -179,15 +178,8 @@ impl Proofs {
         Ok(challenge)
     }
 
-    /// Checks the answer to a challenge and, if it proves possession, stores `head ‖ payload ‖
-    /// tail` as the user's track (the client's own bytes before and after the audio payload),
-    /// the payload taken from the very record the answer was checked against.
-    ///
-    /// Every refusal is [`ProofOutcome::Refused`] and returns no earlier than
-    /// [`REFUSAL_FLOOR`] after the call. Anything that goes wrong on the holder's side (its
-    /// track replaced, deleted or freed meanwhile, a damaged chunk) is a refusal too, never an
-    /// error naming the holder. An `Err` comes only from the store itself (the put of the
-    /// linked track: a full disk, an I/O error) and names neither the holder nor its key.
+    /// Checks an answer and links the proven track (see `Store::prove`): every outcome but
+    /// `Linked` waits out the refusal floor.
     pub(crate) fn prove(
         &self,
         engine: &Arc<Engine>,
