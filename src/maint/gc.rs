@@ -250,6 +250,7 @@ pub(crate) fn gc(
     engine.space().restore_ballast()?;
     Ok(report)
 }
+
 /// Hands packs GC took back to the writers (their uncommitted tails cut).
 fn give_back(engine: &Engine, packs: impl IntoIterator<Item = ActivePack>) {
     for p in packs {

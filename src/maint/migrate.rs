@@ -1,17 +1,18 @@
 //! Moving between license modes: what-if, migration both ways, and the audit that proves the
 //! layout.
 //!
-//! The mode is a policy; a track's record names the copy domain all its chunks live in. A track
-//! whose domain is not the one its user's chunks belong in under the current mode is *pending*.
+//! A track's record names the copy domain all its chunks live in; the licence policy
+//! (`crate::policy`) says which domain they belong in. A track whose domain is not the one the
+//! policy gives it is *pending*.
 //! Migration has no cursor of its own: it repeats rounds until no track is pending, each round
 //! made of independent atomic commits, so a crash at any point leaves a consistent store and
 //! running it again finishes the job.
 //!
-//! - Collapse (to single-master), one user per commit: every chunk of the user's pending tracks
+//! - Collapse (tracks the policy wants in the shared domain), one user per commit: every chunk of the user's pending tracks
 //!   moves its references to the shared entry; where the shared domain has no copy yet, the
 //!   user's entry is *promoted*: the shared entry takes over its record, no byte is written.
 //!   User entries that lost their references become garbage for GC.
-//! - Expand (to per-user copies), a batch of tracks per commit: every chunk a user needs and
+//! - Expand (tracks the policy wants in their user's own domain), a batch of tracks per commit: every chunk a user needs and
 //!   does not own yet is copied record for record (stored bytes as they are, verified first) into
 //!   a pack, the packs are fsynced, then one commit creates the user entries and moves the
 //!   references. Shared entries that lost their references become garbage for GC.
@@ -259,6 +260,7 @@ pub(crate) fn migrate(
         }
     }
 }
+
 fn predict(snap: &dyn MetaRead, mode: LicenseMode, pack_limit: u64) -> Result<WhatIf> {
     let policy: &dyn LicencePolicy = &mode;
     let mut needed: HashMap<(Domain, ChunkId), u64> = HashMap::new();

@@ -408,6 +408,7 @@ pub(crate) fn reserve_user_no<'w>(
         no: UserNo(no),
     })
 }
+
 /// User numbers handed to puts of users that have no committed row yet.
 ///
 /// A number is reserved in memory when such a user's first put starts, shared by every put of
