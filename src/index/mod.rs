@@ -9,9 +9,10 @@ pub(crate) mod refs;
 
 pub(crate) use redb_meta::RedbMeta;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, PackRow, TrackRecord, UserRow};
-use crate::ids::{ChunkId, Domain, PackId, UserNo};
+use crate::ids::{AudioFingerprint, ChunkId, Domain, PackId, UserNo};
+use crate::names::{TrackKey, UserId};
 
 /// Keys of the `state` table (small values, written rarely).
 pub(crate) mod state_keys {
@@ -41,16 +42,32 @@ pub(crate) mod counter_keys {
     pub const RECORDINGS: &str = "recordings";
 }
 
+/// A user id read back from the metadata: one that fails validation is corruption.
+pub(crate) fn stored_user_id(s: &str) -> Result<UserId> {
+    UserId::new(s).map_err(|_| Error::corrupted(format!("stored user id {s:?} is invalid")))
+}
+
+/// A track key read back from the metadata: one that fails validation is corruption.
+pub(crate) fn stored_track_key(s: &str) -> Result<TrackKey> {
+    TrackKey::new(s).map_err(|_| Error::corrupted(format!("stored key {s:?} is invalid")))
+}
+
 /// Reads within one consistent snapshot.
+///
+/// Names come back typed; a stored name that fails validation is `Corrupted` (see
+/// [`stored_user_id`], [`stored_track_key`]). The `_raw` scans return names as stored, unchecked,
+/// for verify, which lists a bad stored name as damage instead of stopping at it.
 pub(crate) trait MetaRead {
     fn state(&self, key: &str) -> Result<Option<Vec<u8>>>;
     fn counter(&self, key: &str) -> Result<u64>;
-    fn user(&self, id: &str) -> Result<Option<UserRow>>;
-    fn user_name(&self, no: UserNo) -> Result<Option<String>>;
-    fn users(&self) -> Result<Vec<(String, UserRow)>>;
-    fn track(&self, user: UserNo, key: &str) -> Result<Option<TrackRecord>>;
-    fn tracks_of(&self, user: UserNo) -> Result<Vec<(String, TrackRecord)>>;
-    fn for_each_track(
+    fn user(&self, id: &UserId) -> Result<Option<UserRow>>;
+    fn user_name(&self, no: UserNo) -> Result<Option<UserId>>;
+    /// Every user row, with its name as stored.
+    fn users_raw(&self) -> Result<Vec<(String, UserRow)>>;
+    fn track(&self, user: UserNo, key: &TrackKey) -> Result<Option<TrackRecord>>;
+    fn tracks_of(&self, user: UserNo) -> Result<Vec<(TrackKey, TrackRecord)>>;
+    /// Every track, ordered by user number then key, with its key as stored.
+    fn for_each_track_raw(
         &self,
         f: &mut dyn FnMut(UserNo, &str, TrackRecord) -> Result<()>,
     ) -> Result<()>;
@@ -61,31 +78,57 @@ pub(crate) trait MetaRead {
     ) -> Result<()>;
     fn pack(&self, id: PackId) -> Result<Option<PackRow>>;
     fn packs(&self) -> Result<Vec<(PackId, PackRow)>>;
-    /// Up to `limit` tracks holding the recording with this audio fingerprint.
-    fn recording_holders(&self, fp: &[u8; 32], limit: usize) -> Result<Vec<(UserNo, String)>>;
+    /// Up to `limit` tracks holding the recording with this audio fingerprint, ordered by user
+    /// number then key.
+    fn recording_holders(
+        &self,
+        fp: &AudioFingerprint,
+        limit: usize,
+    ) -> Result<Vec<(UserNo, TrackKey)>>;
+
+    /// Every user row, by name.
+    fn users(&self) -> Result<Vec<(UserId, UserRow)>> {
+        self.users_raw()?
+            .into_iter()
+            .map(|(name, row)| Ok((stored_user_id(&name)?, row)))
+            .collect()
+    }
+
+    /// Every track, ordered by user number then key.
+    fn for_each_track(
+        &self,
+        f: &mut dyn FnMut(UserNo, &TrackKey, TrackRecord) -> Result<()>,
+    ) -> Result<()> {
+        self.for_each_track_raw(&mut |no, key, t| f(no, &stored_track_key(key)?, t))
+    }
 }
 
 /// Changes inside one atomic commit.
 pub(crate) trait MetaWrite: MetaRead {
     fn set_state(&mut self, key: &str, value: &[u8]) -> Result<()>;
     fn set_counter(&mut self, key: &str, value: u64) -> Result<()>;
-    fn put_user(&mut self, id: &str, row: &UserRow) -> Result<()>;
-    fn put_user_name(&mut self, no: UserNo, id: &str) -> Result<()>;
-    fn put_track(&mut self, user: UserNo, key: &str, track: &TrackRecord) -> Result<()>;
-    fn remove_track(&mut self, user: UserNo, key: &str) -> Result<()>;
+    fn put_user(&mut self, id: &UserId, row: &UserRow) -> Result<()>;
+    fn put_user_name(&mut self, no: UserNo, id: &UserId) -> Result<()>;
+    fn put_track(&mut self, user: UserNo, key: &TrackKey, track: &TrackRecord) -> Result<()>;
+    fn remove_track(&mut self, user: UserNo, key: &TrackKey) -> Result<()>;
     fn put_chunk(&mut self, domain: Domain, id: &ChunkId, entry: &ChunkEntry) -> Result<()>;
     fn remove_chunk(&mut self, domain: Domain, id: &ChunkId) -> Result<()>;
     fn put_pack(&mut self, id: PackId, row: &PackRow) -> Result<()>;
     fn remove_pack(&mut self, id: PackId) -> Result<()>;
-    fn put_recording(&mut self, fp: &[u8; 32], user: UserNo, key: &str) -> Result<()>;
-    fn remove_recording(&mut self, fp: &[u8; 32], user: UserNo, key: &str) -> Result<()>;
+    fn put_recording(&mut self, fp: &AudioFingerprint, user: UserNo, key: &TrackKey) -> Result<()>;
+    fn remove_recording(
+        &mut self,
+        fp: &AudioFingerprint,
+        user: UserNo,
+        key: &TrackKey,
+    ) -> Result<()>;
 
     /// Adds `delta` (which may be negative) to a counter; an underflow is corruption.
     fn add_counter(&mut self, key: &str, delta: i64) -> Result<()> {
         let v = self.counter(key)?;
-        let new = v.checked_add_signed(delta).ok_or_else(|| {
-            crate::error::Error::corrupted(format!("counter {key} would underflow"))
-        })?;
+        let new = v
+            .checked_add_signed(delta)
+            .ok_or_else(|| Error::corrupted(format!("counter {key} would underflow")))?;
         self.set_counter(key, new)
     }
 }

@@ -13,8 +13,9 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, PackRow, TrackRecord, UserRow};
-use crate::ids::{ChunkId, Domain, PackId, UserNo};
+use crate::ids::{AudioFingerprint, ChunkId, Domain, PackId, UserNo};
 use crate::index::{MetaWrite, counter_keys as ck};
+use crate::names::{TrackKey, UserId};
 use crate::pack::session::Appended;
 
 /// Counter changes of one transaction, written once at the end.
@@ -172,14 +173,15 @@ pub(crate) fn add_recording(
     w: &mut dyn MetaWrite,
     t: &TrackRecord,
     user: UserNo,
-    key: &str,
+    key: &TrackKey,
     acc: &mut Accounting,
 ) -> Result<()> {
     if let Some(a) = &t.audio {
-        if w.recording_holders(&a.fingerprint, 1)?.is_empty() {
+        let fp = AudioFingerprint(a.fingerprint);
+        if w.recording_holders(&fp, 1)?.is_empty() {
             acc.recordings += 1;
         }
-        w.put_recording(&a.fingerprint, user, key)?;
+        w.put_recording(&fp, user, key)?;
     }
     Ok(())
 }
@@ -189,12 +191,13 @@ pub(crate) fn remove_recording(
     w: &mut dyn MetaWrite,
     t: &TrackRecord,
     user: UserNo,
-    key: &str,
+    key: &TrackKey,
     acc: &mut Accounting,
 ) -> Result<()> {
     if let Some(a) = &t.audio {
-        w.remove_recording(&a.fingerprint, user, key)?;
-        if w.recording_holders(&a.fingerprint, 1)?.is_empty() {
+        let fp = AudioFingerprint(a.fingerprint);
+        w.remove_recording(&fp, user, key)?;
+        if w.recording_holders(&fp, 1)?.is_empty() {
             acc.recordings -= 1;
         }
     }
@@ -218,9 +221,9 @@ pub(crate) fn drop_refs(
 /// store. The one way a committed track leaves the metadata (delete, dropping damaged tracks).
 pub(crate) fn unlink_track(
     w: &mut dyn MetaWrite,
-    user: &str,
+    user: &UserId,
     row: &UserRow,
-    key: &str,
+    key: &TrackKey,
     t: &TrackRecord,
     acc: &mut Accounting,
 ) -> Result<()> {

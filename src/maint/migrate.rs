@@ -26,6 +26,7 @@ use crate::format::{ChunkEntry, PACK_HEADER_LEN, RecordHeader, TrackRecord};
 use crate::ids::{ChunkId, Domain, UserNo};
 use crate::index::refs::{Accounting, add_ref, drop_ref, insert_entry};
 use crate::index::{MetaRead, counter_keys as ck, write_with};
+use crate::names::TrackKey;
 use crate::pack::session::{Session, Source};
 use crate::policy::{LicencePolicy, LicenseMode, TrackOwner};
 use crate::read::fetch;
@@ -195,10 +196,10 @@ pub(crate) fn migrate(
         let mode = now.mode;
         let policy: &dyn LicencePolicy = &mode;
         let snap = engine.meta().read()?;
-        let mut todo: Vec<(UserNo, String, TrackRecord)> = Vec::new();
+        let mut todo: Vec<(UserNo, TrackKey, TrackRecord)> = Vec::new();
         snap.for_each_track(&mut |no, key, t| {
             if pending(policy, no, &t) {
-                todo.push((no, key.to_owned(), t));
+                todo.push((no, key.clone(), t));
             }
             Ok(())
         })?;
@@ -325,7 +326,7 @@ fn predict(snap: &dyn MetaRead, mode: LicenseMode, pack_limit: u64) -> Result<Wh
 /// Collapses each user's pending tracks in one commit. Returns the tracks moved.
 fn collapse(
     engine: &Engine,
-    todo: Vec<(UserNo, String, TrackRecord)>,
+    todo: Vec<(UserNo, TrackKey, TrackRecord)>,
     report: &mut MigrationReport,
     prog: &mut MigrationProgress,
     progress: &mut dyn FnMut(&MigrationProgress),
@@ -348,7 +349,7 @@ fn collapse(
             continue;
         }
         let outcome = write_with(engine.meta(), |w| {
-            let tracks: Vec<(String, TrackRecord)> = w
+            let tracks: Vec<(TrackKey, TrackRecord)> = w
                 .tracks_of(no)?
                 .into_iter()
                 .filter(|(_, t)| t.domain == user_domain)
@@ -443,13 +444,13 @@ const EXPAND_BATCH_BYTES: u64 = 64 << 20;
 /// Expands pending tracks in batches: copy, fsync, commit. Returns the tracks moved.
 fn expand(
     engine: &Engine,
-    todo: Vec<(UserNo, String, TrackRecord)>,
+    todo: Vec<(UserNo, TrackKey, TrackRecord)>,
     report: &mut MigrationReport,
     prog: &mut MigrationProgress,
     progress: &mut dyn FnMut(&MigrationProgress),
 ) -> Result<u64> {
     let mut moved = 0;
-    let mut batch: Vec<(UserNo, String, TrackRecord)> = Vec::new();
+    let mut batch: Vec<(UserNo, TrackKey, TrackRecord)> = Vec::new();
     let mut batch_bytes = 0u64;
     let mut iter = todo.into_iter().peekable();
     while let Some(item) = iter.next() {
@@ -466,7 +467,7 @@ fn expand(
 
 fn expand_batch(
     engine: &Engine,
-    batch: Vec<(UserNo, String, TrackRecord)>,
+    batch: Vec<(UserNo, TrackKey, TrackRecord)>,
     report: &mut MigrationReport,
     prog: &mut MigrationProgress,
 ) -> Result<u64> {
@@ -482,7 +483,7 @@ fn expand_batch(
 
 fn expand_batch_inner(
     engine: &Engine,
-    batch: &[(UserNo, String, TrackRecord)],
+    batch: &[(UserNo, TrackKey, TrackRecord)],
     report: &mut MigrationReport,
     prog: &mut MigrationProgress,
     session: &mut Session<'_>,
@@ -626,7 +627,10 @@ fn check_layout(snap: &dyn MetaRead, mode: LicenseMode, list: bool) -> Result<Au
                 let name = match names.entry(u) {
                     std::collections::hash_map::Entry::Occupied(o) => o.get().clone(),
                     std::collections::hash_map::Entry::Vacant(v) => v
-                        .insert(snap.user_name(u)?.unwrap_or_else(|| format!("#{}", u.0)))
+                        .insert(
+                            snap.user_name(u)?
+                                .map_or_else(|| format!("#{}", u.0), |n| n.to_string()),
+                        )
                         .clone(),
                 };
                 us.push(name);
