@@ -101,6 +101,11 @@ pub(crate) trait MetaRead {
     ) -> Result<()> {
         self.for_each_track_raw(&mut |no, key, t| f(no, &stored_track_key(key)?, t))
     }
+
+    /// The entries of several keys, in the order asked; one round trip for a remote backend.
+    fn chunks(&self, keys: &[(Domain, ChunkId)]) -> Result<Vec<Option<ChunkEntry>>> {
+        keys.iter().map(|(d, id)| self.chunk(*d, id)).collect()
+    }
 }
 
 /// Changes inside one atomic commit.
@@ -130,6 +135,23 @@ pub(crate) trait MetaWrite: MetaRead {
             .checked_add_signed(delta)
             .ok_or_else(|| Error::corrupted(format!("counter {key} would underflow")))?;
         self.set_counter(key, new)
+    }
+
+    /// Writes `entry` under the key unless the key has an entry already; returns that entry
+    /// then, and writes nothing. The engine's one conditional write (a record identical to
+    /// one a concurrent writer committed first becomes an orphan): a backend whose
+    /// transactions are not serialisable makes it atomic on its own.
+    fn insert_chunk_if_absent(
+        &mut self,
+        domain: Domain,
+        id: &ChunkId,
+        entry: &ChunkEntry,
+    ) -> Result<Option<ChunkEntry>> {
+        if let Some(existing) = self.chunk(domain, id)? {
+            return Ok(Some(existing));
+        }
+        self.put_chunk(domain, id, entry)?;
+        Ok(None)
     }
 }
 

@@ -116,7 +116,9 @@ impl Accounting {
     }
 }
 
-/// Inserts a new entry (as garbage; the first `add_ref` makes it live).
+/// Inserts a new entry for a record just written (as garbage; the first `add_ref` makes it
+/// live), unless the key has an entry already (an identical record a concurrent writer
+/// committed first): then the new record is an orphan and the existing entry is used.
 pub(crate) fn insert_entry(
     w: &mut dyn MetaWrite,
     domain: Domain,
@@ -126,8 +128,10 @@ pub(crate) fn insert_entry(
 ) -> Result<()> {
     debug_assert_eq!(entry.refcount, 0);
     acc.orphan_record(entry.pack, entry.record_len());
-    acc.garbage_chunks += 1;
-    w.put_chunk(domain, id, &entry)
+    if w.insert_chunk_if_absent(domain, id, &entry)?.is_none() {
+        acc.garbage_chunks += 1;
+    }
+    Ok(())
 }
 
 fn existing(w: &dyn MetaWrite, domain: Domain, id: &ChunkId) -> Result<ChunkEntry> {

@@ -494,8 +494,11 @@ fn expand_batch_inner(
     let snap = engine.meta().read()?;
     for (no, _, t) in batch {
         let dest = Domain::User(*no);
-        for c in &t.chunks {
-            if copies.contains_key(&(dest, c.id)) || snap.chunk(dest, &c.id)?.is_some() {
+        // The user's own entries, looked up in one batch per track.
+        let keys: Vec<(Domain, ChunkId)> = t.chunks.iter().map(|c| (dest, c.id)).collect();
+        let owned = snap.chunks(&keys)?;
+        for (c, owned) in t.chunks.iter().zip(owned) {
+            if copies.contains_key(&(dest, c.id)) || owned.is_some() {
                 continue;
             }
             let src = snap.chunk(t.domain, &c.id)?.ok_or_else(|| {
@@ -527,11 +530,7 @@ fn expand_batch_inner(
         let mut acc = Accounting::default();
         acc.record_appends(&appended);
         for ((domain, id), entry) in &copies {
-            if w.chunk(*domain, id)?.is_some() {
-                acc.orphan_record(entry.pack, entry.record_len());
-            } else {
-                insert_entry(w, *domain, id, *entry, &mut acc)?;
-            }
+            insert_entry(w, *domain, id, *entry, &mut acc)?;
         }
         let (mut n, mut bytes) = (0u64, 0u64);
         for (no, key, planned) in batch {

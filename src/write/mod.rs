@@ -135,11 +135,7 @@ impl Request for PutCommit {
         // New records: insert, unless an identical record was committed meanwhile by a
         // concurrent ingest, in which case ours is an orphan and theirs is used.
         for (id, entry) in &self.written {
-            if w.chunk(domain, id)?.is_some() {
-                acc.orphan_record(entry.pack, entry.record_len());
-            } else {
-                insert_entry(w, domain, id, *entry, &mut acc)?;
-            }
+            insert_entry(w, domain, id, *entry, &mut acc)?;
         }
         for c in &track.chunks {
             add_ref(w, domain, &c.id, &mut acc)?;
