@@ -1,6 +1,45 @@
-//! The metadata seam: the typed tables the engine keeps, behind a small trait, and their redb
-//! implementation. All changes of one operation happen in one `write` call, which commits
-//! atomically and durably or not at all.
+//! The metadata seam: the tables the engine keeps (state, counters, users, tracks, chunk
+//! entries, packs, recordings; docs/DESIGN.md 2.5) behind [`MetaStore`], [`MetaRead`] and
+//! [`MetaWrite`], with typed ids (`UserId`, `TrackKey`, `AudioFingerprint`, `ChunkId`, `Domain`,
+//! `PackId`, `UserNo`). redb (`redb_meta.rs`) is the implementation today; PostgreSQL (a remote
+//! server: round trips cost, many writers) is to sit beside it. A backend stores the row
+//! encodings of `format.rs` as given; `state` and `counters` keys are the constants below.
+//!
+//! What a backend guarantees:
+//! - **Snapshots.** Everything read through one `read()` comes from one committed state, for as
+//!   long as the snapshot is held (the reader, verify, migration and GC plan from one). Reads
+//!   inside `write` see the transaction's own changes.
+//! - **Atomic, durable commits.** `write(f)` runs `f` in one transaction. If `f` returns `Ok`,
+//!   the transaction commits atomically and durably (it survives a crash once `write` returns
+//!   `Ok`) or `write` fails; on any `Err` none of it is ever visible.
+//! - **Serialised writes.** Write transactions behave as if run one at a time: the engine reads
+//!   refcounts, counters, user and pack rows and writes them back changed, and inserts an entry
+//!   only where its key is absent ([`MetaWrite::insert_chunk_if_absent`]).
+//! - **Closures may run again.** After a failure `f` may run again in a fresh transaction that
+//!   has none of the earlier run's changes: the group commit (`group.rs`) retries each request
+//!   of a failed batch alone. So a commit that failed but may have reached the disk must make
+//!   later writes fail (redb latches it: `Poisoned`), never let a retry apply a change twice.
+//! - **Names.** A stored user id or track key that fails validation reads as `Corrupted`
+//!   ([`stored_user_id`], [`stored_track_key`]); only verify uses the unchecked `_raw` scans.
+//! - **`watch_chunks`.** From the call on, every chunk key this store writes (`put_chunk`,
+//!   `insert_chunk_if_absent`) goes into the filter before the transaction that writes it
+//!   commits, so the filter has no false negatives for this store's writes (`filter.rs`).
+//!
+//! What PostgreSQL will do differently:
+//! - `read()`: a `REPEATABLE READ, READ ONLY` transaction held for the snapshot's life.
+//!   `write(f)`: a `SERIALIZABLE` transaction, `f` run again on a serialisation failure
+//!   (SQLSTATE 40001); durable with `synchronous_commit = on`. A commit whose outcome is unknown
+//!   (the connection lost during `COMMIT`) is resolved before the next write, never retried
+//!   blindly. At a weaker isolation level, every read a write depends on must lock its row
+//!   (`SELECT ... FOR UPDATE`) and `insert_chunk_if_absent` must be atomic on its own.
+//! - One round trip per batch call: [`MetaRead::chunks`] one `SELECT` for all keys,
+//!   [`MetaWrite::insert_chunk_if_absent`] one `INSERT ... ON CONFLICT DO NOTHING` returning the
+//!   existing row on a conflict. redb keeps the default loops (a lookup is a B-tree descent in
+//!   its page cache).
+//! - `watch_chunks` sees only this process's writes. With other processes writing, a filter
+//!   "absent" can be wrong: that costs a duplicate record, which `insert_chunk_if_absent` turns
+//!   into an orphan (nothing is lost). The pins and the maintenance mutex (`engine`) are
+//!   in-process too: several engine processes on one database need them in the database first.
 
 pub(crate) mod filter;
 pub(crate) mod group;
@@ -157,10 +196,11 @@ pub(crate) trait MetaWrite: MetaRead {
 
 /// A metadata store.
 pub(crate) trait MetaStore: Send + Sync + std::fmt::Debug {
-    /// A read-only snapshot.
+    /// A read-only snapshot: one committed state (module docs).
     fn read(&self) -> Result<Box<dyn MetaRead>>;
-    /// Runs `f` in a write transaction and commits it durably if `f` returns `Ok`; on `Err` nothing
-    /// is changed. Write transactions are serialised.
+    /// Runs `f` in one write transaction and commits it atomically and durably if `f` returns
+    /// `Ok`; on `Err` nothing is changed. Write transactions are serialised, and `f` may run
+    /// again after a failure (module docs).
     fn write(&self, f: &mut dyn FnMut(&mut dyn MetaWrite) -> Result<()>) -> Result<()>;
     /// From now on, adds the key of every chunk entry written to `filter` before the transaction
     /// that writes it commits.
