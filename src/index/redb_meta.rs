@@ -512,3 +512,137 @@ impl MetaWrite for RedbWrite<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{ChunkRef, Codec, TrackAudio};
+    use crate::ids::Fingerprint;
+    use crate::index::write_with;
+    use crate::vfs::StdVfs;
+
+    fn track(fp: [u8; 32]) -> TrackRecord {
+        TrackRecord {
+            domain: Domain::Shared,
+            len: 10,
+            fingerprint: Fingerprint::of(b"t"),
+            stored_at: 0,
+            audio: Some(TrackAudio {
+                format: 1,
+                fingerprint: fp,
+                ranges: vec![(0, 10)],
+            }),
+            chunks: vec![ChunkRef {
+                id: ChunkId::of(b"c"),
+                len: 10,
+            }],
+        }
+    }
+
+    fn entry(pack: u64) -> ChunkEntry {
+        ChunkEntry {
+            pack: PackId(pack),
+            offset: 32,
+            stored_len: 10,
+            plain_len: 10,
+            codec: Codec::Raw,
+            refcount: 0,
+        }
+    }
+
+    /// Typed reads call a stored name that fails validation `Corrupted`; the raw scans return
+    /// it as stored.
+    #[test]
+    fn bad_stored_names_are_corruption_and_raw_scans_list_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let meta = RedbMeta::open(&StdVfs, &tmp.path().join("m.redb"), true).unwrap();
+        let (alice, a) = (UserId::new("alice").unwrap(), TrackKey::new("a").unwrap());
+        let fp = AudioFingerprint([9; 32]);
+        let t = track(fp.0);
+        write_with(&meta, |w| {
+            w.put_user(&alice, &UserRow::decode(&[0; USER_ROW_LEN]))?;
+            w.put_user_name(UserNo(1), &alice)?;
+            w.put_track(UserNo(1), &a, &t)?;
+            w.put_recording(&fp, UserNo(1), &a)
+        })
+        .unwrap();
+        let snap = meta.read().unwrap();
+        assert_eq!(snap.users().unwrap()[0].0, alice);
+        assert_eq!(snap.user_name(UserNo(1)).unwrap(), Some(alice.clone()));
+        assert_eq!(
+            snap.tracks_of(UserNo(1)).unwrap(),
+            vec![(a.clone(), t.clone())]
+        );
+        assert_eq!(
+            snap.recording_holders(&fp, 5).unwrap(),
+            vec![(UserNo(1), a.clone())]
+        );
+        drop(snap);
+
+        // Names no put could have written, as damage would leave them.
+        let txn = meta.db.begin_write().unwrap();
+        {
+            let row = UserRow::decode(&[0; USER_ROW_LEN]).encode();
+            txn.open_table(USERS).unwrap().insert("b\0d", row).unwrap();
+            txn.open_table(USER_NAMES)
+                .unwrap()
+                .insert(2, "b\0d")
+                .unwrap();
+            let rec = t.encode();
+            txn.open_table(TRACKS)
+                .unwrap()
+                .insert((1, "x\ny"), rec.as_slice())
+                .unwrap();
+            txn.open_table(RECORDINGS)
+                .unwrap()
+                .insert((fp.0, 1, "x\ny"), ())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+
+        let snap = meta.read().unwrap();
+        let invalid = |e: Error| e.is_corruption() && e.to_string().contains("is invalid");
+        assert!(invalid(snap.users().unwrap_err()));
+        assert!(invalid(snap.user_name(UserNo(2)).unwrap_err()));
+        assert!(invalid(snap.tracks_of(UserNo(1)).unwrap_err()));
+        assert!(invalid(
+            snap.for_each_track(&mut |_, _, _| Ok(())).unwrap_err()
+        ));
+        assert!(invalid(snap.recording_holders(&fp, 5).unwrap_err()));
+        // Only the holders returned are read back: "a" sorts before "x\ny".
+        assert_eq!(snap.recording_holders(&fp, 1).unwrap().len(), 1);
+        let names: Vec<String> = snap.users_raw().unwrap().into_iter().map(|u| u.0).collect();
+        assert_eq!(names, ["alice", "b\0d"]);
+        let mut keys = Vec::new();
+        snap.for_each_track_raw(&mut |_, k, _| {
+            keys.push(k.to_owned());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(keys, ["a", "x\ny"]);
+    }
+
+    #[test]
+    fn insert_chunk_if_absent_keeps_the_first_and_chunks_answers_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let meta = RedbMeta::open(&StdVfs, &tmp.path().join("m.redb"), true).unwrap();
+        let (x, y) = (ChunkId::of(b"x"), ChunkId::of(b"y"));
+        let got = write_with(&meta, |w| {
+            let first = w.insert_chunk_if_absent(Domain::Shared, &x, &entry(1))?;
+            let second = w.insert_chunk_if_absent(Domain::Shared, &x, &entry(2))?;
+            Ok((first, second))
+        })
+        .unwrap();
+        assert_eq!(got, (None, Some(entry(1))));
+        let snap = meta.read().unwrap();
+        assert_eq!(
+            snap.chunks(&[
+                (Domain::Shared, y),
+                (Domain::Shared, x),
+                (Domain::User(UserNo(1)), x)
+            ])
+            .unwrap(),
+            vec![None, Some(entry(1)), None]
+        );
+    }
+}
