@@ -284,7 +284,7 @@ fn holder(
 ) -> Result<Option<(PayloadReader, TrackOwner)>> {
     let snap = engine.meta().read()?;
     let Some((no, key)) = snap
-        .recording_holders(&claim.audio_fingerprint.0, 1)?
+        .recording_holders(&claim.audio_fingerprint, 1)?
         .into_iter()
         .next()
     else {
@@ -303,13 +303,10 @@ fn holder(
     if audio.fingerprint != claim.audio_fingerprint.0 || audio.len() != claim.audio_len {
         return Ok(None);
     }
-    let Some(name) = snap.user_name(no)? else {
+    let Some(user) = snap.user_name(no)? else {
         return Ok(None);
     };
     drop(snap);
-    let (Ok(user), Ok(key)) = (UserId::new(&name), TrackKey::new(&key)) else {
-        return Ok(None);
-    };
     Ok(Some((
         PayloadReader::new(engine, &user, &key, track, audio),
         owner,

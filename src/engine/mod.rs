@@ -114,17 +114,16 @@ impl Engine {
     pub(crate) fn track_record(&self, user: &UserId, key: &TrackKey) -> Result<TrackRecord> {
         let snap = self.meta.read()?;
         let no = user_no(snap.as_ref(), user)?;
-        snap.track(no, key.as_str())?
-            .ok_or_else(|| Error::TrackNotFound {
-                user: user.to_string(),
-                key: key.to_string(),
-            })
+        snap.track(no, key)?.ok_or_else(|| Error::TrackNotFound {
+            user: user.to_string(),
+            key: key.to_string(),
+        })
     }
 }
 
 /// A user's number in a snapshot; `UnknownUser` if the user has no row.
 pub(crate) fn user_no(snap: &dyn MetaRead, user: &UserId) -> Result<UserNo> {
-    snap.user(user.as_str())?
+    snap.user(user)?
         .map(|r| UserNo(r.no))
         .ok_or_else(|| Error::UnknownUser(user.to_string()))
 }

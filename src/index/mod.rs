@@ -1,6 +1,45 @@
-//! The metadata seam: the typed tables the engine keeps, behind a small trait, and their redb
-//! implementation. All changes of one operation happen in one `write` call, which commits
-//! atomically and durably or not at all.
+//! The metadata seam: the tables the engine keeps (state, counters, users, tracks, chunk
+//! entries, packs, recordings; docs/DESIGN.md 2.5) behind [`MetaStore`], [`MetaRead`] and
+//! [`MetaWrite`], with typed ids (`UserId`, `TrackKey`, `AudioFingerprint`, `ChunkId`, `Domain`,
+//! `PackId`, `UserNo`). redb (`redb_meta.rs`) is the implementation today; PostgreSQL (a remote
+//! server: round trips cost, many writers) is to sit beside it. A backend stores the row
+//! encodings of `format.rs` as given; `state` and `counters` keys are the constants below.
+//!
+//! What a backend guarantees:
+//! - **Snapshots.** Everything read through one `read()` comes from one committed state, for as
+//!   long as the snapshot is held (the reader, verify, migration and GC plan from one). Reads
+//!   inside `write` see the transaction's own changes.
+//! - **Atomic, durable commits.** `write(f)` runs `f` in one transaction. If `f` returns `Ok`,
+//!   the transaction commits atomically and durably (it survives a crash once `write` returns
+//!   `Ok`) or `write` fails; on any `Err` none of it is ever visible.
+//! - **Serialised writes.** Write transactions behave as if run one at a time: the engine reads
+//!   refcounts, counters, user and pack rows and writes them back changed, and inserts an entry
+//!   only where its key is absent ([`MetaWrite::insert_chunk_if_absent`]).
+//! - **Closures may run again.** After a failure `f` may run again in a fresh transaction that
+//!   has none of the earlier run's changes: the group commit (`group.rs`) retries each request
+//!   of a failed batch alone. So a commit that failed but may have reached the disk must make
+//!   later writes fail (redb latches it: `Poisoned`), never let a retry apply a change twice.
+//! - **Names.** A stored user id or track key that fails validation reads as `Corrupted`
+//!   ([`stored_user_id`], [`stored_track_key`]); only verify uses the unchecked `_raw` scans.
+//! - **`watch_chunks`.** From the call on, every chunk key this store writes (`put_chunk`,
+//!   `insert_chunk_if_absent`) goes into the filter before the transaction that writes it
+//!   commits, so the filter has no false negatives for this store's writes (`filter.rs`).
+//!
+//! What PostgreSQL will do differently:
+//! - `read()`: a `REPEATABLE READ, READ ONLY` transaction held for the snapshot's life.
+//!   `write(f)`: a `SERIALIZABLE` transaction, `f` run again on a serialisation failure
+//!   (SQLSTATE 40001); durable with `synchronous_commit = on`. A commit whose outcome is unknown
+//!   (the connection lost during `COMMIT`) is resolved before the next write, never retried
+//!   blindly. At a weaker isolation level, every read a write depends on must lock its row
+//!   (`SELECT ... FOR UPDATE`) and `insert_chunk_if_absent` must be atomic on its own.
+//! - One round trip per batch call: [`MetaRead::chunks`] one `SELECT` for all keys,
+//!   [`MetaWrite::insert_chunk_if_absent`] one `INSERT ... ON CONFLICT DO NOTHING` returning the
+//!   existing row on a conflict. redb keeps the default loops (a lookup is a B-tree descent in
+//!   its page cache).
+//! - `watch_chunks` sees only this process's writes. With other processes writing, a filter
+//!   "absent" can be wrong: that costs a duplicate record, which `insert_chunk_if_absent` turns
+//!   into an orphan (nothing is lost). The pins and the maintenance mutex (`engine`) are
+//!   in-process too: several engine processes on one database need them in the database first.
 
 pub(crate) mod filter;
 pub(crate) mod group;
@@ -9,9 +48,10 @@ pub(crate) mod refs;
 
 pub(crate) use redb_meta::RedbMeta;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, PackRow, TrackRecord, UserRow};
-use crate::ids::{ChunkId, Domain, PackId, UserNo};
+use crate::ids::{AudioFingerprint, ChunkId, Domain, PackId, UserNo};
+use crate::names::{TrackKey, UserId};
 
 /// Keys of the `state` table (small values, written rarely).
 pub(crate) mod state_keys {
@@ -41,16 +81,32 @@ pub(crate) mod counter_keys {
     pub const RECORDINGS: &str = "recordings";
 }
 
+/// A user id read back from the metadata: one that fails validation is corruption.
+pub(crate) fn stored_user_id(s: &str) -> Result<UserId> {
+    UserId::new(s).map_err(|_| Error::corrupted(format!("stored user id {s:?} is invalid")))
+}
+
+/// A track key read back from the metadata: one that fails validation is corruption.
+pub(crate) fn stored_track_key(s: &str) -> Result<TrackKey> {
+    TrackKey::new(s).map_err(|_| Error::corrupted(format!("stored key {s:?} is invalid")))
+}
+
 /// Reads within one consistent snapshot.
+///
+/// Names come back typed; a stored name that fails validation is `Corrupted` (see
+/// [`stored_user_id`], [`stored_track_key`]). The `_raw` scans return names as stored, unchecked,
+/// for verify, which lists a bad stored name as damage instead of stopping at it.
 pub(crate) trait MetaRead {
     fn state(&self, key: &str) -> Result<Option<Vec<u8>>>;
     fn counter(&self, key: &str) -> Result<u64>;
-    fn user(&self, id: &str) -> Result<Option<UserRow>>;
-    fn user_name(&self, no: UserNo) -> Result<Option<String>>;
-    fn users(&self) -> Result<Vec<(String, UserRow)>>;
-    fn track(&self, user: UserNo, key: &str) -> Result<Option<TrackRecord>>;
-    fn tracks_of(&self, user: UserNo) -> Result<Vec<(String, TrackRecord)>>;
-    fn for_each_track(
+    fn user(&self, id: &UserId) -> Result<Option<UserRow>>;
+    fn user_name(&self, no: UserNo) -> Result<Option<UserId>>;
+    /// Every user row, with its name as stored.
+    fn users_raw(&self) -> Result<Vec<(String, UserRow)>>;
+    fn track(&self, user: UserNo, key: &TrackKey) -> Result<Option<TrackRecord>>;
+    fn tracks_of(&self, user: UserNo) -> Result<Vec<(TrackKey, TrackRecord)>>;
+    /// Every track, ordered by user number then key, with its key as stored.
+    fn for_each_track_raw(
         &self,
         f: &mut dyn FnMut(UserNo, &str, TrackRecord) -> Result<()>,
     ) -> Result<()>;
@@ -61,41 +117,90 @@ pub(crate) trait MetaRead {
     ) -> Result<()>;
     fn pack(&self, id: PackId) -> Result<Option<PackRow>>;
     fn packs(&self) -> Result<Vec<(PackId, PackRow)>>;
-    /// Up to `limit` tracks holding the recording with this audio fingerprint.
-    fn recording_holders(&self, fp: &[u8; 32], limit: usize) -> Result<Vec<(UserNo, String)>>;
+    /// Up to `limit` tracks holding the recording with this audio fingerprint, ordered by user
+    /// number then key.
+    fn recording_holders(
+        &self,
+        fp: &AudioFingerprint,
+        limit: usize,
+    ) -> Result<Vec<(UserNo, TrackKey)>>;
+
+    /// Every user row, by name.
+    fn users(&self) -> Result<Vec<(UserId, UserRow)>> {
+        self.users_raw()?
+            .into_iter()
+            .map(|(name, row)| Ok((stored_user_id(&name)?, row)))
+            .collect()
+    }
+
+    /// Every track, ordered by user number then key.
+    fn for_each_track(
+        &self,
+        f: &mut dyn FnMut(UserNo, &TrackKey, TrackRecord) -> Result<()>,
+    ) -> Result<()> {
+        self.for_each_track_raw(&mut |no, key, t| f(no, &stored_track_key(key)?, t))
+    }
+
+    /// The entries of several keys, in the order asked; one round trip for a remote backend.
+    fn chunks(&self, keys: &[(Domain, ChunkId)]) -> Result<Vec<Option<ChunkEntry>>> {
+        keys.iter().map(|(d, id)| self.chunk(*d, id)).collect()
+    }
 }
 
 /// Changes inside one atomic commit.
 pub(crate) trait MetaWrite: MetaRead {
     fn set_state(&mut self, key: &str, value: &[u8]) -> Result<()>;
     fn set_counter(&mut self, key: &str, value: u64) -> Result<()>;
-    fn put_user(&mut self, id: &str, row: &UserRow) -> Result<()>;
-    fn put_user_name(&mut self, no: UserNo, id: &str) -> Result<()>;
-    fn put_track(&mut self, user: UserNo, key: &str, track: &TrackRecord) -> Result<()>;
-    fn remove_track(&mut self, user: UserNo, key: &str) -> Result<()>;
+    fn put_user(&mut self, id: &UserId, row: &UserRow) -> Result<()>;
+    fn put_user_name(&mut self, no: UserNo, id: &UserId) -> Result<()>;
+    fn put_track(&mut self, user: UserNo, key: &TrackKey, track: &TrackRecord) -> Result<()>;
+    fn remove_track(&mut self, user: UserNo, key: &TrackKey) -> Result<()>;
     fn put_chunk(&mut self, domain: Domain, id: &ChunkId, entry: &ChunkEntry) -> Result<()>;
     fn remove_chunk(&mut self, domain: Domain, id: &ChunkId) -> Result<()>;
     fn put_pack(&mut self, id: PackId, row: &PackRow) -> Result<()>;
     fn remove_pack(&mut self, id: PackId) -> Result<()>;
-    fn put_recording(&mut self, fp: &[u8; 32], user: UserNo, key: &str) -> Result<()>;
-    fn remove_recording(&mut self, fp: &[u8; 32], user: UserNo, key: &str) -> Result<()>;
+    fn put_recording(&mut self, fp: &AudioFingerprint, user: UserNo, key: &TrackKey) -> Result<()>;
+    fn remove_recording(
+        &mut self,
+        fp: &AudioFingerprint,
+        user: UserNo,
+        key: &TrackKey,
+    ) -> Result<()>;
 
     /// Adds `delta` (which may be negative) to a counter; an underflow is corruption.
     fn add_counter(&mut self, key: &str, delta: i64) -> Result<()> {
         let v = self.counter(key)?;
-        let new = v.checked_add_signed(delta).ok_or_else(|| {
-            crate::error::Error::corrupted(format!("counter {key} would underflow"))
-        })?;
+        let new = v
+            .checked_add_signed(delta)
+            .ok_or_else(|| Error::corrupted(format!("counter {key} would underflow")))?;
         self.set_counter(key, new)
+    }
+
+    /// Writes `entry` under the key unless the key has an entry already; returns that entry
+    /// then, and writes nothing. The engine's one conditional write (a record identical to
+    /// one a concurrent writer committed first becomes an orphan): a backend whose
+    /// transactions are not serialisable makes it atomic on its own.
+    fn insert_chunk_if_absent(
+        &mut self,
+        domain: Domain,
+        id: &ChunkId,
+        entry: &ChunkEntry,
+    ) -> Result<Option<ChunkEntry>> {
+        if let Some(existing) = self.chunk(domain, id)? {
+            return Ok(Some(existing));
+        }
+        self.put_chunk(domain, id, entry)?;
+        Ok(None)
     }
 }
 
 /// A metadata store.
 pub(crate) trait MetaStore: Send + Sync + std::fmt::Debug {
-    /// A read-only snapshot.
+    /// A read-only snapshot: one committed state (module docs).
     fn read(&self) -> Result<Box<dyn MetaRead>>;
-    /// Runs `f` in a write transaction and commits it durably if `f` returns `Ok`; on `Err` nothing
-    /// is changed. Write transactions are serialised.
+    /// Runs `f` in one write transaction and commits it atomically and durably if `f` returns
+    /// `Ok`; on `Err` nothing is changed. Write transactions are serialised, and `f` may run
+    /// again after a failure (module docs).
     fn write(&self, f: &mut dyn FnMut(&mut dyn MetaWrite) -> Result<()>) -> Result<()>;
     /// From now on, adds the key of every chunk entry written to `filter` before the transaction
     /// that writes it commits.

@@ -9,13 +9,14 @@ use redb::{
     TableDefinition, WriteTransaction,
 };
 
-use super::{MetaRead, MetaStore, MetaWrite};
+use super::{MetaRead, MetaStore, MetaWrite, stored_track_key, stored_user_id};
 use crate::error::{Error, Result};
 use crate::format::{
     CHUNK_ENTRY_LEN, ChunkEntry, PACK_ROW_LEN, PackRow, TrackRecord, USER_ROW_LEN, UserRow,
 };
-use crate::ids::{ChunkId, Domain, PackId, UserNo};
+use crate::ids::{AudioFingerprint, ChunkId, Domain, PackId, UserNo};
 use crate::index::filter::ChunkFilter;
+use crate::names::{TrackKey, UserId};
 use crate::vfs::{RedbBackend, Vfs};
 
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
@@ -160,9 +161,16 @@ fn get_counter(t: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u
 
 fn get_user(
     t: &impl ReadableTable<&'static str, [u8; USER_ROW_LEN]>,
-    id: &str,
+    id: &UserId,
 ) -> Result<Option<UserRow>> {
-    Ok(t.get(id)?.map(|v| UserRow::decode(&v.value())))
+    Ok(t.get(id.as_str())?.map(|v| UserRow::decode(&v.value())))
+}
+
+fn get_user_name(t: &impl ReadableTable<u64, &'static str>, no: UserNo) -> Result<Option<UserId>> {
+    match t.get(no.0)? {
+        Some(v) => Ok(Some(stored_user_id(v.value())?)),
+        None => Ok(None),
+    }
 }
 
 fn all_users(
@@ -179,9 +187,9 @@ fn all_users(
 fn get_track(
     t: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
     user: UserNo,
-    key: &str,
+    key: &TrackKey,
 ) -> Result<Option<TrackRecord>> {
-    match t.get((user.0, key))? {
+    match t.get((user.0, key.as_str()))? {
         Some(v) => Ok(Some(TrackRecord::decode(v.value())?)),
         None => Ok(None),
     }
@@ -190,11 +198,14 @@ fn get_track(
 fn tracks_of(
     t: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
     user: UserNo,
-) -> Result<Vec<(String, TrackRecord)>> {
+) -> Result<Vec<(TrackKey, TrackRecord)>> {
     let mut out = Vec::new();
     for item in t.range((user.0, "")..(user.0 + 1, ""))? {
         let (k, v) = item?;
-        out.push((k.value().1.to_owned(), TrackRecord::decode(v.value())?));
+        out.push((
+            stored_track_key(k.value().1)?,
+            TrackRecord::decode(v.value())?,
+        ));
     }
     Ok(out)
 }
@@ -236,17 +247,17 @@ fn each_chunk(
 
 fn holders(
     t: &impl ReadableTable<([u8; 32], u64, &'static str), ()>,
-    fp: &[u8; 32],
+    fp: &AudioFingerprint,
     limit: usize,
-) -> Result<Vec<(UserNo, String)>> {
+) -> Result<Vec<(UserNo, TrackKey)>> {
     let mut out = Vec::new();
-    for item in t.range((*fp, 0u64, "")..)? {
+    for item in t.range((fp.0, 0u64, "")..)? {
         let (k, _) = item?;
         let (f, no, key) = k.value();
-        if f != *fp || out.len() >= limit {
+        if f != fp.0 || out.len() >= limit {
             break;
         }
-        out.push((UserNo(no), key.to_owned()));
+        out.push((UserNo(no), stored_track_key(key)?));
     }
     Ok(out)
 }
@@ -306,34 +317,32 @@ impl MetaRead for RedbRead {
             get_counter(&self.txn.open_table(COUNTERS)?, key)
         })
     }
-    fn user(&self, id: &str) -> Result<Option<UserRow>> {
+    fn user(&self, id: &UserId) -> Result<Option<UserRow>> {
         guarded("reading user", || {
             get_user(&self.txn.open_table(USERS)?, id)
         })
     }
-    fn user_name(&self, no: UserNo) -> Result<Option<String>> {
+    fn user_name(&self, no: UserNo) -> Result<Option<UserId>> {
         guarded("reading user_name", || {
-            Ok(self
-                .txn
-                .open_table(USER_NAMES)?
-                .get(no.0)?
-                .map(|v| v.value().to_owned()))
+            get_user_name(&self.txn.open_table(USER_NAMES)?, no)
         })
     }
-    fn users(&self) -> Result<Vec<(String, UserRow)>> {
+    fn users_raw(&self) -> Result<Vec<(String, UserRow)>> {
         guarded("reading users", || all_users(&self.txn.open_table(USERS)?))
     }
-    fn track(&self, user: UserNo, key: &str) -> Result<Option<TrackRecord>> {
+    fn track(&self, user: UserNo, key: &TrackKey) -> Result<Option<TrackRecord>> {
         guarded("reading track", || get_track(self.tracks()?, user, key))
     }
-    fn tracks_of(&self, user: UserNo) -> Result<Vec<(String, TrackRecord)>> {
+    fn tracks_of(&self, user: UserNo) -> Result<Vec<(TrackKey, TrackRecord)>> {
         guarded("reading tracks_of", || tracks_of(self.tracks()?, user))
     }
-    fn for_each_track(
+    fn for_each_track_raw(
         &self,
         f: &mut dyn FnMut(UserNo, &str, TrackRecord) -> Result<()>,
     ) -> Result<()> {
-        guarded("reading for_each_track", || each_track(self.tracks()?, f))
+        guarded("reading for_each_track_raw", || {
+            each_track(self.tracks()?, f)
+        })
     }
     fn chunk(&self, domain: Domain, id: &ChunkId) -> Result<Option<ChunkEntry>> {
         guarded("reading chunk", || get_chunk(self.chunks()?, domain, id))
@@ -352,7 +361,11 @@ impl MetaRead for RedbRead {
     fn packs(&self) -> Result<Vec<(PackId, PackRow)>> {
         guarded("reading packs", || all_packs(&self.txn.open_table(PACKS)?))
     }
-    fn recording_holders(&self, fp: &[u8; 32], limit: usize) -> Result<Vec<(UserNo, String)>> {
+    fn recording_holders(
+        &self,
+        fp: &AudioFingerprint,
+        limit: usize,
+    ) -> Result<Vec<(UserNo, TrackKey)>> {
         guarded("reading recordings", || {
             holders(&self.txn.open_table(RECORDINGS)?, fp, limit)
         })
@@ -394,22 +407,22 @@ impl MetaRead for RedbWrite<'_> {
     fn counter(&self, key: &str) -> Result<u64> {
         get_counter(&self.counters, key)
     }
-    fn user(&self, id: &str) -> Result<Option<UserRow>> {
+    fn user(&self, id: &UserId) -> Result<Option<UserRow>> {
         get_user(&self.users, id)
     }
-    fn user_name(&self, no: UserNo) -> Result<Option<String>> {
-        Ok(self.user_names.get(no.0)?.map(|v| v.value().to_owned()))
+    fn user_name(&self, no: UserNo) -> Result<Option<UserId>> {
+        get_user_name(&self.user_names, no)
     }
-    fn users(&self) -> Result<Vec<(String, UserRow)>> {
+    fn users_raw(&self) -> Result<Vec<(String, UserRow)>> {
         all_users(&self.users)
     }
-    fn track(&self, user: UserNo, key: &str) -> Result<Option<TrackRecord>> {
+    fn track(&self, user: UserNo, key: &TrackKey) -> Result<Option<TrackRecord>> {
         get_track(&self.tracks, user, key)
     }
-    fn tracks_of(&self, user: UserNo) -> Result<Vec<(String, TrackRecord)>> {
+    fn tracks_of(&self, user: UserNo) -> Result<Vec<(TrackKey, TrackRecord)>> {
         tracks_of(&self.tracks, user)
     }
-    fn for_each_track(
+    fn for_each_track_raw(
         &self,
         f: &mut dyn FnMut(UserNo, &str, TrackRecord) -> Result<()>,
     ) -> Result<()> {
@@ -430,7 +443,11 @@ impl MetaRead for RedbWrite<'_> {
     fn packs(&self) -> Result<Vec<(PackId, PackRow)>> {
         all_packs(&self.packs)
     }
-    fn recording_holders(&self, fp: &[u8; 32], limit: usize) -> Result<Vec<(UserNo, String)>> {
+    fn recording_holders(
+        &self,
+        fp: &AudioFingerprint,
+        limit: usize,
+    ) -> Result<Vec<(UserNo, TrackKey)>> {
         holders(&self.recordings, fp, limit)
     }
 }
@@ -444,21 +461,21 @@ impl MetaWrite for RedbWrite<'_> {
         self.counters.insert(key, value)?;
         Ok(())
     }
-    fn put_user(&mut self, id: &str, row: &UserRow) -> Result<()> {
-        self.users.insert(id, row.encode())?;
+    fn put_user(&mut self, id: &UserId, row: &UserRow) -> Result<()> {
+        self.users.insert(id.as_str(), row.encode())?;
         Ok(())
     }
-    fn put_user_name(&mut self, no: UserNo, id: &str) -> Result<()> {
-        self.user_names.insert(no.0, id)?;
+    fn put_user_name(&mut self, no: UserNo, id: &UserId) -> Result<()> {
+        self.user_names.insert(no.0, id.as_str())?;
         Ok(())
     }
-    fn put_track(&mut self, user: UserNo, key: &str, track: &TrackRecord) -> Result<()> {
+    fn put_track(&mut self, user: UserNo, key: &TrackKey, track: &TrackRecord) -> Result<()> {
         self.tracks
-            .insert((user.0, key), track.encode().as_slice())?;
+            .insert((user.0, key.as_str()), track.encode().as_slice())?;
         Ok(())
     }
-    fn remove_track(&mut self, user: UserNo, key: &str) -> Result<()> {
-        self.tracks.remove((user.0, key))?;
+    fn remove_track(&mut self, user: UserNo, key: &TrackKey) -> Result<()> {
+        self.tracks.remove((user.0, key.as_str()))?;
         Ok(())
     }
     fn put_chunk(&mut self, domain: Domain, id: &ChunkId, entry: &ChunkEntry) -> Result<()> {
@@ -481,12 +498,151 @@ impl MetaWrite for RedbWrite<'_> {
         self.packs.remove(id.0)?;
         Ok(())
     }
-    fn put_recording(&mut self, fp: &[u8; 32], user: UserNo, key: &str) -> Result<()> {
-        self.recordings.insert((*fp, user.0, key), ())?;
+    fn put_recording(&mut self, fp: &AudioFingerprint, user: UserNo, key: &TrackKey) -> Result<()> {
+        self.recordings.insert((fp.0, user.0, key.as_str()), ())?;
         Ok(())
     }
-    fn remove_recording(&mut self, fp: &[u8; 32], user: UserNo, key: &str) -> Result<()> {
-        self.recordings.remove((*fp, user.0, key))?;
+    fn remove_recording(
+        &mut self,
+        fp: &AudioFingerprint,
+        user: UserNo,
+        key: &TrackKey,
+    ) -> Result<()> {
+        self.recordings.remove((fp.0, user.0, key.as_str()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{ChunkRef, Codec, TrackAudio};
+    use crate::ids::Fingerprint;
+    use crate::index::write_with;
+    use crate::vfs::StdVfs;
+
+    fn track(fp: [u8; 32]) -> TrackRecord {
+        TrackRecord {
+            domain: Domain::Shared,
+            len: 10,
+            fingerprint: Fingerprint::of(b"t"),
+            stored_at: 0,
+            audio: Some(TrackAudio {
+                format: 1,
+                fingerprint: fp,
+                ranges: vec![(0, 10)],
+            }),
+            chunks: vec![ChunkRef {
+                id: ChunkId::of(b"c"),
+                len: 10,
+            }],
+        }
+    }
+
+    fn entry(pack: u64) -> ChunkEntry {
+        ChunkEntry {
+            pack: PackId(pack),
+            offset: 32,
+            stored_len: 10,
+            plain_len: 10,
+            codec: Codec::Raw,
+            refcount: 0,
+        }
+    }
+
+    /// Typed reads call a stored name that fails validation `Corrupted`; the raw scans return
+    /// it as stored.
+    #[test]
+    fn bad_stored_names_are_corruption_and_raw_scans_list_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let meta = RedbMeta::open(&StdVfs, &tmp.path().join("m.redb"), true).unwrap();
+        let (alice, a) = (UserId::new("alice").unwrap(), TrackKey::new("a").unwrap());
+        let fp = AudioFingerprint([9; 32]);
+        let t = track(fp.0);
+        write_with(&meta, |w| {
+            w.put_user(&alice, &UserRow::decode(&[0; USER_ROW_LEN]))?;
+            w.put_user_name(UserNo(1), &alice)?;
+            w.put_track(UserNo(1), &a, &t)?;
+            w.put_recording(&fp, UserNo(1), &a)
+        })
+        .unwrap();
+        let snap = meta.read().unwrap();
+        assert_eq!(snap.users().unwrap()[0].0, alice);
+        assert_eq!(snap.user_name(UserNo(1)).unwrap(), Some(alice.clone()));
+        assert_eq!(
+            snap.tracks_of(UserNo(1)).unwrap(),
+            vec![(a.clone(), t.clone())]
+        );
+        assert_eq!(
+            snap.recording_holders(&fp, 5).unwrap(),
+            vec![(UserNo(1), a.clone())]
+        );
+        drop(snap);
+
+        // Names no put could have written, as damage would leave them.
+        let txn = meta.db.begin_write().unwrap();
+        {
+            let row = UserRow::decode(&[0; USER_ROW_LEN]).encode();
+            txn.open_table(USERS).unwrap().insert("b\0d", row).unwrap();
+            txn.open_table(USER_NAMES)
+                .unwrap()
+                .insert(2, "b\0d")
+                .unwrap();
+            let rec = t.encode();
+            txn.open_table(TRACKS)
+                .unwrap()
+                .insert((1, "x\ny"), rec.as_slice())
+                .unwrap();
+            txn.open_table(RECORDINGS)
+                .unwrap()
+                .insert((fp.0, 1, "x\ny"), ())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+
+        let snap = meta.read().unwrap();
+        let invalid = |e: Error| e.is_corruption() && e.to_string().contains("is invalid");
+        assert!(invalid(snap.users().unwrap_err()));
+        assert!(invalid(snap.user_name(UserNo(2)).unwrap_err()));
+        assert!(invalid(snap.tracks_of(UserNo(1)).unwrap_err()));
+        assert!(invalid(
+            snap.for_each_track(&mut |_, _, _| Ok(())).unwrap_err()
+        ));
+        assert!(invalid(snap.recording_holders(&fp, 5).unwrap_err()));
+        // Only the holders returned are read back: "a" sorts before "x\ny".
+        assert_eq!(snap.recording_holders(&fp, 1).unwrap().len(), 1);
+        let names: Vec<String> = snap.users_raw().unwrap().into_iter().map(|u| u.0).collect();
+        assert_eq!(names, ["alice", "b\0d"]);
+        let mut keys = Vec::new();
+        snap.for_each_track_raw(&mut |_, k, _| {
+            keys.push(k.to_owned());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(keys, ["a", "x\ny"]);
+    }
+
+    #[test]
+    fn insert_chunk_if_absent_keeps_the_first_and_chunks_answers_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let meta = RedbMeta::open(&StdVfs, &tmp.path().join("m.redb"), true).unwrap();
+        let (x, y) = (ChunkId::of(b"x"), ChunkId::of(b"y"));
+        let got = write_with(&meta, |w| {
+            let first = w.insert_chunk_if_absent(Domain::Shared, &x, &entry(1))?;
+            let second = w.insert_chunk_if_absent(Domain::Shared, &x, &entry(2))?;
+            Ok((first, second))
+        })
+        .unwrap();
+        assert_eq!(got, (None, Some(entry(1))));
+        let snap = meta.read().unwrap();
+        assert_eq!(
+            snap.chunks(&[
+                (Domain::Shared, y),
+                (Domain::Shared, x),
+                (Domain::User(UserNo(1)), x)
+            ])
+            .unwrap(),
+            vec![None, Some(entry(1)), None]
+        );
     }
 }

@@ -13,8 +13,9 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, PackRow, TrackRecord, UserRow};
-use crate::ids::{ChunkId, Domain, PackId, UserNo};
+use crate::ids::{AudioFingerprint, ChunkId, Domain, PackId, UserNo};
 use crate::index::{MetaWrite, counter_keys as ck};
+use crate::names::{TrackKey, UserId};
 use crate::pack::session::Appended;
 
 /// Counter changes of one transaction, written once at the end.
@@ -115,7 +116,9 @@ impl Accounting {
     }
 }
 
-/// Inserts a new entry (as garbage; the first `add_ref` makes it live).
+/// Inserts a new entry for a record just written (as garbage; the first `add_ref` makes it
+/// live), unless the key has an entry already (an identical record a concurrent writer
+/// committed first): then the new record is an orphan and the existing entry is used.
 pub(crate) fn insert_entry(
     w: &mut dyn MetaWrite,
     domain: Domain,
@@ -125,8 +128,10 @@ pub(crate) fn insert_entry(
 ) -> Result<()> {
     debug_assert_eq!(entry.refcount, 0);
     acc.orphan_record(entry.pack, entry.record_len());
-    acc.garbage_chunks += 1;
-    w.put_chunk(domain, id, &entry)
+    if w.insert_chunk_if_absent(domain, id, &entry)?.is_none() {
+        acc.garbage_chunks += 1;
+    }
+    Ok(())
 }
 
 fn existing(w: &dyn MetaWrite, domain: Domain, id: &ChunkId) -> Result<ChunkEntry> {
@@ -172,14 +177,15 @@ pub(crate) fn add_recording(
     w: &mut dyn MetaWrite,
     t: &TrackRecord,
     user: UserNo,
-    key: &str,
+    key: &TrackKey,
     acc: &mut Accounting,
 ) -> Result<()> {
     if let Some(a) = &t.audio {
-        if w.recording_holders(&a.fingerprint, 1)?.is_empty() {
+        let fp = AudioFingerprint(a.fingerprint);
+        if w.recording_holders(&fp, 1)?.is_empty() {
             acc.recordings += 1;
         }
-        w.put_recording(&a.fingerprint, user, key)?;
+        w.put_recording(&fp, user, key)?;
     }
     Ok(())
 }
@@ -189,12 +195,13 @@ pub(crate) fn remove_recording(
     w: &mut dyn MetaWrite,
     t: &TrackRecord,
     user: UserNo,
-    key: &str,
+    key: &TrackKey,
     acc: &mut Accounting,
 ) -> Result<()> {
     if let Some(a) = &t.audio {
-        w.remove_recording(&a.fingerprint, user, key)?;
-        if w.recording_holders(&a.fingerprint, 1)?.is_empty() {
+        let fp = AudioFingerprint(a.fingerprint);
+        w.remove_recording(&fp, user, key)?;
+        if w.recording_holders(&fp, 1)?.is_empty() {
             acc.recordings -= 1;
         }
     }
@@ -218,9 +225,9 @@ pub(crate) fn drop_refs(
 /// store. The one way a committed track leaves the metadata (delete, dropping damaged tracks).
 pub(crate) fn unlink_track(
     w: &mut dyn MetaWrite,
-    user: &str,
+    user: &UserId,
     row: &UserRow,
-    key: &str,
+    key: &TrackKey,
     t: &TrackRecord,
     acc: &mut Accounting,
 ) -> Result<()> {

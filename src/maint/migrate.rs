@@ -27,6 +27,7 @@ use crate::format::{ChunkEntry, PACK_HEADER_LEN, RecordHeader, TrackRecord};
 use crate::ids::{ChunkId, Domain, UserNo};
 use crate::index::refs::{Accounting, add_ref, drop_ref, insert_entry};
 use crate::index::{MetaRead, counter_keys as ck, write_with};
+use crate::names::TrackKey;
 use crate::pack::session::{Session, Source};
 use crate::policy::{LicencePolicy, LicenseMode, TrackOwner};
 use crate::read::fetch;
@@ -196,10 +197,10 @@ pub(crate) fn migrate(
         let mode = now.mode;
         let policy: &dyn LicencePolicy = &mode;
         let snap = engine.meta().read()?;
-        let mut todo: Vec<(UserNo, String, TrackRecord)> = Vec::new();
+        let mut todo: Vec<(UserNo, TrackKey, TrackRecord)> = Vec::new();
         snap.for_each_track(&mut |no, key, t| {
             if pending(policy, no, &t) {
-                todo.push((no, key.to_owned(), t));
+                todo.push((no, key.clone(), t));
             }
             Ok(())
         })?;
@@ -327,7 +328,7 @@ fn predict(snap: &dyn MetaRead, mode: LicenseMode, pack_limit: u64) -> Result<Wh
 /// Collapses each user's pending tracks in one commit. Returns the tracks moved.
 fn collapse(
     engine: &Engine,
-    todo: Vec<(UserNo, String, TrackRecord)>,
+    todo: Vec<(UserNo, TrackKey, TrackRecord)>,
     report: &mut MigrationReport,
     prog: &mut MigrationProgress,
     progress: &mut dyn FnMut(&MigrationProgress),
@@ -350,7 +351,7 @@ fn collapse(
             continue;
         }
         let outcome = write_with(engine.meta(), |w| {
-            let tracks: Vec<(String, TrackRecord)> = w
+            let tracks: Vec<(TrackKey, TrackRecord)> = w
                 .tracks_of(no)?
                 .into_iter()
                 .filter(|(_, t)| t.domain == user_domain)
@@ -445,13 +446,13 @@ const EXPAND_BATCH_BYTES: u64 = 64 << 20;
 /// Expands pending tracks in batches: copy, fsync, commit. Returns the tracks moved.
 fn expand(
     engine: &Engine,
-    todo: Vec<(UserNo, String, TrackRecord)>,
+    todo: Vec<(UserNo, TrackKey, TrackRecord)>,
     report: &mut MigrationReport,
     prog: &mut MigrationProgress,
     progress: &mut dyn FnMut(&MigrationProgress),
 ) -> Result<u64> {
     let mut moved = 0;
-    let mut batch: Vec<(UserNo, String, TrackRecord)> = Vec::new();
+    let mut batch: Vec<(UserNo, TrackKey, TrackRecord)> = Vec::new();
     let mut batch_bytes = 0u64;
     let mut iter = todo.into_iter().peekable();
     while let Some(item) = iter.next() {
@@ -468,7 +469,7 @@ fn expand(
 
 fn expand_batch(
     engine: &Engine,
-    batch: Vec<(UserNo, String, TrackRecord)>,
+    batch: Vec<(UserNo, TrackKey, TrackRecord)>,
     report: &mut MigrationReport,
     prog: &mut MigrationProgress,
 ) -> Result<u64> {
@@ -484,7 +485,7 @@ fn expand_batch(
 
 fn expand_batch_inner(
     engine: &Engine,
-    batch: &[(UserNo, String, TrackRecord)],
+    batch: &[(UserNo, TrackKey, TrackRecord)],
     report: &mut MigrationReport,
     prog: &mut MigrationProgress,
     session: &mut Session<'_>,
@@ -495,8 +496,11 @@ fn expand_batch_inner(
     let snap = engine.meta().read()?;
     for (no, _, t) in batch {
         let dest = Domain::User(*no);
-        for c in &t.chunks {
-            if copies.contains_key(&(dest, c.id)) || snap.chunk(dest, &c.id)?.is_some() {
+        // The user's own entries, looked up in one batch per track.
+        let keys: Vec<(Domain, ChunkId)> = t.chunks.iter().map(|c| (dest, c.id)).collect();
+        let owned = snap.chunks(&keys)?;
+        for (c, owned) in t.chunks.iter().zip(owned) {
+            if copies.contains_key(&(dest, c.id)) || owned.is_some() {
                 continue;
             }
             let src = snap.chunk(t.domain, &c.id)?.ok_or_else(|| {
@@ -528,11 +532,7 @@ fn expand_batch_inner(
         let mut acc = Accounting::default();
         acc.record_appends(&appended);
         for ((domain, id), entry) in &copies {
-            if w.chunk(*domain, id)?.is_some() {
-                acc.orphan_record(entry.pack, entry.record_len());
-            } else {
-                insert_entry(w, *domain, id, *entry, &mut acc)?;
-            }
+            insert_entry(w, *domain, id, *entry, &mut acc)?;
         }
         let (mut n, mut bytes) = (0u64, 0u64);
         for (no, key, planned) in batch {
@@ -628,7 +628,10 @@ fn check_layout(snap: &dyn MetaRead, mode: LicenseMode, list: bool) -> Result<Au
                 let name = match names.entry(u) {
                     std::collections::hash_map::Entry::Occupied(o) => o.get().clone(),
                     std::collections::hash_map::Entry::Vacant(v) => v
-                        .insert(snap.user_name(u)?.unwrap_or_else(|| format!("#{}", u.0)))
+                        .insert(
+                            snap.user_name(u)?
+                                .map_or_else(|| format!("#{}", u.0), |n| n.to_string()),
+                        )
                         .clone(),
                 };
                 us.push(name);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::format::{PACK_HEADER_LEN, PackRow, TrackRecord};
-use crate::ids::{ChunkId, Domain, PackId, UserNo};
+use crate::ids::{AudioFingerprint, ChunkId, Domain, PackId, UserNo};
 use crate::index::counter_keys as ck;
 use crate::index::refs::{Accounting, unlink_track};
 use crate::index::write_with;
@@ -83,7 +83,8 @@ fn check(engine: &Arc<Engine>) -> Result<(VerifyReport, HashSet<(Domain, ChunkId
     let mut per_user: HashMap<UserNo, (u64, u64)> = HashMap::new();
     let mut tracks: Vec<(UserNo, String, TrackRecord)> = Vec::new();
     let mut recordings: std::collections::HashSet<[u8; 32]> = Default::default();
-    snap.for_each_track(&mut |no, key, t| {
+    // Keys as stored: a bad one is listed in 6, not a reason to stop.
+    snap.for_each_track_raw(&mut |no, key, t| {
         if let Some(a) = &t.audio {
             recordings.insert(a.fingerprint);
         }
@@ -160,8 +161,19 @@ fn check(engine: &Arc<Engine>) -> Result<(VerifyReport, HashSet<(Domain, ChunkId
     // The recordings index lists every track that has an audio fingerprint.
     for (no, key, t) in &tracks {
         if let Some(a) = &t.audio {
-            let holders = snap.recording_holders(&a.fingerprint, usize::MAX)?;
-            if !holders.iter().any(|(n, k)| n == no && k == key) {
+            // A bad key is listed in 6.
+            let Ok(k) = TrackKey::new(key) else { continue };
+            let fp = AudioFingerprint(a.fingerprint);
+            let holders = match snap.recording_holders(&fp, usize::MAX) {
+                Ok(h) => h,
+                // A holder's stored key is bad: damage to list.
+                Err(e) if e.is_corruption() => {
+                    problems.push(format!("track {key:?} of user number {}: {e}", no.0));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if !holders.iter().any(|(n, h)| n == no && *h == k) {
                 problems.push(format!(
                     "track {key:?} of user number {}: missing from the recordings index",
                     no.0
@@ -223,7 +235,7 @@ fn check(engine: &Arc<Engine>) -> Result<(VerifyReport, HashSet<(Domain, ChunkId
     }
 
     // 4. Users.
-    for (name, row) in snap.users()? {
+    for (name, row) in snap.users_raw()? {
         let (logical, count) = per_user.remove(&UserNo(row.no)).unwrap_or((0, 0));
         if row.logical_bytes != logical || row.tracks != count {
             problems.push(format!(
@@ -231,8 +243,11 @@ fn check(engine: &Arc<Engine>) -> Result<(VerifyReport, HashSet<(Domain, ChunkId
                 row.logical_bytes, row.tracks
             ));
         }
-        if snap.user_name(UserNo(row.no))?.as_deref() != Some(name.as_str()) {
-            problems.push(format!("user {name:?}: number {} maps elsewhere", row.no));
+        match snap.user_name(UserNo(row.no)) {
+            Ok(n) if n.as_ref().map(UserId::as_str) == Some(name.as_str()) => {}
+            Ok(_) => problems.push(format!("user {name:?}: number {} maps elsewhere", row.no)),
+            Err(e) if e.is_corruption() => problems.push(format!("user {name:?}: {e}")),
+            Err(e) => return Err(e),
         }
     }
     for (no, _) in per_user {
@@ -254,17 +269,17 @@ fn check(engine: &Arc<Engine>) -> Result<(VerifyReport, HashSet<(Domain, ChunkId
     // 6. Tracks: bytes re-read and checked against the fingerprint.
     drop(snap);
     for (no, key, t) in tracks {
-        let (Some(name), Ok(key)) = (engine.meta().read()?.user_name(no)?, TrackKey::new(&key))
-        else {
-            problems.push(format!("track {key:?} of user number {}: bad names", no.0));
-            continue;
-        };
-        let user = match UserId::new(&name) {
-            Ok(u) => u,
-            Err(e) => {
-                problems.push(format!("user {name:?}: {e}"));
+        let name = match engine.meta().read()?.user_name(no) {
+            Ok(n) => n,
+            Err(e) if e.is_corruption() => {
+                problems.push(format!("track {key:?} of user number {}: {e}", no.0));
                 continue;
             }
+            Err(e) => return Err(e),
+        };
+        let (Some(user), Ok(key)) = (name, TrackKey::new(&key)) else {
+            problems.push(format!("track {key:?} of user number {}: bad names", no.0));
+            continue;
         };
         let mut sink = std::io::sink();
         let outcome = crate::read::open_track(engine, &user, &key).and_then(|mut r| {
@@ -363,15 +378,15 @@ pub(crate) fn drop_damaged_tracks(engine: &Arc<Engine>) -> Result<DroppedDamage>
         let mut acc = Accounting::default();
         let mut dropped = Vec::new();
         for (d, t) in &tracks {
-            let Some(row) = w.user(d.user.as_str())? else {
+            let Some(row) = w.user(&d.user)? else {
                 continue;
             };
             let no = UserNo(row.no);
             // Only the record verify judged; a replacement is someone else's new track.
-            if w.track(no, d.key.as_str())?.as_ref() != Some(t) {
+            if w.track(no, &d.key)?.as_ref() != Some(t) {
                 continue;
             }
-            unlink_track(w, d.user.as_str(), &row, d.key.as_str(), t, &mut acc)?;
+            unlink_track(w, &d.user, &row, &d.key, t, &mut acc)?;
             dropped.push(d.clone());
         }
         acc.apply(w)?;

@@ -2,7 +2,7 @@
 //! and per-user accounting.
 
 use crate::engine::{Engine, user_no};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::TrackRecord;
 use crate::ids::{AudioFingerprint, Fingerprint};
 use crate::index::counter_keys as ck;
@@ -90,14 +90,11 @@ pub(crate) fn track_info(engine: &Engine, user: &UserId, key: &TrackKey) -> Resu
 pub(crate) fn list(engine: &Engine, user: &UserId) -> Result<Vec<TrackInfo>> {
     let snap = engine.meta().read()?;
     let no = user_no(snap.as_ref(), user)?;
-    snap.tracks_of(no)?
+    Ok(snap
+        .tracks_of(no)?
         .into_iter()
-        .map(|(k, t)| {
-            let key = TrackKey::new(&k)
-                .map_err(|_| Error::corrupted(format!("stored key {k:?} is invalid")))?;
-            Ok(info(key, &t))
-        })
-        .collect()
+        .map(|(key, t)| info(key, &t))
+        .collect())
 }
 
 /// Store-wide and per-user accounting.
@@ -111,7 +108,7 @@ pub(crate) fn stats(engine: &Engine) -> Result<Stats> {
         .users()?
         .into_iter()
         .map(|(user, r)| UserStats {
-            user,
+            user: user.to_string(),
             logical_bytes: r.logical_bytes,
             tracks: r.tracks,
         })

@@ -14,17 +14,15 @@ pub(crate) fn delete(engine: &Engine, user: &UserId, key: &TrackKey) -> Result<(
     engine.space().room_for_metadata()?;
     write_with(engine.meta(), |w| {
         let row = w
-            .user(user.as_str())?
+            .user(user)?
             .ok_or_else(|| Error::UnknownUser(user.to_string()))?;
         let no = UserNo(row.no);
-        let old = w
-            .track(no, key.as_str())?
-            .ok_or_else(|| Error::TrackNotFound {
-                user: user.to_string(),
-                key: key.to_string(),
-            })?;
+        let old = w.track(no, key)?.ok_or_else(|| Error::TrackNotFound {
+            user: user.to_string(),
+            key: key.to_string(),
+        })?;
         let mut acc = Accounting::default();
-        unlink_track(w, user.as_str(), &row, key.as_str(), &old, &mut acc)?;
+        unlink_track(w, user, &row, key, &old, &mut acc)?;
         acc.apply(w)
     })
 }

@@ -135,16 +135,12 @@ impl Request for PutCommit {
         // New records: insert, unless an identical record was committed meanwhile by a
         // concurrent ingest, in which case ours is an orphan and theirs is used.
         for (id, entry) in &self.written {
-            if w.chunk(domain, id)?.is_some() {
-                acc.orphan_record(entry.pack, entry.record_len());
-            } else {
-                insert_entry(w, domain, id, *entry, &mut acc)?;
-            }
+            insert_entry(w, domain, id, *entry, &mut acc)?;
         }
         for c in &track.chunks {
             add_ref(w, domain, &c.id, &mut acc)?;
         }
-        let mut row = match w.user(user.as_str())? {
+        let mut row = match w.user(user)? {
             Some(row) if row.no == user_no.0 => row,
             Some(row) => {
                 return Err(Error::corrupted(format!(
@@ -163,7 +159,7 @@ impl Request for PutCommit {
                 }
                 let next = w.counter(ck::NEXT_USER_NO)?;
                 w.set_counter(ck::NEXT_USER_NO, next.max(user_no.0 + 1))?;
-                w.put_user_name(user_no, user.as_str())?;
+                w.put_user_name(user_no, user)?;
                 UserRow {
                     no: user_no.0,
                     logical_bytes: 0,
@@ -171,10 +167,10 @@ impl Request for PutCommit {
                 }
             }
         };
-        let old = w.track(user_no, key.as_str())?;
+        let old = w.track(user_no, key)?;
         if let Some(old) = &old {
             drop_refs(w, old, &mut acc)?;
-            remove_recording(w, old, user_no, key.as_str(), &mut acc)?;
+            remove_recording(w, old, user_no, key, &mut acc)?;
             row.logical_bytes = row.logical_bytes.checked_sub(old.len).ok_or_else(|| {
                 Error::corrupted(format!("user {user}: logical bytes below a track's size"))
             })?;
@@ -188,9 +184,9 @@ impl Request for PutCommit {
         }
         row.logical_bytes += track.len;
         acc.logical_bytes += track.len as i64;
-        add_recording(w, track, user_no, key.as_str(), &mut acc)?;
-        w.put_track(user_no, key.as_str(), track)?;
-        w.put_user(user.as_str(), &row)?;
+        add_recording(w, track, user_no, key, &mut acc)?;
+        w.put_track(user_no, key, track)?;
+        w.put_user(user, &row)?;
         acc.apply(w)?;
         Ok(old.is_some())
     }
@@ -389,7 +385,7 @@ pub(crate) fn reserve_user_no<'w>(
     // Read under the lock: a reservation is dropped only after its put's commit, so a user
     // without a reservation here either has a committed row in this snapshot or none at all.
     let snap = engine.meta().read()?;
-    if let Some(row) = snap.user(user.as_str())? {
+    if let Some(row) = snap.user(user)? {
         return Ok(ReservedUserNo {
             nos: &writer.user_nos,
             user: None,
