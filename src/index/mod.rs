@@ -125,14 +125,6 @@ pub(crate) trait MetaRead {
         limit: usize,
     ) -> Result<Vec<(UserNo, TrackKey)>>;
 
-    /// Every user row, by name.
-    fn users(&self) -> Result<Vec<(UserId, UserRow)>> {
-        self.users_raw()?
-            .into_iter()
-            .map(|(name, row)| Ok((stored_user_id(&name)?, row)))
-            .collect()
-    }
-
     /// Every track, ordered by user number then key.
     fn for_each_track(
         &self,

@@ -268,7 +268,8 @@ fn predict(snap: &dyn MetaRead, mode: LicenseMode, pack_limit: u64) -> Result<Wh
     let (mut write, mut records_to_write, mut revived, mut pending_tracks) =
         (0u64, 0u64, 0u64, 0u64);
     let mut failure = None;
-    snap.for_each_track(&mut |no, _key, t| {
+    // Names play no part here: the raw scan, so a damaged name does not stop a read-only report.
+    snap.for_each_track_raw(&mut |no, _key, t| {
         let dest = target(policy, no);
         if t.domain != dest {
             pending_tracks += 1;
@@ -569,7 +570,8 @@ fn check_layout(snap: &dyn MetaRead, mode: LicenseMode, list: bool) -> Result<Au
     let policy: &dyn LicencePolicy = &mode;
     let mut users_of: HashMap<(Domain, ChunkId), HashSet<UserNo>> = HashMap::new();
     let mut pending_tracks = 0;
-    snap.for_each_track(&mut |no, _key, t| {
+    // Names play no part here: the raw scan, so a damaged name does not stop a read-only report.
+    snap.for_each_track_raw(&mut |no, _key, t| {
         if pending(policy, no, &t) {
             pending_tracks += 1;
         }

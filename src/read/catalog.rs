@@ -105,10 +105,11 @@ pub(crate) fn stats(engine: &Engine) -> Result<Stats> {
     let logical_bytes = c(ck::LOGICAL_BYTES)?;
     let physical_bytes = c(ck::LIVE_BYTES)?;
     let mut per_user: Vec<UserStats> = snap
-        .users()?
+        // As stored: accounting reports a damaged name rather than failing on it.
+        .users_raw()?
         .into_iter()
         .map(|(user, r)| UserStats {
-            user: user.to_string(),
+            user,
             logical_bytes: r.logical_bytes,
             tracks: r.tracks,
         })
