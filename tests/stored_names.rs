@@ -1,4 +1,5 @@
-//! A stored user id or track key that fails validation is damage: verify lists it and goes on.
+//! A stored user id or track key that fails validation is damage: verify lists it and goes on,
+//! accounting reports it as stored, and a listing that meets it calls it corruption.
 
 mod common;
 
@@ -57,6 +58,9 @@ fn verify_lists_bad_stored_names_instead_of_stopping() {
     assert!(has(r#"stored user id "b\0d" is invalid"#), "{report:#?}");
     // The sound track was still read back.
     assert_eq!(report.tracks_checked, 1, "{report:#?}");
-    // Reads that name users call the bad name corruption.
-    assert!(store.stats().unwrap_err().is_corruption());
+    // Accounting reports the name as stored; a listing that meets the bad key calls it
+    // corruption.
+    let stats = store.stats().unwrap();
+    assert!(stats.per_user.iter().any(|u| u.user == "b\0d"), "{stats:?}");
+    assert!(store.list(&user("alice")).unwrap_err().is_corruption());
 }
