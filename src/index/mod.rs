@@ -20,7 +20,9 @@
 //!   of a failed batch alone. So a commit that failed but may have reached the disk must make
 //!   later writes fail (redb latches it: `Poisoned`), never let a retry apply a change twice.
 //! - **Names.** A stored user id or track key that fails validation reads as `Corrupted`
-//!   ([`stored_user_id`], [`stored_track_key`]); only verify uses the unchecked `_raw` scans.
+//!   ([`stored_user_id`], [`stored_track_key`]). The unchecked `_raw` scans serve verify
+//!   (which lists a bad stored name as damage) and the read-only reports that never look at a
+//!   name (stats' per-user figures, what-if, audit).
 //! - **`watch_chunks`.** From the call on, every chunk key this store writes (`put_chunk`,
 //!   `insert_chunk_if_absent`) goes into the filter before the transaction that writes it
 //!   commits, so the filter has no false negatives for this store's writes (`filter.rs`).
@@ -95,7 +97,8 @@ pub(crate) fn stored_track_key(s: &str) -> Result<TrackKey> {
 ///
 /// Names come back typed; a stored name that fails validation is `Corrupted` (see
 /// [`stored_user_id`], [`stored_track_key`]). The `_raw` scans return names as stored, unchecked,
-/// for verify, which lists a bad stored name as damage instead of stopping at it.
+/// for verify, which lists a bad stored name as damage instead of stopping at it, and for the
+/// read-only reports that never look at a name.
 pub(crate) trait MetaRead {
     fn state(&self, key: &str) -> Result<Option<Vec<u8>>>;
     fn counter(&self, key: &str) -> Result<u64>;

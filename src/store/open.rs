@@ -59,13 +59,8 @@ enum Layout {
     Store(StoreFile),
 }
 
-/// Opens the store in `dir`, creating it when `options.create` is set and the directory is
-/// missing or empty (or finishing a creation an earlier open began). Recovers from a crash:
-/// removes packs no commit refers to and cuts uncommitted pack tails. A second process
-/// opening the same store gets `Error::Locked`: the lock is on the directory itself, so
-/// removing the `LOCK` file does not release it. A directory holding a store's metadata or
-/// packs without a valid `STORE` file is refused with `Error::StoreFileLost` and left as it
-/// is, whatever `options.create` says (see [`crate::Store::repair_store_file`]).
+/// Opens, creates or finishes creating the store in `dir`, recovering from a crash (see
+/// `Store::open`).
 pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
     let dir = dir.as_ref().to_owned();
     options.chunker.validate()?;
@@ -349,12 +344,7 @@ fn create_metadata(
     vfs.sync_dir(dir).map_err(|e| Error::io("sync", dir, e))
 }
 
-/// Rewrites a store's `STORE` file from the copy its metadata keeps, for a store that lost
-/// it or has a damaged one (open refuses such a store with [`Error::StoreFileLost`]). Takes
-/// the store's lock, so no process may have the store open. Refuses, changing nothing, when
-/// `meta.redb` is missing or unreadable, holds no copy (the store was created by an earlier
-/// build and never opened by this one), or `STORE` was written by a newer version. Only
-/// `options.vfs` is used.
+/// Rewrites `STORE` from the copy in the metadata (see `Store::repair_store_file`).
 pub(crate) fn repair_store_file(
     dir: impl AsRef<Path>,
     options: Options,
