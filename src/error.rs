@@ -63,6 +63,19 @@ pub enum Error {
         /// Bytes free on the store's file system.
         available: u64,
     },
+    /// A put would take the user's counted tracks past their quota ([`crate::Quota`]); nothing
+    /// was stored.
+    #[error("user {user} is over quota: {needed} {what} needed, {limit} allowed")]
+    QuotaExceeded {
+        /// The user.
+        user: String,
+        /// `"bytes"` or `"tracks"`.
+        what: &'static str,
+        /// The user's limit.
+        limit: u64,
+        /// What the user's counted tracks would hold after the put.
+        needed: u64,
+    },
     /// The options given to [`crate::Store::open`] are not usable.
     #[error("invalid options: {0}")]
     InvalidOptions(String),
@@ -220,6 +233,7 @@ impl Error {
                 | Error::InvalidOptions(_)
                 | Error::InvalidRange { .. }
                 | Error::Upload { .. }
+                | Error::QuotaExceeded { .. }
         )
     }
 }

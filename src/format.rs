@@ -514,6 +514,53 @@ impl UserRow {
     }
 }
 
+/// A user's quota and the usage exempt from it, the value of `quotas[user number]`. A user
+/// without a row has no limits and no exempt tracks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotaRow {
+    /// Most logical bytes the user's counted tracks may hold; `u64::MAX`: no limit.
+    pub max_bytes: u64,
+    /// Most counted tracks; `u64::MAX`: no limit.
+    pub max_tracks: u64,
+    /// Logical bytes of the user's quota-exempt tracks (included in `UserRow::logical_bytes`).
+    pub exempt_bytes: u64,
+    /// Number of the user's quota-exempt tracks (included in `UserRow::tracks`).
+    pub exempt_tracks: u64,
+}
+
+pub const QUOTA_ROW_LEN: usize = 32;
+
+impl Default for QuotaRow {
+    fn default() -> Self {
+        QuotaRow {
+            max_bytes: u64::MAX,
+            max_tracks: u64::MAX,
+            exempt_bytes: 0,
+            exempt_tracks: 0,
+        }
+    }
+}
+
+impl QuotaRow {
+    pub fn encode(&self) -> [u8; QUOTA_ROW_LEN] {
+        let mut b = [0u8; QUOTA_ROW_LEN];
+        b[0..8].copy_from_slice(&self.max_bytes.to_le_bytes());
+        b[8..16].copy_from_slice(&self.max_tracks.to_le_bytes());
+        b[16..24].copy_from_slice(&self.exempt_bytes.to_le_bytes());
+        b[24..32].copy_from_slice(&self.exempt_tracks.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8; QUOTA_ROW_LEN]) -> QuotaRow {
+        QuotaRow {
+            max_bytes: u64_at(b, 0),
+            max_tracks: u64_at(b, 8),
+            exempt_bytes: u64_at(b, 16),
+            exempt_tracks: u64_at(b, 24),
+        }
+    }
+}
+
 /// Parses a pack file name (`<16 hex digits>.pack`).
 pub fn parse_pack_name(name: &str) -> Option<PackId> {
     let hex = name.strip_suffix(".pack")?;

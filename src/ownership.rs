@@ -251,7 +251,8 @@ impl Proofs {
         let allowed = |policy: &dyn LicencePolicy, owner: TrackOwner| {
             policy.avoids_uploads(owner) && policy.may_share(owner, holder)
         };
-        match crate::write::put_if(engine, writer, allowed, &p.user, &p.key, upload) {
+        let options = crate::write::PutOptions::default();
+        match crate::write::put_if(engine, writer, allowed, &p.user, &p.key, upload, &options) {
             Ok(Some(out)) => Ok(ProofOutcome::Linked(out)),
             Ok(None) => Ok(ProofOutcome::Refused),
             Err(_) if payload.failed => Ok(ProofOutcome::Refused),

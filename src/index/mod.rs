@@ -51,7 +51,7 @@ pub(crate) mod refs;
 pub(crate) use redb_meta::RedbMeta;
 
 use crate::error::{Error, Result};
-use crate::format::{ChunkEntry, PackRow, TrackRecord, UserRow};
+use crate::format::{ChunkEntry, PackRow, QuotaRow, TrackRecord, UserRow};
 use crate::ids::{AudioFingerprint, ChunkId, Domain, PackId, UserNo};
 use crate::names::{TrackKey, UserId};
 
@@ -120,6 +120,10 @@ pub(crate) trait MetaRead {
     ) -> Result<()>;
     fn pack(&self, id: PackId) -> Result<Option<PackRow>>;
     fn packs(&self) -> Result<Vec<(PackId, PackRow)>>;
+    /// The user's quota row; `None`: no limits and no exempt tracks.
+    fn quota(&self, user: UserNo) -> Result<Option<QuotaRow>>;
+    /// Whether the user's track `key` was stored exempt from the quota.
+    fn quota_exempt(&self, user: UserNo, key: &TrackKey) -> Result<bool>;
     /// Up to `limit` tracks holding the recording with this audio fingerprint, ordered by user
     /// number then key.
     fn recording_holders(
@@ -154,6 +158,8 @@ pub(crate) trait MetaWrite: MetaRead {
     fn remove_chunk(&mut self, domain: Domain, id: &ChunkId) -> Result<()>;
     fn put_pack(&mut self, id: PackId, row: &PackRow) -> Result<()>;
     fn remove_pack(&mut self, id: PackId) -> Result<()>;
+    fn put_quota(&mut self, user: UserNo, row: &QuotaRow) -> Result<()>;
+    fn set_quota_exempt(&mut self, user: UserNo, key: &TrackKey, exempt: bool) -> Result<()>;
     fn put_recording(&mut self, fp: &AudioFingerprint, user: UserNo, key: &TrackKey) -> Result<()>;
     fn remove_recording(
         &mut self,

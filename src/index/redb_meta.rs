@@ -12,7 +12,8 @@ use redb::{
 use super::{MetaRead, MetaStore, MetaWrite, stored_track_key, stored_user_id};
 use crate::error::{Error, Result};
 use crate::format::{
-    CHUNK_ENTRY_LEN, ChunkEntry, PACK_ROW_LEN, PackRow, TrackRecord, USER_ROW_LEN, UserRow,
+    CHUNK_ENTRY_LEN, ChunkEntry, PACK_ROW_LEN, PackRow, QUOTA_ROW_LEN, QuotaRow, TrackRecord,
+    USER_ROW_LEN, UserRow,
 };
 use crate::ids::{AudioFingerprint, ChunkId, Domain, PackId, UserNo};
 use crate::index::filter::ChunkFilter;
@@ -32,6 +33,8 @@ const RECORDINGS: TableDefinition<([u8; 32], u64, &str), ()> = TableDefinition::
 type ChunkTable = ReadOnlyTable<(u64, [u8; 32]), [u8; CHUNK_ENTRY_LEN]>;
 
 const PACKS: TableDefinition<u64, [u8; PACK_ROW_LEN]> = TableDefinition::new("packs");
+const QUOTAS: TableDefinition<u64, [u8; QUOTA_ROW_LEN]> = TableDefinition::new("quotas");
+const QUOTA_EXEMPT: TableDefinition<(u64, &str), ()> = TableDefinition::new("quota_exempt");
 
 /// Runs a redb call, turning a panic into `Corrupted`. redb checks page checksums only in
 /// repair and `check_integrity`, so a damaged page can reach an `unreachable!` inside it; the
@@ -89,6 +92,8 @@ impl RedbMeta {
                 txn.open_table(CHUNKS)?;
                 txn.open_table(PACKS)?;
                 txn.open_table(RECORDINGS)?;
+                txn.open_table(QUOTAS)?;
+                txn.open_table(QUOTA_EXEMPT)?;
             }
             txn.commit()?;
             Ok(RedbMeta {
@@ -272,6 +277,13 @@ fn get_pack(
     }
 }
 
+fn get_quota(
+    t: &impl ReadableTable<u64, [u8; QUOTA_ROW_LEN]>,
+    user: UserNo,
+) -> Result<Option<QuotaRow>> {
+    Ok(t.get(user.0)?.map(|v| QuotaRow::decode(&v.value())))
+}
+
 fn all_packs(t: &impl ReadableTable<u64, [u8; PACK_ROW_LEN]>) -> Result<Vec<(PackId, PackRow)>> {
     let mut out = Vec::new();
     for item in t.iter()? {
@@ -361,6 +373,20 @@ impl MetaRead for RedbRead {
     fn packs(&self) -> Result<Vec<(PackId, PackRow)>> {
         guarded("reading packs", || all_packs(&self.txn.open_table(PACKS)?))
     }
+    fn quota(&self, user: UserNo) -> Result<Option<QuotaRow>> {
+        guarded("reading quota", || {
+            get_quota(&self.txn.open_table(QUOTAS)?, user)
+        })
+    }
+    fn quota_exempt(&self, user: UserNo, key: &TrackKey) -> Result<bool> {
+        guarded("reading quota_exempt", || {
+            Ok(self
+                .txn
+                .open_table(QUOTA_EXEMPT)?
+                .get((user.0, key.as_str()))?
+                .is_some())
+        })
+    }
     fn recording_holders(
         &self,
         fp: &AudioFingerprint,
@@ -381,6 +407,8 @@ struct RedbWrite<'t> {
     chunks: Table<'t, (u64, [u8; 32]), [u8; CHUNK_ENTRY_LEN]>,
     packs: Table<'t, u64, [u8; PACK_ROW_LEN]>,
     recordings: Table<'t, ([u8; 32], u64, &'static str), ()>,
+    quotas: Table<'t, u64, [u8; QUOTA_ROW_LEN]>,
+    quota_exempt: Table<'t, (u64, &'static str), ()>,
     filter: Option<&'t ChunkFilter>,
 }
 
@@ -395,6 +423,8 @@ impl<'t> RedbWrite<'t> {
             chunks: txn.open_table(CHUNKS)?,
             packs: txn.open_table(PACKS)?,
             recordings: txn.open_table(RECORDINGS)?,
+            quotas: txn.open_table(QUOTAS)?,
+            quota_exempt: txn.open_table(QUOTA_EXEMPT)?,
             filter,
         })
     }
@@ -442,6 +472,12 @@ impl MetaRead for RedbWrite<'_> {
     }
     fn packs(&self) -> Result<Vec<(PackId, PackRow)>> {
         all_packs(&self.packs)
+    }
+    fn quota(&self, user: UserNo) -> Result<Option<QuotaRow>> {
+        get_quota(&self.quotas, user)
+    }
+    fn quota_exempt(&self, user: UserNo, key: &TrackKey) -> Result<bool> {
+        Ok(self.quota_exempt.get((user.0, key.as_str()))?.is_some())
     }
     fn recording_holders(
         &self,
@@ -496,6 +532,18 @@ impl MetaWrite for RedbWrite<'_> {
     }
     fn remove_pack(&mut self, id: PackId) -> Result<()> {
         self.packs.remove(id.0)?;
+        Ok(())
+    }
+    fn put_quota(&mut self, user: UserNo, row: &QuotaRow) -> Result<()> {
+        self.quotas.insert(user.0, row.encode())?;
+        Ok(())
+    }
+    fn set_quota_exempt(&mut self, user: UserNo, key: &TrackKey, exempt: bool) -> Result<()> {
+        if exempt {
+            self.quota_exempt.insert((user.0, key.as_str()), ())?;
+        } else {
+            self.quota_exempt.remove((user.0, key.as_str()))?;
+        }
         Ok(())
     }
     fn put_recording(&mut self, fp: &AudioFingerprint, user: UserNo, key: &TrackKey) -> Result<()> {

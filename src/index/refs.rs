@@ -223,6 +223,38 @@ pub(crate) fn drop_refs(
 /// Removes `user`'s committed track `key` (record `t`, user row `row`): drops its references,
 /// its recording entry and the record, and takes its size and count off the user and the
 /// store. The one way a committed track leaves the metadata (delete, dropping damaged tracks).
+/// Drops the quota exemption of `user`'s track `key` of `len` bytes, if it has one.
+pub(crate) fn release_exemption(
+    w: &mut dyn MetaWrite,
+    user: UserNo,
+    key: &TrackKey,
+    len: u64,
+) -> Result<()> {
+    if !w.quota_exempt(user, key)? {
+        return Ok(());
+    }
+    let mut q = w.quota(user)?.unwrap_or_default();
+    let under = || Error::corrupted(format!("user number {}: exempt usage underflow", user.0));
+    q.exempt_bytes = q.exempt_bytes.checked_sub(len).ok_or_else(under)?;
+    q.exempt_tracks = q.exempt_tracks.checked_sub(1).ok_or_else(under)?;
+    w.put_quota(user, &q)?;
+    w.set_quota_exempt(user, key, false)
+}
+
+/// Marks `user`'s track `key` of `len` bytes exempt from the quota.
+pub(crate) fn grant_exemption(
+    w: &mut dyn MetaWrite,
+    user: UserNo,
+    key: &TrackKey,
+    len: u64,
+) -> Result<()> {
+    let mut q = w.quota(user)?.unwrap_or_default();
+    q.exempt_bytes += len;
+    q.exempt_tracks += 1;
+    w.put_quota(user, &q)?;
+    w.set_quota_exempt(user, key, true)
+}
+
 pub(crate) fn unlink_track(
     w: &mut dyn MetaWrite,
     user: &UserId,
@@ -234,6 +266,7 @@ pub(crate) fn unlink_track(
     let no = UserNo(row.no);
     drop_refs(w, t, acc)?;
     remove_recording(w, t, no, key, acc)?;
+    release_exemption(w, no, key, t.len)?;
     w.remove_track(no, key)?;
     let new_row = UserRow {
         no: row.no,

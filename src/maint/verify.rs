@@ -253,6 +253,30 @@ fn check(engine: &Arc<Engine>) -> Result<(VerifyReport, HashSet<(Domain, ChunkId
     for (no, _) in per_user {
         problems.push(format!("tracks of unknown user number {}", no.0));
     }
+    // Quota-exempt usage: the exempt tracks recounted against each user's quota row.
+    let mut exempt: HashMap<UserNo, (u64, u64)> = HashMap::new();
+    for (no, key, t) in &tracks {
+        let Ok(key) = TrackKey::new(key) else {
+            continue; // listed as a bad name in step 6
+        };
+        if snap.quota_exempt(*no, &key)? {
+            let e = exempt.entry(*no).or_default();
+            e.0 += t.len;
+            e.1 += 1;
+        }
+    }
+    for (_, row) in snap.users_raw()? {
+        let no = UserNo(row.no);
+        let q = snap.quota(no)?.unwrap_or_default();
+        let (bytes, count) = exempt.remove(&no).unwrap_or((0, 0));
+        if (q.exempt_bytes, q.exempt_tracks) != (bytes, count) {
+            problems.push(format!(
+                "user number {}: quota row says {} exempt bytes in {} tracks, recount {bytes} in \
+                 {count}",
+                no.0, q.exempt_bytes, q.exempt_tracks
+            ));
+        }
+    }
 
     // 5. Packs: files exist and hold their committed bytes.
     for (id, row) in &packs {

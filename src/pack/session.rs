@@ -126,6 +126,16 @@ impl<'p> Session<'p> {
         self.abandon_all();
     }
 
+    /// The job failed in a way known to have committed nothing (its metadata transaction
+    /// returned an error before committing: a refused quota), so even tails that went to fsync
+    /// are cut and the packs go back to the pool instead of being retired.
+    pub(crate) fn abandon_uncommitted(mut self) {
+        for p in self.full.iter_mut().chain(self.current.iter_mut()) {
+            p.tail_at_risk = false;
+        }
+        self.abandon_all();
+    }
+
     fn take_all(&mut self) -> Vec<ActivePack> {
         let mut all = std::mem::take(&mut self.full);
         all.extend(self.current.take());

@@ -12,6 +12,8 @@
 //! those that did (`Snapshot::earlier_ingests`). That works for any number of policies and
 //! changes, not only for two modes.
 
+pub(crate) mod quota;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Mutex;

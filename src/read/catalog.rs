@@ -2,12 +2,14 @@
 //! and per-user accounting.
 
 use crate::engine::{Engine, user_no};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::TrackRecord;
+use crate::ids::UserNo;
 use crate::ids::{AudioFingerprint, Fingerprint};
 use crate::index::counter_keys as ck;
 use crate::names::{TrackKey, UserId};
 use crate::policy::LicenseMode;
+use crate::policy::quota::QuotaUsage;
 use crate::segment::Format;
 
 /// Facts about one stored track.
@@ -43,6 +45,8 @@ pub struct UserStats {
     pub logical_bytes: u64,
     /// Tracks the user holds.
     pub tracks: u64,
+    /// The user's limits, and how much of the above counts against them.
+    pub quota: QuotaUsage,
 }
 
 /// Store-wide accounting, kept exact by every commit (verify recounts it).
@@ -108,12 +112,16 @@ pub(crate) fn stats(engine: &Engine) -> Result<Stats> {
         // As stored: accounting reports a damaged name rather than failing on it.
         .users_raw()?
         .into_iter()
-        .map(|(user, r)| UserStats {
-            user,
-            logical_bytes: r.logical_bytes,
-            tracks: r.tracks,
+        .map(|(user, r)| {
+            let q = snap.quota(UserNo(r.no))?.unwrap_or_default();
+            Ok(UserStats {
+                user,
+                logical_bytes: r.logical_bytes,
+                tracks: r.tracks,
+                quota: QuotaUsage::of(&q, r.logical_bytes, r.tracks)?,
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     per_user.retain(|u| u.tracks > 0);
     Ok(Stats {
         mode: engine.policy().mode(),
@@ -135,6 +143,16 @@ pub(crate) fn stats(engine: &Engine) -> Result<Stats> {
         filter_bytes: engine.filter().bytes() as u64,
         per_user,
     })
+}
+
+/// `user`'s limits and usage (see `Store::quota`).
+pub(crate) fn quota(engine: &Engine, user: &UserId) -> Result<QuotaUsage> {
+    let snap = engine.meta().read()?;
+    let row = snap
+        .user(user)?
+        .ok_or_else(|| Error::UnknownUser(user.to_string()))?;
+    let q = snap.quota(UserNo(row.no))?.unwrap_or_default();
+    QuotaUsage::of(&q, row.logical_bytes, row.tracks)
 }
 
 /// A track's facts from its record.

@@ -21,9 +21,10 @@ use crate::names::{TrackKey, UserId};
 use crate::ownership::{Challenge, OwnershipClaim, ProofOutcome, Proofs};
 use crate::pack::RecoveryReport;
 use crate::policy::LicenseMode;
+use crate::policy::quota::{Quota, QuotaUsage};
 use crate::read::TrackReader;
 use crate::read::catalog::{Stats, TrackInfo};
-use crate::write::{PutOutcome, Writer};
+use crate::write::{PutOptions, PutOutcome, Writer};
 
 pub use open::StoreFileRepair;
 pub use options::Options;
@@ -117,7 +118,33 @@ impl Store {
     /// put of content already stored writes and syncs less), reveal whether another user holds
     /// the content: they are for the operator, never for the uploading client ([`PutOutcome`]).
     pub fn put(&self, user: &UserId, key: &TrackKey, reader: impl Read) -> Result<PutOutcome> {
-        crate::write::put(&self.engine, &self.writer, user, key, reader)
+        self.put_with(user, key, reader, &PutOptions::default())
+    }
+
+    /// [`Store::put`] with options: a track stored quota-exempt counts in the user's usage but
+    /// not against their limits. A put that would take the user's counted tracks past their
+    /// quota ([`Store::set_quota`]) fails with [`crate::Error::QuotaExceeded`] and stores
+    /// nothing; the check runs in the commit that links the track, so concurrent puts cannot
+    /// both take the last free byte.
+    pub fn put_with(
+        &self,
+        user: &UserId,
+        key: &TrackKey,
+        reader: impl Read,
+        options: &PutOptions,
+    ) -> Result<PutOutcome> {
+        crate::write::put(&self.engine, &self.writer, user, key, reader, options)
+    }
+
+    /// Sets `user`'s limits, durably; the user is created (with no tracks) if unknown. Lowering
+    /// a limit below the current usage removes nothing: further puts that grow the usage fail.
+    pub fn set_quota(&self, user: &UserId, quota: Quota) -> Result<()> {
+        crate::write::set_quota(&self.engine, &self.writer, user, quota)
+    }
+
+    /// `user`'s limits and usage (counted and exempt).
+    pub fn quota(&self, user: &UserId) -> Result<QuotaUsage> {
+        crate::read::catalog::quota(&self.engine, user)
     }
 
     /// Deletes a track. Its chunks lose a reference; records no track needs any more become

@@ -31,12 +31,14 @@ use crate::format::{ChunkEntry, ChunkRef, RecordHeader, TrackAudio, TrackRecord,
 use crate::ids::{ChunkId, Domain, Fingerprint, UserNo};
 use crate::index::group::{GroupCommit, Request};
 use crate::index::refs::{
-    Accounting, add_recording, add_ref, drop_refs, insert_entry, remove_recording,
+    Accounting, add_recording, add_ref, drop_refs, grant_exemption, insert_entry,
+    release_exemption, remove_recording,
 };
-use crate::index::{MetaWrite, counter_keys as ck};
+use crate::index::{MetaWrite, counter_keys as ck, write_with};
 use crate::names::{TrackKey, UserId};
 use crate::pack::codec;
 use crate::pack::session::{Appended, Session, Source};
+use crate::policy::quota::{Quota, QuotaUsage};
 use crate::policy::{LicencePolicy, TrackOwner};
 use crate::write::upload::chunk_upload;
 
@@ -63,6 +65,23 @@ pub struct PutOutcome {
     pub new_bytes: u64,
     /// Whether the put replaced an earlier track under the same key.
     pub replaced: bool,
+}
+
+/// How to store one track ([`crate::Store::put_with`]).
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct PutOptions {
+    quota_exempt: bool,
+}
+
+impl PutOptions {
+    /// Store the track exempt from the user's quota (bought music): it is counted in the user's
+    /// logical bytes and tracks, but not against their limits. Default: counted.
+    #[must_use]
+    pub fn quota_exempt(mut self, exempt: bool) -> Self {
+        self.quota_exempt = exempt;
+        self
+    }
 }
 
 /// The write path's own state: the group commit, the user numbers reserved by puts in flight,
@@ -115,6 +134,8 @@ pub(crate) struct PutCommit {
     written: HashMap<ChunkId, ChunkEntry>,
     track: TrackRecord,
     appended: Vec<Appended>,
+    /// Stored exempt from the user's quota.
+    quota_exempt: bool,
 }
 
 impl Request for PutCommit {
@@ -140,37 +161,20 @@ impl Request for PutCommit {
         for c in &track.chunks {
             add_ref(w, domain, &c.id, &mut acc)?;
         }
-        let mut row = match w.user(user)? {
-            Some(row) if row.no == user_no.0 => row,
-            Some(row) => {
-                return Err(Error::corrupted(format!(
-                    "user {user} has number {} but the put was given {}",
-                    row.no, user_no.0
-                )));
-            }
-            None => {
-                // The user's first track: the row and its reserved number commit with it, so a
-                // put that fails leaves no user behind.
-                if let Some(other) = w.user_name(user_no)? {
-                    return Err(Error::corrupted(format!(
-                        "user number {} reserved for {user} belongs to {other:?}",
-                        user_no.0
-                    )));
-                }
-                let next = w.counter(ck::NEXT_USER_NO)?;
-                w.set_counter(ck::NEXT_USER_NO, next.max(user_no.0 + 1))?;
-                w.put_user_name(user_no, user)?;
-                UserRow {
-                    no: user_no.0,
-                    logical_bytes: 0,
-                    tracks: 0,
-                }
-            }
+        let mut row = user_row(w, user, user_no)?;
+        let usage = |w: &dyn MetaWrite, row: &UserRow| {
+            QuotaUsage::of(
+                &w.quota(user_no)?.unwrap_or_default(),
+                row.logical_bytes,
+                row.tracks,
+            )
         };
+        let before = usage(w, &row)?;
         let old = w.track(user_no, key)?;
         if let Some(old) = &old {
             drop_refs(w, old, &mut acc)?;
             remove_recording(w, old, user_no, key, &mut acc)?;
+            release_exemption(w, user_no, key, old.len)?;
             row.logical_bytes = row.logical_bytes.checked_sub(old.len).ok_or_else(|| {
                 Error::corrupted(format!("user {user}: logical bytes below a track's size"))
             })?;
@@ -187,9 +191,62 @@ impl Request for PutCommit {
         add_recording(w, track, user_no, key, &mut acc)?;
         w.put_track(user_no, key, track)?;
         w.put_user(user, &row)?;
+        if self.quota_exempt {
+            grant_exemption(w, user_no, key, track.len)?;
+        } else {
+            // In the transaction that links the track: concurrent puts see each other's usage.
+            usage(w, &row)?.check_growth(&before, user)?;
+        }
         acc.apply(w)?;
         Ok(old.is_some())
     }
+}
+
+/// `user`'s row, numbered `user_no`: the committed one, or, for a user without one, a new row
+/// (no tracks) written in this transaction with its reserved number, so a put or a quota that
+/// fails leaves no user behind.
+fn user_row(w: &mut dyn MetaWrite, user: &UserId, user_no: UserNo) -> Result<UserRow> {
+    match w.user(user)? {
+        Some(row) if row.no == user_no.0 => Ok(row),
+        Some(row) => Err(Error::corrupted(format!(
+            "user {user} has number {} but the put was given {}",
+            row.no, user_no.0
+        ))),
+        None => {
+            if let Some(other) = w.user_name(user_no)? {
+                return Err(Error::corrupted(format!(
+                    "user number {} reserved for {user} belongs to {other:?}",
+                    user_no.0
+                )));
+            }
+            let next = w.counter(ck::NEXT_USER_NO)?;
+            w.set_counter(ck::NEXT_USER_NO, next.max(user_no.0 + 1))?;
+            w.put_user_name(user_no, user)?;
+            let row = UserRow {
+                no: user_no.0,
+                logical_bytes: 0,
+                tracks: 0,
+            };
+            w.put_user(user, &row)?;
+            Ok(row)
+        }
+    }
+}
+
+/// Sets `user`'s limits (see `Store::set_quota`), creating the user if unknown.
+pub(crate) fn set_quota(
+    engine: &Engine,
+    writer: &Writer,
+    user: &UserId,
+    quota: Quota,
+) -> Result<()> {
+    engine.space().room_for_metadata()?;
+    let reserved = reserve_user_no(engine, writer, user)?;
+    write_with(engine.meta(), |w| {
+        user_row(w, user, reserved.no)?;
+        let row = w.quota(reserved.no)?.unwrap_or_default();
+        w.put_quota(reserved.no, &quota.into_row(row))
+    })
 }
 
 /// Stores `user`'s track `key` (see `Store::put`).
@@ -199,8 +256,9 @@ pub(crate) fn put(
     user: &UserId,
     key: &TrackKey,
     reader: impl Read,
+    options: &PutOptions,
 ) -> Result<PutOutcome> {
-    put_if(engine, writer, |_, _| true, user, key, reader)
+    put_if(engine, writer, |_, _| true, user, key, reader, options)
         .map(|out| out.expect("a put allowed under every policy always runs"))
 }
 
@@ -215,6 +273,7 @@ pub(crate) fn put_if(
     user: &UserId,
     key: &TrackKey,
     reader: impl Read,
+    options: &PutOptions,
 ) -> Result<Option<PutOutcome>> {
     let space = engine.space();
     if space.free_space()? < space.min_free_space() {
@@ -244,6 +303,7 @@ pub(crate) fn put_if(
         key,
         domain,
         reader,
+        options,
         &mut session,
         &mut pinned,
     );
@@ -251,6 +311,11 @@ pub(crate) fn put_if(
         Ok(outcome) => {
             session.commit();
             Ok(Some(outcome))
+        }
+        // Refused inside the commit's transaction, which therefore never committed.
+        Err(e @ Error::QuotaExceeded { .. }) => {
+            session.abandon_uncommitted();
+            Err(e)
         }
         Err(e) => {
             session.abandon();
@@ -268,6 +333,7 @@ fn put_inner(
     key: &TrackKey,
     domain: Domain,
     reader: impl Read,
+    options: &PutOptions,
     session: &mut Session<'_>,
     pinned: &mut Pinned<'_>,
 ) -> Result<PutOutcome> {
@@ -352,6 +418,7 @@ fn put_inner(
             written,
             track,
             appended: session.appended(),
+            quota_exempt: options.quota_exempt,
         },
     )?;
     Ok(PutOutcome {
