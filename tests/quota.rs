@@ -215,3 +215,43 @@ fn concurrent_puts_cannot_both_take_the_last_free_byte() {
         }
     }
 }
+
+#[test]
+fn cli_sets_and_shows_quotas_and_refuses_a_put_over_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let run = |args: &[&str]| common::cli(&store, args);
+    assert!(run(&["init"]).status.success());
+    let out = run(&["quota", "alice", "--bytes", "10KB", "--tracks", "none", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["max_bytes"], 10_000);
+    assert!(v["max_tracks"].is_null());
+    assert_eq!(v["counted_bytes"], 0);
+
+    let song = tmp.path().join("song.mp3");
+    std::fs::write(&song, audio("song", 8_000)).unwrap();
+    let song = song.to_str().unwrap();
+    assert!(run(&["put", "alice", "one", song]).status.success());
+    let over = run(&["put", "alice", "two", song]);
+    assert_eq!(over.status.code(), Some(2), "{over:?}");
+    let err = String::from_utf8_lossy(&over.stderr);
+    assert!(err.contains("over quota"), "{err}");
+    let exempt = run(&["put", "alice", "two", song, "--exempt"]);
+    assert!(exempt.status.success(), "{exempt:?}");
+
+    let out = run(&["quota", "alice"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("8000 of 10000 bytes and 1 of none tracks counted; 8000 bytes in 1 exempt"),
+        "{text}"
+    );
+    let bad = run(&["quota", "alice", "--bytes", "5XB"]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"5XB\""));
+    let stats = run(&["stats", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(v["per_user"][0]["max_bytes"], 10_000);
+    assert_eq!(v["per_user"][0]["exempt_tracks"], 1);
+    assert!(run(&["verify"]).status.success());
+}

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lockerstore::{Error, LicenseMode, Options, Store, TrackKey, UserId};
+use lockerstore::{Error, LicenseMode, Options, PutOptions, Quota, Store, TrackKey, UserId};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -55,6 +55,23 @@ enum Command {
         user: OsString,
         key: OsString,
         file: PathBuf,
+        /// Store it exempt from the user's quota (bought music): counted in the user's usage,
+        /// not against the limits.
+        #[arg(long)]
+        exempt: bool,
+    },
+    /// Show USER's quota and usage, or set its limits: a number of bytes (SI or binary suffix:
+    /// 5GB, 500MiB) or of tracks, or `none`. Setting a quota creates an unknown user.
+    Quota {
+        user: OsString,
+        /// Most bytes the user's counted tracks may hold, or `none`.
+        #[arg(long)]
+        bytes: Option<String>,
+        /// Most counted tracks, or `none`.
+        #[arg(long)]
+        tracks: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Import every file under DIR/<user>/... as user <user>, key = path below DIR/<user>/.
     Import {
@@ -187,6 +204,32 @@ fn is_broken_pipe(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
 }
 
+/// Parses a quota limit: `none`, or a number, for bytes with an optional SI (`KB`, `MB`, `GB`,
+/// `TB`: powers of 1000, as lockers sold them) or binary (`KiB` ... `TiB`) suffix.
+fn limit_arg(flag: &str, s: &str, bytes: bool) -> Result<Option<u64>, CliError> {
+    if s == "none" {
+        return Ok(None);
+    }
+    let usage = || CliError::Usage(format!("invalid {flag} {s:?}: expected a number or none"));
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, suffix) = s.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| usage())?;
+    let unit: u64 = match (bytes, suffix) {
+        (_, "") => 1,
+        (true, "B") => 1,
+        (true, "KB") => 1_000,
+        (true, "MB") => 1_000_000,
+        (true, "GB") => 1_000_000_000,
+        (true, "TB") => 1_000_000_000_000,
+        (true, "KiB") => 1 << 10,
+        (true, "MiB") => 1 << 20,
+        (true, "GiB") => 1 << 30,
+        (true, "TiB") => 1 << 40,
+        _ => return Err(usage()),
+    };
+    number.checked_mul(unit).map(Some).ok_or_else(usage)
+}
+
 /// Parses an inclusive byte range as in an HTTP `Range` header (RFC 9110 14.1.1) against a
 /// track of `len` bytes: `START-END` (an END past the track is cut to its last byte), `START-`
 /// (to the end) or `-N` (the last N bytes). Returns the first and last byte.
@@ -260,15 +303,22 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 cli.store.display()
             ),
         },
-        Command::Put { user, key, file } => {
+        Command::Put {
+            user,
+            key,
+            file,
+            exempt,
+        } => {
             let (user, key) = (user_arg(user)?, key_arg(key)?);
             let store = open_existing(&cli)?;
+            let options = PutOptions::default().quota_exempt(*exempt);
             let out = if file.as_os_str() == "-" {
-                store.put(&user, &key, io::stdin().lock())?
+                store.put_with(&user, &key, io::stdin().lock(), &options)?
             } else {
                 let f =
                     std::fs::File::open(file).map_err(|e| Error::Upload { read: 0, source: e })?;
-                store.put(&user, &key, io::BufReader::with_capacity(1 << 20, f))?
+                let reader = io::BufReader::with_capacity(1 << 20, f);
+                store.put_with(&user, &key, reader, &options)?
             };
             outln!(
                 "{} bytes, {} chunks ({} new, {} new bytes: operator-only), fingerprint {}{}",
@@ -386,13 +436,73 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             outln!("{}", store.mode());
         }
+        Command::Quota {
+            user,
+            bytes,
+            tracks,
+            json,
+        } => {
+            let user = user_arg(user)?;
+            let store = open_existing(&cli)?;
+            if bytes.is_some() || tracks.is_some() {
+                let mut quota = match store.quota(&user) {
+                    Ok(u) => u.quota,
+                    Err(Error::UnknownUser(_)) => Quota::unlimited(),
+                    Err(e) => return Err(e.into()),
+                };
+                if let Some(b) = bytes {
+                    quota = quota.max_bytes(limit_arg("--bytes", b, true)?);
+                }
+                if let Some(t) = tracks {
+                    quota = quota.max_tracks(limit_arg("--tracks", t, false)?);
+                }
+                store.set_quota(&user, quota)?;
+            }
+            let u = store.quota(&user)?;
+            let limit = |l: Option<u64>| l.map_or("none".to_string(), |v| v.to_string());
+            if *json {
+                outln!(
+                    "{}",
+                    json!({
+                        "user": user.as_str(),
+                        "max_bytes": u.quota.max_bytes,
+                        "max_tracks": u.quota.max_tracks,
+                        "counted_bytes": u.counted_bytes,
+                        "counted_tracks": u.counted_tracks,
+                        "exempt_bytes": u.exempt_bytes,
+                        "exempt_tracks": u.exempt_tracks,
+                    })
+                );
+            } else {
+                outln!(
+                    "{}: {} of {} bytes and {} of {} tracks counted; {} bytes in {} exempt tracks",
+                    user,
+                    u.counted_bytes,
+                    limit(u.quota.max_bytes),
+                    u.counted_tracks,
+                    limit(u.quota.max_tracks),
+                    u.exempt_bytes,
+                    u.exempt_tracks
+                );
+            }
+        }
         Command::Stats { json } => {
             let s = open_existing(&cli)?.stats()?;
             if *json {
                 let per_user: Vec<_> = s
                     .per_user
                     .iter()
-                    .map(|u| json!({"user": u.user, "logical_bytes": u.logical_bytes, "tracks": u.tracks}))
+                    .map(|u| {
+                        json!({
+                            "user": u.user,
+                            "logical_bytes": u.logical_bytes,
+                            "tracks": u.tracks,
+                            "max_bytes": u.quota.quota.max_bytes,
+                            "max_tracks": u.quota.quota.max_tracks,
+                            "exempt_bytes": u.quota.exempt_bytes,
+                            "exempt_tracks": u.quota.exempt_tracks,
+                        })
+                    })
                     .collect();
                 outln!(
                     "{}",
@@ -442,8 +552,19 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 outln!("dedup ratio     {:.3}", s.dedup_ratio);
                 outln!("chunk filter    {:.1} MB of RAM", mb(s.filter_bytes));
                 for u in &s.per_user {
+                    let q = &u.quota;
+                    let mut limits = String::new();
+                    if let Some(b) = q.quota.max_bytes {
+                        limits += &format!(", quota {:.1} of {:.1} MB", mb(q.counted_bytes), mb(b));
+                    }
+                    if let Some(t) = q.quota.max_tracks {
+                        limits += &format!(", {} of {t} tracks", q.counted_tracks);
+                    }
+                    if q.exempt_tracks > 0 {
+                        limits += &format!(", {} exempt", q.exempt_tracks);
+                    }
                     outln!(
-                        "  {:<24} {:>6} tracks {:>10.1} MB",
+                        "  {:<24} {:>6} tracks {:>10.1} MB{limits}",
                         u.user,
                         u.tracks,
                         mb(u.logical_bytes)
