@@ -222,7 +222,9 @@ fn cli_sets_and_shows_quotas_and_refuses_a_put_over_them() {
     let store = tmp.path().join("store");
     let run = |args: &[&str]| common::cli(&store, args);
     assert!(run(&["init"]).status.success());
-    let out = run(&["quota", "alice", "--bytes", "10KB", "--tracks", "none", "--json"]);
+    let out = run(&[
+        "quota", "alice", "--bytes", "10KB", "--tracks", "none", "--json",
+    ]);
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["max_bytes"], 10_000);
