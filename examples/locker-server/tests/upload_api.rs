@@ -1,0 +1,224 @@
+//! The upload API through a real HTTP client (reqwest) against the real server binary on
+//! loopback: uploads, byte ranges and validators, isolation between users, quotas.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_RANGE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_locker-server"))
+}
+
+fn add_user(store: &Path, name: &str, extra: &[&str]) -> String {
+    let out = bin()
+        .arg("--store")
+        .arg(store)
+        .args(["user", "add", name, "--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["api_key"].as_str().unwrap().to_owned()
+}
+
+async fn start(store: &Path) -> Server {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = bin()
+        .arg("--store")
+        .arg(store)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    for _ in 0..200 {
+        if let Ok(r) = reqwest::get(format!("{}/healthz", server.base)).await
+            && r.status().is_success()
+        {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the server did not come up");
+}
+
+fn song(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_ranges_isolation_and_quotas_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let alice = add_user(&store, "alice", &[]);
+    let bob = add_user(&store, "bob", &[]);
+    let carol = add_user(&store, "carol", &["--quota", "10KB"]);
+    let server = start(&store).await;
+    let http = reqwest::Client::new();
+    let url = |key: &str| format!("{}/api/v1/tracks/{key}", server.base);
+    let bytes = song(300_000, 7);
+
+    // Upload: 201 with the track's facts, and nothing about how many bytes were new.
+    let r = http
+        .put(url("Artist/Album/01 Song.mp3"))
+        .bearer_auth(&alice)
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["size"], 300_000);
+    assert_eq!(v["fingerprint"], blake3::hash(&bytes).to_hex().as_str());
+    assert!(v.get("new_bytes").is_none() && v.get("new_chunks").is_none());
+
+    // The whole track, then ranges, validators and HEAD.
+    let key = "Artist/Album/01 Song.mp3";
+    let r = http.get(url(key)).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let etag = r.headers()[ETAG].to_str().unwrap().to_owned();
+    assert_eq!(etag, format!("\"{}\"", blake3::hash(&bytes).to_hex()));
+    assert_eq!(r.bytes().await.unwrap(), bytes);
+    let get_range = |range: &'static str| {
+        http.get(url(key))
+            .bearer_auth(&alice)
+            .header(RANGE, range)
+            .send()
+    };
+    let r = get_range("bytes=0-1").await.unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()[CONTENT_RANGE], "bytes 0-1/300000");
+    assert_eq!(r.bytes().await.unwrap(), bytes[..2]);
+    let r = get_range("bytes=123456-").await.unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.bytes().await.unwrap(), bytes[123_456..]);
+    let r = get_range("bytes=-1000").await.unwrap();
+    assert_eq!(r.headers()[CONTENT_RANGE], "bytes 299000-299999/300000");
+    assert_eq!(r.bytes().await.unwrap(), bytes[299_000..]);
+    let r = get_range("bytes=300000-").await.unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.headers()[CONTENT_RANGE], "bytes */300000");
+    let r = http
+        .get(url(key))
+        .bearer_auth(&alice)
+        .header(IF_NONE_MATCH, &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    let r = http
+        .get(url(key))
+        .bearer_auth(&alice)
+        .header(RANGE, "bytes=0-1")
+        .header(IF_RANGE, "\"stale\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "a stale If-Range gets the whole track"
+    );
+    assert_eq!(r.bytes().await.unwrap().len(), 300_000);
+    let r = http
+        .head(url(key))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-length"], "300000");
+
+    // Isolation: bob names the same key and reaches only his own (empty) locker.
+    for r in [
+        http.get(url(key)).bearer_auth(&bob).send().await.unwrap(),
+        http.delete(url(key))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+    let listed: serde_json::Value = http
+        .get(format!("{}/api/v1/tracks", server.base))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["tracks"].as_array().unwrap().len(), 0);
+    // No key, or a wrong one: 401.
+    assert_eq!(
+        http.get(url(key)).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        http.get(url(key))
+            .bearer_auth("lk_wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Quotas: carol may hold 10 KB; a 20 KB upload is refused and leaves nothing.
+    let r = http
+        .put(url("big.mp3"))
+        .bearer_auth(&carol)
+        .body(song(20_000, 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+    let listed: serde_json::Value = http
+        .get(format!("{}/api/v1/tracks", server.base))
+        .bearer_auth(&carol)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["tracks"].as_array().unwrap().len(), 0);
+
+    // Delete, then the track is gone; alice's listing follows.
+    let r = http
+        .delete(url(key))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = http.get(url(key)).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
