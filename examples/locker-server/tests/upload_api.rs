@@ -55,7 +55,8 @@ async fn start(store: &Path) -> Server {
         child,
         base: format!("http://127.0.0.1:{port}"),
     };
-    for _ in 0..200 {
+    // Up to 20 s: opening the store and binding take milliseconds, but CI machines stall.
+    for _ in 0..800 {
         if let Ok(r) = reqwest::get(format!("{}/healthz", server.base)).await
             && r.status().is_success()
         {
