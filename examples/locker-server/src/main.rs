@@ -136,9 +136,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn serve(listen: SocketAddr, app: api::App) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
+    // SIGINT or SIGTERM: stop accepting, let requests in flight finish (an upload either
+    // commits or, cut off, stores nothing), then close the store.
+    let stop = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    };
     axum::serve(listener, api::router(app))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(stop)
         .await
 }

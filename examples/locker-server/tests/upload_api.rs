@@ -222,4 +222,33 @@ async fn uploads_ranges_isolation_and_quotas_over_http() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let r = http.get(url(key)).bearer_auth(&alice).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // SIGTERM stops the server cleanly (exit status 0), and the store opens again after it.
+    let mut server = server;
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut status = None;
+    for _ in 0..400 {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let status = status.expect("the server stops within 10 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let again = start(&store).await;
+    let r = http
+        .get(format!("{}/api/v1/tracks", again.base))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 }
