@@ -257,3 +257,51 @@ fn cli_sets_and_shows_quotas_and_refuses_a_put_over_them() {
     assert_eq!(v["per_user"][0]["exempt_tracks"], 1);
     assert!(run(&["verify"]).status.success());
 }
+
+/// verify recounts the exempt usage: a quota row that disagrees with the exempt tracks is
+/// reported.
+#[test]
+fn verify_reports_exempt_usage_that_disagrees_with_the_tracks() {
+    use redb::{Database, ReadableDatabase, TableDefinition};
+    const QUOTAS: TableDefinition<u64, [u8; 32]> = TableDefinition::new("quotas");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    {
+        let store = open(&dir, LicenseMode::PerUserCopy);
+        let exempt = PutOptions::default().quota_exempt(true);
+        store
+            .put_with(
+                &user("alice"),
+                &key("bought"),
+                &audio("b", 5_000)[..],
+                &exempt,
+            )
+            .unwrap();
+        assert!(store.verify().unwrap().is_ok());
+    }
+    {
+        // The row claims 4,000 exempt bytes where the one exempt track holds 5,000.
+        let db = Database::open(dir.join("meta.redb")).unwrap();
+        let mut row = {
+            let txn = db.begin_read().unwrap();
+            txn.open_table(QUOTAS)
+                .unwrap()
+                .get(1)
+                .unwrap()
+                .unwrap()
+                .value()
+        };
+        row[16..24].copy_from_slice(&4_000u64.to_le_bytes());
+        let txn = db.begin_write().unwrap();
+        txn.open_table(QUOTAS).unwrap().insert(1, row).unwrap();
+        txn.commit().unwrap();
+    }
+    let report = open(&dir, LicenseMode::PerUserCopy).verify().unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("quota row says 4000 exempt bytes in 1 tracks, recount 5000 in 1")),
+        "{report:#?}"
+    );
+}

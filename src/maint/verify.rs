@@ -234,7 +234,18 @@ fn check(engine: &Arc<Engine>) -> Result<(VerifyReport, HashSet<(Domain, ChunkId
         }
     }
 
-    // 4. Users.
+    // 4. Users, and their quota-exempt usage recounted against their quota rows.
+    let mut exempt: HashMap<UserNo, (u64, u64)> = HashMap::new();
+    for (no, key, t) in &tracks {
+        let Ok(key) = TrackKey::new(key) else {
+            continue; // listed as a bad name in step 6
+        };
+        if snap.quota_exempt(*no, &key)? {
+            let e = exempt.entry(*no).or_default();
+            e.0 += t.len;
+            e.1 += 1;
+        }
+    }
     for (name, row) in snap.users_raw()? {
         let (logical, count) = per_user.remove(&UserNo(row.no)).unwrap_or((0, 0));
         if row.logical_bytes != logical || row.tracks != count {
@@ -249,33 +260,18 @@ fn check(engine: &Arc<Engine>) -> Result<(VerifyReport, HashSet<(Domain, ChunkId
             Err(e) if e.is_corruption() => problems.push(format!("user {name:?}: {e}")),
             Err(e) => return Err(e),
         }
+        let q = snap.quota(UserNo(row.no))?.unwrap_or_default();
+        let (bytes, count) = exempt.remove(&UserNo(row.no)).unwrap_or((0, 0));
+        if (q.exempt_bytes, q.exempt_tracks) != (bytes, count) {
+            problems.push(format!(
+                "user {name:?}: quota row says {} exempt bytes in {} tracks, recount {bytes} in \
+                 {count}",
+                q.exempt_bytes, q.exempt_tracks
+            ));
+        }
     }
     for (no, _) in per_user {
         problems.push(format!("tracks of unknown user number {}", no.0));
-    }
-    // Quota-exempt usage: the exempt tracks recounted against each user's quota row.
-    let mut exempt: HashMap<UserNo, (u64, u64)> = HashMap::new();
-    for (no, key, t) in &tracks {
-        let Ok(key) = TrackKey::new(key) else {
-            continue; // listed as a bad name in step 6
-        };
-        if snap.quota_exempt(*no, &key)? {
-            let e = exempt.entry(*no).or_default();
-            e.0 += t.len;
-            e.1 += 1;
-        }
-    }
-    for (_, row) in snap.users_raw()? {
-        let no = UserNo(row.no);
-        let q = snap.quota(no)?.unwrap_or_default();
-        let (bytes, count) = exempt.remove(&no).unwrap_or((0, 0));
-        if (q.exempt_bytes, q.exempt_tracks) != (bytes, count) {
-            problems.push(format!(
-                "user number {}: quota row says {} exempt bytes in {} tracks, recount {bytes} in \
-                 {count}",
-                no.0, q.exempt_bytes, q.exempt_tracks
-            ));
-        }
     }
 
     // 5. Packs: files exist and hold their committed bytes.

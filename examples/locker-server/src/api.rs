@@ -58,11 +58,17 @@ impl From<Error> for ApiError {
             e if e.is_bad_input() => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %e, "store error");
-            "internal error".to_owned()
-        } else {
-            e.to_string()
+        // The store's own failures name server paths: they go to the log, not to the client.
+        let message = match &e {
+            Error::DiskFull { .. } => {
+                tracing::error!(error = %e, "store full");
+                "the server is out of space".to_owned()
+            }
+            _ if status == StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(error = %e, "store error");
+                "internal error".to_owned()
+            }
+            _ => e.to_string(),
         };
         ApiError(status, message)
     }

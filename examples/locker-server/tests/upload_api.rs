@@ -67,6 +67,20 @@ async fn start(store: &Path) -> Server {
     panic!("the server did not come up");
 }
 
+/// How many tracks the key's owner lists.
+async fn tracks_of(http: &reqwest::Client, base: &str, key: &str) -> usize {
+    let listed: serde_json::Value = http
+        .get(format!("{base}/api/v1/tracks"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    listed["tracks"].as_array().unwrap().len()
+}
+
 fn song(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
@@ -167,16 +181,7 @@ async fn uploads_ranges_isolation_and_quotas_over_http() {
     ] {
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
     }
-    let listed: serde_json::Value = http
-        .get(format!("{}/api/v1/tracks", server.base))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(listed["tracks"].as_array().unwrap().len(), 0);
+    assert_eq!(tracks_of(&http, &server.base, &bob).await, 0);
     // No key, or a wrong one: 401.
     assert_eq!(
         http.get(url(key)).send().await.unwrap().status(),
@@ -201,16 +206,7 @@ async fn uploads_ranges_isolation_and_quotas_over_http() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
-    let listed: serde_json::Value = http
-        .get(format!("{}/api/v1/tracks", server.base))
-        .bearer_auth(&carol)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(listed["tracks"].as_array().unwrap().len(), 0);
+    assert_eq!(tracks_of(&http, &server.base, &carol).await, 0);
 
     // Delete, then the track is gone; alice's listing follows.
     let r = http
