@@ -142,15 +142,18 @@ fn get_to_a_file_leaves_no_file_when_a_later_chunk_is_corrupt() {
 /// Runs the binary with its stdout a pipe whose read end is already closed, so its first write
 /// fails with EPIPE whatever the timing.
 fn run_into_closed_pipe(store: &Path, args: &[&str]) -> Output {
+    // The read end is closed before the child exists, so not even its first write can land in
+    // the pipe's buffer (closing it after the spawn raced a fast command's output).
+    let (read_end, write_end) = std::io::pipe().unwrap();
+    drop(read_end);
     let mut child = bin()
         .arg("--store")
         .arg(store)
         .args(args)
-        .stdout(Stdio::piped())
+        .stdout(Stdio::from(write_end))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    drop(child.stdout.take());
     let mut err = Vec::new();
     child.stderr.take().unwrap().read_to_end(&mut err).unwrap();
     let status = child.wait().unwrap();
