@@ -3,33 +3,22 @@
 //! caller's tracks), authenticated with `Authorization: Bearer KEY`. A caller only ever names
 //! tracks of their own locker: the user comes from the key, never from the request.
 
-use std::io::{Read, Seek, SeekFrom};
-use std::sync::Arc;
-
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::TryStreamExt;
-use lockerstore::{Error, Store, TrackInfo, TrackKey, UserId};
+use lockerstore::{TrackInfo, TrackKey, UserId};
 use serde_json::json;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use crate::accounts::Accounts;
+use crate::app::App;
+use crate::http::{ApiError, blocking, serve_track};
 
-/// What every request handler shares.
-#[derive(Clone, Debug)]
-pub struct App {
-    pub store: Store,
-    pub accounts: Arc<Accounts>,
-}
-
-/// The routes.
-pub fn router(app: App) -> Router {
+/// The upload API's routes.
+pub fn routes() -> Router<App> {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/v1/tracks", get(list))
         .route(
             "/api/v1/tracks/{*key}",
@@ -37,45 +26,10 @@ pub fn router(app: App) -> Router {
         )
         // Uploads stream: no body limit below the user's quota.
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(app)
-}
-
-/// An error as the API answers it: a status and a JSON body naming only the caller's own names.
-struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> ApiError {
-        let status = match &e {
-            Error::UnknownUser(_) | Error::TrackNotFound { .. } => StatusCode::NOT_FOUND,
-            Error::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
-            Error::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
-            e if e.is_bad_input() => StatusCode::BAD_REQUEST,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        // The store's own failures name server paths: they go to the log, not to the client.
-        let message = match &e {
-            Error::DiskFull { .. } => {
-                tracing::error!(error = %e, "store full");
-                "the server is out of space".to_owned()
-            }
-            _ if status == StatusCode::INTERNAL_SERVER_ERROR => {
-                tracing::error!(error = %e, "store error");
-                "internal error".to_owned()
-            }
-            _ => e.to_string(),
-        };
-        ApiError(status, message)
-    }
 }
 
 fn user_of(app: &App, headers: &HeaderMap) -> Result<UserId, ApiError> {
-    let unauthorized = || ApiError(StatusCode::UNAUTHORIZED, "a valid API key is needed".into());
+    let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "a valid API key is needed");
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -89,16 +43,7 @@ fn user_of(app: &App, headers: &HeaderMap) -> Result<UserId, ApiError> {
 }
 
 fn track_key(raw: &str) -> Result<TrackKey, ApiError> {
-    TrackKey::new(raw).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))?
-        .map_err(ApiError::from)
+    TrackKey::new(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 fn describe(t: &TrackInfo) -> serde_json::Value {
@@ -136,12 +81,12 @@ async fn put(
         .into_data_stream()
         .map_err(std::io::Error::other);
     let reader = SyncIoBridge::new(StreamReader::new(stream));
-    let store = app.store.clone();
     let info = blocking(move || {
         // The put's outcome says how many bytes were new: that is for the operator only, so
         // the answer is built from the stored track's facts instead.
-        store.put(&user, &key, reader)?;
-        store.track_info(&user, &key)
+        app.store.put(&user, &key, reader)?;
+        app.stored(&user, &key);
+        app.store.track_info(&user, &key)
     })
     .await?;
     Ok((StatusCode::CREATED, axum::Json(describe(&info))).into_response())
@@ -158,59 +103,6 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// A single byte range of a track of `len` bytes, as RFC 9110 14.1.1 reads `bytes=...`.
-/// `Ok(None)`: no usable range (serve the whole track, as a multi-range may be answered);
-/// `Err(())`: unsatisfiable (416).
-pub fn parse_range(value: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return Ok(None);
-    };
-    if spec.contains(',') {
-        return Ok(None);
-    }
-    let Some((first, last)) = spec.trim().split_once('-') else {
-        return Ok(None);
-    };
-    let num = |s: &str| s.trim().parse::<u64>().ok();
-    match (first.trim().is_empty(), last.trim().is_empty()) {
-        (true, true) => Ok(None),
-        (true, false) => {
-            let Some(n) = num(last) else { return Ok(None) };
-            if n == 0 || len == 0 {
-                return Err(());
-            }
-            Ok(Some((len.saturating_sub(n), len - 1)))
-        }
-        (false, _) => {
-            let Some(start) = num(first) else {
-                return Ok(None);
-            };
-            let end = if last.trim().is_empty() {
-                len.saturating_sub(1)
-            } else {
-                match num(last) {
-                    Some(e) if e >= start => e.min(len.saturating_sub(1)),
-                    _ => return Ok(None),
-                }
-            };
-            if start >= len {
-                return Err(());
-            }
-            Ok(Some((start, end)))
-        }
-    }
-}
-
-fn content_type(format: &str) -> &'static str {
-    match format {
-        "mp3" => "audio/mpeg",
-        "flac" => "audio/flac",
-        "mp4" => "audio/mp4",
-        "ogg-vorbis" | "ogg-opus" => "audio/ogg",
-        _ => "application/octet-stream",
-    }
-}
-
 async fn read(
     State(app): State<App>,
     Path(key): Path<String>,
@@ -219,111 +111,5 @@ async fn read(
 ) -> Result<Response, ApiError> {
     let user = user_of(&app, &headers)?;
     let key = track_key(&key)?;
-    let store = app.store.clone();
-    let reader = blocking(move || store.open_track(&user, &key)).await?;
-    let info = reader.info().clone();
-    let len = info.size;
-    let etag = format!("\"{}\"", info.fingerprint.to_hex());
-    let mut response = Response::builder()
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, &etag)
-        .header(header::CONTENT_TYPE, content_type(info.format));
-    let matches_etag = |name| {
-        headers
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
-    };
-    if matches_etag(header::IF_NONE_MATCH) {
-        return Ok(response
-            .status(StatusCode::NOT_MODIFIED)
-            .body(Body::empty())
-            .expect("valid response"));
-    }
-    // A range applies only while `If-Range` (when sent) still names this track's bytes.
-    let range_applies = headers.get(header::IF_RANGE).is_none() || matches_etag(header::IF_RANGE);
-    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        Some(r) if range_applies => parse_range(r, len),
-        _ => Ok(None),
-    };
-    let (status, start, end) = match range {
-        Err(()) => {
-            return Ok(response
-                .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .header(header::CONTENT_RANGE, format!("bytes */{len}"))
-                .body(Body::empty())
-                .expect("valid response"));
-        }
-        Ok(Some((s, e))) => {
-            response = response.header(header::CONTENT_RANGE, format!("bytes {s}-{e}/{len}"));
-            (StatusCode::PARTIAL_CONTENT, s, e + 1)
-        }
-        Ok(None) => (StatusCode::OK, 0, len),
-    };
-    response = response
-        .status(status)
-        .header(header::CONTENT_LENGTH, end - start);
-    if method == Method::HEAD || start == end {
-        return Ok(response.body(Body::empty()).expect("valid response"));
-    }
-    // The verified reader runs on a blocking thread and hands its bytes over a small channel:
-    // memory stays bounded whatever the track's size, and a chunk that fails verification ends
-    // the body with an error, never with other bytes.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut reader = reader;
-        if let Err(e) = reader.seek(SeekFrom::Start(start)) {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
-        let mut left = end - start;
-        while left > 0 {
-            let mut buf = vec![0u8; left.min(256 << 10) as usize];
-            match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    buf.truncate(n);
-                    left -= n as u64;
-                    if tx.blocking_send(Ok(buf)).is_err() {
-                        return; // the client went away
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "track read failed");
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
-    let stream = tokio_stream_of(rx);
-    Ok(response
-        .body(Body::from_stream(stream))
-        .expect("valid response"))
-}
-
-fn tokio_stream_of(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
-) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_range;
-
-    #[test]
-    fn ranges_follow_rfc_9110() {
-        assert_eq!(parse_range("bytes=0-", 100), Ok(Some((0, 99))));
-        assert_eq!(parse_range("bytes=0-1", 100), Ok(Some((0, 1))));
-        assert_eq!(parse_range("bytes=10-500", 100), Ok(Some((10, 99))));
-        assert_eq!(parse_range("bytes=-20", 100), Ok(Some((80, 99))));
-        assert_eq!(parse_range("bytes=-500", 100), Ok(Some((0, 99))));
-        assert_eq!(parse_range("bytes=100-", 100), Err(()));
-        assert_eq!(parse_range("bytes=-0", 100), Err(()));
-        assert_eq!(parse_range("bytes=5-2", 100), Ok(None));
-        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
-        assert_eq!(parse_range("items=0-1", 100), Ok(None));
-        assert_eq!(parse_range("bytes=x-", 100), Ok(None));
-    }
+    serve_track(&app.store, user, key, &method, &headers).await
 }

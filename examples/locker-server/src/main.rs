@@ -8,6 +8,8 @@
 
 mod accounts;
 mod api;
+mod app;
+mod http;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -95,7 +97,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(serve(cli.listen, api::App { store, accounts }))?;
+            let app = app::App {
+                store,
+                accounts,
+                state_dir: cli.store.join("server"),
+            };
+            runtime.block_on(serve(cli.listen, app))?;
         }
         Command::User(UserCommand::Add {
             name,
@@ -133,9 +140,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn serve(listen: SocketAddr, app: api::App) -> std::io::Result<()> {
+async fn serve(listen: SocketAddr, app: app::App) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
+    tracing::info!(addr = %listener.local_addr()?, state = %app.state_dir.display(), "listening");
     // SIGINT or SIGTERM: stop accepting, let requests in flight finish (an upload either
     // commits or, cut off, stores nothing), then close the store.
     let stop = async {
@@ -147,7 +154,7 @@ async fn serve(listen: SocketAddr, app: api::App) -> std::io::Result<()> {
         }
         tracing::info!("shutting down");
     };
-    axum::serve(listener, api::router(app))
+    axum::serve(listener, app::router(app))
         .with_graceful_shutdown(stop)
         .await
 }

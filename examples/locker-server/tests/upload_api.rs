@@ -1,71 +1,15 @@
 //! The upload API through a real HTTP client (reqwest) against the real server binary on
 //! loopback: uploads, byte ranges and validators, isolation between users, quotas.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
+
+use common::{add_user, start};
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE};
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_locker-server"))
-}
-
-fn add_user(store: &Path, name: &str, extra: &[&str]) -> String {
-    let out = bin()
-        .arg("--store")
-        .arg(store)
-        .args(["user", "add", name, "--json"])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["api_key"].as_str().unwrap().to_owned()
-}
-
-async fn start(store: &Path) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = bin()
-        .arg("--store")
-        .arg(store)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    // Up to 20 s: opening the store and binding take milliseconds, but CI machines stall.
-    for _ in 0..800 {
-        if let Ok(r) = reqwest::get(format!("{}/healthz", server.base)).await
-            && r.status().is_success()
-        {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the server did not come up");
-}
 
 /// How many tracks the key's owner lists.
 async fn tracks_of(http: &reqwest::Client, base: &str, key: &str) -> usize {

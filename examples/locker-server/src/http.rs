@@ -1,0 +1,228 @@
+//! What every HTTP surface of the server shares: the error answer, running engine calls off the
+//! async workers, and serving a track's bytes with the semantics players need (single byte
+//! ranges, `HEAD`, a strong `ETag` that is the track's fingerprint, `If-None-Match`, `If-Range`,
+//! content types) through the verified reader.
+
+use std::io::{Read, Seek, SeekFrom};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use lockerstore::{Error, Store, TrackKey, UserId};
+use serde_json::json;
+
+/// An error as the JSON APIs answer it: a status and a body naming only the caller's own names.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError(status, message.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let status = match &e {
+            Error::UnknownUser(_) | Error::TrackNotFound { .. } => StatusCode::NOT_FOUND,
+            Error::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            Error::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            e if e.is_bad_input() => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        // The store's own failures name server paths: they go to the log, not to the client.
+        let message = match &e {
+            Error::DiskFull { .. } => {
+                tracing::error!(error = %e, "store full");
+                "the server is out of space".to_owned()
+            }
+            _ if status == StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(error = %e, "store error");
+                "internal error".to_owned()
+            }
+            _ => e.to_string(),
+        };
+        ApiError(status, message)
+    }
+}
+
+/// Runs a blocking engine call on tokio's blocking pool, never on an async worker.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
+        .map_err(ApiError::from)
+}
+
+/// A single byte range of a track of `len` bytes, as RFC 9110 14.1.1 reads `bytes=...`.
+/// `Ok(None)`: no usable range (serve the whole track, as a multi-range may be answered);
+/// `Err(())`: unsatisfiable (416).
+pub fn parse_range(value: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
+    let num = |s: &str| s.trim().parse::<u64>().ok();
+    match (first.trim().is_empty(), last.trim().is_empty()) {
+        (true, true) => Ok(None),
+        (true, false) => {
+            let Some(n) = num(last) else { return Ok(None) };
+            if n == 0 || len == 0 {
+                return Err(());
+            }
+            Ok(Some((len.saturating_sub(n), len - 1)))
+        }
+        (false, _) => {
+            let Some(start) = num(first) else {
+                return Ok(None);
+            };
+            let end = if last.trim().is_empty() {
+                len.saturating_sub(1)
+            } else {
+                match num(last) {
+                    Some(e) if e >= start => e.min(len.saturating_sub(1)),
+                    _ => return Ok(None),
+                }
+            };
+            if start >= len {
+                return Err(());
+            }
+            Ok(Some((start, end)))
+        }
+    }
+}
+
+/// The `Content-Type` of a stored track's container format.
+pub fn content_type(format: &str) -> &'static str {
+    match format {
+        "mp3" => "audio/mpeg",
+        "flac" => "audio/flac",
+        "mp4" => "audio/mp4",
+        "ogg-vorbis" | "ogg-opus" => "audio/ogg",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Serves `user`'s track `key` for `GET` or `HEAD` with the request's range and validators.
+/// The bytes come from the verified reader on a blocking thread through a small channel: memory
+/// stays bounded whatever the track's size, and a chunk that fails verification ends the body
+/// with an error, never with other bytes.
+pub async fn serve_track(
+    store: &Store,
+    user: UserId,
+    key: TrackKey,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let store = store.clone();
+    let reader = blocking(move || store.open_track(&user, &key)).await?;
+    let info = reader.info().clone();
+    let len = info.size;
+    let etag = format!("\"{}\"", info.fingerprint.to_hex());
+    let mut response = Response::builder()
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, &etag)
+        .header(header::CONTENT_TYPE, content_type(info.format));
+    let matches_etag = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    };
+    if matches_etag(header::IF_NONE_MATCH) {
+        return Ok(response
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .expect("valid response"));
+    }
+    // A range applies only while `If-Range` (when sent) still names this track's bytes.
+    let range_applies = headers.get(header::IF_RANGE).is_none() || matches_etag(header::IF_RANGE);
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(r) if range_applies => parse_range(r, len),
+        _ => Ok(None),
+    };
+    let (status, start, end) = match range {
+        Err(()) => {
+            return Ok(response
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+                .body(Body::empty())
+                .expect("valid response"));
+        }
+        Ok(Some((s, e))) => {
+            response = response.header(header::CONTENT_RANGE, format!("bytes {s}-{e}/{len}"));
+            (StatusCode::PARTIAL_CONTENT, s, e + 1)
+        }
+        Ok(None) => (StatusCode::OK, 0, len),
+    };
+    response = response
+        .status(status)
+        .header(header::CONTENT_LENGTH, end - start);
+    if method == Method::HEAD || start == end {
+        return Ok(response.body(Body::empty()).expect("valid response"));
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut reader = reader;
+        if let Err(e) = reader.seek(SeekFrom::Start(start)) {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        let mut left = end - start;
+        while left > 0 {
+            let mut buf = vec![0u8; left.min(256 << 10) as usize];
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    left -= n as u64;
+                    if tx.blocking_send(Ok(buf)).is_err() {
+                        return; // the client went away
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "track read failed");
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Ok(response
+        .body(Body::from_stream(stream))
+        .expect("valid response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-", 100), Ok(Some((0, 99))));
+        assert_eq!(parse_range("bytes=0-1", 100), Ok(Some((0, 1))));
+        assert_eq!(parse_range("bytes=10-500", 100), Ok(Some((10, 99))));
+        assert_eq!(parse_range("bytes=-20", 100), Ok(Some((80, 99))));
+        assert_eq!(parse_range("bytes=-500", 100), Ok(Some((0, 99))));
+        assert_eq!(parse_range("bytes=100-", 100), Err(()));
+        assert_eq!(parse_range("bytes=-0", 100), Err(()));
+        assert_eq!(parse_range("bytes=5-2", 100), Ok(None));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
+        assert_eq!(parse_range("items=0-1", 100), Ok(None));
+        assert_eq!(parse_range("bytes=x-", 100), Ok(None));
+    }
+}
