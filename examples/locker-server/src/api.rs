@@ -8,13 +8,11 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures_util::TryStreamExt;
 use lockerstore::{TrackInfo, TrackKey, UserId};
 use serde_json::json;
-use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::app::App;
-use crate::http::{ApiError, blocking, serve_track};
+use crate::http::{ApiError, blocking, blocking_op, serve_track, upload_reader};
 
 /// The upload API's routes.
 pub fn routes() -> Router<App> {
@@ -76,15 +74,13 @@ async fn put(
 ) -> Result<Response, ApiError> {
     let user = user_of(&app, request.headers())?;
     let key = track_key(&key)?;
-    let stream = request
-        .into_body()
-        .into_data_stream()
-        .map_err(std::io::Error::other);
-    let reader = SyncIoBridge::new(StreamReader::new(stream));
-    let info = blocking(move || {
+    let reader = upload_reader(request.into_body());
+    let info = blocking_op("put", move || {
         // The put's outcome says how many bytes were new: that is for the operator only, so
         // the answer is built from the stored track's facts instead.
+        let started = std::time::Instant::now();
         app.store.put(&user, &key, reader)?;
+        crate::metrics::observe_put(started.elapsed());
         app.stored(&user, &key);
         app.store.track_info(&user, &key)
     })

@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::MatchedPath;
+use axum::http::Request;
 use axum::routing::get;
 use lockerstore::{Store, TrackKey, UserId};
+use tower_http::trace::TraceLayer;
 
 use crate::accounts::Accounts;
 
@@ -29,10 +32,29 @@ impl App {
     }
 }
 
-/// Every route of the server.
+/// Every route of the server, each request traced in a span and counted in the metrics.
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(crate::api::routes())
+        .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(app)
+}
+
+/// The operator's listener: Prometheus `/metrics` only.
+pub fn metrics_router(app: App) -> Router {
+    Router::new()
+        .route("/metrics", get(crate::metrics::render))
+        .with_state(app)
+}
+
+/// A request's span names its method and route pattern, never its path or query: those carry
+/// track names and, on `/rest/`, credentials, which do not belong in logs.
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str());
+    tracing::info_span!("request", method = %request.method(), route)
 }

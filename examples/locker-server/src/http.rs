@@ -4,12 +4,15 @@
 //! content types) through the verified reader.
 
 use std::io::{Read, Seek, SeekFrom};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use lockerstore::{Error, Store, TrackKey, UserId};
+use futures_util::{StreamExt, TryStreamExt};
+use lockerstore::{Error, Store, TrackKey, TrackReader, UserId};
 use serde_json::json;
+use tokio_util::io::{StreamReader, SyncIoBridge};
 
 /// An error as the JSON APIs answer it: a status and a body naming only the caller's own names.
 #[derive(Debug)]
@@ -31,7 +34,10 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         let status = match &e {
             Error::UnknownUser(_) | Error::TrackNotFound { .. } => StatusCode::NOT_FOUND,
-            Error::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            Error::QuotaExceeded { .. } => {
+                crate::metrics::quota_refused();
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             Error::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             e if e.is_bad_input() => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -56,10 +62,43 @@ impl From<Error> for ApiError {
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    blocking_op("engine", f).await
+}
+
+/// [`blocking`], traced as engine operation `op` inside the request's span.
+pub async fn blocking_op<T: Send + 'static>(
+    op: &'static str,
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    let span = tracing::info_span!("engine", op);
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
         .map_err(ApiError::from)
+}
+
+/// How long an upload may send nothing before it is cut off (and stores nothing).
+pub const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A request body as a blocking `Read` for the engine, for use on a blocking thread. A body that
+/// stalls for [`UPLOAD_IDLE_TIMEOUT`] fails with `TimedOut`, so a client cannot hold an upload
+/// (and its blocking thread) open by sending nothing.
+pub fn upload_reader(body: Body) -> impl Read + Send + 'static {
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let stream = futures_util::stream::unfold(Box::pin(stream), |mut s| async move {
+        match tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, s.next()).await {
+            Ok(Some(item)) => Some((item, s)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the upload sent nothing for too long",
+                )),
+                s,
+            )),
+        }
+    });
+    SyncIoBridge::new(StreamReader::new(Box::pin(stream)))
 }
 
 /// A single byte range of a track of `len` bytes, as RFC 9110 14.1.1 reads `bytes=...`.
@@ -174,37 +213,47 @@ pub async fn serve_track(
     if method == Method::HEAD || start == end {
         return Ok(response.body(Body::empty()).expect("valid response"));
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut reader = reader;
-        if let Err(e) = reader.seek(SeekFrom::Start(start)) {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
-        let mut left = end - start;
-        while left > 0 {
-            let mut buf = vec![0u8; left.min(256 << 10) as usize];
-            match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    buf.truncate(n);
-                    left -= n as u64;
-                    if tx.blocking_send(Ok(buf)).is_err() {
-                        return; // the client went away
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "track read failed");
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
-    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     Ok(response
-        .body(Body::from_stream(stream))
+        .body(Body::from_stream(track_body(reader, start, end)))
         .expect("valid response"))
+}
+
+/// Bytes read per blocking call while streaming a track.
+const READ_PIECE: u64 = 256 << 10;
+
+/// The bytes `[start, end)` of a track as a body stream. Each piece is read on the blocking pool
+/// by its own short call, so a stream that waits on a slow client holds no thread, only its
+/// reader; memory stays one piece per stream. A chunk that fails verification ends the stream
+/// with an error (the client sees a cut body), never with other bytes.
+fn track_body(
+    reader: TrackReader,
+    start: u64,
+    end: u64,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+    let state = Some((reader, start));
+    futures_util::stream::unfold(state, move |state| async move {
+        let (mut reader, at) = state?;
+        if at >= end {
+            return None;
+        }
+        let want = (end - at).min(READ_PIECE) as usize;
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; want];
+            let result = reader
+                .seek(SeekFrom::Start(at))
+                .and_then(|_| reader.read_exact(&mut buf));
+            (reader, buf, result)
+        })
+        .await;
+        match read {
+            Ok((reader, buf, Ok(()))) => Some((Ok(buf), Some((reader, at + want as u64)))),
+            Ok((_, _, Err(e))) => {
+                tracing::error!(error = %e, "track read failed");
+                Some((Err(e), None))
+            }
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+        }
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ mod accounts;
 mod api;
 mod app;
 mod http;
+mod metrics;
+mod serve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +29,18 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:4533")]
     listen: SocketAddr,
+    /// Where to serve Prometheus `/metrics` (for example 127.0.0.1:9533); not served when
+    /// unset. Apart from the API's address because the store's figures are for the operator:
+    /// in single-master mode, physical bytes that do not grow tell an uploader that someone
+    /// else holds the recording.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Most connections open at once (more wait in the kernel's backlog).
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's head.
+    #[arg(long, default_value_t = 10)]
+    header_timeout: u64,
     /// License mode of a new store.
     #[arg(long, default_value = "per-user-copy")]
     mode: LicenseMode,
@@ -102,7 +116,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 accounts,
                 state_dir: cli.store.join("server"),
             };
-            runtime.block_on(serve(cli.listen, app))?;
+            let limits = serve::Limits {
+                max_connections: cli.max_connections.max(1),
+                header_read_timeout: std::time::Duration::from_secs(cli.header_timeout.max(1)),
+                ..serve::Limits::default()
+            };
+            runtime.block_on(serve(cli.listen, cli.metrics_listen, app, limits))?;
         }
         Command::User(UserCommand::Add {
             name,
@@ -140,12 +159,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn serve(listen: SocketAddr, app: app::App) -> std::io::Result<()> {
+async fn serve(
+    listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
+    app: app::App,
+    limits: serve::Limits,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listener.local_addr()?, state = %app.state_dir.display(), "listening");
     // SIGINT or SIGTERM: stop accepting, let requests in flight finish (an upload either
     // commits or, cut off, stores nothing), then close the store.
-    let stop = async {
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
+    let metrics = match metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+            let router = app::metrics_router(app.clone());
+            Some(tokio::spawn(serve::serve(
+                listener,
+                router,
+                limits,
+                stopped(),
+            )))
+        }
+        None => None,
+    };
+    tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("a SIGTERM handler");
         tokio::select! {
@@ -153,8 +198,11 @@ async fn serve(listen: SocketAddr, app: app::App) -> std::io::Result<()> {
             _ = term.recv() => {}
         }
         tracing::info!("shutting down");
-    };
-    axum::serve(listener, app::router(app))
-        .with_graceful_shutdown(stop)
-        .await
+        let _ = stopping.send(true);
+    });
+    serve::serve(listener, app::router(app), limits, stopped()).await?;
+    if let Some(metrics) = metrics {
+        metrics.await.map_err(std::io::Error::other)??;
+    }
+    Ok(())
 }

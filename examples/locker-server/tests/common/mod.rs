@@ -44,6 +44,15 @@ pub fn add_user_json(store: &Path, name: &str, extra: &[&str]) -> serde_json::Va
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// A port free on loopback a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Starts the server on `store` and waits until it answers `/healthz`.
 pub async fn start(store: &Path) -> Server {
     start_with(store, &[]).await
@@ -51,11 +60,7 @@ pub async fn start(store: &Path) -> Server {
 
 /// Starts the server on `store` with more arguments (`--mode single-master`, ...).
 pub async fn start_with(store: &Path, extra: &[&str]) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let child = bin()
         .arg("--store")
         .arg(store)
