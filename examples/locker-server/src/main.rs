@@ -3,22 +3,26 @@
 //! ```text
 //! locker-server --store DIR [--listen ADDR] [--mode MODE]          serve (default 127.0.0.1:4533)
 //! locker-server --store DIR user add NAME [--quota 5GB] [--tracks N] [--json]
-//! locker-server --store DIR user list | user revoke-key NAME
+//! locker-server --store DIR user list [--json]
+//! locker-server --store DIR user quota NAME [--bytes 5GB|none] [--tracks N|none] [--json]
+//! locker-server --store DIR user revoke-key NAME [--json]
 //! ```
 
 mod accounts;
+mod admin;
 mod api;
 mod app;
 mod http;
 mod metrics;
 mod serve;
+mod users_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use lockerstore::{LicenseMode, Options, Quota, Store, UserId};
+use lockerstore::{LicenseMode, Options, Store};
 
 #[derive(Parser)]
 #[command(name = "locker-server", about = "A music-locker server on lockerstore")]
@@ -54,48 +58,7 @@ enum Command {
     Serve,
     /// Accounts.
     #[command(subcommand)]
-    User(UserCommand),
-}
-
-#[derive(Subcommand)]
-enum UserCommand {
-    /// Create a user; prints its API key and Subsonic password (shown once).
-    Add {
-        name: String,
-        /// Most bytes the user's tracks may hold (5GB, 500MiB, ...).
-        #[arg(long)]
-        quota: Option<String>,
-        /// Most tracks.
-        #[arg(long)]
-        tracks: Option<u64>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// List the users.
-    List,
-    /// Revoke a user's API keys and issue a new one.
-    RevokeKey { name: String },
-}
-
-/// Parses a byte count with an optional SI or binary suffix (5GB, 500MiB).
-fn bytes_arg(s: &str) -> Result<u64, String> {
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, suffix) = s.split_at(digits);
-    let n: u64 = n.parse().map_err(|_| format!("invalid size {s:?}"))?;
-    let unit: u64 = match suffix {
-        "" | "B" => 1,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        _ => return Err(format!("invalid size {s:?}")),
-    };
-    n.checked_mul(unit)
-        .ok_or_else(|| format!("invalid size {s:?}"))
+    User(users_cli::UserCommand),
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -106,10 +69,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let store = Store::open(&cli.store, Options::default().mode(cli.mode))?;
-    let accounts = Arc::new(accounts::Accounts::open(&cli.store)?);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            let store = Store::open(&cli.store, Options::default().mode(cli.mode))?;
+            let accounts = Arc::new(accounts::Accounts::open(&cli.store)?);
             let runtime = tokio::runtime::Runtime::new()?;
             let app = app::App {
                 store,
@@ -123,38 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             runtime.block_on(serve(cli.listen, cli.metrics_listen, app, limits))?;
         }
-        Command::User(UserCommand::Add {
-            name,
-            quota,
-            tracks,
-            json,
-        }) => {
-            let user = UserId::new(&name)?;
-            let max_bytes = quota.as_deref().map(bytes_arg).transpose()?;
-            let issued = accounts.add(&name)?;
-            if max_bytes.is_some() || tracks.is_some() {
-                store.set_quota(
-                    &user,
-                    Quota::unlimited().max_bytes(max_bytes).max_tracks(tracks),
-                )?;
-            }
-            if json {
-                println!("{}", serde_json::to_string(&issued)?);
-            } else {
-                println!("user {}", issued.user);
-                println!("api key {}", issued.api_key);
-                println!("subsonic password {}", issued.subsonic_password);
-            }
-        }
-        Command::User(UserCommand::List) => {
-            for u in accounts.users() {
-                println!("{u}");
-            }
-        }
-        Command::User(UserCommand::RevokeKey { name }) => {
-            let issued = accounts.revoke_keys(&name)?;
-            println!("api key {}", issued.api_key);
-        }
+        Command::User(cmd) => users_cli::run(cmd, &cli.store, cli.mode)?,
     }
     Ok(())
 }
@@ -190,6 +122,15 @@ async fn serve(
         }
         None => None,
     };
+    // The admin socket: account commands while the server holds the store (admin.rs).
+    let admin_listener = admin::bind(&app.state_dir)?;
+    let admin_router = admin::routes().with_state(app.clone());
+    let admin_stop = stopped();
+    let admin = tokio::spawn(async move {
+        axum::serve(admin_listener, admin_router)
+            .with_graceful_shutdown(admin_stop)
+            .await
+    });
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("a SIGTERM handler");
@@ -201,6 +142,7 @@ async fn serve(
         let _ = stopping.send(true);
     });
     serve::serve(listener, app::router(app), limits, stopped()).await?;
+    admin.await.map_err(std::io::Error::other)??;
     if let Some(metrics) = metrics {
         metrics.await.map_err(std::io::Error::other)??;
     }

@@ -1,0 +1,328 @@
+//! Account administration: one set of operations (add a user, list, quotas, revoke a key),
+//! run by the command line directly on a stopped server's store, or, while the server runs and
+//! holds the store's lock, by the server itself for the command line through its admin socket
+//! `<store>/server/admin.sock` (a Unix socket, mode 0600: only the operator's account reaches
+//! it). Either way the same code changes the accounts and the store, so the running server sees
+//! a new user or a revoked key at once.
+
+use std::path::{Path, PathBuf};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use lockerstore::{Quota, QuotaUsage, Store, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::accounts::{Accounts, Issued};
+use crate::app::App;
+
+/// Why an account operation failed.
+#[derive(Debug)]
+pub enum AdminError {
+    /// A bad name or limit.
+    BadInput(String),
+    /// No such user.
+    NotFound(String),
+    /// The user exists already.
+    Exists(String),
+    /// The store failed.
+    Store(lockerstore::Error),
+    /// The accounts file failed.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminError::BadInput(m) | AdminError::NotFound(m) | AdminError::Exists(m) => {
+                f.write_str(m)
+            }
+            AdminError::Store(e) => write!(f, "{e}"),
+            AdminError::Io(e) => write!(f, "accounts: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AdminError {}
+
+impl From<lockerstore::Error> for AdminError {
+    fn from(e: lockerstore::Error) -> AdminError {
+        if e.is_bad_input() {
+            AdminError::BadInput(e.to_string())
+        } else {
+            AdminError::Store(e)
+        }
+    }
+}
+
+impl From<std::io::Error> for AdminError {
+    fn from(e: std::io::Error) -> AdminError {
+        match e.kind() {
+            std::io::ErrorKind::AlreadyExists => AdminError::Exists(e.to_string()),
+            std::io::ErrorKind::NotFound => AdminError::NotFound(e.to_string()),
+            _ => AdminError::Io(e),
+        }
+    }
+}
+
+/// A user as listed: name, limits and usage.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UserView {
+    pub user: String,
+    pub max_bytes: Option<u64>,
+    pub max_tracks: Option<u64>,
+    pub counted_bytes: u64,
+    pub counted_tracks: u64,
+    pub exempt_bytes: u64,
+    pub exempt_tracks: u64,
+}
+
+/// A new user and its first limits.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NewUser {
+    pub name: String,
+    pub max_bytes: Option<u64>,
+    pub max_tracks: Option<u64>,
+}
+
+/// A change of limits: a field left out stays as it is; `null` lifts the limit.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct QuotaChange {
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub max_bytes: Option<Option<u64>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub max_tracks: Option<Option<u64>>,
+}
+
+/// A field that is present: `null` is `Some(None)` (lift the limit), not "left out".
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
+}
+
+/// The operations, over one store and its accounts.
+pub struct Admin<'a> {
+    pub store: &'a Store,
+    pub accounts: &'a Accounts,
+}
+
+fn user_id(name: &str) -> Result<UserId, AdminError> {
+    UserId::new(name).map_err(|e| AdminError::BadInput(e.to_string()))
+}
+
+impl Admin<'_> {
+    fn known(&self, name: &str) -> Result<UserId, AdminError> {
+        let id = user_id(name)?;
+        if !self.accounts.users().iter().any(|u| u == name) {
+            return Err(AdminError::NotFound(format!("no user {name:?}")));
+        }
+        Ok(id)
+    }
+
+    fn view(&self, name: &str, id: &UserId) -> Result<UserView, AdminError> {
+        let usage = match self.store.quota(id) {
+            Ok(u) => u,
+            // An account that never stored anything and has no limits.
+            Err(lockerstore::Error::UnknownUser(_)) => QuotaUsage::default(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(UserView {
+            user: name.to_owned(),
+            max_bytes: usage.quota.max_bytes,
+            max_tracks: usage.quota.max_tracks,
+            counted_bytes: usage.counted_bytes,
+            counted_tracks: usage.counted_tracks,
+            exempt_bytes: usage.exempt_bytes,
+            exempt_tracks: usage.exempt_tracks,
+        })
+    }
+
+    /// Creates a user with limits; prints nothing, returns the credentials (shown once).
+    pub fn add_user(&self, new: &NewUser) -> Result<Issued, AdminError> {
+        let id = user_id(&new.name)?;
+        if self.accounts.users().contains(&new.name) {
+            return Err(AdminError::Exists(format!("user {:?} exists", new.name)));
+        }
+        // Limits first: an account never exists without the limits it was created with.
+        if new.max_bytes.is_some() || new.max_tracks.is_some() {
+            self.store.set_quota(
+                &id,
+                Quota::unlimited()
+                    .max_bytes(new.max_bytes)
+                    .max_tracks(new.max_tracks),
+            )?;
+        }
+        Ok(self.accounts.add(&new.name)?)
+    }
+
+    /// Every user with limits and usage.
+    pub fn users(&self) -> Result<Vec<UserView>, AdminError> {
+        self.accounts
+            .users()
+            .iter()
+            .map(|name| self.view(name, &user_id(name)?))
+            .collect()
+    }
+
+    /// Changes a user's limits; returns the user as it is now.
+    pub fn set_quota(&self, name: &str, change: &QuotaChange) -> Result<UserView, AdminError> {
+        let id = self.known(name)?;
+        let now = self.view(name, &id)?;
+        let quota = Quota::unlimited()
+            .max_bytes(change.max_bytes.unwrap_or(now.max_bytes))
+            .max_tracks(change.max_tracks.unwrap_or(now.max_tracks));
+        self.store.set_quota(&id, quota)?;
+        self.view(name, &id)
+    }
+
+    /// Revokes every API key of a user and issues a new one.
+    pub fn revoke_key(&self, name: &str) -> Result<Issued, AdminError> {
+        self.known(name)?;
+        Ok(self.accounts.revoke_keys(name)?)
+    }
+}
+
+/// The admin socket's path for a store.
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("admin.sock")
+}
+
+// --- the server side -------------------------------------------------------------------------
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AdminError::BadInput(_) => StatusCode::BAD_REQUEST,
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::Exists(_) => StatusCode::CONFLICT,
+            AdminError::Store(_) | AdminError::Io(_) => {
+                tracing::error!(error = %self, "admin operation failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        (status, axum::Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+async fn run<T: Send + 'static>(
+    app: App,
+    f: impl FnOnce(&Admin<'_>) -> Result<T, AdminError> + Send + 'static,
+) -> Result<T, AdminError> {
+    tokio::task::spawn_blocking(move || {
+        f(&Admin {
+            store: &app.store,
+            accounts: &app.accounts,
+        })
+    })
+    .await
+    .map_err(|e| AdminError::Io(std::io::Error::other(e.to_string())))?
+}
+
+/// A request naming one user (names travel in bodies, never in URLs).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Named {
+    pub name: String,
+    #[serde(flatten)]
+    pub change: QuotaChange,
+}
+
+/// The admin routes (served on the admin socket only).
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route(
+            "/users",
+            get(|State(app): State<App>| async move {
+                run(app, |a| a.users()).await.map(axum::Json)
+            })
+            .post(
+                |State(app): State<App>, axum::Json(new): axum::Json<NewUser>| async move {
+                    run(app, move |a| a.add_user(&new))
+                        .await
+                        .map(|i| (StatusCode::CREATED, axum::Json(i)))
+                },
+            ),
+        )
+        .route(
+            "/users/quota",
+            put(
+                |State(app): State<App>, axum::Json(n): axum::Json<Named>| async move {
+                    run(app, move |a| a.set_quota(&n.name, &n.change))
+                        .await
+                        .map(axum::Json)
+                },
+            ),
+        )
+        .route(
+            "/users/revoke-key",
+            post(
+                |State(app): State<App>, axum::Json(n): axum::Json<Named>| async move {
+                    run(app, move |a| a.revoke_key(&n.name)).await.map(axum::Json)
+                },
+            ),
+        )
+}
+
+/// Binds the admin socket (replacing a stale one: the store's lock, held by this process,
+/// says no other server uses it) with mode 0600.
+pub fn bind(state_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = socket_path(state_dir);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+// --- the command line's side -----------------------------------------------------------------
+
+/// One request to the running server's admin socket; the JSON answer or the server's error.
+pub async fn call(
+    state_dir: &Path,
+    method: axum::http::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::UnixStream::connect(socket_path(state_dir))
+        .await
+        .map_err(|e| {
+            format!("the store is locked and its server's admin socket does not answer: {e}")
+        })?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "admin")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes_of(body)))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    let value: serde_json::Value = serde_json::from_slice(&bytes)?;
+    if !status.is_success() {
+        let message = value["error"].as_str().unwrap_or("failed").to_owned();
+        return Err(message.into());
+    }
+    Ok(value)
+}
+
+fn bytes_of(body: Option<serde_json::Value>) -> axum::body::Bytes {
+    body.map(|b| axum::body::Bytes::from(b.to_string()))
+        .unwrap_or_default()
+}

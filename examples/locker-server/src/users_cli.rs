@@ -1,0 +1,243 @@
+//! `locker-server user ...`: account commands. They work on the store directly when no server
+//! runs, and through the running server's admin socket when one holds the store (see admin.rs),
+//! with the same operations and the same output either way.
+
+use std::path::Path;
+
+use axum::http::Method;
+use clap::Subcommand;
+use lockerstore::{LicenseMode, Options, Store};
+use serde_json::{Value, json};
+
+use crate::accounts::Accounts;
+use crate::admin::{Admin, Named, NewUser, QuotaChange};
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create a user; prints its API key and Subsonic password (shown once).
+    Add {
+        name: String,
+        /// Most bytes the user's tracks may hold (5GB, 500MiB, ...).
+        #[arg(long)]
+        quota: Option<String>,
+        /// Most tracks.
+        #[arg(long)]
+        tracks: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the users with their limits and use.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a user's limits and use, or change them (`none` lifts a limit).
+    Quota {
+        name: String,
+        /// Most bytes (5GB, 500MiB, ... or none).
+        #[arg(long)]
+        bytes: Option<String>,
+        /// Most tracks (or none).
+        #[arg(long)]
+        tracks: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a user's API keys and issue a new one.
+    RevokeKey {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses a byte count with an optional SI or binary suffix (5GB, 500MiB).
+pub fn bytes_arg(s: &str) -> Result<u64, String> {
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, suffix) = s.split_at(digits);
+    let n: u64 = n.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let unit: u64 = match suffix {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return Err(format!("invalid size {s:?}")),
+    };
+    n.checked_mul(unit)
+        .ok_or_else(|| format!("invalid size {s:?}"))
+}
+
+/// `none` lifts a limit; anything else is parsed by `parse`.
+fn limit(
+    s: Option<&str>,
+    parse: impl Fn(&str) -> Result<u64, String>,
+) -> Result<Option<Option<u64>>, String> {
+    match s {
+        None => Ok(None),
+        Some("none") => Ok(Some(None)),
+        Some(v) => parse(v).map(|n| Some(Some(n))),
+    }
+}
+
+fn tracks_arg(s: &str) -> Result<u64, String> {
+    s.parse().map_err(|_| format!("invalid track count {s:?}"))
+}
+
+/// The operation as the admin socket takes it: method, path and body.
+fn request(cmd: &UserCommand) -> Result<(Method, &'static str, Option<Value>), String> {
+    Ok(match cmd {
+        UserCommand::Add {
+            name,
+            quota,
+            tracks,
+            ..
+        } => (
+            Method::POST,
+            "/users",
+            Some(
+                serde_json::to_value(NewUser {
+                    name: name.clone(),
+                    max_bytes: quota.as_deref().map(bytes_arg).transpose()?,
+                    max_tracks: *tracks,
+                })
+                .expect("plain JSON"),
+            ),
+        ),
+        UserCommand::List { .. } => (Method::GET, "/users", None),
+        UserCommand::Quota {
+            name,
+            bytes,
+            tracks,
+            ..
+        } => (
+            Method::PUT,
+            "/users/quota",
+            Some(
+                serde_json::to_value(Named {
+                    name: name.clone(),
+                    change: QuotaChange {
+                        max_bytes: limit(bytes.as_deref(), bytes_arg)?,
+                        max_tracks: limit(tracks.as_deref(), tracks_arg)?,
+                    },
+                })
+                .expect("plain JSON"),
+            ),
+        ),
+        UserCommand::RevokeKey { name, .. } => (
+            Method::POST,
+            "/users/revoke-key",
+            Some(json!({ "name": name })),
+        ),
+    })
+}
+
+/// Runs the operation on the store itself (no server holds it).
+fn direct(
+    admin: &Admin<'_>,
+    method: &Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, Box<dyn std::error::Error>> {
+    let body = body.unwrap_or(Value::Null);
+    Ok(match (method.as_str(), path) {
+        ("POST", "/users") => {
+            serde_json::to_value(admin.add_user(&serde_json::from_value(body)?)?)?
+        }
+        ("GET", "/users") => serde_json::to_value(admin.users()?)?,
+        ("PUT", "/users/quota") => {
+            let n: Named = serde_json::from_value(body)?;
+            serde_json::to_value(admin.set_quota(&n.name, &n.change)?)?
+        }
+        ("POST", "/users/revoke-key") => {
+            let n: Named = serde_json::from_value(body)?;
+            serde_json::to_value(admin.revoke_key(&n.name)?)?
+        }
+        _ => unreachable!("request() names only these"),
+    })
+}
+
+fn limit_text(v: &Value) -> String {
+    v.as_u64()
+        .map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
+}
+
+fn user_line(u: &Value) -> String {
+    format!(
+        "{}  bytes {} of {}  tracks {} of {}  exempt {} bytes in {} tracks",
+        u["user"].as_str().unwrap_or_default(),
+        u["counted_bytes"],
+        limit_text(&u["max_bytes"]),
+        u["counted_tracks"],
+        limit_text(&u["max_tracks"]),
+        u["exempt_bytes"],
+        u["exempt_tracks"],
+    )
+}
+
+/// Runs a user command: on the store when it is free, else through the server's admin socket.
+pub fn run(
+    cmd: UserCommand,
+    store_dir: &Path,
+    mode: LicenseMode,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (method, path, body) = request(&cmd)?;
+    let value = match Store::open(store_dir, Options::default().mode(mode)) {
+        Ok(store) => {
+            let accounts = Accounts::open(store_dir)?;
+            direct(
+                &Admin {
+                    store: &store,
+                    accounts: &accounts,
+                },
+                &method,
+                path,
+                body,
+            )?
+        }
+        Err(lockerstore::Error::Locked(_)) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(crate::admin::call(
+                &store_dir.join("server"),
+                method,
+                path,
+                body,
+            ))?,
+        Err(e) => return Err(e.into()),
+    };
+    let json = match &cmd {
+        UserCommand::Add { json, .. }
+        | UserCommand::List { json }
+        | UserCommand::Quota { json, .. }
+        | UserCommand::RevokeKey { json, .. } => *json,
+    };
+    if json {
+        println!("{value}");
+        return Ok(());
+    }
+    match cmd {
+        UserCommand::Add { .. } => {
+            println!("user {}", value["user"].as_str().unwrap_or_default());
+            println!("api key {}", value["api_key"].as_str().unwrap_or_default());
+            println!(
+                "subsonic password {}",
+                value["subsonic_password"].as_str().unwrap_or_default()
+            );
+        }
+        UserCommand::RevokeKey { .. } => {
+            println!("api key {}", value["api_key"].as_str().unwrap_or_default())
+        }
+        UserCommand::List { .. } => {
+            for u in value.as_array().into_iter().flatten() {
+                println!("{}", user_line(u));
+            }
+        }
+        UserCommand::Quota { .. } => println!("{}", user_line(&value)),
+    }
+    Ok(())
+}
