@@ -12,6 +12,7 @@ mod accounts;
 mod admin;
 mod api;
 mod app;
+mod demo;
 mod http;
 mod metrics;
 mod serve;
@@ -56,6 +57,13 @@ struct Cli {
 enum Command {
     /// Serve (the default).
     Serve,
+    /// The quick start: create the user `demo`, import music into its locker, serve.
+    Demo {
+        /// Music to import (every .mp3/.flac/.m4a/.ogg/.opus below it); the repository's
+        /// real music fixtures by default.
+        #[arg(long)]
+        music: Option<PathBuf>,
+    },
     /// Accounts.
     #[command(subcommand)]
     User(users_cli::UserCommand),
@@ -69,25 +77,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
-            let store = Store::open(&cli.store, Options::default().mode(cli.mode))?;
-            let accounts = Arc::new(accounts::Accounts::open(&cli.store)?);
-            let runtime = tokio::runtime::Runtime::new()?;
-            let app = app::App {
-                store,
-                accounts,
-                state_dir: cli.store.join("server"),
-            };
-            let limits = serve::Limits {
-                max_connections: cli.max_connections.max(1),
-                header_read_timeout: std::time::Duration::from_secs(cli.header_timeout.max(1)),
-                ..serve::Limits::default()
-            };
-            runtime.block_on(serve(cli.listen, cli.metrics_listen, app, limits))?;
-        }
-        Command::User(cmd) => users_cli::run(cmd, &cli.store, cli.mode)?,
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::User(cmd) = command {
+        return users_cli::run(cmd, &cli.store, cli.mode);
     }
+    let store = Store::open(&cli.store, Options::default().mode(cli.mode))?;
+    let accounts = Arc::new(accounts::Accounts::open(&cli.store)?);
+    let app = app::App {
+        store,
+        accounts,
+        state_dir: cli.store.join("server"),
+    };
+    if let Command::Demo { music } = command {
+        demo::prepare(&app, &music.unwrap_or_else(demo::default_music))?;
+        demo::greet(cli.listen, &app.store);
+    }
+    let limits = serve::Limits {
+        max_connections: cli.max_connections.max(1),
+        header_read_timeout: std::time::Duration::from_secs(cli.header_timeout.max(1)),
+        ..serve::Limits::default()
+    };
+    tokio::runtime::Runtime::new()?.block_on(serve(cli.listen, cli.metrics_listen, app, limits))?;
     Ok(())
 }
 
