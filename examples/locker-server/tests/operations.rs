@@ -199,6 +199,46 @@ async fn hostile_connections_get_4xx_or_a_closed_connection_and_the_server_goes_
         assert!(r.status().is_client_error(), "{key}: {}", r.status());
     }
 
+    // Truncated upload bodies store nothing: a Content-Length body cut short, and a chunked
+    // body that ends without its last chunk.
+    let auth = format!("Authorization: Bearer {alice}\r\n");
+    for (name, head, body) in [
+        (
+            "cut-length.mp3",
+            "Content-Length: 100000\r\n".to_owned(),
+            vec![3u8; 50_000],
+        ),
+        (
+            "cut-chunked.mp3",
+            "Transfer-Encoding: chunked\r\n".to_owned(),
+            [&b"c350\r\n"[..], &[4u8; 50_000], b"\r\n"].concat(),
+        ),
+    ] {
+        let raw = [
+            format!("PUT /api/v1/tracks/{name} HTTP/1.1\r\nHost: x\r\n{auth}{head}\r\n")
+                .into_bytes(),
+            body,
+        ]
+        .concat();
+        tokio::task::spawn_blocking(move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(&raw).unwrap();
+            // Close the sending side: the body ends short.
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+        })
+        .await
+        .unwrap();
+        let r = http
+            .get(format!("{}/api/v1/tracks/{name}", server.base))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{name}: a truncated upload stored nothing");
+    }
+
     // The server is still up and answers.
     let r = http
         .get(format!("{}/healthz", server.base))
