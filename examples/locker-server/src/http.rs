@@ -9,10 +9,9 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use lockerstore::{Error, Store, TrackKey, TrackReader, UserId};
 use serde_json::json;
-use tokio_util::io::{StreamReader, SyncIoBridge};
 
 /// An error as the JSON APIs answer it: a status and a body naming only the caller's own names.
 #[derive(Debug)]
@@ -80,25 +79,93 @@ pub async fn blocking_op<T: Send + 'static>(
 /// How long an upload may send nothing before it is cut off (and stores nothing).
 pub const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A request body as a blocking `Read` for the engine, for use on a blocking thread. A body that
-/// stalls for [`UPLOAD_IDLE_TIMEOUT`] fails with `TimedOut`, so a client cannot hold an upload
-/// (and its blocking thread) open by sending nothing.
+/// Bytes the upload reader hands over at once (and at most twice that is buffered per upload).
+const UPLOAD_PIECE: usize = 1 << 20;
+
+/// A request body as a blocking `Read` for the engine, for use on a blocking thread.
+///
+/// An async task drains the body's frames (a few KiB each) into 1 MiB pieces and hands them over
+/// a channel of two: the engine's thread wakes once per MiB instead of once per frame, and the
+/// connection keeps receiving while the engine works. A body that sends nothing for
+/// [`UPLOAD_IDLE_TIMEOUT`] fails with `TimedOut`, so a client cannot hold an upload (and its
+/// blocking thread) open by sending nothing; a body cut short fails as the connection does.
 pub fn upload_reader(body: Body) -> impl Read + Send + 'static {
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
-    let stream = futures_util::stream::unfold(Box::pin(stream), |mut s| async move {
-        match tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, s.next()).await {
-            Ok(Some(item)) => Some((item, s)),
-            Ok(None) => None,
-            Err(_) => Some((
-                Err(std::io::Error::new(
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(2);
+    tokio::spawn(async move {
+        let mut frames = body.into_data_stream();
+        let mut piece = Vec::with_capacity(UPLOAD_PIECE);
+        loop {
+            let next = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, frames.next()).await;
+            let failed = match next {
+                Ok(Some(Ok(frame))) => {
+                    piece.extend_from_slice(&frame);
+                    if piece.len() < UPLOAD_PIECE {
+                        continue;
+                    }
+                    None
+                }
+                Ok(None) => {
+                    if !piece.is_empty() {
+                        let _ = tx.send(Ok(piece)).await;
+                    }
+                    return;
+                }
+                Ok(Some(Err(e))) => Some(std::io::Error::other(e)),
+                Err(_) => Some(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "the upload sent nothing for too long",
                 )),
-                s,
-            )),
+            };
+            if let Some(e) = failed {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+            let full = std::mem::replace(&mut piece, Vec::with_capacity(UPLOAD_PIECE));
+            if tx.send(Ok(full)).await.is_err() {
+                return; // the engine stopped reading
+            }
         }
     });
-    SyncIoBridge::new(StreamReader::new(Box::pin(stream)))
+    PieceReader {
+        rx,
+        piece: Vec::new(),
+        at: 0,
+        failed: None,
+    }
+}
+
+/// The blocking side of [`upload_reader`].
+struct PieceReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    piece: Vec<u8>,
+    at: usize,
+    /// An error seen once is returned on every later read.
+    failed: Option<(std::io::ErrorKind, String)>,
+}
+
+impl Read for PieceReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some((kind, message)) = &self.failed {
+            return Err(std::io::Error::new(*kind, message.clone()));
+        }
+        while self.at == self.piece.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(piece)) => {
+                    self.piece = piece;
+                    self.at = 0;
+                }
+                Some(Err(e)) => {
+                    self.failed = Some((e.kind(), e.to_string()));
+                    return Err(e);
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.piece.len() - self.at);
+        buf[..n].copy_from_slice(&self.piece[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 /// A single byte range of a track of `len` bytes, as RFC 9110 14.1.1 reads `bytes=...`.
