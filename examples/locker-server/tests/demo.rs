@@ -42,7 +42,8 @@ async fn demo(store: &std::path::Path) -> (common::Server, Vec<String>) {
     };
     let lines = tokio::task::spawn_blocking(move || {
         let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
+        let mut reader = BufReader::new(stdout).lines();
+        for line in reader.by_ref() {
             let line = line.unwrap();
             let done = line.starts_with("serving");
             lines.push(line);
@@ -50,6 +51,8 @@ async fn demo(store: &std::path::Path) -> (common::Server, Vec<String>) {
                 break;
             }
         }
+        // Keep draining: the demo prints more after "serving", and a closed pipe would fail it.
+        std::thread::spawn(move || reader.for_each(drop));
         lines
     })
     .await
