@@ -17,6 +17,8 @@ pub struct App {
     pub accounts: Arc<Accounts>,
     /// The server's own files beside the store's (`<store>/server`).
     pub state_dir: PathBuf,
+    /// Resumable uploads in progress (`<store>/server/uploads`).
+    pub uploads: Arc<crate::tus::Uploads>,
 }
 
 impl App {
@@ -34,5 +36,6 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(crate::api::routes())
+        .merge(crate::tus::routes())
         .with_state(app)
 }
