@@ -19,6 +19,8 @@ pub struct App {
     pub state_dir: PathBuf,
     /// Resumable uploads in progress (`<store>/server/uploads`).
     pub uploads: Arc<crate::tus::Uploads>,
+    /// Who each outstanding upload-avoidance challenge was issued to.
+    pub challenges: Arc<crate::avoid::Challenges>,
 }
 
 impl App {
@@ -37,5 +39,6 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(crate::api::routes())
         .merge(crate::tus::routes())
+        .merge(crate::avoid::routes())
         .with_state(app)
 }

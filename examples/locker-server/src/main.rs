@@ -10,6 +10,7 @@
 mod accounts;
 mod api;
 mod app;
+mod avoid;
 mod http;
 mod tus;
 
@@ -138,6 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 accounts,
                 state_dir,
                 uploads: Arc::new(uploads),
+                challenges: Arc::default(),
             };
             runtime.block_on(serve(cli.listen, app))?;
         }
