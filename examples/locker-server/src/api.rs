@@ -26,7 +26,7 @@ pub fn routes() -> Router<App> {
         .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
-fn user_of(app: &App, headers: &HeaderMap) -> Result<UserId, ApiError> {
+pub(crate) fn user_of(app: &App, headers: &HeaderMap) -> Result<UserId, ApiError> {
     let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "a valid API key is needed");
     let key = headers
         .get(header::AUTHORIZATION)
@@ -44,7 +44,7 @@ fn track_key(raw: &str) -> Result<TrackKey, ApiError> {
     TrackKey::new(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
-fn describe(t: &TrackInfo) -> serde_json::Value {
+pub(crate) fn describe(t: &TrackInfo) -> serde_json::Value {
     json!({
         "key": t.key.as_str(),
         "size": t.size,

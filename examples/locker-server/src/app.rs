@@ -20,6 +20,10 @@ pub struct App {
     pub accounts: Arc<Accounts>,
     /// The server's own files beside the store's (`<store>/server`).
     pub state_dir: PathBuf,
+    /// Resumable uploads in progress (`<store>/server/uploads`).
+    pub uploads: Arc<crate::tus::Uploads>,
+    /// Who each outstanding upload-avoidance challenge was issued to.
+    pub challenges: Arc<crate::avoid::Challenges>,
 }
 
 impl App {
@@ -37,6 +41,8 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(crate::api::routes())
+        .merge(crate::tus::routes())
+        .merge(crate::avoid::routes())
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(app)

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! locker-server --store DIR [--listen ADDR] [--mode MODE]          serve (default 127.0.0.1:4533)
+//!               [--upload-expiry 24h] [--upload-max-size 4GiB]     resumable uploads (tus)
 //! locker-server --store DIR user add NAME [--quota 5GB] [--tracks N] [--json]
 //! locker-server --store DIR user list [--json]
 //! locker-server --store DIR user quota NAME [--bytes 5GB|none] [--tracks N|none] [--json]
@@ -12,15 +13,18 @@ mod accounts;
 mod admin;
 mod api;
 mod app;
+mod avoid;
 mod demo;
 mod http;
 mod metrics;
 mod serve;
+mod tus;
 mod users_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lockerstore::{LicenseMode, Options, Store};
@@ -49,6 +53,12 @@ struct Cli {
     /// License mode of a new store.
     #[arg(long, default_value = "per-user-copy")]
     mode: LicenseMode,
+    /// A resumable upload not touched for this long is removed (90s, 30m, 24h, 7d).
+    #[arg(long, default_value = "24h", value_parser = duration_arg)]
+    upload_expiry: Duration,
+    /// Most bytes of one resumable upload (tus `Tus-Max-Size`).
+    #[arg(long, default_value = "4GiB", value_parser = users_cli::bytes_arg)]
+    upload_max_size: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -69,6 +79,24 @@ enum Command {
     User(users_cli::UserCommand),
 }
 
+/// Parses a duration: a number with a unit `s`, `m`, `h` or `d` (a bare number is seconds).
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(digits);
+    let n: u64 = n.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("invalid duration {s:?}: use s, m, h or d")),
+    };
+    n.checked_mul(secs)
+        .filter(|&t| t > 0)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("invalid duration {s:?}"))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -83,10 +111,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let store = Store::open(&cli.store, Options::default().mode(cli.mode))?;
     let accounts = Arc::new(accounts::Accounts::open(&cli.store)?);
+    let state_dir = cli.store.join("server");
+    let uploads = tus::Uploads::open(
+        &state_dir.join("uploads"),
+        tus::Limits {
+            expiry: cli.upload_expiry,
+            max_size: cli.upload_max_size,
+            max_open_per_user: 64,
+        },
+    )?;
     let app = app::App {
         store,
         accounts,
-        state_dir: cli.store.join("server"),
+        state_dir,
+        uploads: Arc::new(uploads),
+        challenges: Arc::default(),
     };
     if let Command::Demo { music } = command {
         demo::prepare(&app, &music.unwrap_or_else(demo::default_music))?;
@@ -107,6 +146,13 @@ async fn serve(
     app: app::App,
     limits: serve::Limits,
 ) -> std::io::Result<()> {
+    // Uploads whose last byte arrived before a stop but whose put had not committed are
+    // finished first, so a client asking about them finds them stored.
+    let pending = app.clone();
+    tokio::task::spawn_blocking(move || tus::finish_pending(&pending))
+        .await
+        .map_err(std::io::Error::other)?;
+    tus::spawn_sweeper(app.clone());
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listener.local_addr()?, state = %app.state_dir.display(), "listening");
     // SIGINT or SIGTERM: stop accepting, let requests in flight finish (an upload either
