@@ -9,6 +9,7 @@ use axum::routing::get;
 use lockerstore::{Store, TrackKey, UserId};
 
 use crate::accounts::Accounts;
+use crate::catalog::Catalog;
 
 /// What every request handler shares.
 #[derive(Clone, Debug)]
@@ -17,6 +18,8 @@ pub struct App {
     pub accounts: Arc<Accounts>,
     /// The server's own files beside the store's (`<store>/server`).
     pub state_dir: PathBuf,
+    /// Every user's catalogue, read from the tracks' tags (`<state>/catalog`).
+    pub catalog: Arc<Catalog>,
 }
 
 impl App {
@@ -26,6 +29,16 @@ impl App {
     /// blocking thread.
     pub fn stored(&self, user: &UserId, key: &TrackKey) {
         tracing::debug!(user = %user, key = %key, "track stored");
+        self.catalog.stored(&self.store, user, key);
+    }
+
+    /// Called after `user`'s track `key` was deleted, by every path that deletes one: its
+    /// catalogue entry goes. (Stars and play counts stay: the id is derived from the key, so a
+    /// track stored again under the same key, retagged say, keeps them.) Runs on a blocking
+    /// thread.
+    pub fn deleted(&self, user: &UserId, key: &TrackKey) {
+        tracing::debug!(user = %user, key = %key, "track deleted");
+        self.catalog.deleted(&self.store, user, key);
     }
 }
 

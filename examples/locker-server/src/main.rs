@@ -9,7 +9,9 @@
 mod accounts;
 mod api;
 mod app;
+mod catalog;
 mod http;
+mod state_file;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,11 +98,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let accounts = Arc::new(accounts::Accounts::open(&cli.store)?);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            let state_dir = cli.store.join("server");
+            let users = accounts.users();
+            // The store is the source of truth: each catalogue is checked against it (and
+            // rebuilt where it differs) before the first request.
+            let catalog = Arc::new(catalog::Catalog::open(&state_dir, &store, &users)?);
             let runtime = tokio::runtime::Runtime::new()?;
             let app = app::App {
                 store,
                 accounts,
-                state_dir: cli.store.join("server"),
+                state_dir,
+                catalog,
             };
             runtime.block_on(serve(cli.listen, app))?;
         }
