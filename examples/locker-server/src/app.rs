@@ -10,6 +10,8 @@ use lockerstore::{Store, TrackKey, UserId};
 
 use crate::accounts::Accounts;
 use crate::catalog::Catalog;
+use crate::subsonic::AuthModes;
+use crate::subsonic::userdata::UserDataStore;
 
 /// What every request handler shares.
 #[derive(Clone, Debug)]
@@ -20,6 +22,10 @@ pub struct App {
     pub state_dir: PathBuf,
     /// Every user's catalogue, read from the tracks' tags (`<state>/catalog`).
     pub catalog: Arc<Catalog>,
+    /// Every user's stars, play counts and playlists (`<state>/subsonic`).
+    pub user_data: Arc<UserDataStore>,
+    /// Which credentials `/rest/` takes.
+    pub subsonic_auth: AuthModes,
 }
 
 impl App {
@@ -47,5 +53,6 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(crate::api::routes())
+        .merge(crate::subsonic::routes())
         .with_state(app)
 }

@@ -12,6 +12,7 @@ mod app;
 mod catalog;
 mod http;
 mod state_file;
+mod subsonic;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,10 @@ struct Cli {
     /// License mode of a new store.
     #[arg(long, default_value = "per-user-copy")]
     mode: LicenseMode,
+    /// Which credentials the Subsonic API (/rest/) takes: `all` (API keys, tokens, passwords)
+    /// or `api-key-only`.
+    #[arg(long, value_enum, default_value_t = subsonic::AuthModes::All)]
+    subsonic_auth: subsonic::AuthModes,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -103,12 +108,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // The store is the source of truth: each catalogue is checked against it (and
             // rebuilt where it differs) before the first request.
             let catalog = Arc::new(catalog::Catalog::open(&state_dir, &store, &users)?);
+            let user_data = Arc::new(subsonic::userdata::UserDataStore::open(&state_dir, &users)?);
             let runtime = tokio::runtime::Runtime::new()?;
             let app = app::App {
                 store,
                 accounts,
                 state_dir,
                 catalog,
+                user_data,
+                subsonic_auth: cli.subsonic_auth,
             };
             runtime.block_on(serve(cli.listen, app))?;
         }
