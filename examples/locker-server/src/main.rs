@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! locker-server --store DIR [--listen ADDR] [--mode MODE]          serve (default 127.0.0.1:4533)
+//!               [--subsonic-auth all|api-key-only]                 credentials /rest/ takes
 //! locker-server --store DIR user add NAME [--quota 5GB] [--tracks N] [--json]
 //! locker-server --store DIR user list | user revoke-key NAME
 //! ```
