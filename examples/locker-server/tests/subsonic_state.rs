@@ -126,7 +126,7 @@ async fn annotations_persist_and_the_catalogue_is_rebuilt() {
             ("playlistId", &pl),
             ("songIdToAdd", ids[2]),
             ("songIndexToRemove", "0"),
-            ("comment", "for the car"),
+            ("comment", "for the car\nand the train"),
         ],
     )
     .await;
@@ -160,7 +160,7 @@ async fn annotations_persist_and_the_catalogue_is_rebuilt() {
         (2, true),
         vec![(
             "Road <trip> & more".to_owned(),
-            "for the car".to_owned(),
+            "for the car\nand the train".to_owned(),
             vec![ids[1].to_owned(), ids[2].to_owned()],
         )],
     );
@@ -173,12 +173,11 @@ async fn annotations_persist_and_the_catalogue_is_rebuilt() {
             "{kind}"
         );
     }
-    // The playlist's name survives XML escaping.
+    // The playlist's name and comment survive XML escaping, line break included.
     let doc = c.xml("getPlaylists", Some(&key), &[]).await;
-    assert_eq!(
-        doc.iter().find(|e| e.name == "playlist").unwrap().attrs["name"],
-        "Road <trip> & more"
-    );
+    let el = doc.iter().find(|e| e.name == "playlist").unwrap();
+    assert_eq!(el.attrs["name"], "Road <trip> & more");
+    assert_eq!(el.attrs["comment"], "for the car\nand the train");
 
     // A crash (SIGKILL) and a restart keep all of it.
     drop(server);

@@ -7,7 +7,9 @@
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use quick_xml::Writer;
+use quick_xml::events::attributes::Attribute;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
+use quick_xml::name::QName;
 use serde_json::{Map, Value};
 
 /// The Subsonic API version served (clients such as Symfonium reject anything else).
@@ -156,6 +158,25 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
+/// An attribute escaped by quick-xml, with tabs and line breaks kept as character references
+/// (a reader would otherwise normalise them to spaces).
+fn attribute<'a>(key: &'a str, value: &str) -> Attribute<'a> {
+    let escaped = quick_xml::escape::escape(value);
+    let value = if escaped.contains(['\t', '\n', '\r']) {
+        escaped
+            .replace('\t', "&#9;")
+            .replace('\n', "&#10;")
+            .replace('\r', "&#13;")
+            .into()
+    } else {
+        escaped.into_owned().into()
+    };
+    Attribute {
+        key: QName(key),
+        value,
+    }
+}
+
 fn write_element(
     w: &mut Writer<Vec<u8>>,
     name: &str,
@@ -172,7 +193,7 @@ fn write_element(
             if k == "value" {
                 text = Some(s);
             } else {
-                start.push_attribute((k.as_str(), s.as_str()));
+                start.push_attribute(attribute(k, &s));
             }
         }
     }
@@ -227,7 +248,7 @@ mod tests {
         let Value::Object(root) = json!({
             "status": "ok",
             "genres": {"genre": [{"value": "R&B <x>", "songCount": 2}, {"value": "Rock", "songCount": 1}]},
-            "song": {"id": "tr-1", "title": "a \"quoted\" & <odd>\u{1} title", "isDir": false},
+            "song": {"id": "tr-1", "title": "a \"quoted\" & <odd>\u{1} title", "isDir": false, "comment": "two\nlines"},
             "openSubsonicExtensions": [{"name": "formPost", "versions": [1]}],
             "nothing": null,
         }) else {
@@ -244,6 +265,7 @@ mod tests {
             "{xml}"
         );
         assert!(xml.contains("<openSubsonicExtensions name=\"formPost\"><versions>1</versions></openSubsonicExtensions>"), "{xml}");
+        assert!(xml.contains("comment=\"two&#10;lines\""), "{xml}");
         assert!(!xml.contains("nothing"));
     }
 }
