@@ -95,7 +95,12 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     let user = user_of(&app, &headers)?;
     let key = track_key(&key)?;
-    blocking(move || app.store.delete(&user, &key)).await?;
+    blocking(move || {
+        app.store.delete(&user, &key)?;
+        app.deleted(&user, &key);
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -12,6 +12,9 @@ use lockerstore::{Store, TrackKey, UserId};
 use tower_http::trace::TraceLayer;
 
 use crate::accounts::Accounts;
+use crate::catalog::Catalog;
+use crate::subsonic::AuthModes;
+use crate::subsonic::userdata::UserDataStore;
 
 /// What every request handler shares.
 #[derive(Clone, Debug)]
@@ -24,6 +27,12 @@ pub struct App {
     pub uploads: Arc<crate::tus::Uploads>,
     /// Who each outstanding upload-avoidance challenge was issued to.
     pub challenges: Arc<crate::avoid::Challenges>,
+    /// Every user's catalogue, read from the tracks' tags (`<state>/catalog`).
+    pub catalog: Arc<Catalog>,
+    /// Every user's stars, play counts and playlists (`<state>/subsonic`).
+    pub user_data: Arc<UserDataStore>,
+    /// Which credentials `/rest/` takes.
+    pub subsonic_auth: AuthModes,
 }
 
 impl App {
@@ -33,6 +42,16 @@ impl App {
     /// blocking thread.
     pub fn stored(&self, user: &UserId, key: &TrackKey) {
         tracing::debug!(user = %user, key = %key, "track stored");
+        self.catalog.stored(&self.store, user, key);
+    }
+
+    /// Called after `user`'s track `key` was deleted, by every path that deletes one: its
+    /// catalogue entry goes. (Stars and play counts stay: the id is derived from the key, so a
+    /// track stored again under the same key, retagged say, keeps them.) Runs on a blocking
+    /// thread.
+    pub fn deleted(&self, user: &UserId, key: &TrackKey) {
+        tracing::debug!(user = %user, key = %key, "track deleted");
+        self.catalog.deleted(&self.store, user, key);
     }
 }
 
@@ -43,6 +62,7 @@ pub fn router(app: App) -> Router {
         .merge(crate::api::routes())
         .merge(crate::tus::routes())
         .merge(crate::avoid::routes())
+        .merge(crate::subsonic::routes())
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(app)

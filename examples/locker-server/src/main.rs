@@ -3,6 +3,7 @@
 //! ```text
 //! locker-server --store DIR [--listen ADDR] [--mode MODE]          serve (default 127.0.0.1:4533)
 //!               [--upload-expiry 24h] [--upload-max-size 4GiB]     resumable uploads (tus)
+//!               [--subsonic-auth all|api-key-only]                 credentials /rest/ takes
 //! locker-server --store DIR user add NAME [--quota 5GB] [--tracks N] [--json]
 //! locker-server --store DIR user list [--json]
 //! locker-server --store DIR user quota NAME [--bytes 5GB|none] [--tracks N|none] [--json]
@@ -14,10 +15,13 @@ mod admin;
 mod api;
 mod app;
 mod avoid;
+mod catalog;
 mod demo;
 mod http;
 mod metrics;
 mod serve;
+mod state_file;
+mod subsonic;
 mod tus;
 mod users_cli;
 
@@ -59,6 +63,10 @@ struct Cli {
     /// Most bytes of one resumable upload (tus `Tus-Max-Size`).
     #[arg(long, default_value = "4GiB", value_parser = users_cli::bytes_arg)]
     upload_max_size: u64,
+    /// Which credentials the Subsonic API (/rest/) takes: `all` (API keys, tokens, passwords)
+    /// or `api-key-only`.
+    #[arg(long, value_enum, default_value_t = subsonic::AuthModes::All)]
+    subsonic_auth: subsonic::AuthModes,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -120,12 +128,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             max_open_per_user: 64,
         },
     )?;
+    let users = accounts.users();
+    // The store is the source of truth: each catalogue is checked against it (and rebuilt
+    // where it differs) before the first request.
+    let catalog = Arc::new(catalog::Catalog::open(&state_dir, &store, &users)?);
+    let user_data = Arc::new(subsonic::userdata::UserDataStore::open(&state_dir, &users)?);
     let app = app::App {
         store,
         accounts,
         state_dir,
         uploads: Arc::new(uploads),
         challenges: Arc::default(),
+        catalog,
+        user_data,
+        subsonic_auth: cli.subsonic_auth,
     };
     if let Command::Demo { music } = command {
         demo::prepare(&app, &music.unwrap_or_else(demo::default_music))?;

@@ -1,0 +1,322 @@
+//! The per-user catalogue the Subsonic API browses: an entry per track, read from its tags.
+//!
+//! Kept in memory as one immutable [`Library`] per user (swapped whole on a change) and on disk
+//! in `<state>/catalog/<user hash>.json`, written atomically on every change. The store is the
+//! source of truth: at startup every user's file is checked against `Store::list` (keys and
+//! fingerprints) and whatever differs is read again from the store; a missing or unreadable
+//! file is rebuilt whole.
+
+pub mod library;
+pub mod tags;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use lockerstore::{Error, Store, TrackInfo, TrackKey, UserId};
+use serde::{Deserialize, Serialize};
+
+pub use library::{Album, Artist, Library, Track};
+
+use crate::state_file;
+
+/// Bumped when an entry's meaning changes: files of another version are rebuilt.
+const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct UserFile {
+    version: u32,
+    user: String,
+    tracks: Vec<Track>,
+}
+
+/// Every user's catalogue.
+#[derive(Debug)]
+pub struct Catalog {
+    dir: PathBuf,
+    libraries: RwLock<HashMap<String, Arc<Library>>>,
+    /// Serialises changes, so the file on disk follows the same order as memory.
+    writer: Mutex<()>,
+}
+
+/// A user's tracks in the store; a user who never stored one has none.
+fn listed(store: &Store, user: &UserId) -> lockerstore::Result<Vec<TrackInfo>> {
+    match store.list(user) {
+        Err(Error::UnknownUser(_)) => Ok(Vec::new()),
+        r => r,
+    }
+}
+
+impl Catalog {
+    /// Loads the catalogues of `users` from `state_dir/catalog` and brings each in line with the
+    /// store (reading the tags of every track the file does not describe). Blocking.
+    pub fn open(state_dir: &Path, store: &Store, users: &[String]) -> std::io::Result<Catalog> {
+        let catalog = Catalog {
+            dir: state_dir.join("catalog"),
+            libraries: RwLock::new(HashMap::new()),
+            writer: Mutex::new(()),
+        };
+        std::fs::create_dir_all(&catalog.dir)?;
+        for name in users {
+            let Ok(user) = UserId::new(name) else {
+                continue;
+            };
+            catalog.reconcile(store, &user)?;
+        }
+        Ok(catalog)
+    }
+
+    fn path(&self, user: &str) -> PathBuf {
+        self.dir.join(state_file::user_file_name(user))
+    }
+
+    /// Brings `user`'s catalogue in line with the store; returns how many entries were read
+    /// again from the tracks.
+    pub fn reconcile(&self, store: &Store, user: &UserId) -> std::io::Result<usize> {
+        let path = self.path(user.as_str());
+        let file: Option<UserFile> = state_file::read_json(&path).unwrap_or_else(|e| {
+            tracing::warn!(user = %user, error = %e, "catalogue file unreadable: rebuilding it");
+            None
+        });
+        let missing = file.is_none();
+        let mut known: HashMap<String, Track> = file
+            .filter(|f| f.version == VERSION && f.user == user.as_str())
+            .map(|f| f.tracks.into_iter().map(|t| (t.key.clone(), t)).collect())
+            .unwrap_or_default();
+        let infos = listed(store, user).map_err(std::io::Error::other)?;
+        let mut changed = missing || known.len() != infos.len();
+        let mut read = 0;
+        let mut tracks = Vec::with_capacity(infos.len());
+        for info in infos {
+            match known.remove(info.key.as_str()) {
+                Some(mut t) if t.fingerprint == info.fingerprint.to_hex() => {
+                    if (t.size, t.stored_at) != (info.size, info.stored_at) {
+                        (t.size, t.stored_at) = (info.size, info.stored_at);
+                        changed = true;
+                    }
+                    tracks.push(t);
+                }
+                _ => match store.open_track(user, &info.key) {
+                    Ok(reader) => {
+                        tracks.push(tags::read_track(user, reader));
+                        read += 1;
+                        changed = true;
+                    }
+                    Err(e) => {
+                        tracing::error!(user = %user, key = %info.key, error = %e, "track unreadable: left out of the catalogue");
+                        changed = true;
+                    }
+                },
+            }
+        }
+        if changed {
+            self.persist(user.as_str(), &tracks);
+            tracing::info!(user = %user, tracks = tracks.len(), read, "catalogue rebuilt from the store");
+        }
+        self.install(user.as_str(), tracks);
+        Ok(read)
+    }
+
+    fn persist(&self, user: &str, tracks: &[Track]) {
+        let file = UserFile {
+            version: VERSION,
+            user: user.to_owned(),
+            tracks: tracks.to_vec(),
+        };
+        // Memory stays right if the write fails: the next start rebuilds from the store.
+        if let Err(e) = state_file::write_json(&self.path(user), &file) {
+            tracing::error!(user, error = %e, "catalogue not saved");
+        }
+    }
+
+    fn install(&self, user: &str, tracks: Vec<Track>) {
+        let library = Arc::new(Library::new(tracks));
+        self.libraries
+            .write()
+            .expect("catalogue lock")
+            .insert(user.to_owned(), library);
+    }
+
+    /// `user`'s library as it is now (empty for a user with no track).
+    pub fn library(&self, user: &str) -> Arc<Library> {
+        self.libraries
+            .read()
+            .expect("catalogue lock")
+            .get(user)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Applies `f` to `user`'s entries, then saves and installs them.
+    fn change(&self, user: &UserId, f: impl FnOnce(&mut Vec<Track>) -> bool) {
+        let _guard = self.writer.lock().expect("catalogue writer lock");
+        let mut tracks = self.library(user.as_str()).tracks.clone();
+        if f(&mut tracks) {
+            self.persist(user.as_str(), &tracks);
+            self.install(user.as_str(), tracks);
+        }
+    }
+
+    /// After `user`'s track `key` was stored: reads its tags and updates the entry. Blocking;
+    /// never fails (a track whose tags cannot be read is named from its key).
+    pub fn stored(&self, store: &Store, user: &UserId, key: &TrackKey) {
+        let entry = match store.open_track(user, key) {
+            Ok(reader) => tags::read_track(user, reader),
+            Err(e) => {
+                tracing::error!(user = %user, key = %key, error = %e, "stored track unreadable");
+                return;
+            }
+        };
+        self.change(user, |tracks| {
+            // The store decides: a put or delete of the same key may have landed meanwhile.
+            match store.track_info(user, key) {
+                Ok(info) if info.fingerprint.to_hex() == entry.fingerprint => {
+                    tracks.retain(|t| t.key != entry.key);
+                    tracks.push(entry);
+                    true
+                }
+                Ok(_) => false, // replaced since: that put's own call updates the entry
+                Err(Error::TrackNotFound { .. } | Error::UnknownUser(_)) => {
+                    let before = tracks.len();
+                    tracks.retain(|t| t.key != entry.key);
+                    tracks.len() != before
+                }
+                Err(e) => {
+                    tracing::error!(user = %user, key = %key, error = %e, "catalogue not updated");
+                    false
+                }
+            }
+        });
+    }
+
+    /// After `user`'s track `key` was deleted: removes its entry (unless the key was stored
+    /// again meanwhile). Blocking.
+    pub fn deleted(&self, store: &Store, user: &UserId, key: &TrackKey) {
+        self.change(user, |tracks| {
+            if store.track_info(user, key).is_ok() {
+                return false;
+            }
+            let before = tracks.len();
+            tracks.retain(|t| t.key != key.as_str());
+            tracks.len() != before
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lockerstore::Options;
+
+    fn fixtures() -> Vec<(String, Vec<u8>)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.extension().is_some_and(|e| {
+                    ["mp3", "flac", "m4a", "ogg", "opus"].contains(&e.to_str().unwrap())
+                })
+            })
+            .map(|p| {
+                let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+                (name, std::fs::read(&p).unwrap())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn entries_come_from_the_tags_and_survive_a_rebuild() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("store"), Options::default()).unwrap();
+        let state = tmp.path().join("state");
+        let alice = UserId::new("alice").unwrap();
+        let users = vec!["alice".to_owned()];
+        let catalog = Catalog::open(&state, &store, &users).unwrap();
+        for (name, bytes) in fixtures() {
+            let key = TrackKey::new(&format!("In/{name}")).unwrap();
+            store.put(&alice, &key, &bytes[..]).unwrap();
+            catalog.stored(&store, &alice, &key);
+        }
+        let lib = catalog.library("alice");
+        assert_eq!(lib.tracks.len(), fixtures().len());
+        let by_key = |k: &str| {
+            lib.tracks
+                .iter()
+                .find(|t| t.key == format!("In/{k}"))
+                .unwrap()
+        };
+        let cover = by_key("mp3-cbr-id3v23-cover-eyed3.mp3");
+        assert_eq!(
+            (
+                cover.title.as_str(),
+                cover.artist.as_str(),
+                cover.album.as_str()
+            ),
+            ("Chord Study", "Fixture Ensemble", "Boundary Tests")
+        );
+        assert_eq!(
+            (cover.track, cover.has_picture, cover.duration),
+            (Some(1), true, 4)
+        );
+        assert_eq!((cover.bitrate, cover.suffix.as_str()), (Some(128), "mp3"));
+        assert_eq!(cover.content_type, "audio/mpeg");
+        let plain = by_key("flac-plain-flac.flac");
+        assert_eq!(
+            (
+                plain.title.as_str(),
+                plain.artist.as_str(),
+                plain.album.as_str()
+            ),
+            ("flac-plain-flac", tags::UNKNOWN_ARTIST, tags::UNKNOWN_ALBUM)
+        );
+        assert!(by_key("m4a-aac-moov-end-tags-cover-mutagen.m4a").has_picture);
+        assert!(
+            lib.tracks
+                .iter()
+                .all(|t| t.duration >= 3 && t.bitrate.is_some())
+        );
+
+        // A reopen reads nothing again; a deleted file is rebuilt whole, alike.
+        let before: Vec<Track> = lib.tracks.clone();
+        drop(catalog);
+        let catalog = Catalog::open(&state, &store, &users).unwrap();
+        assert_eq!(catalog.library("alice").tracks, before);
+        assert_eq!(catalog.reconcile(&store, &alice).unwrap(), 0);
+        std::fs::remove_dir_all(state.join("catalog")).unwrap();
+        let catalog = Catalog::open(&state, &store, &users).unwrap();
+        assert_eq!(catalog.library("alice").tracks, before);
+        assert!(
+            state
+                .join("catalog")
+                .join(state_file::user_file_name("alice"))
+                .exists()
+        );
+
+        // The store decides: a track deleted behind the catalogue's back is dropped at reopen,
+        // and a delete through the hook drops its entry at once.
+        let gone = TrackKey::new("In/opus-opusenc.opus").unwrap();
+        store.delete(&alice, &gone).unwrap();
+        drop(catalog);
+        let catalog = Catalog::open(&state, &store, &users).unwrap();
+        assert_eq!(catalog.library("alice").tracks.len(), before.len() - 1);
+        let key = TrackKey::new("In/flac-plain-flac.flac").unwrap();
+        store.delete(&alice, &key).unwrap();
+        catalog.deleted(&store, &alice, &key);
+        assert_eq!(catalog.library("alice").tracks.len(), before.len() - 2);
+        assert!(catalog.library("bob").tracks.is_empty());
+
+        // Bytes that are no audio still get an entry named from the key.
+        let junk = TrackKey::new("Misc/not audio.mp3").unwrap();
+        store.put(&alice, &junk, &b"no audio here"[..]).unwrap();
+        catalog.stored(&store, &alice, &junk);
+        let lib = catalog.library("alice");
+        let t = lib.tracks.iter().find(|t| t.key == junk.as_str()).unwrap();
+        assert_eq!(
+            (t.title.as_str(), t.duration, t.has_picture),
+            ("not audio", 0, false)
+        );
+    }
+}

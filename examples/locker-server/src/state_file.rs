@@ -1,0 +1,59 @@
+//! The server's own small state files (catalogues, stars, playlists): JSON, rewritten whole
+//! through a temporary file in the same directory, fsynced and renamed, then the directory
+//! fsynced, so a crash leaves the old file or the new one, never a torn one.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Writes `value` as JSON to `path` atomically (creating the directory if needed).
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("a state file needs a directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(&bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Reads a JSON state file: `Ok(None)` when it does not exist.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> std::io::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The file name that stands for `user` in a state directory: a hash, so a user name never
+/// becomes a path.
+pub fn user_file_name(user: &str) -> String {
+    let hash = blake3::hash(user.as_bytes());
+    format!("{}.json", &hash.to_hex()[..32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_missing_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a/b").join(user_file_name("alice"));
+        assert_eq!(read_json::<Vec<u32>>(&path).unwrap(), None);
+        write_json(&path, &vec![1u32, 2]).unwrap();
+        write_json(&path, &vec![3u32]).unwrap();
+        assert_eq!(read_json::<Vec<u32>>(&path).unwrap(), Some(vec![3]));
+        assert_ne!(user_file_name("alice"), user_file_name("bob"));
+        std::fs::write(&path, b"{").unwrap();
+        assert!(read_json::<Vec<u32>>(&path).is_err());
+    }
+}

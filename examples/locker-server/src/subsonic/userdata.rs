@@ -1,0 +1,149 @@
+//! What each user adds to their library through the Subsonic API: stars, play counts,
+//! playlists. Kept in memory as one immutable snapshot per user and on disk in
+//! `<state>/subsonic/<user hash>.json`, written atomically before a change is visible.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use super::response::Failure;
+use crate::state_file;
+
+/// Most playlists a user may hold, and most entries in one.
+pub const MAX_PLAYLISTS: usize = 1_000;
+pub const MAX_PLAYLIST_ENTRIES: usize = 10_000;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Play {
+    pub count: u64,
+    /// Seconds since the Unix epoch.
+    pub last: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Playlist {
+    pub id: String,
+    pub name: String,
+    pub comment: Option<String>,
+    pub public: bool,
+    pub created: u64,
+    pub changed: u64,
+    /// Track ids, in order.
+    pub entries: Vec<String>,
+}
+
+/// One user's stars, plays and playlists.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserData {
+    pub user: String,
+    /// Starred ids (tracks, albums, artists) -> when (seconds).
+    pub stars: BTreeMap<String, u64>,
+    /// Track id -> plays.
+    pub plays: BTreeMap<String, Play>,
+    /// Playlist id -> playlist.
+    pub playlists: BTreeMap<String, Playlist>,
+}
+
+/// Every user's data.
+#[derive(Debug)]
+pub struct UserDataStore {
+    dir: PathBuf,
+    users: RwLock<HashMap<String, Arc<UserData>>>,
+    writer: Mutex<()>,
+}
+
+impl UserDataStore {
+    /// Loads the data of `users` from `state_dir/subsonic`. Blocking.
+    pub fn open(state_dir: &Path, users: &[String]) -> std::io::Result<UserDataStore> {
+        let store = UserDataStore {
+            dir: state_dir.join("subsonic"),
+            users: RwLock::new(HashMap::new()),
+            writer: Mutex::new(()),
+        };
+        std::fs::create_dir_all(&store.dir)?;
+        let mut map = HashMap::new();
+        for user in users {
+            if let Some(data) = store.load(user)? {
+                map.insert(user.clone(), Arc::new(data));
+            }
+        }
+        *store.users.write().expect("user data lock") = map;
+        Ok(store)
+    }
+
+    fn path(&self, user: &str) -> PathBuf {
+        self.dir.join(state_file::user_file_name(user))
+    }
+
+    fn load(&self, user: &str) -> std::io::Result<Option<UserData>> {
+        Ok(state_file::read_json::<UserData>(&self.path(user))?.filter(|d| d.user == user))
+    }
+
+    /// `user`'s data as it is now.
+    pub fn get(&self, user: &str) -> Arc<UserData> {
+        self.users
+            .read()
+            .expect("user data lock")
+            .get(user)
+            .cloned()
+            .unwrap_or_else(|| {
+                Arc::new(UserData {
+                    user: user.to_owned(),
+                    ..UserData::default()
+                })
+            })
+    }
+
+    /// Applies `f` to a copy of `user`'s data, saves it, then makes it visible. Blocking. When
+    /// `f` fails or the save fails nothing changes.
+    pub fn update<T>(
+        &self,
+        user: &str,
+        f: impl FnOnce(&mut UserData) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let _guard = self.writer.lock().expect("user data writer lock");
+        let mut data = (*self.get(user)).clone();
+        let out = f(&mut data)?;
+        state_file::write_json(&self.path(user), &data).map_err(|e| {
+            tracing::error!(user, error = %e, "user data not saved");
+            Failure::generic("The change could not be saved")
+        })?;
+        self.users
+            .write()
+            .expect("user data lock")
+            .insert(user.to_owned(), Arc::new(data));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_persist_and_failed_changes_leave_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let users = vec!["alice".to_owned(), "bob".to_owned()];
+        let store = UserDataStore::open(tmp.path(), &users).unwrap();
+        store
+            .update("alice", |d| {
+                d.stars.insert("tr-1".into(), 5);
+                Ok(())
+            })
+            .unwrap();
+        let err = store
+            .update("alice", |d| {
+                d.stars.clear();
+                Err::<(), _>(Failure::not_found("Song"))
+            })
+            .unwrap_err();
+        assert_eq!(err.code, 70);
+        assert_eq!(store.get("alice").stars.len(), 1);
+        assert!(store.get("bob").stars.is_empty());
+        drop(store);
+        let store = UserDataStore::open(tmp.path(), &users).unwrap();
+        assert_eq!(store.get("alice").stars.get("tr-1"), Some(&5));
+    }
+}
