@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use lockerstore::{LicenseMode, Options, Store, TrackKey, UserId};
 
-use crate::server::{Server, add_user, file_body, fresh, track_url};
+use crate::server::{Server, add_user, fresh, track_url};
 use crate::{Track, corpus, median};
 
 #[derive(clap::Args)]
@@ -41,6 +41,7 @@ pub struct Args {
 fn direct(
     args: &Args,
     tracks: &[Track],
+    bytes: &[bytes::Bytes],
     dir: &std::path::Path,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let store = Store::open(dir, Options::default().mode(args.mode))?;
@@ -55,13 +56,11 @@ fn direct(
                         let Some(t) = tracks.get(i) else {
                             return Ok(());
                         };
-                        let file =
-                            std::fs::File::open(&t.path).map_err(|e| lockerstore::Error::Io {
-                                op: "open a corpus file",
-                                path: t.path.clone(),
-                                source: e,
-                            })?;
-                        store.put(&UserId::new(&t.user)?, &TrackKey::new(&t.key)?, file)?;
+                        store.put(
+                            &UserId::new(&t.user)?,
+                            &TrackKey::new(&t.key)?,
+                            &bytes[i][..],
+                        )?;
                     }
                 })
             })
@@ -77,6 +76,7 @@ fn direct(
 async fn through_server(
     args: &Args,
     tracks: &[Track],
+    bytes: &[bytes::Bytes],
     dir: &std::path::Path,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let mode = args.mode.to_string();
@@ -90,14 +90,16 @@ async fn through_server(
     let http = reqwest::Client::new();
     let next = Arc::new(AtomicUsize::new(0));
     let tracks = Arc::new(tracks.to_vec());
+    let bytes = Arc::new(bytes.to_vec());
     let keys = Arc::new(keys);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.jobs.max(1) {
-        let (http, next, tracks, keys, base) = (
+        let (http, next, tracks, bytes, keys, base) = (
             http.clone(),
             next.clone(),
             tracks.clone(),
+            bytes.clone(),
             keys.clone(),
             server.base.clone(),
         );
@@ -107,12 +109,10 @@ async fn through_server(
                 let Some(t) = tracks.get(i) else {
                     return Ok::<_, String>(());
                 };
-                let body = file_body(&t.path).await.map_err(|e| e.to_string())?;
                 let r = http
                     .put(track_url(&base, &t.key))
                     .bearer_auth(&keys[&t.user])
-                    .header("content-length", t.len)
-                    .body(body)
+                    .body(bytes[i].clone())
                     .send()
                     .await
                     .map_err(|e| e.to_string())?;
@@ -134,6 +134,12 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     let work = args.work.clone().unwrap_or_else(|| tmp.path().to_owned());
     let tracks = corpus(&args.corpus, (args.gb * 1e9) as u64)?;
+    // Both sides start from the same bytes in memory: the comparison is of the server against
+    // the library call, not of two ways of reading files.
+    let contents = tracks
+        .iter()
+        .map(|t| std::fs::read(&t.path).map(bytes::Bytes::from))
+        .collect::<Result<Vec<_>, _>>()?;
     let bytes: u64 = tracks.iter().map(|t| t.len).sum();
     let mb = bytes as f64 / 1e6;
     eprintln!(
@@ -146,12 +152,11 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (mut direct_rates, mut server_rates) = (Vec::new(), Vec::new());
     for round in 0..args.rounds.max(1) {
         let dir = fresh(&work, "direct")?;
-        let tracks2 = tracks.clone();
-        let secs = tokio::task::block_in_place(|| direct(&args, &tracks2, &dir))?;
+        let secs = tokio::task::block_in_place(|| direct(&args, &tracks, &contents, &dir))?;
         direct_rates.push(mb / secs);
         std::fs::remove_dir_all(&dir)?;
         let dir = fresh(&work, "server")?;
-        let secs = through_server(&args, &tracks, &dir).await?;
+        let secs = through_server(&args, &tracks, &contents, &dir).await?;
         server_rates.push(mb / secs);
         std::fs::remove_dir_all(&dir)?;
         eprintln!(

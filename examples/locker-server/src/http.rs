@@ -3,12 +3,14 @@
 //! ranges, `HEAD`, a strong `ETag` that is the track's fingerprint, `If-None-Match`, `If-Range`,
 //! content types) through the verified reader.
 
+use std::collections::VecDeque;
 use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Buf;
 use futures_util::StreamExt;
 use lockerstore::{Error, Store, TrackKey, TrackReader, UserId};
 use serde_json::json;
@@ -79,34 +81,38 @@ pub async fn blocking_op<T: Send + 'static>(
 /// How long an upload may send nothing before it is cut off (and stores nothing).
 pub const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Bytes the upload reader hands over at once (and at most twice that is buffered per upload).
+/// Bytes the upload reader hands over at once (and at most about three times that is buffered
+/// per upload).
 const UPLOAD_PIECE: usize = 1 << 20;
 
 /// A request body as a blocking `Read` for the engine, for use on a blocking thread.
 ///
-/// An async task drains the body's frames (a few KiB each) into 1 MiB pieces and hands them over
-/// a channel of two: the engine's thread wakes once per MiB instead of once per frame, and the
-/// connection keeps receiving while the engine works. A body that sends nothing for
-/// [`UPLOAD_IDLE_TIMEOUT`] fails with `TimedOut`, so a client cannot hold an upload (and its
-/// blocking thread) open by sending nothing; a body cut short fails as the connection does.
+/// An async task gathers the body's frames (a few KiB each, kept as received: no copy) into
+/// groups of 1 MiB and hands them over a channel of two: the engine's thread wakes once per MiB
+/// instead of once per frame, and the connection keeps receiving while the engine works. A body
+/// that sends nothing for [`UPLOAD_IDLE_TIMEOUT`] fails with `TimedOut`, so a client cannot hold
+/// an upload (and its blocking thread) open by sending nothing; a body cut short fails as the
+/// connection does.
 pub fn upload_reader(body: Body) -> impl Read + Send + 'static {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(2);
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<VecDeque<Bytes>>>(2);
     tokio::spawn(async move {
         let mut frames = body.into_data_stream();
-        let mut piece = Vec::with_capacity(UPLOAD_PIECE);
+        let mut group = VecDeque::new();
+        let mut grouped = 0;
         loop {
             let next = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, frames.next()).await;
             let failed = match next {
                 Ok(Some(Ok(frame))) => {
-                    piece.extend_from_slice(&frame);
-                    if piece.len() < UPLOAD_PIECE {
+                    grouped += frame.len();
+                    group.push_back(frame);
+                    if grouped < UPLOAD_PIECE {
                         continue;
                     }
                     None
                 }
                 Ok(None) => {
-                    if !piece.is_empty() {
-                        let _ = tx.send(Ok(piece)).await;
+                    if !group.is_empty() {
+                        let _ = tx.send(Ok(group)).await;
                     }
                     return;
                 }
@@ -120,25 +126,23 @@ pub fn upload_reader(body: Body) -> impl Read + Send + 'static {
                 let _ = tx.send(Err(e)).await;
                 return;
             }
-            let full = std::mem::replace(&mut piece, Vec::with_capacity(UPLOAD_PIECE));
-            if tx.send(Ok(full)).await.is_err() {
+            grouped = 0;
+            if tx.send(Ok(std::mem::take(&mut group))).await.is_err() {
                 return; // the engine stopped reading
             }
         }
     });
     PieceReader {
         rx,
-        piece: Vec::new(),
-        at: 0,
+        frames: VecDeque::new(),
         failed: None,
     }
 }
 
 /// The blocking side of [`upload_reader`].
 struct PieceReader {
-    rx: tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
-    piece: Vec<u8>,
-    at: usize,
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<VecDeque<Bytes>>>,
+    frames: VecDeque<Bytes>,
     /// An error seen once is returned on every later read.
     failed: Option<(std::io::ErrorKind, String)>,
 }
@@ -148,12 +152,12 @@ impl Read for PieceReader {
         if let Some((kind, message)) = &self.failed {
             return Err(std::io::Error::new(*kind, message.clone()));
         }
-        while self.at == self.piece.len() {
+        while self.frames.front().is_none_or(|f| f.is_empty()) {
+            if self.frames.pop_front().is_some() {
+                continue;
+            }
             match self.rx.blocking_recv() {
-                Some(Ok(piece)) => {
-                    self.piece = piece;
-                    self.at = 0;
-                }
+                Some(Ok(group)) => self.frames = group,
                 Some(Err(e)) => {
                     self.failed = Some((e.kind(), e.to_string()));
                     return Err(e);
@@ -161,9 +165,20 @@ impl Read for PieceReader {
                 None => return Ok(0),
             }
         }
-        let n = buf.len().min(self.piece.len() - self.at);
-        buf[..n].copy_from_slice(&self.piece[self.at..self.at + n]);
-        self.at += n;
+        // Fill `buf` from as many frames as it takes.
+        let mut n = 0;
+        while n < buf.len() {
+            let Some(frame) = self.frames.front_mut() else {
+                break;
+            };
+            let take = (buf.len() - n).min(frame.len());
+            buf[n..n + take].copy_from_slice(&frame[..take]);
+            frame.advance(take);
+            n += take;
+            if frame.is_empty() {
+                self.frames.pop_front();
+            }
+        }
         Ok(n)
     }
 }

@@ -1,6 +1,9 @@
 //! The server's own small state files (catalogues, stars, playlists): JSON, rewritten whole
-//! through a temporary file in the same directory, fsynced and renamed, then the directory
-//! fsynced, so a crash leaves the old file or the new one, never a torn one.
+//! through a temporary file in the same directory and renamed over the old one. What only the
+//! server holds (stars, playlists) is [`Durability::Synced`]: the file and the directory are
+//! fsynced, so a crash leaves the old file or the new one, never a torn one. What is derived
+//! from the store (a catalogue) is [`Durability::Derived`]: no fsync, so a crash may leave an
+//! older or an unreadable file, and the next start rebuilds it from the store.
 
 use std::io::Write;
 use std::path::Path;
@@ -8,8 +11,21 @@ use std::path::Path;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Writes `value` as JSON to `path` atomically (creating the directory if needed).
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+/// What a crash may do to a state file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// The write is on disk when `write_json` returns (two fsyncs: the file, the directory).
+    Synced,
+    /// Rebuildable from the store: no fsync; after a crash the file may be older or unreadable.
+    Derived,
+}
+
+/// Writes `value` as JSON to `path` by rename (creating the directory if needed).
+pub fn write_json<T: Serialize>(
+    path: &Path,
+    value: &T,
+    durability: Durability,
+) -> std::io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("a state file needs a directory"))?;
@@ -17,6 +33,10 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(&bytes)?;
+    if durability == Durability::Derived {
+        tmp.persist(path).map_err(|e| e.error)?;
+        return Ok(());
+    }
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
@@ -49,8 +69,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("a/b").join(user_file_name("alice"));
         assert_eq!(read_json::<Vec<u32>>(&path).unwrap(), None);
-        write_json(&path, &vec![1u32, 2]).unwrap();
-        write_json(&path, &vec![3u32]).unwrap();
+        write_json(&path, &vec![1u32, 2], Durability::Synced).unwrap();
+        write_json(&path, &vec![3u32], Durability::Derived).unwrap();
         assert_eq!(read_json::<Vec<u32>>(&path).unwrap(), Some(vec![3]));
         assert_ne!(user_file_name("alice"), user_file_name("bob"));
         std::fs::write(&path, b"{").unwrap();

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use library::{Album, Artist, Library, Track};
 
-use crate::state_file;
+use crate::state_file::{self, Durability};
 
 /// Bumped when an entry's meaning changes: files of another version are rebuilt.
 const VERSION: u32 = 1;
@@ -123,8 +123,9 @@ impl Catalog {
             user: user.to_owned(),
             tracks: tracks.to_vec(),
         };
-        // Memory stays right if the write fails: the next start rebuilds from the store.
-        if let Err(e) = state_file::write_json(&self.path(user), &file) {
+        // Derived from the store, so not synced: memory stays right if the write fails or a
+        // crash loses it, and the next start checks the file against the store and rebuilds.
+        if let Err(e) = state_file::write_json(&self.path(user), &file, Durability::Derived) {
             tracing::error!(user, error = %e, "catalogue not saved");
         }
     }

@@ -106,10 +106,12 @@ impl UserDataStore {
         let _guard = self.writer.lock().expect("user data writer lock");
         let mut data = (*self.get(user)).clone();
         let out = f(&mut data)?;
-        state_file::write_json(&self.path(user), &data).map_err(|e| {
-            tracing::error!(user, error = %e, "user data not saved");
-            Failure::generic("The change could not be saved")
-        })?;
+        state_file::write_json(&self.path(user), &data, state_file::Durability::Synced).map_err(
+            |e| {
+                tracing::error!(user, error = %e, "user data not saved");
+                Failure::generic("The change could not be saved")
+            },
+        )?;
         self.users
             .write()
             .expect("user data lock")
