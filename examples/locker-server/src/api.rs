@@ -31,7 +31,11 @@ pub(crate) fn user_of(app: &App, headers: &HeaderMap) -> Result<UserId, ApiError
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        // The scheme is case-insensitive (RFC 9110 11.1).
+        .and_then(|v| {
+            let (scheme, key) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(key)
+        })
         .ok_or_else(unauthorized)?;
     let name = app
         .accounts

@@ -81,6 +81,10 @@ pub async fn blocking_op<T: Send + 'static>(
 /// How long an upload may send nothing before it is cut off (and stores nothing).
 pub const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// After [`UPLOAD_IDLE_TIMEOUT`], an upload must have averaged this rate (32 kbit/s, a slow
+/// mobile uplink) or it is cut off: a byte every 59 s cannot hold the engine's thread for ever.
+pub const UPLOAD_MIN_RATE: u64 = 4 << 10;
+
 /// Bytes the upload reader hands over at once (and at most about three times that is buffered
 /// per upload).
 const UPLOAD_PIECE: usize = 1 << 20;
@@ -99,10 +103,20 @@ pub fn upload_reader(body: Body) -> impl Read + Send + 'static {
         let mut frames = body.into_data_stream();
         let mut group = VecDeque::new();
         let mut grouped = 0;
+        let started = tokio::time::Instant::now();
+        let mut total = 0u64;
         loop {
             let next = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, frames.next()).await;
+            let elapsed = started.elapsed();
+            let too_slow = elapsed > UPLOAD_IDLE_TIMEOUT
+                && total < UPLOAD_MIN_RATE.saturating_mul(elapsed.as_secs());
             let failed = match next {
+                Ok(Some(Ok(_))) if too_slow => Some(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the upload is too slow",
+                )),
                 Ok(Some(Ok(frame))) => {
+                    total += frame.len() as u64;
                     grouped += frame.len();
                     group.push_back(frame);
                     if grouped < UPLOAD_PIECE {
@@ -187,7 +201,13 @@ impl Read for PieceReader {
 /// `Ok(None)`: no usable range (serve the whole track, as a multi-range may be answered);
 /// `Err(())`: unsatisfiable (416).
 pub fn parse_range(value: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+    // The unit is case-insensitive (RFC 9110 14.1).
+    let value = value.trim();
+    let Some(spec) = value
+        .get(..6)
+        .filter(|unit| unit.eq_ignore_ascii_case("bytes="))
+        .map(|_| &value[6..])
+    else {
         return Ok(None);
     };
     if spec.contains(',') {
@@ -257,20 +277,31 @@ pub async fn serve_track(
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, &etag)
         .header(header::CONTENT_TYPE, content_type(info.format));
-    let matches_etag = |name| {
+    let header_str = |name| {
         headers
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
     };
-    if matches_etag(header::IF_NONE_MATCH) {
+    // If-None-Match compares weakly (RFC 9110 13.1.2): `W/"fp"` matches too, as does `*`.
+    let none_match = header_str(header::IF_NONE_MATCH).is_some_and(|v| {
+        v.split(',').any(|t| {
+            let t = t.trim();
+            t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag
+        })
+    });
+    if none_match {
         return Ok(response
             .status(StatusCode::NOT_MODIFIED)
             .body(Body::empty())
             .expect("valid response"));
     }
-    // A range applies only while `If-Range` (when sent) still names this track's bytes.
-    let range_applies = headers.get(header::IF_RANGE).is_none() || matches_etag(header::IF_RANGE);
+    // A range applies only while `If-Range` (when sent) is this track's own strong validator
+    // (RFC 9110 13.1.5: one entity tag, compared strongly; a date never matches, as the track
+    // has no Last-Modified).
+    let range_applies = match header_str(header::IF_RANGE) {
+        None => headers.get(header::IF_RANGE).is_none(),
+        Some(v) => v.trim() == etag,
+    };
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(r) if range_applies => parse_range(r, len),
         _ => Ok(None),
@@ -355,5 +386,8 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
         assert_eq!(parse_range("items=0-1", 100), Ok(None));
         assert_eq!(parse_range("bytes=x-", 100), Ok(None));
+        assert_eq!(parse_range("Bytes=0-1", 100), Ok(Some((0, 1))));
+        assert_eq!(parse_range("bytes", 100), Ok(None));
+        assert_eq!(parse_range("bytés=0-1", 100), Ok(None));
     }
 }

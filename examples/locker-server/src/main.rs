@@ -51,6 +51,9 @@ struct Cli {
     /// Most connections open at once (more wait in the kernel's backlog).
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
+    /// Seconds without a byte moving either way after which a connection is closed.
+    #[arg(long, default_value_t = 60)]
+    idle_timeout: u64,
     /// Seconds a client has to send a request's head.
     #[arg(long, default_value_t = 10)]
     header_timeout: u64,
@@ -150,6 +153,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let limits = serve::Limits {
         max_connections: cli.max_connections.max(1),
         header_read_timeout: std::time::Duration::from_secs(cli.header_timeout.max(1)),
+        idle_timeout: std::time::Duration::from_secs(cli.idle_timeout.max(1)),
         ..serve::Limits::default()
     };
     tokio::runtime::Runtime::new()?.block_on(serve(cli.listen, cli.metrics_listen, app, limits))?;

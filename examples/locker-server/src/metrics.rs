@@ -124,7 +124,12 @@ pub fn quota_refused() {
 /// Middleware: counts every request and the bytes of its body and of its answer as they stream.
 pub async fn track(request: Request, next: Next) -> Response {
     let m = &*METRICS;
-    let method = request.method().to_string();
+    // A fixed set: any other method (a client may send any token) would be a new series.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "HEAD" | "PUT" | "POST" | "PATCH" | "DELETE" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
