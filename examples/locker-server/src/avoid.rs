@@ -24,7 +24,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, extract::FromRequest};
@@ -47,8 +47,12 @@ pub const MAX_TAG_BYTES: usize = 16 << 20;
 const PROVE_BODY_MAX: usize = MAX_TAG_BYTES / 3 * 4 + (64 << 10);
 // Room for both tags in padded base64 and the other fields.
 const _: () = assert!(PROVE_BODY_MAX >= MAX_TAG_BYTES.div_ceil(3) * 4 + 8 + 1024);
-/// Most challenges one user may have outstanding; issuing more drops their oldest.
+/// Most challenges one user may have outstanding; more are refused (429) until some expire or
+/// are answered, so no user's challenges push out another's.
 const PER_USER: usize = 64;
+/// Most proof bodies (up to ~21 MiB each) read at once; more wait.
+const PROVES_AT_ONCE: usize = 8;
+static PROVE_BODIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PROVES_AT_ONCE);
 /// Most challenges outstanding in all.
 const MAX_PENDING: usize = 65_536;
 
@@ -66,6 +70,14 @@ struct Issued {
 }
 
 impl Challenges {
+    /// Whether `user` may have one more challenge outstanding.
+    fn has_room(&self, user: &UserId) -> bool {
+        let mut pending = self.pending.lock().expect("challenges lock");
+        let now = Instant::now();
+        pending.retain(|_, c| now.duration_since(c.at) < CHALLENGE_TTL);
+        pending.values().filter(|c| c.user == user.as_str()).count() < PER_USER
+    }
+
     fn issue(&self, id: u64, user: &UserId, key: &TrackKey) {
         let mut pending = self.pending.lock().expect("challenges lock");
         let now = Instant::now();
@@ -120,19 +132,28 @@ pub fn routes() -> Router<App> {
         )
 }
 
-/// A JSON body whose rejections answer like every other error of the API.
-struct Body<T>(T);
+/// A JSON body of an authenticated user: the key is checked before a byte of the body is
+/// read, so nobody without an account makes the server buffer a body; rejections answer like
+/// every other error of the API.
+struct Authed<T> {
+    user: UserId,
+    body: T,
+}
 
-impl<T, S> FromRequest<S> for Body<T>
+impl<T> FromRequest<App> for Authed<T>
 where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
-    S: Send + Sync,
+    Json<T>: FromRequest<App, Rejection = JsonRejection>,
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body(v)),
+    async fn from_request(req: axum::extract::Request, app: &App) -> Result<Self, ApiError> {
+        let user = user_of(app, req.headers())?;
+        let _reading = PROVE_BODIES
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        match Json::<T>::from_request(req, app).await {
+            Ok(Json(body)) => Ok(Authed { user, body }),
             Err(r) => Err(ApiError::new(r.status(), r.body_text())),
         }
     }
@@ -169,10 +190,14 @@ fn refused() -> Response {
 
 async fn challenge(
     State(app): State<App>,
-    headers: HeaderMap,
-    Body(req): Body<ChallengeRequest>,
+    Authed { user, body: req }: Authed<ChallengeRequest>,
 ) -> Result<Response, ApiError> {
-    let user = user_of(&app, &headers)?;
+    if !app.challenges.has_room(&user) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("at most {PER_USER} challenges may be outstanding: answer or let some expire"),
+        ));
+    }
     let key = TrackKey::new(&req.key).map_err(|e| bad(e.to_string()))?;
     let audio_fingerprint = AudioFingerprint::from_hex(&req.audio_fingerprint)
         .ok_or_else(|| bad("audio_fingerprint must be 64 hex digits"))?;
@@ -194,11 +219,9 @@ async fn challenge(
 
 async fn prove(
     State(app): State<App>,
-    headers: HeaderMap,
-    Body(req): Body<ProveRequest>,
+    Authed { user, body: req }: Authed<ProveRequest>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let user = user_of(&app, &headers)?;
     let id = (req.challenge_id.len() == 16)
         .then(|| u64::from_str_radix(&req.challenge_id, 16).ok())
         .flatten()

@@ -2,7 +2,7 @@
 //! verified reader: lofty seeks to the parts it needs (the tag regions, the stream headers), so a
 //! track is never read whole. A track lofty cannot parse still gets an entry, named from its key.
 
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::panic::AssertUnwindSafe;
 
 use lockerstore::{TrackReader, UserId};
@@ -21,8 +21,52 @@ pub const UNKNOWN_ALBUM: &str = "Unknown Album";
 /// The most characters a name from a tag keeps (tags can be huge; entries stay small).
 const MAX_NAME: usize = 512;
 
+/// A reader that fails once `left` bytes were read from it. lofty searches MPEG frames by
+/// seeking at every false sync word, and each seek makes the buffer above refill: a crafted file
+/// of false syncs would cost gigabytes of copying. The budget (a few times the track's size)
+/// bounds a parse by the bytes uploaded; a track over it is named from its key.
+struct Budget<R> {
+    inner: R,
+    left: u64,
+    /// Set once a read found the budget spent.
+    spent: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl<R: Read> Read for Budget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            self.spent.set(true);
+            return Err(std::io::Error::other("the tag reader's budget is spent"));
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for Budget<R> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(to)
+    }
+}
+
+/// Bytes a parse may read: four times the track plus 4 MiB.
+fn budget_of(len: u64) -> u64 {
+    len.saturating_mul(4).saturating_add(4 << 20)
+}
+
 fn parse(reader: TrackReader, read_cover_art: bool) -> Result<TaggedFile, String> {
     let options = ParseOptions::new().read_cover_art(read_cover_art);
+    let left = budget_of(reader.info().size);
+    let spent = std::rc::Rc::default();
+    let reader = Budget {
+        inner: reader,
+        left,
+        spent: std::rc::Rc::clone(&spent),
+    };
     // lofty is fed bytes a user uploaded: a panic in it must cost this entry, not the server.
     std::panic::catch_unwind(AssertUnwindSafe(move || {
         Probe::new(BufReader::with_capacity(64 << 10, reader))
@@ -33,6 +77,13 @@ fn parse(reader: TrackReader, read_cover_art: bool) -> Result<TaggedFile, String
             .map_err(|e| e.to_string())
     }))
     .unwrap_or_else(|_| Err("the tag reader panicked".to_owned()))
+    .map_err(|e| {
+        if spent.get() {
+            format!("the tag reader read more than {left} bytes ({e})")
+        } else {
+            e
+        }
+    })
 }
 
 /// The tags in the order they are consulted: the format's primary tag first.
@@ -219,5 +270,43 @@ mod tests {
         assert_eq!(year_of("04"), None);
         assert_eq!(clean("  x\0"), Some("x".into()));
         assert_eq!(clean(" \0 "), None);
+    }
+
+    #[test]
+    fn a_parse_reads_no_more_than_its_budget() {
+        let mut r = Budget {
+            inner: std::io::Cursor::new(vec![7u8; 100]),
+            left: 30,
+            spent: std::rc::Rc::default(),
+        };
+        let mut buf = [0u8; 64];
+        assert_eq!(r.read(&mut buf).unwrap(), 30);
+        r.seek(SeekFrom::Start(0)).unwrap();
+        assert!(
+            r.read(&mut buf).is_err(),
+            "seeking back does not refill the budget"
+        );
+    }
+
+    /// A file of nothing but MPEG false sync words makes lofty seek at every one; the budget
+    /// ends the parse, and the track is named from its key.
+    #[test]
+    fn a_file_of_false_syncs_is_named_from_its_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = lockerstore::Store::open(tmp.path(), lockerstore::Options::default()).unwrap();
+        let user = UserId::new("u").unwrap();
+        let key = lockerstore::TrackKey::new("Hostile/Syncs.mp3").unwrap();
+        let bytes: Vec<u8> = [0xFFu8, 0xE2, 0x00, 0x00].repeat(1 << 20);
+        store.put(&user, &key, &bytes[..]).unwrap();
+        let Err(err) = parse(store.open_track(&user, &key).unwrap(), true) else {
+            panic!("a file of false syncs parsed")
+        };
+        assert!(
+            err.contains("read more than"),
+            "the budget ended the parse: {err}"
+        );
+        let entry = read_track(&user, store.open_track(&user, &key).unwrap());
+        assert_eq!(entry.title, "Syncs");
+        assert_eq!(entry.artist, UNKNOWN_ARTIST);
     }
 }

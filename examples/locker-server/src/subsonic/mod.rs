@@ -35,8 +35,9 @@ use userdata::UserData;
 use crate::app::App;
 use crate::catalog::Library;
 
-/// The most bytes a form `POST` body may carry.
-const MAX_FORM: usize = 1 << 20;
+/// The most bytes a form `POST` body may carry (read before the credentials in it are checked,
+/// so kept small: Subsonic parameters are short).
+const MAX_FORM: usize = 256 << 10;
 
 /// The Subsonic routes.
 pub fn routes() -> Router<App> {
