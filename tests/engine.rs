@@ -403,3 +403,53 @@ fn store_is_send_and_sync_and_serves_many_threads() {
     );
     assert!(store.verify().unwrap().is_ok());
 }
+
+/// A reader that hands out a few bytes per call and hides its length, as a network body does.
+struct Trickle<'a>(&'a [u8]);
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.0.len()).min(1500);
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn an_expected_length_is_a_hint_and_any_length_is_stored_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), LicenseMode::PerUserCopy);
+    let user = user("u");
+    for (n, len) in [0usize, 1, 4096, 700_000, 3_000_000]
+        .into_iter()
+        .enumerate()
+    {
+        let bytes = audio(&format!("hint {n}"), len);
+        // Exact, too small, too large, absurd, and none at all.
+        for (i, hint) in [
+            Some(len as u64),
+            Some(len as u64 / 2),
+            Some(len as u64 * 3 + 10),
+            Some(u64::MAX),
+            None,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let key = TrackKey::new(&format!("t{n}-{i}")).unwrap();
+            let mut options = lockerstore::PutOptions::default();
+            if let Some(h) = hint {
+                options = options.expected_len(h);
+            }
+            store
+                .put_with(&user, &key, Trickle(&bytes), &options)
+                .unwrap();
+            assert_eq!(
+                store.read_track(&user, &key).unwrap(),
+                bytes,
+                "{len} bytes, hint {hint:?}"
+            );
+        }
+    }
+}

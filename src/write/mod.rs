@@ -72,6 +72,7 @@ pub struct PutOutcome {
 #[non_exhaustive]
 pub struct PutOptions {
     quota_exempt: bool,
+    expected_len: Option<u64>,
 }
 
 impl PutOptions {
@@ -80,6 +81,17 @@ impl PutOptions {
     #[must_use]
     pub fn quota_exempt(mut self, exempt: bool) -> Self {
         self.quota_exempt = exempt;
+        self
+    }
+
+    /// The upload's length when the caller knows it beforehand (an HTTP `Content-Length`, a
+    /// resumable upload's declared length): the upload's buffer is sized once instead of grown
+    /// as bytes arrive (a reader of unknown length costs a copy of the buffer per doubling). A
+    /// hint only, capped at the segmenter's window: an upload of another length is stored
+    /// exactly as it is. Default: unknown.
+    #[must_use]
+    pub fn expected_len(mut self, len: u64) -> Self {
+        self.expected_len = Some(len);
         self
     }
 }
@@ -387,6 +399,7 @@ fn put_inner(
         &writer.cores,
         writer.segmenting,
         writer.segment_window,
+        options.expected_len,
         reader,
         &mut each,
     )?;

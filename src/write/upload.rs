@@ -53,11 +53,13 @@ fn fill(reader: &mut impl Read, buf: &mut Vec<u8>, want: usize) -> Result<usize>
 }
 
 /// Chunks an upload, region by region when `segmenting`, and returns what was learnt.
+/// `expected` (a hint, never trusted) sizes the window's buffer at once.
 pub(crate) fn chunk_upload(
     chunker: &Chunker,
     cores: &Cores,
     segmenting: bool,
     window: usize,
+    expected: Option<u64>,
     reader: impl Read,
     each: &mut Sink<'_>,
 ) -> Result<UploadInfo> {
@@ -66,7 +68,15 @@ pub(crate) fn chunk_upload(
         chunks += 1;
         each(b, id)
     };
-    let info = cut_upload(chunker, cores, segmenting, window, reader, &mut counted)?;
+    let info = cut_upload(
+        chunker,
+        cores,
+        segmenting,
+        window,
+        expected,
+        reader,
+        &mut counted,
+    )?;
     let bound = max_chunks(info.len, chunker.params.min);
     assert!(
         chunks <= bound,
@@ -81,10 +91,13 @@ fn cut_upload(
     cores: &Cores,
     segmenting: bool,
     window: usize,
+    expected: Option<u64>,
     mut reader: impl Read,
     each: &mut Sink<'_>,
 ) -> Result<UploadInfo> {
-    let mut buf = Vec::new();
+    // One byte more than expected: the read that finds the end needs room too.
+    let capacity = expected.map_or(0, |n| n.saturating_add(1).min(window as u64 + 1) as usize);
+    let mut buf = Vec::with_capacity(capacity);
     fill(&mut reader, &mut buf, window)?;
     let whole = buf.len() < window || fill(&mut reader, &mut buf, 1)? == 0;
     if whole {
@@ -191,6 +204,7 @@ pub fn fuzz_bounds_check(sizes: u8, streamed: bool, data: &[u8]) {
         &Cores::new(1),
         true,
         window,
+        (data.len() % 2 == 0).then_some(data.len() as u64),
         data,
         &mut |b, id| {
             assert_eq!(id, crate::ids::ChunkId::of(b));

@@ -57,6 +57,11 @@ impl Server {
         Err("the server did not come up".into())
     }
 
+    /// CPU seconds (user + system) the server process has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds_of(&format!("/proc/{}/stat", self.child.id()))
+    }
+
     /// SIGTERM, then wait: the store closes cleanly before the next round opens a new one.
     pub fn stop(mut self) -> std::io::Result<()> {
         Command::new("kill")
@@ -103,4 +108,25 @@ pub fn track_url(base: &str, key: &str) -> String {
         segments.extend(key.split('/'));
     }
     url.to_string()
+}
+
+/// CPU seconds (user + system) of the process whose `/proc/.../stat` is `path` (0 when unknown).
+pub fn cpu_seconds_of(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) end with ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name; clock ticks of
+    // 1/100 s on Linux.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }

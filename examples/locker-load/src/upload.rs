@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use lockerstore::{LicenseMode, Options, Store, TrackKey, UserId};
 
-use crate::server::{Server, add_user, fresh, track_url};
+use crate::server::{Server, add_user, cpu_seconds_of, fresh, track_url};
 use crate::{Track, corpus, median};
 
 #[derive(clap::Args)]
@@ -38,15 +38,17 @@ pub struct Args {
     json: bool,
 }
 
+/// Seconds and CPU seconds of putting every track with `Store::put` in this process.
 fn direct(
     args: &Args,
     tracks: &[Track],
     bytes: &[bytes::Bytes],
     dir: &std::path::Path,
-) -> Result<f64, Box<dyn std::error::Error>> {
+) -> Result<(f64, f64), Box<dyn std::error::Error>> {
     let store = Store::open(dir, Options::default().mode(args.mode))?;
     let next = AtomicUsize::new(0);
     let started = Instant::now();
+    let cpu = cpu_seconds_of("/proc/self/stat");
     std::thread::scope(|s| -> Result<(), lockerstore::Error> {
         let workers: Vec<_> = (0..args.jobs.max(1))
             .map(|_| {
@@ -70,15 +72,17 @@ fn direct(
         }
         Ok(())
     })?;
-    Ok(started.elapsed().as_secs_f64())
+    let secs = started.elapsed().as_secs_f64();
+    Ok((secs, cpu_seconds_of("/proc/self/stat") - cpu))
 }
 
+/// Seconds, the server's CPU seconds and this client's CPU seconds of uploading every track.
 async fn through_server(
     args: &Args,
     tracks: &[Track],
     bytes: &[bytes::Bytes],
     dir: &std::path::Path,
-) -> Result<f64, Box<dyn std::error::Error>> {
+) -> Result<(f64, f64, f64), Box<dyn std::error::Error>> {
     let mode = args.mode.to_string();
     let mut keys = BTreeMap::new();
     for t in tracks {
@@ -93,6 +97,7 @@ async fn through_server(
     let bytes = Arc::new(bytes.to_vec());
     let keys = Arc::new(keys);
     let started = Instant::now();
+    let (server_cpu, client_cpu) = (server.cpu_seconds(), cpu_seconds_of("/proc/self/stat"));
     let mut tasks = Vec::new();
     for _ in 0..args.jobs.max(1) {
         let (http, next, tracks, bytes, keys, base) = (
@@ -126,8 +131,10 @@ async fn through_server(
         t.await??;
     }
     let secs = started.elapsed().as_secs_f64();
+    let server_cpu = server.cpu_seconds() - server_cpu;
+    let client_cpu = cpu_seconds_of("/proc/self/stat") - client_cpu;
     server.stop()?;
-    Ok(secs)
+    Ok((secs, server_cpu, client_cpu))
 }
 
 pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -150,14 +157,19 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         args.mode
     );
     let (mut direct_rates, mut server_rates) = (Vec::new(), Vec::new());
+    let (mut direct_cpu, mut server_cpu, mut client_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let gb = bytes as f64 / 1e9;
     for round in 0..args.rounds.max(1) {
         let dir = fresh(&work, "direct")?;
-        let secs = tokio::task::block_in_place(|| direct(&args, &tracks, &contents, &dir))?;
+        let (secs, cpu) = tokio::task::block_in_place(|| direct(&args, &tracks, &contents, &dir))?;
         direct_rates.push(mb / secs);
+        direct_cpu.push(cpu / gb);
         std::fs::remove_dir_all(&dir)?;
         let dir = fresh(&work, "server")?;
-        let secs = through_server(&args, &tracks, &contents, &dir).await?;
+        let (secs, cpu, client) = through_server(&args, &tracks, &contents, &dir).await?;
         server_rates.push(mb / secs);
+        server_cpu.push(cpu / gb);
+        client_cpu.push(client / gb);
         std::fs::remove_dir_all(&dir)?;
         eprintln!(
             "round {round}: Store::put {:.1} MB/s, server {:.1} MB/s",
@@ -166,6 +178,11 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let d = median(&mut direct_rates);
     let s = median(&mut server_rates);
+    let (dc, sc, cc) = (
+        median(&mut direct_cpu),
+        median(&mut server_cpu),
+        median(&mut client_cpu),
+    );
     if args.json {
         println!(
             "{}",
@@ -174,12 +191,14 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 "mode": args.mode.to_string(),
                 "store_put_mb_s": direct_rates, "server_mb_s": server_rates,
                 "median_store_put_mb_s": d, "median_server_mb_s": s, "ratio": s / d,
+                "cpu_s_per_gb": {"store_put": dc, "server": sc, "client": cc},
             })
         );
     } else {
         println!("Store::put  median {d:.1} MB/s");
         println!("server PUT  median {s:.1} MB/s");
         println!("ratio       {:.2}", s / d);
+        println!("CPU s/GB    Store::put {dc:.2}, server {sc:.2} (its client {cc:.2} more)");
     }
     Ok(())
 }

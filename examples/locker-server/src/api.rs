@@ -8,7 +8,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use lockerstore::{TrackInfo, TrackKey, UserId};
+use lockerstore::{PutOptions, TrackInfo, TrackKey, UserId};
 use serde_json::json;
 
 use crate::app::App;
@@ -78,12 +78,22 @@ async fn put(
 ) -> Result<Response, ApiError> {
     let user = user_of(&app, request.headers())?;
     let key = track_key(&key)?;
+    // The declared length sizes the engine's buffer once (a hint: a body of another length is
+    // stored as it is, or cut off by hyper when it is shorter).
+    let mut options = PutOptions::default();
+    if let Some(len) = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
+        options = options.expected_len(len);
+    }
     let reader = upload_reader(request.into_body());
     let info = blocking_op("put", move || {
         // The put's outcome says how many bytes were new: that is for the operator only, so
         // the answer is built from the stored track's facts instead.
         let started = std::time::Instant::now();
-        app.store.put(&user, &key, reader)?;
+        app.store.put_with(&user, &key, reader, &options)?;
         crate::metrics::observe_put(started.elapsed());
         app.stored(&user, &key);
         app.store.track_info(&user, &key)

@@ -1004,9 +1004,12 @@ fn finish(app: &App, claim: &Claim) -> Result<Progress, ApiError> {
         }
     };
     let file = File::open(uploads.bin(&up.id)).map_err(io_error)?;
-    let put = app
-        .store
-        .put(&user, &key, io::BufReader::new(file).take(up.length));
+    let put = app.store.put_with(
+        &user,
+        &key,
+        io::BufReader::new(file).take(up.length),
+        &lockerstore::PutOptions::default().expected_len(up.length),
+    );
     match put {
         Ok(_) => {}
         // The staging file failed to read: the server's fault, not the client's.
