@@ -204,7 +204,7 @@ pub fn fuzz_bounds_check(sizes: u8, streamed: bool, data: &[u8]) {
         &Cores::new(1),
         true,
         window,
-        (data.len() % 2 == 0).then_some(data.len() as u64),
+        data.len().is_multiple_of(2).then_some(data.len() as u64),
         data,
         &mut |b, id| {
             assert_eq!(id, crate::ids::ChunkId::of(b));
