@@ -87,7 +87,7 @@ async fn listen(l: Listening, seed: u64) -> ListenerReport {
         let hold = Duration::from_secs_f64(seek_every * (0.5 + rng.below(1000) as f64 / 1000.0));
         let asked = Instant::now();
         let response = http
-            .get(track_url(&base, &t.key))
+            .get(track_url(&base, &library_key(t)))
             .bearer_auth(&key)
             .header("range", format!("bytes={offset}-"))
             .send()
@@ -96,10 +96,12 @@ async fn listen(l: Listening, seed: u64) -> ListenerReport {
             Ok(r) if r.status() == 206 => r,
             Ok(r) => {
                 report.failed.push(format!("status {}", r.status()));
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
             Err(e) => {
                 report.failed.push(e.to_string());
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
@@ -135,6 +137,12 @@ async fn listen(l: Listening, seed: u64) -> ListenerReport {
         // A whole track played before the hold ended: the next seek comes now.
     }
     report
+}
+
+/// The listener's key for a corpus track: the corpus user's name in front, so two users' files
+/// of the same name stay two tracks.
+fn library_key(t: &Track) -> String {
+    format!("{}/{}", t.user, t.key)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -178,7 +186,7 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     for t in &library {
         let r = http
-            .put(track_url(&server.base, &t.key))
+            .put(track_url(&server.base, &library_key(t)))
             .bearer_auth(&listener_key)
             .body(file_body(&t.path).await?)
             .send()
