@@ -53,6 +53,22 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> std::io::Result<Option<T>>
     }
 }
 
+/// One lock per user, so changes of one user's state file follow each other in order (the file
+/// on disk ends as memory does) while other users' changes go on.
+#[derive(Debug, Default)]
+pub struct PerUserLocks {
+    locks:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<std::sync::Mutex<()>>>>,
+}
+
+impl PerUserLocks {
+    /// `user`'s lock (made on first use; one per user who ever changed something).
+    pub fn of(&self, user: &str) -> std::sync::Arc<std::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().expect("per-user locks");
+        std::sync::Arc::clone(locks.entry(user.to_owned()).or_default())
+    }
+}
+
 /// The file name that stands for `user` in a state directory: a hash, so a user name never
 /// becomes a path.
 pub fn user_file_name(user: &str) -> String {
@@ -75,5 +91,16 @@ mod tests {
         assert_ne!(user_file_name("alice"), user_file_name("bob"));
         std::fs::write(&path, b"{").unwrap();
         assert!(read_json::<Vec<u32>>(&path).is_err());
+    }
+
+    #[test]
+    fn each_user_has_one_lock_of_their_own() {
+        let locks = PerUserLocks::default();
+        let a = locks.of("alice");
+        assert!(std::sync::Arc::ptr_eq(&a, &locks.of("alice")));
+        let _held = a.lock().unwrap();
+        // Bob's changes do not wait for Alice's.
+        assert!(locks.of("bob").try_lock().is_ok());
+        assert!(locks.of("alice").try_lock().is_err());
     }
 }

@@ -11,16 +11,7 @@ use std::time::Duration;
 use common::{bin, free_port};
 
 async fn tracks(base: &str, key: &str) -> usize {
-    let v: serde_json::Value = reqwest::Client::new()
-        .get(format!("{base}/api/v1/tracks"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["tracks"].as_array().unwrap().len()
+    common::tracks_of(&reqwest::Client::new(), base, key).await
 }
 
 /// Starts `demo`, returns the child, its base URL and what it printed up to "serving".

@@ -6,24 +6,10 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{add_user, start};
+use common::{add_user, start, tracks_of};
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE};
-
-/// How many tracks the key's owner lists.
-async fn tracks_of(http: &reqwest::Client, base: &str, key: &str) -> usize {
-    let listed: serde_json::Value = http
-        .get(format!("{base}/api/v1/tracks"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    listed["tracks"].as_array().unwrap().len()
-}
 
 fn song(n: usize, seed: u8) -> Vec<u8> {
     (0..n)

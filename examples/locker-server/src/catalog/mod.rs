@@ -11,7 +11,7 @@ pub mod tags;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use lockerstore::{Error, Store, TrackInfo, TrackKey, UserId};
 use serde::{Deserialize, Serialize};
@@ -35,8 +35,8 @@ struct UserFile {
 pub struct Catalog {
     dir: PathBuf,
     libraries: RwLock<HashMap<String, Arc<Library>>>,
-    /// Serialises changes, so the file on disk follows the same order as memory.
-    writer: Mutex<()>,
+    /// Serialises each user's changes, so their file on disk follows the same order as memory.
+    writers: state_file::PerUserLocks,
 }
 
 /// A user's tracks in the store; a user who never stored one has none.
@@ -54,7 +54,7 @@ impl Catalog {
         let catalog = Catalog {
             dir: state_dir.join("catalog"),
             libraries: RwLock::new(HashMap::new()),
-            writer: Mutex::new(()),
+            writers: state_file::PerUserLocks::default(),
         };
         std::fs::create_dir_all(&catalog.dir)?;
         for name in users {
@@ -150,7 +150,8 @@ impl Catalog {
 
     /// Applies `f` to `user`'s entries, then saves and installs them.
     fn change(&self, user: &UserId, f: impl FnOnce(&mut Vec<Track>) -> bool) {
-        let _guard = self.writer.lock().expect("catalogue writer lock");
+        let writer = self.writers.of(user.as_str());
+        let _guard = writer.lock().expect("catalogue writer lock");
         let mut tracks = self.library(user.as_str()).tracks.clone();
         if f(&mut tracks) {
             self.persist(user.as_str(), &tracks);

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +51,8 @@ pub struct UserData {
 pub struct UserDataStore {
     dir: PathBuf,
     users: RwLock<HashMap<String, Arc<UserData>>>,
-    writer: Mutex<()>,
+    /// Serialises each user's changes, so their file on disk follows the same order as memory.
+    writers: state_file::PerUserLocks,
 }
 
 impl UserDataStore {
@@ -60,7 +61,7 @@ impl UserDataStore {
         let store = UserDataStore {
             dir: state_dir.join("subsonic"),
             users: RwLock::new(HashMap::new()),
-            writer: Mutex::new(()),
+            writers: state_file::PerUserLocks::default(),
         };
         std::fs::create_dir_all(&store.dir)?;
         let mut map = HashMap::new();
@@ -103,7 +104,8 @@ impl UserDataStore {
         user: &str,
         f: impl FnOnce(&mut UserData) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
-        let _guard = self.writer.lock().expect("user data writer lock");
+        let writer = self.writers.of(user);
+        let _guard = writer.lock().expect("user data writer lock");
         let mut data = (*self.get(user)).clone();
         let out = f(&mut data)?;
         state_file::write_json(&self.path(user), &data, state_file::Durability::Synced).map_err(

@@ -85,3 +85,17 @@ pub async fn start_with(store: &Path, extra: &[&str]) -> Server {
     }
     panic!("the server did not come up");
 }
+
+/// How many tracks the key's owner lists through the upload API.
+pub async fn tracks_of(http: &reqwest::Client, base: &str, key: &str) -> usize {
+    let listed: serde_json::Value = http
+        .get(format!("{base}/api/v1/tracks"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    listed["tracks"].as_array().unwrap().len()
+}
