@@ -129,6 +129,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             expiry: cli.upload_expiry,
             max_size: cli.upload_max_size,
             max_open_per_user: 64,
+            max_finished_per_user: 256,
         },
     )?;
     let users = accounts.users();

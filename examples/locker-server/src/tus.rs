@@ -74,6 +74,9 @@ pub struct Limits {
     pub max_size: u64,
     /// Most unfinished uploads one user may have open.
     pub max_open_per_user: usize,
+    /// Most finished uploads a user's records keep (each answers a client that lost the last
+    /// answer until it expires); a new upload past it drops that user's oldest finished one.
+    pub max_finished_per_user: usize,
 }
 
 /// The record of one upload, as `<id>.json` holds it.
@@ -437,7 +440,7 @@ impl Uploads {
             busy: AtomicBool::new(false),
             gone: AtomicBool::new(false),
         });
-        {
+        let evicted = {
             let mut all = self.all.lock().expect("uploads lock");
             let mine: Vec<_> = all
                 .values()
@@ -458,7 +461,24 @@ impl Uploads {
                 .iter()
                 .fold(0u64, |sum, u| sum.saturating_add(u.length));
             usage.check(length, staged)?;
+            let finished: Vec<&Arc<Upload>> = all
+                .values()
+                .filter(|u| u.user == user.as_str() && u.progress().done.is_some())
+                .collect();
+            let evicted = (finished.len() >= self.limits.max_finished_per_user)
+                .then(|| {
+                    finished
+                        .iter()
+                        .min_by_key(|u| u.created)
+                        .and_then(|u| u.claim())
+                })
+                .flatten();
             all.insert(id.clone(), up.clone());
+            evicted
+        };
+        if let Some(old) = evicted {
+            tracing::debug!(upload = %old.0.id, "dropping a user's oldest finished upload record");
+            self.remove(&old);
         }
         let made = File::create_new(self.bin(&id))
             .and_then(|f| f.sync_all())

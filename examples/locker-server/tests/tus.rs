@@ -607,6 +607,34 @@ async fn quotas_and_the_open_upload_cap() {
     let r = tus.req(Method::DELETE, &open[0]).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     tus.create(1000, "t64.mp3").await;
+
+    // Finished uploads keep their records (for a client that lost the last answer), at most
+    // 256 per user: the 257th drops one of the oldest, and the staging directory stays bounded.
+    // (erin is added while the server runs, through its admin socket.)
+    let erin = Tus::new(&server, &add_user(&store, "erin", &[]));
+    let mut done = Vec::new();
+    for i in 0..257 {
+        let loc = erin.create(1, &format!("f{i}.mp3")).await;
+        let r = erin.patch(&loc, 0, vec![i as u8]).await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        done.push(loc);
+    }
+    // (Records are aged by the second, so "oldest" is one of those made in the first second.)
+    let mut gone = Vec::new();
+    for (i, loc) in done.iter().enumerate() {
+        if erin.offset(loc).await.is_none() {
+            assert!(!staged(&store, loc, "json").exists());
+            gone.push(i);
+        }
+    }
+    assert_eq!(gone.len(), 1, "one finished record went: {gone:?}");
+    assert_ne!(gone[0], 256, "not the newest");
+    let key = format!("f{}.mp3", gone[0]);
+    assert_eq!(
+        erin.track(&key).await,
+        [gone[0] as u8],
+        "the track itself stays"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
