@@ -1,9 +1,12 @@
-//! locker-server: a music-locker server on lockerstore (work in progress; see README.md).
+//! locker-server: a music-locker server on lockerstore (see README.md).
 //!
 //! ```text
 //! locker-server --store DIR [--listen ADDR] [--mode MODE]          serve (default 127.0.0.1:4533)
+//!               [--metrics-listen ADDR]                            Prometheus /metrics
+//!               [--max-connections N] [--header-timeout S] [--idle-timeout S]
 //!               [--upload-expiry 24h] [--upload-max-size 4GiB]     resumable uploads (tus)
 //!               [--subsonic-auth all|api-key-only]                 credentials /rest/ takes
+//! locker-server --store DIR demo [--music DIR]                     the quick start
 //! locker-server --store DIR user add NAME [--quota 5GB] [--tracks N] [--json]
 //! locker-server --store DIR user list [--json]
 //! locker-server --store DIR user quota NAME [--bytes 5GB|none] [--tracks N|none] [--json]
