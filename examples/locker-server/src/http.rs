@@ -89,56 +89,66 @@ pub const UPLOAD_MIN_RATE: u64 = 4 << 10;
 /// per upload).
 const UPLOAD_PIECE: usize = 1 << 20;
 
-/// A request body as a blocking `Read` for the engine, for use on a blocking thread.
+/// A request body's frames under the upload rules, for every path that takes an upload (the
+/// upload API's PUT, tus's PATCH): a body that sends nothing for [`UPLOAD_IDLE_TIMEOUT`], or
+/// averages less than [`UPLOAD_MIN_RATE`] after it, fails with `TimedOut`; a body cut short
+/// fails as the connection does. The stream ends after its first error.
+pub fn upload_frames(
+    body: Body,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static {
+    let state = Some((body.into_data_stream(), tokio::time::Instant::now(), 0u64));
+    Box::pin(futures_util::stream::unfold(state, |state| async move {
+        let (mut frames, started, total) = state?;
+        let next = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, frames.next()).await;
+        let elapsed = started.elapsed();
+        let too_slow = elapsed > UPLOAD_IDLE_TIMEOUT
+            && total < UPLOAD_MIN_RATE.saturating_mul(elapsed.as_secs());
+        let timed_out = |why| std::io::Error::new(std::io::ErrorKind::TimedOut, why);
+        match next {
+            Ok(Some(Ok(_))) if too_slow => Some((Err(timed_out("the upload is too slow")), None)),
+            Ok(Some(Ok(frame))) => {
+                let total = total + frame.len() as u64;
+                Some((Ok(frame), Some((frames, started, total))))
+            }
+            Ok(None) => None,
+            Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
+            Err(_) => Some((Err(timed_out("the upload sent nothing for too long")), None)),
+        }
+    }))
+}
+
+/// A request body as a blocking `Read` for the engine, for use on a blocking thread, under the
+/// rules of [`upload_frames`].
 ///
 /// An async task gathers the body's frames (a few KiB each, kept as received: no copy) into
 /// groups of 1 MiB and hands them over a channel of two: the engine's thread wakes once per MiB
-/// instead of once per frame, and the connection keeps receiving while the engine works. A body
-/// that sends nothing for [`UPLOAD_IDLE_TIMEOUT`] fails with `TimedOut`, so a client cannot hold
-/// an upload (and its blocking thread) open by sending nothing; a body cut short fails as the
-/// connection does.
+/// instead of once per frame, and the connection keeps receiving while the engine works. A
+/// client cannot hold an upload (and its blocking thread) open by sending (almost) nothing.
 pub fn upload_reader(body: Body) -> impl Read + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<VecDeque<Bytes>>>(2);
     tokio::spawn(async move {
-        let mut frames = body.into_data_stream();
+        let mut frames = upload_frames(body);
         let mut group = VecDeque::new();
         let mut grouped = 0;
-        let started = tokio::time::Instant::now();
-        let mut total = 0u64;
         loop {
-            let next = tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, frames.next()).await;
-            let elapsed = started.elapsed();
-            let too_slow = elapsed > UPLOAD_IDLE_TIMEOUT
-                && total < UPLOAD_MIN_RATE.saturating_mul(elapsed.as_secs());
-            let failed = match next {
-                Ok(Some(Ok(_))) if too_slow => Some(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the upload is too slow",
-                )),
-                Ok(Some(Ok(frame))) => {
-                    total += frame.len() as u64;
+            match frames.next().await {
+                Some(Ok(frame)) => {
                     grouped += frame.len();
                     group.push_back(frame);
                     if grouped < UPLOAD_PIECE {
                         continue;
                     }
-                    None
                 }
-                Ok(None) => {
+                None => {
                     if !group.is_empty() {
                         let _ = tx.send(Ok(group)).await;
                     }
                     return;
                 }
-                Ok(Some(Err(e))) => Some(std::io::Error::other(e)),
-                Err(_) => Some(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the upload sent nothing for too long",
-                )),
-            };
-            if let Some(e) = failed {
-                let _ = tx.send(Err(e)).await;
-                return;
+                Some(Err(e)) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
             }
             grouped = 0;
             if tx.send(Ok(std::mem::take(&mut group))).await.is_err() {

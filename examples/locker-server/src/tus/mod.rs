@@ -5,7 +5,8 @@
 //!   `key` pair is the track key; without one, its `filename` pair is used as the key.
 //! - `PATCH` appends the streamed body at `Upload-Offset` to a staging file and answers only
 //!   after the bytes are synced: the offset a client is told is always durable. A body cut off
-//!   (the client went away, the body stream failed, or it stalled for [`BODY_IDLE`]) keeps what
+//!   (the client went away, the body stream failed, or it broke the upload rules of
+//!   [`crate::http::upload_frames`]) keeps what
 //!   arrived: it is synced and recorded, and the client resumes from `HEAD`'s offset.
 //! - When the offset reaches the length, the staged bytes are put into the store, and that
 //!   `PATCH` answers 204 only after the put committed, with `Locker-Track-Location` (the
@@ -42,7 +43,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::user_of;
 use crate::app::App;
-use crate::http::{ApiError, blocking};
+use crate::http::{ApiError, blocking, upload_frames};
 
 mod uploads;
 
@@ -53,8 +54,6 @@ pub use uploads::{Limits, Uploads};
 pub const TUS_VERSION: &str = "1.0.0";
 /// Most bytes of `Upload-Metadata`.
 pub const MAX_METADATA: usize = 4096;
-/// A `PATCH` body that sends nothing for this long is treated as cut off.
-pub const BODY_IDLE: Duration = Duration::from_secs(60);
 /// Bytes gathered before each write to the staging file.
 const WRITE_BUF: usize = 512 << 10;
 
@@ -463,8 +462,8 @@ async fn append(app: App, claim: Claim, start: u64, body: Body) -> Result<Progre
     };
     if up.progress().done.is_some() {
         // Finished: only its outcome is left to tell, to an empty PATCH at the final offset.
-        let mut stream = body.into_data_stream();
-        while let Ok(Some(Ok(frame))) = tokio::time::timeout(BODY_IDLE, stream.next()).await {
+        let mut stream = upload_frames(body);
+        while let Some(Ok(frame)) = stream.next().await {
             if !frame.is_empty() {
                 return Err(too_long());
             }
@@ -490,13 +489,12 @@ async fn append(app: App, claim: Claim, start: u64, body: Body) -> Result<Progre
     };
     let room = up.length - start;
     let mut received = 0u64;
-    let mut stream = body.into_data_stream();
+    let mut stream = upload_frames(body);
     let end = loop {
-        let frame = match tokio::time::timeout(BODY_IDLE, stream.next()).await {
-            Err(_) => break End::CutOff("the body stalled".into()),
-            Ok(None) => break End::Complete,
-            Ok(Some(Err(e))) => break End::CutOff(e.to_string()),
-            Ok(Some(Ok(frame))) => frame,
+        let frame = match stream.next().await {
+            None => break End::Complete,
+            Some(Err(e)) => break End::CutOff(e.to_string()),
+            Some(Ok(frame)) => frame,
         };
         if frame.len() as u64 > room - received {
             break End::TooLong;
