@@ -12,12 +12,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use lockerstore::{Quota, QuotaUsage, Store, UserId};
+use lockerstore::{LicenseMode, Quota, QuotaUsage, Stats, Store, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::accounts::{Accounts, Issued};
+use crate::accounts::{Accounts, Issued, OperatorIssued};
 use crate::app::App;
+use crate::jobs::JobRequest;
+use crate::session::Principal;
 
 /// Why an account operation failed.
 #[derive(Debug)]
@@ -28,6 +30,8 @@ pub enum AdminError {
     NotFound(String),
     /// The user exists already.
     Exists(String),
+    /// Another job runs.
+    Busy(String),
     /// The store failed.
     Store(lockerstore::Error),
     /// The accounts file failed.
@@ -37,9 +41,10 @@ pub enum AdminError {
 impl std::fmt::Display for AdminError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AdminError::BadInput(m) | AdminError::NotFound(m) | AdminError::Exists(m) => {
-                f.write_str(m)
-            }
+            AdminError::BadInput(m)
+            | AdminError::NotFound(m)
+            | AdminError::Exists(m)
+            | AdminError::Busy(m) => f.write_str(m),
             AdminError::Store(e) => write!(f, "{e}"),
             AdminError::Io(e) => write!(f, "accounts: {e}"),
         }
@@ -190,6 +195,80 @@ impl Admin<'_> {
         self.known(name)?;
         Ok(self.accounts.revoke_keys(name)?)
     }
+
+    /// Creates an operator, or (`renew`) revokes an operator's keys and issues a new one.
+    pub fn operator_key(&self, name: &str, renew: bool) -> Result<OperatorIssued, AdminError> {
+        // Operators' names follow the rules of users' names.
+        user_id(name)?;
+        Ok(self.accounts.issue_operator_key(name, renew)?)
+    }
+
+    /// Store-wide and per-user accounting, as `lockerstore stats --json` prints it.
+    pub fn stats(&self) -> Result<serde_json::Value, AdminError> {
+        Ok(stats_json(&self.store.stats()?))
+    }
+
+    /// What migrating to the other mode would do, as `lockerstore what-if --json` prints it.
+    pub fn what_if(&self) -> Result<serde_json::Value, AdminError> {
+        let mode = self.store.mode();
+        let other = if mode == LicenseMode::SingleMaster {
+            LicenseMode::PerUserCopy
+        } else {
+            LicenseMode::SingleMaster
+        };
+        let w = self.store.what_if(other)?;
+        Ok(json!({
+            "mode": mode.as_str(),
+            "other": {
+                "mode": w.mode.as_str(),
+                "physical_bytes": w.physical_bytes,
+                "chunks": w.chunks,
+                "bytes_to_write": w.bytes_to_write,
+                "records_to_write": w.records_to_write,
+                "pack_overhead_bytes": w.pack_overhead_bytes,
+                "bytes_to_free": w.bytes_to_free,
+                "pending_tracks": w.pending_tracks,
+                "physical_bytes_now": w.physical_bytes_now,
+                "garbage_bytes_now": w.garbage_bytes_now,
+            },
+        }))
+    }
+}
+
+/// [`lockerstore::Stats`] with the field names of `lockerstore stats --json` (the browser
+/// test compares the two).
+fn stats_json(s: &Stats) -> serde_json::Value {
+    let per_user: Vec<_> = s
+        .per_user
+        .iter()
+        .map(|u| {
+            json!({
+                "user": u.user,
+                "logical_bytes": u.logical_bytes,
+                "tracks": u.tracks,
+                "max_bytes": u.quota.quota.max_bytes,
+                "max_tracks": u.quota.quota.max_tracks,
+                "exempt_bytes": u.quota.exempt_bytes,
+                "exempt_tracks": u.quota.exempt_tracks,
+            })
+        })
+        .collect();
+    json!({
+        "mode": s.mode.as_str(),
+        "users": s.users,
+        "tracks": s.tracks,
+        "logical_bytes": s.logical_bytes,
+        "physical_bytes": s.physical_bytes,
+        "garbage_bytes": s.garbage_bytes,
+        "chunks": s.chunks,
+        "recordings": s.recordings,
+        "garbage_chunks": s.garbage_chunks,
+        "packs": s.packs,
+        "pack_bytes": s.pack_bytes,
+        "dedup_ratio": s.dedup_ratio,
+        "filter_bytes": s.filter_bytes,
+        "per_user": per_user,
+    })
 }
 
 /// The admin socket's path for a store.
@@ -204,7 +283,7 @@ impl IntoResponse for AdminError {
         let status = match &self {
             AdminError::BadInput(_) => StatusCode::BAD_REQUEST,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
-            AdminError::Exists(_) => StatusCode::CONFLICT,
+            AdminError::Exists(_) | AdminError::Busy(_) => StatusCode::CONFLICT,
             AdminError::Store(_) | AdminError::Io(_) => {
                 tracing::error!(error = %self, "admin operation failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -236,7 +315,16 @@ pub struct Named {
     pub change: QuotaChange,
 }
 
-/// The admin routes (served on the admin socket only).
+/// A request naming one operator.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NamedOperator {
+    pub name: String,
+}
+
+/// The operator API: served on the admin socket (whose file mode is its access control) and,
+/// behind operator credentials ([`crate::auth::require_operator`]), at `/api/v1/admin` on the
+/// server's address for the page at `/admin` and for scripts. Names travel in bodies, never
+/// in URLs.
 pub fn routes() -> Router<App> {
     Router::new()
         .route(
@@ -266,7 +354,65 @@ pub fn routes() -> Router<App> {
             "/users/revoke-key",
             post(
                 |State(app): State<App>, axum::Json(n): axum::Json<Named>| async move {
-                    run(app, move |a| a.revoke_key(&n.name)).await.map(axum::Json)
+                    let sessions = app.sessions.clone();
+                    let issued = run(app, move |a| a.revoke_key(&n.name)).await?;
+                    // Sessions signed in with a revoked key end with it.
+                    sessions.end_all(&Principal::User(issued.user.clone()));
+                    Ok::<_, AdminError>(axum::Json(issued))
+                },
+            ),
+        )
+        .route(
+            "/operators",
+            post(
+                |State(app): State<App>, axum::Json(n): axum::Json<NamedOperator>| async move {
+                    run(app, move |a| a.operator_key(&n.name, false))
+                        .await
+                        .map(|i| (StatusCode::CREATED, axum::Json(i)))
+                },
+            ),
+        )
+        .route(
+            "/operators/revoke-key",
+            post(
+                |State(app): State<App>, axum::Json(n): axum::Json<NamedOperator>| async move {
+                    let sessions = app.sessions.clone();
+                    let issued = run(app, move |a| a.operator_key(&n.name, true)).await?;
+                    sessions.end_all(&Principal::Operator(issued.operator.clone()));
+                    Ok::<_, AdminError>(axum::Json(issued))
+                },
+            ),
+        )
+        .route(
+            "/stats",
+            get(|State(app): State<App>| async move {
+                run(app, |a| a.stats()).await.map(axum::Json)
+            }),
+        )
+        .route(
+            "/what-if",
+            get(|State(app): State<App>| async move {
+                run(app, |a| a.what_if()).await.map(axum::Json)
+            }),
+        )
+        .route(
+            "/jobs",
+            get(|State(app): State<App>| async move { axum::Json(app.jobs.list()) }).post(
+                |State(app): State<App>, axum::Json(r): axum::Json<JobRequest>| async move {
+                    app.jobs
+                        .start(app.store.clone(), r)
+                        .map(|job| (StatusCode::ACCEPTED, axum::Json(job)))
+                },
+            ),
+        )
+        .route(
+            "/jobs/{id}",
+            get(
+                |State(app): State<App>, axum::extract::Path(id): axum::extract::Path<u64>| async move {
+                    app.jobs
+                        .get(id)
+                        .map(axum::Json)
+                        .ok_or_else(|| AdminError::NotFound(format!("no job {id}")))
                 },
             ),
         )

@@ -1,17 +1,18 @@
 //! The upload API: `/api/v1/tracks/{key}` (PUT streams the body into `Store::put`; GET and HEAD
 //! with single byte ranges, ETag = the track's fingerprint; DELETE) and `/api/v1/tracks` (the
-//! caller's tracks), authenticated with `Authorization: Bearer KEY`. A caller only ever names
-//! tracks of their own locker: the user comes from the key, never from the request.
+//! caller's tracks), authenticated with `Authorization: Bearer KEY` or a browser session
+//! ([`crate::auth`]). A caller only ever names tracks of their own locker.
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use lockerstore::{PutOptions, TrackInfo, TrackKey, UserId};
+use lockerstore::{PutOptions, TrackInfo, TrackKey};
 use serde_json::json;
 
 use crate::app::App;
+use crate::auth::user_of;
 use crate::http::{ApiError, blocking, blocking_op, serve_track, upload_reader};
 
 /// The upload API's routes.
@@ -24,24 +25,6 @@ pub fn routes() -> Router<App> {
         )
         // Uploads stream: no body limit below the user's quota.
         .layer(axum::extract::DefaultBodyLimit::disable())
-}
-
-pub(crate) fn user_of(app: &App, headers: &HeaderMap) -> Result<UserId, ApiError> {
-    let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "a valid API key is needed");
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        // The scheme is case-insensitive (RFC 9110 11.1).
-        .and_then(|v| {
-            let (scheme, key) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(key)
-        })
-        .ok_or_else(unauthorized)?;
-    let name = app
-        .accounts
-        .user_of_key(key.trim())
-        .ok_or_else(unauthorized)?;
-    UserId::new(&name).map_err(|_| unauthorized())
 }
 
 fn track_key(raw: &str) -> Result<TrackKey, ApiError> {
@@ -59,8 +42,12 @@ pub(crate) fn describe(t: &TrackInfo) -> serde_json::Value {
     })
 }
 
-async fn list(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let user = user_of(&app, &headers)?;
+async fn list(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let user = user_of(&app, &method, &headers)?;
     let tracks = match blocking(move || app.store.list(&user)).await {
         Ok(t) => t,
         // A user with no upload yet has an empty locker.
@@ -76,7 +63,7 @@ async fn put(
     Path(key): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let user = user_of(&app, request.headers())?;
+    let user = user_of(&app, request.method(), request.headers())?;
     let key = track_key(&key)?;
     // The declared length sizes the engine's buffer once (a hint: a body of another length is
     // stored as it is, or cut off by hyper when it is shorter).
@@ -105,9 +92,10 @@ async fn put(
 async fn delete(
     State(app): State<App>,
     Path(key): Path<String>,
+    method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let user = user_of(&app, &headers)?;
+    let user = user_of(&app, &method, &headers)?;
     let key = track_key(&key)?;
     blocking(move || {
         app.store.delete(&user, &key)?;
@@ -124,7 +112,7 @@ async fn read(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let user = user_of(&app, &headers)?;
+    let user = user_of(&app, &method, &headers)?;
     let key = track_key(&key)?;
     serve_track(&app.store, user, key, &method, &headers).await
 }

@@ -13,8 +13,11 @@ use tower_http::trace::TraceLayer;
 
 use crate::accounts::Accounts;
 use crate::catalog::Catalog;
+use crate::jobs::Jobs;
+use crate::session::Sessions;
 use crate::subsonic::AuthModes;
 use crate::subsonic::userdata::UserDataStore;
+use crate::web::Pages;
 
 /// What every request handler shares.
 #[derive(Clone, Debug)]
@@ -33,6 +36,12 @@ pub struct App {
     pub user_data: Arc<UserDataStore>,
     /// Which credentials `/rest/` takes.
     pub subsonic_auth: AuthModes,
+    /// The web pages' signed-in browsers.
+    pub sessions: Arc<Sessions>,
+    /// Maintenance jobs started over the operator API.
+    pub jobs: Arc<Jobs>,
+    /// Where the web pages come from.
+    pub pages: Pages,
 }
 
 impl App {
@@ -57,12 +66,23 @@ impl App {
 
 /// Every route of the server, each request traced in a span and counted in the metrics.
 pub fn router(app: App) -> Router {
+    let operators_only =
+        axum::middleware::from_fn_with_state(app.clone(), crate::auth::require_operator);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(crate::api::routes())
         .merge(crate::tus::routes())
         .merge(crate::avoid::routes())
         .merge(crate::subsonic::routes())
+        .merge(crate::library_api::routes())
+        .merge(crate::auth::user_routes())
+        .merge(crate::auth::operator_routes())
+        .nest(
+            "/api/v1/admin",
+            crate::admin::routes().route_layer(operators_only),
+        )
+        .merge(crate::web::routes())
+        .layer(axum::middleware::from_fn(crate::web::security_headers))
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(app)

@@ -35,8 +35,9 @@ use lockerstore::{
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{describe, user_of};
+use crate::api::describe;
 use crate::app::App;
+use crate::auth::user_of;
 use crate::http::{ApiError, blocking};
 
 /// What every refused proof answers (with 404).
@@ -147,7 +148,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, app: &App) -> Result<Self, ApiError> {
-        let user = user_of(app, req.headers())?;
+        let user = user_of(app, req.method(), req.headers())?;
         let _reading = PROVE_BODIES
             .acquire()
             .await

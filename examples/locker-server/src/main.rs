@@ -6,27 +6,36 @@
 //!               [--max-connections N] [--header-timeout S] [--idle-timeout S]
 //!               [--upload-expiry 24h] [--upload-max-size 4GiB]     resumable uploads (tus)
 //!               [--subsonic-auth all|api-key-only]                 credentials /rest/ takes
+//!               [--session-idle 30m] [--session-lifetime 12h]      the web pages' sessions
+//!               [--secure-cookies] [--web-dir DIR]
 //! locker-server --store DIR demo [--music DIR]                     the quick start
 //! locker-server --store DIR user add NAME [--quota 5GB] [--tracks N] [--json]
 //! locker-server --store DIR user list [--json]
 //! locker-server --store DIR user quota NAME [--bytes 5GB|none] [--tracks N|none] [--json]
 //! locker-server --store DIR user revoke-key NAME [--json]
+//! locker-server --store DIR operator add NAME [--json]             a key for /admin
+//! locker-server --store DIR operator revoke-key NAME [--json]
 //! ```
 
 mod accounts;
 mod admin;
 mod api;
 mod app;
+mod auth;
 mod avoid;
 mod catalog;
 mod demo;
 mod http;
+mod jobs;
+mod library_api;
 mod metrics;
 mod serve;
+mod session;
 mod state_file;
 mod subsonic;
 mod tus;
 mod users_cli;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,6 +82,20 @@ struct Cli {
     /// or `api-key-only`.
     #[arg(long, value_enum, default_value_t = subsonic::AuthModes::All)]
     subsonic_auth: subsonic::AuthModes,
+    /// A web page's session unused this long ends (90s, 30m, 24h, 7d).
+    #[arg(long, default_value = "30m", value_parser = duration_arg)]
+    session_idle: Duration,
+    /// A web page's session ends this long after its sign-in, used or not.
+    #[arg(long, default_value = "12h", value_parser = duration_arg)]
+    session_lifetime: Duration,
+    /// Mark session cookies `Secure` (sent over HTTPS only): set it when a TLS proxy is in
+    /// front of the server.
+    #[arg(long)]
+    secure_cookies: bool,
+    /// Serve the web pages from this directory (`examples/locker-server/web`) instead of the
+    /// copies compiled in: for working on the pages.
+    #[arg(long)]
+    web_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -91,6 +114,9 @@ enum Command {
     /// Accounts.
     #[command(subcommand)]
     User(users_cli::UserCommand),
+    /// Operators: who may use /admin and /api/v1/admin.
+    #[command(subcommand)]
+    Operator(users_cli::OperatorCommand),
 }
 
 /// Parses a duration: a number with a unit `s`, `m`, `h` or `d` (a bare number is seconds).
@@ -120,9 +146,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
-    if let Command::User(cmd) = command {
-        return users_cli::run(cmd, &cli.store, cli.mode);
-    }
+    let command = match command {
+        Command::User(cmd) => return users_cli::run(cmd, &cli.store, cli.mode),
+        Command::Operator(cmd) => return users_cli::run_operator(cmd, &cli.store, cli.mode),
+        other => other,
+    };
     let store = Store::open(&cli.store, Options::default().mode(cli.mode))?;
     let accounts = Arc::new(accounts::Accounts::open(&cli.store)?);
     let state_dir = cli.store.join("server");
@@ -149,6 +177,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         catalog,
         user_data,
         subsonic_auth: cli.subsonic_auth,
+        sessions: Arc::new(session::Sessions::new(session::SessionLimits {
+            idle: cli.session_idle,
+            lifetime: cli.session_lifetime,
+            secure_cookies: cli.secure_cookies,
+        })),
+        jobs: Arc::default(),
+        pages: web::Pages { dir: cli.web_dir },
     };
     if let Command::Demo { music } = command {
         demo::prepare(&app, &music.unwrap_or_else(demo::default_music))?;

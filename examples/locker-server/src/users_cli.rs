@@ -1,4 +1,4 @@
-//! `locker-server user ...`: account commands. They work on the store directly when no server
+//! `locker-server user ...` and `operator ...`: account commands. They work on the store directly when no server
 //! runs, and through the running server's admin socket when one holds the store (see admin.rs),
 //! with the same operations and the same output either way.
 
@@ -10,7 +10,7 @@ use lockerstore::{LicenseMode, Options, Store};
 use serde_json::{Value, json};
 
 use crate::accounts::Accounts;
-use crate::admin::{Admin, Named, NewUser, QuotaChange};
+use crate::admin::{Admin, Named, NamedOperator, NewUser, QuotaChange};
 
 #[derive(Subcommand)]
 pub enum UserCommand {
@@ -44,6 +44,22 @@ pub enum UserCommand {
         json: bool,
     },
     /// Revoke a user's API keys and issue a new one.
+    RevokeKey {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OperatorCommand {
+    /// Create an operator; prints its key (shown once), for /admin and /api/v1/admin.
+    Add {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an operator's keys (and end their sessions) and issue a new one.
     RevokeKey {
         name: String,
         #[arg(long)]
@@ -157,6 +173,10 @@ fn direct(
             let n: Named = serde_json::from_value(body)?;
             serde_json::to_value(admin.revoke_key(&n.name)?)?
         }
+        ("POST", "/operators" | "/operators/revoke-key") => {
+            let n: NamedOperator = serde_json::from_value(body)?;
+            serde_json::to_value(admin.operator_key(&n.name, path.ends_with("revoke-key"))?)?
+        }
         _ => unreachable!("request() names only these"),
     })
 }
@@ -179,37 +199,74 @@ fn user_line(u: &Value) -> String {
     )
 }
 
-/// Runs a user command: on the store when it is free, else through the server's admin socket.
+/// Runs an operation on the store when it is free, else through the server's admin socket.
+fn execute(
+    store_dir: &Path,
+    mode: LicenseMode,
+    (method, path, body): (Method, &'static str, Option<Value>),
+) -> Result<Value, Box<dyn std::error::Error>> {
+    Ok(
+        match Store::open(store_dir, Options::default().mode(mode)) {
+            Ok(store) => {
+                let accounts = Accounts::open(store_dir)?;
+                direct(
+                    &Admin {
+                        store: &store,
+                        accounts: &accounts,
+                    },
+                    &method,
+                    path,
+                    body,
+                )?
+            }
+            Err(lockerstore::Error::Locked(_)) => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(crate::admin::call(
+                    &store_dir.join("server"),
+                    method,
+                    path,
+                    body,
+                ))?,
+            Err(e) => return Err(e.into()),
+        },
+    )
+}
+
+/// Runs an operator command.
+pub fn run_operator(
+    cmd: OperatorCommand,
+    store_dir: &Path,
+    mode: LicenseMode,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (path, name, json) = match &cmd {
+        OperatorCommand::Add { name, json } => ("/operators", name, *json),
+        OperatorCommand::RevokeKey { name, json } => ("/operators/revoke-key", name, *json),
+    };
+    let body = json!({ "name": name });
+    let value = execute(store_dir, mode, (Method::POST, path, Some(body)))?;
+    if json {
+        println!("{value}");
+    } else {
+        println!(
+            "operator {}",
+            value["operator"].as_str().unwrap_or_default()
+        );
+        println!(
+            "operator key {}",
+            value["operator_key"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Runs a user command.
 pub fn run(
     cmd: UserCommand,
     store_dir: &Path,
     mode: LicenseMode,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let (method, path, body) = request(&cmd)?;
-    let value = match Store::open(store_dir, Options::default().mode(mode)) {
-        Ok(store) => {
-            let accounts = Accounts::open(store_dir)?;
-            direct(
-                &Admin {
-                    store: &store,
-                    accounts: &accounts,
-                },
-                &method,
-                path,
-                body,
-            )?
-        }
-        Err(lockerstore::Error::Locked(_)) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(crate::admin::call(
-                &store_dir.join("server"),
-                method,
-                path,
-                body,
-            ))?,
-        Err(e) => return Err(e.into()),
-    };
+    let value = execute(store_dir, mode, request(&cmd)?)?;
     let json = match &cmd {
         UserCommand::Add { json, .. }
         | UserCommand::List { json }

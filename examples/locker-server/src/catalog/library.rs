@@ -132,6 +132,47 @@ pub fn fold(s: &str) -> String {
     s.to_lowercase()
 }
 
+/// Most distinct words of a query that count, and most characters of each: a search costs
+/// words x library, so a 1 MiB query of one-letter words must not cost a million passes.
+pub const MAX_WORDS: usize = 16;
+pub const MAX_WORD_CHARS: usize = 64;
+
+/// The words of a search query, lowercased, distinct, at most [`MAX_WORDS`] of at most
+/// [`MAX_WORD_CHARS`] characters; none for an empty query (`""` and `''` as clients send them,
+/// and `*`, count as empty).
+pub fn words(query: &str) -> Vec<String> {
+    let q = query.trim();
+    let q = match q {
+        "\"\"" | "''" => "",
+        q => q,
+    };
+    let mut out: Vec<String> = Vec::new();
+    for w in q.split_whitespace() {
+        let w: String = fold(w.trim_matches(|c| c == '*' || c == '"'))
+            .chars()
+            .take(MAX_WORD_CHARS)
+            .collect();
+        if !w.is_empty() && !out.contains(&w) {
+            out.push(w);
+            if out.len() == MAX_WORDS {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Whether every word occurs in one of `fields` (case-insensitively); no words match all.
+pub fn matches(words: &[String], fields: &[&str]) -> bool {
+    if words.is_empty() {
+        return true;
+    }
+    let hay: Vec<String> = fields.iter().map(|f| fold(f)).collect();
+    words
+        .iter()
+        .all(|w| hay.iter().any(|h| h.contains(w.as_str())))
+}
+
 impl Library {
     /// Derives the views from the entries.
     pub fn new(mut tracks: Vec<Track>) -> Library {
@@ -237,6 +278,20 @@ impl Library {
 
     pub fn artist(&self, id: &str) -> Option<&Artist> {
         self.artist_ix.get(id).map(|&i| &self.artists[i])
+    }
+
+    /// The track whose embedded picture is the cover `id` names: a track's own (when it has
+    /// one), or an album's or artist's first track that has one.
+    pub fn cover_track(&self, id: &str) -> Option<&Track> {
+        let cover = match id.get(..3) {
+            Some("al-") => self.album(id).and_then(|a| a.cover.as_deref()),
+            Some("ar-") => self.artist(id).and_then(|a| a.cover.as_deref()),
+            _ => self
+                .track(id)
+                .filter(|t| t.has_picture)
+                .map(|t| t.id.as_str()),
+        };
+        cover.and_then(|c| self.track(c))
     }
 
     /// Every genre with its song and album counts, by name.
@@ -345,5 +400,20 @@ pub(crate) mod tests {
         );
         assert!(lib.track(&track_id("other", "a.mp3")).is_none());
         assert_eq!(lib.last_modified, 2);
+    }
+
+    #[test]
+    fn queries_split_into_words_and_empty_queries_match_all() {
+        assert!(words("").is_empty());
+        assert!(words("\"\"").is_empty());
+        assert!(words(" * ").is_empty());
+        assert_eq!(words("Foo  bAR*"), ["foo", "bar"]);
+        assert_eq!(words("a a A a b"), ["a", "b"]);
+        let many: String = (0..10_000).map(|i| format!("w{i} ")).collect();
+        assert_eq!(words(&many).len(), MAX_WORDS);
+        assert_eq!(words(&"x".repeat(1000))[0].len(), MAX_WORD_CHARS);
+        assert!(matches(&[], &["x"]));
+        assert!(matches(&words("tone bea"), &["A Tone", "The Beatles"]));
+        assert!(!matches(&words("tone zzz"), &["A Tone", "The Beatles"]));
     }
 }

@@ -243,6 +243,22 @@ fn picture_type(p: &Picture) -> String {
     }
 }
 
+/// The embedded picture of `user`'s track `key` and its content type; `None` when the track
+/// has none or is gone. Blocking.
+pub fn picture_of(
+    store: &lockerstore::Store,
+    user: &lockerstore::UserId,
+    key: &lockerstore::TrackKey,
+) -> lockerstore::Result<Option<(Vec<u8>, String)>> {
+    match store.open_track(user, key) {
+        Ok(reader) => Ok(read_picture(reader)),
+        Err(lockerstore::Error::TrackNotFound { .. } | lockerstore::Error::UnknownUser(_)) => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The embedded picture of a track (the front cover when there are several) and its content
 /// type; `None` when it has none or its tags cannot be read.
 pub fn read_picture(reader: TrackReader) -> Option<(Vec<u8>, String)> {

@@ -6,7 +6,7 @@ use md5::{Digest, Md5};
 
 use super::params::Params;
 use super::response::Failure;
-use crate::accounts::Accounts;
+use crate::accounts::{Accounts, same};
 
 /// Which Subsonic credentials the server takes (`--subsonic-auth`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -30,10 +30,6 @@ fn conflicting() -> Failure {
 }
 
 /// Compares without leaking where two strings first differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn md5_hex(s: &str) -> String {
     Md5::digest(s.as_bytes())
         .iter()
@@ -97,8 +93,7 @@ pub fn authenticate(accounts: &Accounts, modes: AuthModes, p: &Params) -> Result
             Some(hex) => decode_hex(hex).ok_or_else(wrong)?,
             None => given.to_owned(),
         };
-        let password = accounts.subsonic_password(user).ok_or_else(wrong)?;
-        return if same(password.as_bytes(), given.as_bytes()) {
+        return if accounts.check_password(user, &given) {
             Ok(user.to_owned())
         } else {
             Err(wrong())

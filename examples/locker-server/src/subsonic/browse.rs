@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::params::page;
 use super::response::{Failure, Reply};
 use super::{Ctx, shuffle};
-use crate::catalog::library::fold;
+use crate::catalog::library::{fold, matches, words};
 use crate::catalog::{Album, Artist};
 
 /// The one music folder: the caller's locker.
@@ -196,46 +196,6 @@ pub fn genres(ctx: &Ctx) -> Result<Reply, Failure> {
     Ok(Reply::with("genres", json!({ "genre": list })))
 }
 
-/// Most distinct words of a query that count, and most characters of each: a search costs
-/// words x library, so a 1 MiB query of one-letter words must not cost a million passes.
-const MAX_WORDS: usize = 16;
-const MAX_WORD_CHARS: usize = 64;
-
-/// The words of a search query, lowercased, distinct, at most [`MAX_WORDS`] of at most
-/// [`MAX_WORD_CHARS`] characters; none for an empty query (`""` and `''` as clients send them,
-/// and `*`, count as empty).
-fn words(query: &str) -> Vec<String> {
-    let q = query.trim();
-    let q = match q {
-        "\"\"" | "''" => "",
-        q => q,
-    };
-    let mut out: Vec<String> = Vec::new();
-    for w in q.split_whitespace() {
-        let w: String = fold(w.trim_matches(|c| c == '*' || c == '"'))
-            .chars()
-            .take(MAX_WORD_CHARS)
-            .collect();
-        if !w.is_empty() && !out.contains(&w) {
-            out.push(w);
-            if out.len() == MAX_WORDS {
-                break;
-            }
-        }
-    }
-    out
-}
-
-fn matches(words: &[String], fields: &[&str]) -> bool {
-    if words.is_empty() {
-        return true;
-    }
-    let hay: Vec<String> = fields.iter().map(|f| fold(f)).collect();
-    words
-        .iter()
-        .all(|w| hay.iter().any(|h| h.contains(w.as_str())))
-}
-
 /// `search3`: songs whose title, artist or album hold every word; albums by name or artist;
 /// artists by name. An empty query lists everything (Symfonium syncs that way).
 pub fn search3(ctx: &Ctx) -> Result<Reply, Failure> {
@@ -272,24 +232,4 @@ pub fn search3(ctx: &Ctx) -> Result<Reply, Failure> {
         "searchResult3",
         json!({ "artist": artist, "album": album, "song": song }),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queries_split_into_words_and_empty_queries_match_all() {
-        assert!(words("").is_empty());
-        assert!(words("\"\"").is_empty());
-        assert!(words(" * ").is_empty());
-        assert_eq!(words("Foo  bAR*"), ["foo", "bar"]);
-        assert_eq!(words("a a A a b"), ["a", "b"]);
-        let many: String = (0..10_000).map(|i| format!("w{i} ")).collect();
-        assert_eq!(words(&many).len(), MAX_WORDS);
-        assert_eq!(words(&"x".repeat(1000))[0].len(), MAX_WORD_CHARS);
-        assert!(matches(&[], &["x"]));
-        assert!(matches(&words("tone bea"), &["A Tone", "The Beatles"]));
-        assert!(!matches(&words("tone zzz"), &["A Tone", "The Beatles"]));
-    }
 }

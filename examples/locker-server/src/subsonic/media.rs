@@ -46,31 +46,18 @@ pub async fn cover_art(ctx: &Ctx) -> Result<Reply, Failure> {
     let id = ctx.params.require("id")?;
     // `size` must still be a number when given, though it is not applied.
     let _ = ctx.params.number::<u32>("size")?;
-    let lib = &ctx.lib;
-    let cover = match id.get(..3) {
-        Some("al-") => lib.album(id).and_then(|a| a.cover.clone()),
-        Some("ar-") => lib.artist(id).and_then(|a| a.cover.clone()),
-        _ => lib
-            .track(id)
-            .filter(|t| t.has_picture)
-            .map(|t| t.id.clone()),
-    };
-    let t = cover
-        .as_deref()
-        .and_then(|c| lib.track(c))
+    let t = ctx
+        .lib
+        .cover_track(id)
         .ok_or_else(|| Failure::not_found("Cover art"))?;
     let key = key_of(t)?;
     let store = ctx.app.store.clone();
     let user = ctx.user.clone();
-    let picture = blocking(move || match store.open_track(&user, &key) {
-        Ok(reader) => Ok(tags::read_picture(reader)),
-        Err(lockerstore::Error::TrackNotFound { .. } | lockerstore::Error::UnknownUser(_)) => {
-            Ok(None)
-        }
-        Err(e) => {
+    let picture = blocking(move || {
+        tags::picture_of(&store, &user, &key).map_err(|e| {
             tracing::error!(error = %e, "cover art unreadable");
-            Err(Failure::generic("The track could not be read"))
-        }
+            Failure::generic("The track could not be read")
+        })
     })
     .await?;
     let (bytes, content_type) = picture.ok_or_else(|| Failure::not_found("Cover art"))?;

@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
@@ -41,8 +41,8 @@ use futures_util::StreamExt;
 use lockerstore::{Error, TrackKey, UserId};
 use serde::{Deserialize, Serialize};
 
-use crate::api::user_of;
 use crate::app::App;
+use crate::auth::user_of;
 use crate::http::{ApiError, blocking, upload_frames};
 
 mod uploads;
@@ -223,7 +223,7 @@ async fn create(State(app): State<App>, headers: HeaderMap) -> Result<Response, 
     if let Some(r) = version_mismatch(&headers) {
         return Ok(r);
     }
-    let user = user_of(&app, &headers)?;
+    let user = user_of(&app, &Method::POST, &headers)?;
     let Some(length) = number(&headers, &UPLOAD_LENGTH)? else {
         return Err(if headers.contains_key(UPLOAD_DEFER_LENGTH) {
             bad("Upload-Defer-Length is not supported: send Upload-Length")
@@ -302,7 +302,7 @@ async fn head(
     if let Some(r) = version_mismatch(&headers) {
         return Ok(r);
     }
-    let user = user_of(&app, &headers)?;
+    let user = user_of(&app, &Method::HEAD, &headers)?;
     let up = app.uploads.get(&id, &user).ok_or_else(not_found)?;
     up.touch();
     let p = up.progress();
@@ -333,7 +333,7 @@ async fn terminate(
     if let Some(r) = version_mismatch(&headers) {
         return Ok(r);
     }
-    let user = user_of(&app, &headers)?;
+    let user = user_of(&app, &Method::DELETE, &headers)?;
     let up = app.uploads.get(&id, &user).ok_or_else(not_found)?;
     let claim = up
         .claim()
@@ -360,7 +360,7 @@ async fn patch(
     if let Some(r) = version_mismatch(headers) {
         return Ok(r);
     }
-    let user = user_of(&app, headers)?;
+    let user = user_of(&app, request.method(), headers)?;
     let up = app.uploads.get(&id, &user).ok_or_else(not_found)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)

@@ -1,0 +1,340 @@
+//! Browser sessions: what the web pages sign in with instead of carrying a key.
+//!
+//! Signing in (`POST /api/v1/session` for users, `POST /api/v1/admin/session` for operators)
+//! checks the credentials once and sets a cookie holding a random 256-bit token: `HttpOnly` (no
+//! script reads it), `SameSite=Strict` (no other site's page sends it), its path limited to what
+//! it is for. The server keeps only the token's BLAKE3 hash, so its memory holds no usable
+//! credential. A session ends after [`SessionLimits::idle`] without a request, after
+//! [`SessionLimits::lifetime`] whatever happens, when its owner signs out, or when the user's
+//! keys are revoked. Sessions live in the server's memory: a restart signs everybody out.
+//!
+//! Cross-site request forgery: every state-changing request that a session authenticates must
+//! carry the session's CSRF token in `X-CSRF-Token` (a synchronizer token: the page learns it
+//! from the JSON answer of the sign-in, which no other origin can read) and must not come from
+//! another origin (`Origin`, `Sec-Fetch-Site`). See [`crate::auth`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Who a session belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Principal {
+    /// A locker's user (the player).
+    User(String),
+    /// An operator (the page at `/admin`).
+    Operator(String),
+}
+
+impl Principal {
+    /// The cookie that carries this kind of session, and the path it is sent to.
+    pub fn cookie(&self) -> (&'static str, &'static str) {
+        match self {
+            Principal::User(_) => (USER_COOKIE, "/"),
+            Principal::Operator(_) => (OPERATOR_COOKIE, "/api/v1/admin"),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::User(n) | Principal::Operator(n) => n,
+        }
+    }
+}
+
+/// The users' session cookie.
+pub const USER_COOKIE: &str = "locker_session";
+/// The operators' session cookie (sent to `/api/v1/admin` only).
+pub const OPERATOR_COOKIE: &str = "locker_operator";
+/// Most live sessions of one principal: signing in once more ends the oldest.
+const PER_PRINCIPAL: usize = 16;
+/// Most live sessions in all: beyond, the least recently used ends.
+const MAX_SESSIONS: usize = 100_000;
+
+/// How long sessions live.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionLimits {
+    /// A session unused this long ends.
+    pub idle: Duration,
+    /// A session ends this long after its sign-in, used or not.
+    pub lifetime: Duration,
+    /// Whether cookies carry `Secure` (the server is behind HTTPS).
+    pub secure_cookies: bool,
+}
+
+#[derive(Debug)]
+struct Session {
+    who: Principal,
+    csrf: String,
+    created: Instant,
+    last_used: Instant,
+}
+
+/// A live session, as a request sees it.
+#[derive(Clone, Debug)]
+pub struct Live {
+    pub who: Principal,
+    pub csrf: String,
+    /// Seconds until the session ends if unused.
+    pub expires_in: u64,
+}
+
+/// A new session: the cookie's token (given to the browser, never kept) and what it is.
+#[derive(Debug)]
+pub struct Started {
+    pub token: String,
+    pub live: Live,
+}
+
+/// Every live session of the server.
+#[derive(Debug)]
+pub struct Sessions {
+    limits: SessionLimits,
+    by_hash: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    *blake3::hash(token.as_bytes()).as_bytes()
+}
+
+fn random_token() -> std::io::Result<String> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+impl Sessions {
+    pub fn new(limits: SessionLimits) -> Sessions {
+        Sessions {
+            limits,
+            by_hash: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn alive(&self, s: &Session, now: Instant) -> bool {
+        now.duration_since(s.last_used) < self.limits.idle
+            && now.duration_since(s.created) < self.limits.lifetime
+    }
+
+    fn live(&self, s: &Session, now: Instant) -> Live {
+        let idle_left = self
+            .limits
+            .idle
+            .saturating_sub(now.duration_since(s.last_used));
+        let life_left = self
+            .limits
+            .lifetime
+            .saturating_sub(now.duration_since(s.created));
+        Live {
+            who: s.who.clone(),
+            csrf: s.csrf.clone(),
+            expires_in: idle_left.min(life_left).as_secs(),
+        }
+    }
+
+    /// Starts a session for `who` (whose credentials the caller checked).
+    pub fn start(&self, who: Principal) -> std::io::Result<Started> {
+        let token = random_token()?;
+        let csrf = random_token()?;
+        let now = Instant::now();
+        let mut map = self.by_hash.lock().expect("sessions lock");
+        map.retain(|_, s| self.alive(s, now));
+        let oldest = |map: &HashMap<[u8; 32], Session>, of: Option<&Principal>| {
+            map.iter()
+                .filter(|(_, s)| of.is_none_or(|w| &s.who == w))
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(h, _)| *h)
+        };
+        if map.values().filter(|s| s.who == who).count() >= PER_PRINCIPAL
+            && let Some(h) = oldest(&map, Some(&who))
+        {
+            map.remove(&h);
+        }
+        if map.len() >= MAX_SESSIONS
+            && let Some(h) = oldest(&map, None)
+        {
+            map.remove(&h);
+        }
+        let session = Session {
+            who,
+            csrf,
+            created: now,
+            last_used: now,
+        };
+        let live = self.live(&session, now);
+        map.insert(token_hash(&token), session);
+        Ok(Started { token, live })
+    }
+
+    /// The live session of `token`, if it is one of `kind`'s (`User` or `Operator`, whatever
+    /// the name); using it keeps it alive.
+    pub fn check(&self, token: &str, operator: bool) -> Option<Live> {
+        let now = Instant::now();
+        let mut map = self.by_hash.lock().expect("sessions lock");
+        let h = token_hash(token);
+        let s = map.get_mut(&h)?;
+        if !self.alive(s, now) {
+            map.remove(&h);
+            return None;
+        }
+        if matches!(s.who, Principal::Operator(_)) != operator {
+            return None;
+        }
+        s.last_used = now;
+        Some(self.live(s, now))
+    }
+
+    /// Ends the session of `token`.
+    pub fn end(&self, token: &str) {
+        self.by_hash
+            .lock()
+            .expect("sessions lock")
+            .remove(&token_hash(token));
+    }
+
+    /// Ends every session of `who` (their keys were revoked).
+    pub fn end_all(&self, who: &Principal) {
+        self.by_hash
+            .lock()
+            .expect("sessions lock")
+            .retain(|_, s| &s.who != who);
+    }
+
+    /// The `Set-Cookie` value that hands `started`'s token to the browser.
+    pub fn cookie(&self, started: &Started) -> String {
+        let (name, path) = started.live.who.cookie();
+        let c = cookie::Cookie::build((name, started.token.clone()))
+            .path(path)
+            .http_only(true)
+            .same_site(cookie::SameSite::Strict)
+            .secure(self.limits.secure_cookies)
+            .max_age(cookie::time::Duration::seconds(
+                i64::try_from(self.limits.lifetime.as_secs()).unwrap_or(i64::MAX),
+            ))
+            .build();
+        c.to_string()
+    }
+
+    /// The `Set-Cookie` value that removes the cookie of `who`'s kind.
+    pub fn removal(&self, who: &Principal) -> String {
+        let (name, path) = who.cookie();
+        let mut c = cookie::Cookie::build((name, ""))
+            .path(path)
+            .http_only(true)
+            .same_site(cookie::SameSite::Strict)
+            .build();
+        c.make_removal();
+        c.to_string()
+    }
+}
+
+/// The value of cookie `name` in a request's `Cookie` headers.
+pub fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sessions(idle: u64, lifetime: u64) -> Sessions {
+        Sessions::new(SessionLimits {
+            idle: Duration::from_millis(idle),
+            lifetime: Duration::from_millis(lifetime),
+            secure_cookies: false,
+        })
+    }
+
+    #[test]
+    fn a_session_is_found_by_its_token_only_for_its_kind_and_ends() {
+        let s = sessions(60_000, 60_000);
+        let alice = s.start(Principal::User("alice".into())).unwrap();
+        let root = s.start(Principal::Operator("root".into())).unwrap();
+        let live = s.check(&alice.token, false).unwrap();
+        assert_eq!(live.who, Principal::User("alice".into()));
+        assert_eq!(live.csrf, alice.live.csrf);
+        assert_ne!(alice.live.csrf, root.live.csrf);
+        assert!(
+            s.check(&alice.token, true).is_none(),
+            "a user is no operator"
+        );
+        assert!(
+            s.check(&root.token, false).is_none(),
+            "an operator is no user"
+        );
+        assert!(s.check(&root.token, true).is_some());
+        assert!(s.check("0000", false).is_none());
+        s.end(&alice.token);
+        assert!(s.check(&alice.token, false).is_none());
+        let again = s.start(Principal::User("alice".into())).unwrap();
+        s.end_all(&Principal::User("alice".into()));
+        assert!(s.check(&again.token, false).is_none());
+        assert!(s.check(&root.token, true).is_some());
+    }
+
+    #[test]
+    fn sessions_expire_when_idle_and_at_their_lifetime() {
+        let s = sessions(150, 400);
+        let a = s.start(Principal::User("a".into())).unwrap();
+        let b = s.start(Principal::User("b".into())).unwrap();
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(60));
+            assert!(s.check(&a.token, false).is_some(), "use keeps it alive");
+        }
+        assert!(s.check(&b.token, false).is_none(), "idle too long");
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(
+            s.check(&a.token, false).is_none(),
+            "past its lifetime, however used"
+        );
+    }
+
+    #[test]
+    fn one_principal_has_a_bounded_number_of_sessions() {
+        let s = sessions(60_000, 60_000);
+        let first = s.start(Principal::User("a".into())).unwrap();
+        let other = s.start(Principal::User("b".into())).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        let later: Vec<_> = (0..PER_PRINCIPAL)
+            .map(|_| s.start(Principal::User("a".into())).unwrap())
+            .collect();
+        assert!(s.check(&first.token, false).is_none(), "the oldest ended");
+        assert!(later.iter().all(|l| s.check(&l.token, false).is_some()));
+        assert!(s.check(&other.token, false).is_some(), "others keep theirs");
+    }
+
+    #[test]
+    fn cookies_are_http_only_strict_and_scoped() {
+        let s = sessions(60_000, 60_000);
+        let a = s.start(Principal::Operator("root".into())).unwrap();
+        let c = s.cookie(&a);
+        assert!(
+            c.starts_with(&format!("{OPERATOR_COOKIE}={}", a.token)),
+            "{c}"
+        );
+        for part in ["HttpOnly", "SameSite=Strict", "Path=/api/v1/admin"] {
+            assert!(c.contains(part), "{c} lacks {part}");
+        }
+        assert!(!c.contains("Secure"));
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            axum::http::header::COOKIE,
+            format!("x=1; {OPERATOR_COOKIE}={}; y=2", a.token)
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            cookie_value(&headers, OPERATOR_COOKIE).as_deref(),
+            Some(a.token.as_str())
+        );
+        assert_eq!(cookie_value(&headers, USER_COOKIE), None);
+        assert!(s.removal(&a.live.who).contains("Max-Age=0"));
+    }
+}
