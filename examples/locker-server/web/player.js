@@ -154,6 +154,7 @@
   function showSignIn(message) {
     setSignInMessage(message);
     $('app').hidden = true;
+    $('help').hidden = true;
     $('account').hidden = true;
     $('signin').hidden = false;
     const first = $('mode-key').hidden ? $('user') : $('api-key');
@@ -167,6 +168,7 @@
     $('signin').hidden = true;
     $('account').hidden = false;
     $('app').hidden = false;
+    $('help').hidden = false;
     setSignInMessage('');
     $('search').value = '';
     refresh();
