@@ -5,7 +5,7 @@ picker (the long one is cut off after two 1 MiB chunks, the page reloaded, the s
 again: it must resume where the server stopped, and say so), checks the stored bytes through the
 API, plays and seeks, walks the queue (buttons and the n/p/space keys), searches, deletes; a
 second user sees none of it and gets 404 for its URLs; signing in by user name + Subsonic
-password, CSRF refusal and signing out; screenshots at 1280x800 and 375x667; no console error
+password, CSRF refusal and signing out; a quota refusal shown in the upload's row; screenshots at 1280x800 and 375x667; no console error
 and no CSP violation anywhere.
 
 LOCKER_WEB_DIR, when set, is passed as `--web-dir` so that the pages come from that directory
@@ -48,9 +48,11 @@ def main():
     store = os.path.join(harness.WORK, "store")
     alice = harness.add_user(store, "alice")
     bob = harness.add_user(store, "bob")
+    carol = harness.add_user(store, "carol", "--quota", "1MB")
     config = {
         "alice": alice,
         "bob": bob,
+        "carol": carol,
         "files": {
             "cover_mp3": os.path.join(harness.FIXTURES, "mp3-cbr-id3v23-cover-eyed3.mp3"),
             "cover_flac": os.path.join(harness.FIXTURES, "flac-vorbiscomment-picture-padding-metaflac.flac"),

@@ -1,7 +1,7 @@
 // Drives the web player at `/` in headless Debian Chromium, through its UI only (clicks, typing,
 // file pickers), and checks the results through the API with a Bearer key.
 // Usage: node web_player.mjs CONFIG_JSON   (written by test_web_player.py:
-//   {base, alice: {api_key, subsonic_password}, bob: {api_key}, files: {cover_mp3, cover_flac, long},
+//   {base, alice: {api_key, subsonic_password}, bob: {api_key}, carol: {api_key} (1 MB quota), files: {cover_mp3, cover_flac, long},
 //    screenshots})
 // Prints one line per check; the last line is PASS or FAIL; exits 1 on failure.
 import { chromium } from 'playwright-core';
@@ -323,8 +323,35 @@ async function run(browser) {
   const afterOut = await C.page.evaluate(async () => [(await fetch('/api/v1/me')).status, (await fetch('/api/v1/library')).status]);
   check(afterOut[0] === 401 && afterOut[1] === 401, '8. after signing out the API answers 401', afterOut);
 
+  // Over quota: carol may hold 1 MB; the long file is refused at creation (413), in its row.
+  const D = await newPage(browser, 'carol');
+  await D.page.goto(base + '/');
+  await signInByKey(D.page, cfg.carol.api_key);
+  await until("carol's usage line", async () => /of 1\.0 MB/.test(await D.page.locator('#usage-text').textContent()));
+  D.state.expectErrors = true;
+  await D.page.locator('#file-input').setInputFiles(long);
+  const refused = D.page.locator(`li.upload[data-key="${longKey}"] .upload-status.error`);
+  await refused.waitFor();
+  check(/over quota/i.test(await refused.textContent()), `a quota refusal shows in the row: "${await refused.textContent()}"`);
+  await until('the refusal in the live region', async () => /over quota/i.test(await D.page.locator('#live').textContent()), 5000);
+  check(true, 'and is announced in the live region');
+
+  // Drag and drop (a synthetic drop: a DataTransfer made by a script has no file-system entries,
+  // so this takes the plain-files path): the music file is stored, the text file skipped.
+  const dt = await D.page.evaluateHandle(({ name, b64 }) => {
+    const t = new DataTransfer();
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    t.items.add(new File([bytes], name, { type: 'audio/mpeg' }));
+    t.items.add(new File(['not music'], 'notes.txt', { type: 'text/plain' }));
+    return t;
+  }, { name: mp3Key, b64: fs.readFileSync(files.cover_mp3).toString('base64') });
+  await D.page.locator('#dropzone').dispatchEvent('drop', { dataTransfer: dt });
+  await D.page.locator(`li.upload[data-key="${mp3Key}"] .upload-status`).filter({ hasText: /^Stored/ }).waitFor();
+  await D.page.locator(`.track[data-key="${mp3Key}"]`).waitFor();
+  check((await D.page.locator('li.upload[data-key="notes.txt"]').count()) === 0, 'a dropped file is uploaded and shows up; a non-music one is skipped');
+
   // 9. No secret in any URL, no console error, no CSP violation, no unexpected error answer.
-  const secrets = [alice.api_key, alice.subsonic_password, bob.api_key, session.csrf];
+  const secrets = [alice.api_key, alice.subsonic_password, bob.api_key, cfg.carol.api_key, session.csrf];
   const leaked = requestUrls.filter((u) => secrets.some((s) => u.includes(s) || u.includes(encodeURIComponent(s))));
   check(leaked.length === 0, 'no key, password or CSRF token in any URL', leaked);
   check(cspViolations.length === 0, 'no CSP violation', cspViolations);
@@ -353,4 +380,4 @@ if (failed) {
   console.log(`FAIL web player: ${failed}`);
   process.exit(1);
 }
-console.log('PASS web player: sign-in (key, password), resumed upload, library, covers, play/seek/queue, search, delete, isolation, CSRF, sign-out, CSP');
+console.log('PASS web player: sign-in (key, password), resumed upload, library, covers, play/seek/queue, search, delete, isolation, quota, CSRF, sign-out, CSP');

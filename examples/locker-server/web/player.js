@@ -602,7 +602,8 @@
           try { message = JSON.parse(res.getBody()).error || message; } catch (e) { message = `HTTP ${status}`; }
         }
         if (status === 401) { finishUpload(item, 'error', 'Session expired'); if (state.user) expire(); return; }
-        const why = status === 413 || status === 507 ? `Refused, over quota: ${message}`
+        const quota = status === 413 || status === 507;
+        const why = quota ? `Refused: ${/quota/i.test(message) ? message : `over quota: ${message}`}`
           : status ? `Refused (${status}): ${message}`
             : `Interrupted (${message}): choose the file again to resume`;
         finishUpload(item, 'error', why);
