@@ -352,6 +352,7 @@
     $('prev').addEventListener('click', previous);
     $('next').addEventListener('click', next);
     $('play-pause').addEventListener('click', togglePlay);
+    renderQueue(); // the Clear button hides while the queue is empty
     $('queue-clear').addEventListener('click', () => {
       const current = state.queue[state.index];
       state.queue = current ? [current] : [];
