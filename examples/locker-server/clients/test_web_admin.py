@@ -316,6 +316,13 @@ def main():
         phone = browser("screenshot", path=os.path.join(SHOTS, "admin-phone.png"), width=375, height=667)
         check(phone["overflow"] <= 0, f"375x667: the page is {phone['overflow']} px wider than the screen")
         check(0 < phone["chart_width"] <= 375, f"375x667: the chart is {phone['chart_width']} px wide")
+        # A session that ends under the page (the operator's keys revoked through the running
+        # server's admin socket): the next call's 401 brings the form back.
+        op = subprocess.run([harness.BIN, "--store", store, "operator", "revoke-key", "root", "--json"], check=True, capture_output=True)
+        root = json.loads(op.stdout)["operator_key"]
+        ended = browser("refresh_expect_signin")
+        check(ended["view"] == "signin" and ended["app_hidden"] and ended["message"], f"a 401 under the page: {ended}")
+        check(browser("signin", key=root)["view"] == "app", "signing in with the new operator key")
         out = browser("signout")
         check(out["view"] == "signin" and out["session"] == 401 and out["app_hidden"], f"signing out: {out}")
 
@@ -331,7 +338,8 @@ def main():
         check(not seen["page_errors"], f"page errors: {seen['page_errors']}")
         check(not seen["csp"], f"CSP violations: {seen['csp']}")
         expected = {("GET", "/api/v1/admin/session", 401), ("POST", "/api/v1/admin/session", 401),
-                    ("GET", "/api/v1/admin/stats", 401), ("POST", "/api/v1/admin/jobs", 401), ("POST", "/api/v1/admin/jobs", 403)}
+                    ("POST", "/api/v1/admin/jobs", 401), ("POST", "/api/v1/admin/jobs", 403),
+                    *(("GET", f"/api/v1/admin/{p}", 401) for p in ("stats", "what-if", "users", "jobs"))}
         for r in seen["responses"]:
             path = urllib.parse.urlsplit(r["url"]).path
             if (r["method"], path, r["status"]) in expected:

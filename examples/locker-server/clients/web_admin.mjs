@@ -44,6 +44,9 @@ await page.addInitScript(() => {
 
 // Waits until the page settled on the sign-in form or on the signed-in app.
 async function view() {
+  if (!(await page.$('#signin')) || !(await page.$('#app'))) {
+    throw new Error(`${page.url()} is not the operator page (no #signin/#app): an older build's copy? ${(await page.content()).slice(0, 200)}`);
+  }
   await page.waitForFunction(() => !document.getElementById('signin').hidden || !document.getElementById('app').hidden);
   return (await page.isVisible('#app')) ? 'app' : 'signin';
 }
@@ -236,6 +239,13 @@ const commands = {
   // The cookie alone, without the CSRF header, must not start a job.
   async csrf_probe() {
     return pageFetch('POST', '/api/v1/admin/jobs', { body: { kind: 'gc' } });
+  },
+
+  // The Refresh button; when the session has ended meanwhile, the form must come back.
+  async refresh_expect_signin() {
+    await page.click('#refresh');
+    await page.waitForSelector('#signin', { state: 'visible' });
+    return { view: await view(), message: await page.textContent('#signin-error'), app_hidden: await page.isHidden('#app') };
   },
 
   async signout() {
