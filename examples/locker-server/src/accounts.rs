@@ -168,7 +168,9 @@ impl Accounts {
         })
     }
 
-    /// Revokes every API key of `user` and issues a new one; `NotFound` for an unknown user.
+    /// Revokes every API key of `user` and the Subsonic password, and issues new ones (what a
+    /// leaked credential calls for: the password signs in to the web pages too); `NotFound` for
+    /// an unknown user.
     pub fn revoke_keys(&self, user: &str) -> std::io::Result<Issued> {
         let mut data = self.data.lock().expect("accounts lock");
         let mut file = data.file.clone();
@@ -180,7 +182,8 @@ impl Accounts {
         };
         let api_key = format!("lk_{}", random_hex(24)?);
         account.key_hashes = vec![hash(&api_key)];
-        let subsonic_password = account.subsonic_password.clone();
+        let subsonic_password = random_hex(12)?;
+        account.subsonic_password = subsonic_password.clone();
         self.save(&file)?;
         *data = Data::new(file);
         Ok(Issued {
@@ -292,6 +295,9 @@ mod tests {
             accounts.subsonic_password("bob").as_deref(),
             Some(bob.subsonic_password.as_str())
         );
+        assert_ne!(renewed.subsonic_password, alice.subsonic_password);
+        assert!(!accounts.check_password("alice", &alice.subsonic_password));
+        assert!(accounts.check_password("alice", &renewed.subsonic_password));
         assert_eq!(accounts.subsonic_password("nobody"), None);
         assert!(accounts.check_password("bob", &bob.subsonic_password));
         assert!(!accounts.check_password("bob", &alice.subsonic_password));

@@ -285,8 +285,15 @@ impl IntoResponse for AdminError {
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::Exists(_) | AdminError::Busy(_) => StatusCode::CONFLICT,
             AdminError::Store(_) | AdminError::Io(_) => {
+                // The store's and the file system's messages name server paths: the log has
+                // them, the answer does not.
                 tracing::error!(error = %self, "admin operation failed");
-                StatusCode::INTERNAL_SERVER_ERROR
+                let message = "internal error: see the server's log";
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    axum::Json(json!({ "error": message })),
+                )
+                    .into_response();
             }
         };
         (status, axum::Json(json!({ "error": self.to_string() }))).into_response()
@@ -307,6 +314,26 @@ async fn run<T: Send + 'static>(
     .map_err(|e| AdminError::Io(std::io::Error::other(e.to_string())))?
 }
 
+/// A JSON body whose rejections (malformed, wrong type, not JSON) answer in JSON like every
+/// other error of the API.
+pub struct Body<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for Body<T>
+where
+    axum::Json<T>:
+        axum::extract::FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = AdminError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, AdminError> {
+        axum::Json::<T>::from_request(req, state)
+            .await
+            .map(|axum::Json(v)| Body(v))
+            .map_err(|r| AdminError::BadInput(r.body_text()))
+    }
+}
+
 /// A request naming one user (names travel in bodies, never in URLs).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Named {
@@ -321,6 +348,33 @@ pub struct NamedOperator {
     pub name: String,
 }
 
+/// The admin socket's routes: the operator API, and managing operators, which only the
+/// machine's operator account may do (a stolen web session must not mint operator keys).
+pub fn socket_routes() -> Router<App> {
+    routes()
+        .route(
+            "/operators",
+            post(
+                |State(app): State<App>, Body(n): Body<NamedOperator>| async move {
+                    run(app, move |a| a.operator_key(&n.name, false))
+                        .await
+                        .map(|i| (StatusCode::CREATED, axum::Json(i)))
+                },
+            ),
+        )
+        .route(
+            "/operators/revoke-key",
+            post(
+                |State(app): State<App>, Body(n): Body<NamedOperator>| async move {
+                    let sessions = app.sessions.clone();
+                    let issued = run(app, move |a| a.operator_key(&n.name, true)).await?;
+                    sessions.end_all(&Principal::Operator(issued.operator.clone()));
+                    Ok::<_, AdminError>(axum::Json(issued))
+                },
+            ),
+        )
+}
+
 /// The operator API: served on the admin socket (whose file mode is its access control) and,
 /// behind operator credentials ([`crate::auth::require_operator`]), at `/api/v1/admin` on the
 /// server's address for the page at `/admin` and for scripts. Names travel in bodies, never
@@ -333,7 +387,7 @@ pub fn routes() -> Router<App> {
                 run(app, |a| a.users()).await.map(axum::Json)
             })
             .post(
-                |State(app): State<App>, axum::Json(new): axum::Json<NewUser>| async move {
+                |State(app): State<App>, Body(new): Body<NewUser>| async move {
                     run(app, move |a| a.add_user(&new))
                         .await
                         .map(|i| (StatusCode::CREATED, axum::Json(i)))
@@ -343,7 +397,7 @@ pub fn routes() -> Router<App> {
         .route(
             "/users/quota",
             put(
-                |State(app): State<App>, axum::Json(n): axum::Json<Named>| async move {
+                |State(app): State<App>, Body(n): Body<Named>| async move {
                     run(app, move |a| a.set_quota(&n.name, &n.change))
                         .await
                         .map(axum::Json)
@@ -353,32 +407,11 @@ pub fn routes() -> Router<App> {
         .route(
             "/users/revoke-key",
             post(
-                |State(app): State<App>, axum::Json(n): axum::Json<Named>| async move {
+                |State(app): State<App>, Body(n): Body<Named>| async move {
                     let sessions = app.sessions.clone();
                     let issued = run(app, move |a| a.revoke_key(&n.name)).await?;
                     // Sessions signed in with a revoked key end with it.
                     sessions.end_all(&Principal::User(issued.user.clone()));
-                    Ok::<_, AdminError>(axum::Json(issued))
-                },
-            ),
-        )
-        .route(
-            "/operators",
-            post(
-                |State(app): State<App>, axum::Json(n): axum::Json<NamedOperator>| async move {
-                    run(app, move |a| a.operator_key(&n.name, false))
-                        .await
-                        .map(|i| (StatusCode::CREATED, axum::Json(i)))
-                },
-            ),
-        )
-        .route(
-            "/operators/revoke-key",
-            post(
-                |State(app): State<App>, axum::Json(n): axum::Json<NamedOperator>| async move {
-                    let sessions = app.sessions.clone();
-                    let issued = run(app, move |a| a.operator_key(&n.name, true)).await?;
-                    sessions.end_all(&Principal::Operator(issued.operator.clone()));
                     Ok::<_, AdminError>(axum::Json(issued))
                 },
             ),
@@ -398,7 +431,7 @@ pub fn routes() -> Router<App> {
         .route(
             "/jobs",
             get(|State(app): State<App>| async move { axum::Json(app.jobs.list()) }).post(
-                |State(app): State<App>, axum::Json(r): axum::Json<JobRequest>| async move {
+                |State(app): State<App>, Body(r): Body<JobRequest>| async move {
                     app.jobs
                         .start(app.store.clone(), r)
                         .map(|job| (StatusCode::ACCEPTED, axum::Json(job)))
@@ -408,11 +441,12 @@ pub fn routes() -> Router<App> {
         .route(
             "/jobs/{id}",
             get(
-                |State(app): State<App>, axum::extract::Path(id): axum::extract::Path<u64>| async move {
-                    app.jobs
-                        .get(id)
+                |State(app): State<App>, axum::extract::Path(id): axum::extract::Path<String>| async move {
+                    id.parse()
+                        .ok()
+                        .and_then(|id| app.jobs.get(id))
                         .map(axum::Json)
-                        .ok_or_else(|| AdminError::NotFound(format!("no job {id}")))
+                        .ok_or_else(|| AdminError::NotFound(format!("no job {id:?}")))
                 },
             ),
         )
@@ -422,6 +456,9 @@ pub fn routes() -> Router<App> {
 /// says no other server uses it) with mode 0600.
 pub fn bind(state_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
+    // The directory first: the socket is briefly open to what the umask allows between its
+    // bind and its chmod, and the accounts file beside it is nobody else's either.
+    std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))?;
     let path = socket_path(state_dir);
     match std::fs::remove_file(&path) {
         Ok(()) => {}

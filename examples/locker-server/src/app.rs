@@ -82,6 +82,9 @@ pub fn router(app: App) -> Router {
             crate::admin::routes().route_layer(operators_only),
         )
         .merge(crate::web::routes())
+        .fallback(|| async {
+            crate::http::ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such route")
+        })
         .layer(axum::middleware::from_fn(crate::web::security_headers))
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))

@@ -51,15 +51,15 @@ fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Whether the browser says the request comes from this server's own pages. Browsers send
-/// `Sec-Fetch-Site` (Chromium, Firefox, Safari) and `Origin` on cross-origin and on
-/// state-changing requests; a client that sends neither is no browser that another site
-/// could drive.
+/// Whether the browser says the request comes from this server's own pages. Current browsers
+/// (Chromium, Firefox, Safari) send `Sec-Fetch-Site`, which alone decides: it compares the
+/// page's origin with the URL's as the browser sees them, so it stays right behind a proxy
+/// that rewrites `Host`. Older ones send `Origin` on cross-origin and state-changing requests,
+/// compared with `Host` (behind a proxy, forward the browser's host: nginx `proxy_set_header
+/// Host $host`). A client that sends neither is no browser another site could drive.
 fn same_origin(headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site")
-        && !matches!(site.to_str(), Ok("same-origin" | "none"))
-    {
-        return false;
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return matches!(site.to_str(), Ok("same-origin" | "none"));
     }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
@@ -153,8 +153,24 @@ pub async fn require_operator(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    operator_of(&app, request.method(), request.headers())?;
-    Ok(next.run(request).await)
+    let operator = operator_of(&app, request.method(), request.headers())?;
+    let changes = changes_state(request.method());
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let response = next.run(request).await;
+    // Every change an operator makes is on record, with who made it.
+    if changes {
+        tracing::info!(
+            operator,
+            route,
+            status = response.status().as_u16(),
+            "operator action"
+        );
+    }
+    Ok(response)
 }
 
 // --- signing in and out ----------------------------------------------------------------------
@@ -202,7 +218,25 @@ fn signed_in(app: &App, who: Principal) -> Result<Response, ApiError> {
 
 /// Reads a sign-in body: JSON of at most [`SIGN_IN_BODY_MAX`] bytes, from this origin.
 async fn sign_in_body<T: serde::de::DeserializeOwned>(request: Request) -> Result<T, ApiError> {
-    // Signing a victim's browser into the attacker's account is forgery too.
+    // Signing a victim's browser into the attacker's account is forgery too; and no HTML form
+    // can send JSON's content type.
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "sign in with a JSON body (Content-Type: application/json)",
+        ));
+    }
     if !same_origin(request.headers()) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -230,6 +264,13 @@ async fn user_sign_in(State(app): State<App>, request: Request) -> Result<Respon
             user: Some(user),
             password: Some(password),
         } => {
+            // The operator who turned passwords off for /rest/ turned them off here too.
+            if app.subsonic_auth == crate::subsonic::AuthModes::ApiKeyOnly {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "this server takes API keys only: sign in with {\"api_key\"}",
+                ));
+            }
             if !app.accounts.check_password(&user, &password) {
                 return Err(wrong());
             }

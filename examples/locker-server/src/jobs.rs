@@ -94,7 +94,7 @@ impl Jobs {
     }
 
     fn update(&self, id: u64, f: impl FnOnce(&mut Job)) {
-        let mut inner = self.inner.lock().expect("jobs lock");
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(job) = inner.jobs.iter_mut().find(|j| j.id == id) {
             f(job);
         }
@@ -139,22 +139,14 @@ impl Jobs {
         let spawned = std::thread::Builder::new()
             .name(format!("job-{id}"))
             .spawn(move || {
-                let result = jobs.run(&store, id, request);
-                jobs.update(id, |j| {
-                    j.finished_at = Some(now());
-                    match result {
-                        Ok(report) => {
-                            j.state = "done";
-                            j.report = Some(report);
-                        }
-                        Err(e) => {
-                            tracing::error!(job = id, error = %e, "job failed");
-                            j.state = "failed";
-                            j.error = Some(e.to_string());
-                        }
-                    }
-                });
-                jobs.inner.lock().expect("jobs lock").running = false;
+                // Whatever happens (even a panic in the engine), the job ends and the next
+                // one may start: the guard records the outcome when dropped.
+                let mut ending = Ending {
+                    jobs: &jobs,
+                    id,
+                    outcome: None,
+                };
+                ending.outcome = Some(jobs.run(&store, id, request));
             });
         if let Err(e) = spawned {
             self.update(id, |j| {
@@ -205,6 +197,42 @@ impl Jobs {
                 }))
             }
         }
+    }
+}
+
+/// Ends job `id` when dropped, in one critical section, so a poller that sees the job ended
+/// may start the next at once: records the outcome (none: the job panicked) and its end time,
+/// and frees the slot.
+struct Ending<'a> {
+    jobs: &'a Jobs,
+    id: u64,
+    outcome: Option<lockerstore::Result<Value>>,
+}
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        let outcome = self.outcome.take();
+        let mut inner = self.jobs.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(j) = inner.jobs.iter_mut().find(|j| j.id == self.id) {
+            j.finished_at = Some(now());
+            match outcome {
+                Some(Ok(report)) => {
+                    j.state = "done";
+                    j.report = Some(report);
+                }
+                Some(Err(e)) => {
+                    tracing::error!(job = self.id, error = %e, "job failed");
+                    j.state = "failed";
+                    j.error = Some(e.to_string());
+                }
+                None => {
+                    tracing::error!(job = self.id, "job panicked");
+                    j.state = "failed";
+                    j.error = Some("the job stopped unexpectedly: see the server's log".into());
+                }
+            }
+        }
+        inner.running = false;
     }
 }
 

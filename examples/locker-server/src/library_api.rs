@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use lockerstore::{QuotaUsage, TrackKey};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::App;
@@ -50,12 +49,6 @@ async fn me(
         "exempt_tracks": usage.exempt_tracks,
     }))
     .into_response())
-}
-
-#[derive(Deserialize)]
-struct Search {
-    #[serde(default)]
-    q: String,
 }
 
 fn track_json(t: &Track, album_cover: Option<&str>) -> Value {
@@ -126,12 +119,14 @@ async fn library(
     State(app): State<App>,
     method: Method,
     headers: HeaderMap,
-    Query(search): Query<Search>,
+    // A map, not a typed query: a repeated or unknown parameter is no error.
+    Query(params): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let query = params.get("q").cloned().unwrap_or_default();
     let user = user_of(&app, &method, &headers)?;
     let lib = app.catalog.library(user.as_str());
     // O(library): off the async workers, like every other walk of a catalogue.
-    let body = tokio::task::spawn_blocking(move || library_json(&lib, &search.q))
+    let body = tokio::task::spawn_blocking(move || library_json(&lib, &query))
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?;
     Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response())

@@ -239,7 +239,7 @@ async fn serve(
     };
     // The admin socket: account commands while the server holds the store (admin.rs).
     let admin_listener = admin::bind(&app.state_dir)?;
-    let admin_router = admin::routes().with_state(app.clone());
+    let admin_router = admin::socket_routes().with_state(app.clone());
     let admin_stop = stopped();
     let admin = tokio::spawn(async move {
         axum::serve(admin_listener, admin_router)
@@ -256,7 +256,16 @@ async fn serve(
         tracing::info!("shutting down");
         let _ = stopping.send(true);
     });
+    let jobs = app.jobs.clone();
     serve::serve(listener, app::router(app), limits, stopped()).await?;
+    if let Some(job) = jobs.list().into_iter().find(|j| j.state == "running") {
+        // GC and migration are crash-safe; a migration finishes when run again.
+        tracing::warn!(
+            job = job.id,
+            kind = job.kind,
+            "stopping with a job running: it ends unfinished"
+        );
+    }
     admin.await.map_err(std::io::Error::other)??;
     if let Some(metrics) = metrics {
         metrics.await.map_err(std::io::Error::other)??;

@@ -228,16 +228,20 @@ impl Sessions {
     }
 }
 
-/// The value of cookie `name` in a request's `Cookie` headers.
+/// The value of cookie `name` in a request's `Cookie` headers; `None` when there is none or
+/// more than one (a cookie planted by a sibling domain beside ours must not choose whose
+/// session a request runs in).
 pub fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
-    headers
+    let mut found = headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(cookie::Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_owned())
+        .filter(|c| c.name() == name)
+        .map(|c| c.value().to_owned());
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
 }
 
 #[cfg(test)]
@@ -335,6 +339,15 @@ mod tests {
             Some(a.token.as_str())
         );
         assert_eq!(cookie_value(&headers, USER_COOKIE), None);
+        headers.append(
+            axum::http::header::COOKIE,
+            format!("{OPERATOR_COOKIE}=planted").parse().unwrap(),
+        );
+        assert_eq!(
+            cookie_value(&headers, OPERATOR_COOKIE),
+            None,
+            "two: neither"
+        );
         assert!(s.removal(&a.live.who).contains("Max-Age=0"));
     }
 }

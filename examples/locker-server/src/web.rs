@@ -118,7 +118,17 @@ async fn serve(State(app): State<App>, headers: HeaderMap, name: &str) -> Respon
     }
     // A strong validator: the bytes' hash. `no-cache` makes the browser ask each time, so a
     // new server's pages take effect at once; unchanged files cost a 304.
-    let etag = format!("\"{}\"", &blake3::hash(asset.bytes).to_hex()[..32]);
+    static ETAGS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        ASSETS
+            .iter()
+            .map(|a| format!("\"{}\"", &blake3::hash(a.bytes).to_hex()[..32]))
+            .collect()
+    });
+    let index = ASSETS
+        .iter()
+        .position(|a| a.name == name)
+        .expect("found above");
+    let etag = ETAGS[index].clone();
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

@@ -304,7 +304,18 @@ async fn sessions_csrf_isolation_and_the_players_json() {
     );
     assert_eq!(me(&a2).send().await.unwrap().status(), StatusCode::OK);
 
-    // Revoking Alice's keys ends her sessions.
+    // Sign-in takes JSON only (no HTML form of another site can send it).
+    let r = http
+        .post(&session_url)
+        .header("content-type", "text/plain")
+        .body(json!({ "api_key": alice["api_key"] }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // Revoking Alice's keys ends her sessions, and renews her Subsonic password, which signs
+    // in too.
     let out = bin()
         .arg("--store")
         .arg(&store)
@@ -312,11 +323,61 @@ async fn sessions_csrf_isolation_and_the_players_json() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    let renewed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         me(&a2).send().await.unwrap().status(),
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(me(&b).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        sign_in(
+            &http,
+            &session_url,
+            json!({ "user": "alice", "password": alice["subsonic_password"] })
+        )
+        .await
+        .err(),
+        Some(StatusCode::UNAUTHORIZED)
+    );
+    sign_in(
+        &http,
+        &session_url,
+        json!({ "user": "alice", "password": renewed["subsonic_password"] }),
+    )
+    .await
+    .unwrap();
+
+    // Errors answer in JSON, unknown routes included.
+    let r = http
+        .get(format!("{base}/api/v1/no-such-thing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_only_servers_refuse_passwords_on_the_pages_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let alice = add_user_json(&store, "alice", &[]);
+    let server = start_with(&store, &["--subsonic-auth", "api-key-only"]).await;
+    let http = Client::new();
+    let url = format!("{}/api/v1/session", server.base);
+    assert_eq!(
+        sign_in(
+            &http,
+            &url,
+            json!({ "user": "alice", "password": alice["subsonic_password"] })
+        )
+        .await
+        .err(),
+        Some(StatusCode::BAD_REQUEST)
+    );
+    sign_in(&http, &url, json!({ "api_key": alice["api_key"] }))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -465,14 +526,46 @@ async fn the_operator_api_takes_operators_only_and_runs_jobs() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = http
-        .post(&jobs)
-        .bearer_auth(&root)
-        .json(&json!({ "kind": "format-disk" }))
+    // Bad requests answer in JSON too.
+    for (method, url, body) in [
+        (
+            Method::POST,
+            jobs.clone(),
+            Some(json!({ "kind": "format-disk" })),
+        ),
+        (Method::POST, jobs.clone(), None),
+        (Method::GET, format!("{jobs}/abc"), None),
+        (
+            Method::PUT,
+            format!("{base}/api/v1/admin/users/quota"),
+            Some(json!({ "name": 7 })),
+        ),
+    ] {
+        let mut rb = http.request(method, &url).bearer_auth(&root);
+        if let Some(body) = body {
+            rb = rb.json(&body);
+        }
+        let r = rb.send().await.unwrap();
+        assert!(r.status().is_client_error(), "{url}: {}", r.status());
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"].is_string(), "{url}: {v}");
+    }
+    // Operators are made on the machine (the admin socket), never over HTTP: a stolen session
+    // must not mint keys.
+    let r = op
+        .with_csrf(http.post(format!("{base}/api/v1/admin/operators")))
+        .json(&json!({ "name": "backdoor" }))
         .send()
         .await
         .unwrap();
-    assert!(r.status().is_client_error());
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // An operator's session is no user's.
+    let r = op
+        .send(http.get(format!("{base}/api/v1/me")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // Operators manage users over the same API.
     let r = http

@@ -223,13 +223,21 @@ pub fn read_track(user: &UserId, reader: TrackReader) -> Track {
     }
 }
 
-/// The content type of a picture: what the tag says, else what its first bytes say.
+/// The content type of a picture: what the tag says when it is a raster type a browser shows
+/// inertly, else what its first bytes say. Never `image/svg+xml` or anything else a tag
+/// claims: a picture is an uploader's bytes, and an SVG is a document with scripts.
 fn picture_type(p: &Picture) -> String {
-    if let Some(m) = p.mime_type() {
-        let m = m.as_str();
-        if m.starts_with("image/") && m.len() < 64 && m.bytes().all(|b| b.is_ascii_graphic()) {
-            return m.to_owned();
-        }
+    const RASTER: [&str; 5] = [
+        "image/jpeg",
+        "image/png",
+        "image/gif",
+        "image/webp",
+        "image/bmp",
+    ];
+    if let Some(m) = p.mime_type()
+        && let Some(known) = RASTER.iter().find(|r| r.eq_ignore_ascii_case(m.as_str()))
+    {
+        return (*known).to_owned();
     }
     let d = p.data();
     if d.starts_with(&[0xFF, 0xD8, 0xFF]) {
