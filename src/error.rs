@@ -187,6 +187,16 @@ pub enum Error {
     /// The metadata database failed in a way that is not corruption or plain I/O.
     #[error("metadata database error: {0}")]
     Metadata(String),
+    /// The object store that holds the packs failed (network, credentials, the server).
+    #[error("object store: {operation} {key}: {message}")]
+    ObjectStore {
+        /// What was being done (`put`, `get`, `list`, ...).
+        operation: String,
+        /// On which object.
+        key: String,
+        /// The client's message.
+        message: String,
+    },
 }
 
 impl Error {

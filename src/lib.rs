@@ -79,6 +79,8 @@ pub use ownership::{
     CHALLENGE_TTL, Challenge, ClientTrack, OwnershipClaim, ProofOutcome, REFUSAL_FLOOR,
 };
 pub use pack::RecoveryReport;
+#[cfg(feature = "object-store")]
+pub use pack::object::ObjectLocation;
 pub use policy::LicenseMode;
 pub use policy::quota::{Quota, QuotaUsage};
 pub use read::TrackReader;

@@ -67,6 +67,9 @@ pub(crate) mod state_keys {
     pub const CHUNKER: &str = "chunker_sizes";
     /// The 48 bytes of the store's `STORE` file, so a lost one can be rewritten.
     pub const STORE_FILE: &str = "store_file";
+    /// Where the packs live when not in `packs/`: an object store's location as `key=value`
+    /// lines (`ObjectLocation::encode`). Absent: local packs.
+    pub const OBJECT_PACKS: &str = "object_packs";
 }
 
 /// Keys of the `counters` table: store-wide totals kept exact by every commit.

@@ -10,7 +10,7 @@ use crate::format::{PACK_HEADER_LEN, pack_name, parse_pack_name};
 use crate::ids::PackId;
 use crate::vfs::{Mapped, Vfs, VfsFile};
 
-use super::storage::{PackStorage, PackWriter};
+use super::storage::{PackStorage, PackWriter, StorageFacts};
 
 /// Pack files in one directory.
 #[derive(Debug)]
@@ -193,6 +193,13 @@ impl PackStorage for LocalPacks {
             }
         }
         self.sync_dir()
+    }
+
+    fn describe(&self) -> StorageFacts {
+        StorageFacts {
+            location: self.dir.display().to_string(),
+            ..StorageFacts::default()
+        }
     }
 }
 

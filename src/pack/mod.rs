@@ -9,6 +9,8 @@
 
 pub(crate) mod codec;
 pub(crate) mod local;
+#[cfg(feature = "object-store")]
+pub(crate) mod object;
 pub(crate) mod session;
 pub(crate) mod storage;
 
@@ -38,6 +40,8 @@ pub(crate) struct ActivePack {
     /// commit that may or may not have reached the disk) must not cut the tail, because durable
     /// metadata may point into it. Such a pack is retired instead; open cuts what is uncommitted.
     pub(crate) tail_at_risk: bool,
+    /// Synced to a storage that seals on sync: it takes no more records.
+    sealed: bool,
 }
 
 impl ActivePack {
@@ -122,6 +126,7 @@ impl Packs {
                     committed_len: row.committed_len,
                     touched: false,
                     tail_at_risk: false,
+                    sealed: false,
                 });
             }
         }
@@ -229,6 +234,7 @@ impl Packs {
             committed_len: PACK_HEADER_LEN as u64,
             touched: false,
             tail_at_risk: false,
+            sealed: false,
         })
     }
 
@@ -247,15 +253,23 @@ impl Packs {
         Ok(offset)
     }
 
-    /// True when the pack should take no more records.
+    /// True when the pack should take no more records: it reached the size limit, or it was
+    /// synced to a storage that seals on sync.
     pub(crate) fn is_full(&self, pack: &ActivePack) -> bool {
-        pack.len >= self.size_limit
+        pack.sealed || pack.len >= self.size_limit
     }
 
     /// Makes everything appended to the pack durable.
     pub(crate) fn sync(&self, pack: &mut ActivePack) -> Result<()> {
         pack.tail_at_risk = true;
-        pack.writer.sync()
+        pack.writer.sync()?;
+        pack.sealed = self.storage.seals_on_sync();
+        Ok(())
+    }
+
+    /// Where the packs live and what the storage caches.
+    pub(crate) fn facts(&self) -> storage::StorageFacts {
+        self.storage.describe()
     }
 
     /// Returns a pack after its ingest committed.

@@ -108,8 +108,14 @@ impl<'p> Session<'p> {
         for p in self.full.drain(..) {
             self.packs.committed(p);
         }
-        if let Some(p) = &mut self.current {
-            p.mark_committed();
+        match self.current.take() {
+            // Sealed by its sync (an object store): the next append takes another pack.
+            Some(p) if self.packs.is_full(&p) => self.packs.committed(p),
+            Some(mut p) => {
+                p.mark_committed();
+                self.current = Some(p);
+            }
+            None => {}
         }
     }
 

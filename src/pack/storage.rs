@@ -81,6 +81,26 @@ pub(crate) trait PackStorage: Send + Sync + Debug {
     /// Removes the packs `ids` (no committed metadata points at them), durably. A pack already
     /// gone is no error.
     fn delete(&self, ids: &[PackId]) -> Result<()>;
+
+    /// Whether a pack takes no more records once synced (an object store, whose objects are
+    /// written once): the pool then never hands it out again.
+    fn seals_on_sync(&self) -> bool {
+        false
+    }
+
+    /// Where the packs live and what the storage caches, for `stats`.
+    fn describe(&self) -> StorageFacts;
+}
+
+/// What a pack storage tells `stats`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct StorageFacts {
+    /// Where the packs live: a directory, a bucket URL.
+    pub(crate) location: String,
+    /// Bytes of cached copies, for storage that caches.
+    pub(crate) cache_bytes: Option<u64>,
+    /// The cache's limit.
+    pub(crate) cache_limit: Option<u64>,
 }
 
 /// Appends to one pack. Held by one writer at a time (the pool hands a pack to one job).

@@ -82,6 +82,12 @@ pub struct Stats {
     pub filter_bytes: u64,
     /// Per-user figures, by user id.
     pub per_user: Vec<UserStats>,
+    /// Where the packs live: the store's `packs/` directory, or an object store's URL.
+    pub pack_location: String,
+    /// Bytes of packs cached on local disk, when the packs live in an object store.
+    pub cache_bytes: Option<u64>,
+    /// The cache's limit (`Options::cache_bytes`), when the packs live in an object store.
+    pub cache_limit: Option<u64>,
 }
 
 /// Facts about one track.
@@ -123,6 +129,7 @@ pub(crate) fn stats(engine: &Engine) -> Result<Stats> {
         })
         .collect::<Result<_>>()?;
     per_user.retain(|u| u.tracks > 0);
+    let facts = engine.packs().facts();
     Ok(Stats {
         mode: engine.policy().mode(),
         users: c(ck::USERS)?,
@@ -142,6 +149,9 @@ pub(crate) fn stats(engine: &Engine) -> Result<Stats> {
         },
         filter_bytes: engine.filter().bytes() as u64,
         per_user,
+        pack_location: facts.location,
+        cache_bytes: facts.cache_bytes,
+        cache_limit: facts.cache_limit,
     })
 }
 

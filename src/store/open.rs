@@ -196,6 +196,7 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
         )));
     }
     let rows = snap.packs()?;
+    let object_packs = snap.state(sk::OBJECT_PACKS)?;
     let snap_counters = (
         snap.counter(ck::LIVE_CHUNKS)?,
         snap.counter(ck::GARBAGE_CHUNKS)?,
@@ -217,12 +218,8 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
         Ok(())
     })?;
     let pack_dir = dir.join(PACK_DIR);
-    let (packs, recovery) = Packs::open(
-        Box::new(LocalPacks::new(vfs.clone(), pack_dir.clone())),
-        store_tag,
-        options.pack_size_limit,
-        &rows,
-    )?;
+    let storage = pack_storage(&options, &pack_dir, object_packs.as_deref())?;
+    let (packs, recovery) = Packs::open(storage, store_tag, options.pack_size_limit, &rows)?;
     let engine = Engine::new(Parts {
         space: Space::new(vfs.clone(), dir.clone(), pack_dir, options.min_free_space),
         dir,
@@ -244,6 +241,49 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
         recovery,
         is_new,
     })
+}
+
+/// Where this store's packs live: the object store its metadata names, or `packs/`.
+fn pack_storage(
+    options: &Options,
+    pack_dir: &Path,
+    object_packs: Option<&[u8]>,
+) -> Result<Box<dyn crate::pack::storage::PackStorage>> {
+    let vfs = options.vfs.clone();
+    #[cfg(feature = "object-store")]
+    {
+        use crate::pack::object::{ObjectLocation, ObjectPacks};
+        let kept = object_packs.map(ObjectLocation::decode).transpose()?;
+        if let (Some(asked), kept) = (&options.object_packs, &kept)
+            && kept.as_ref().map(|k| &k.url) != Some(&asked.url)
+        {
+            return Err(Error::InvalidOptions(format!(
+                "this store's packs live {}, not at {}",
+                kept.as_ref().map_or_else(
+                    || "in its packs/ directory".to_owned(),
+                    |k| format!("at {}", k.url)
+                ),
+                asked.url
+            )));
+        }
+        if let Some(location) = kept {
+            return Ok(Box::new(ObjectPacks::new(
+                vfs,
+                pack_dir.to_owned(),
+                &location,
+                options.cache_bytes,
+            )?));
+        }
+    }
+    #[cfg(not(feature = "object-store"))]
+    if object_packs.is_some() {
+        return Err(Error::InvalidOptions(
+            "this store's packs live in an object store: this build lacks the `object-store` \
+             feature"
+                .into(),
+        ));
+    }
+    Ok(Box::new(LocalPacks::new(vfs, pack_dir.to_owned())))
 }
 
 /// Tells what `dir` holds. Creation writes `STORE` first and renames a complete
@@ -335,6 +375,10 @@ fn create_metadata(
         w.set_state(sk::SEED, &seed.to_le_bytes())?;
         w.set_state(sk::CHUNKER, &options.chunker.encode())?;
         w.set_state(sk::STORE_FILE, &store_file.encode())?;
+        #[cfg(feature = "object-store")]
+        if let Some(location) = &options.object_packs {
+            w.set_state(sk::OBJECT_PACKS, &location.encode())?;
+        }
         w.set_counter(ck::NEXT_USER_NO, 1)
     })?;
     drop(meta);

@@ -33,6 +33,11 @@ pub struct Options {
     pub(crate) segment_window: usize,
     /// The I/O seam; [`StdVfs`] unless a test injects faults.
     pub(crate) vfs: Arc<dyn Vfs>,
+    /// Where a new store's packs live: an object store, or (`None`) the store's `packs/`.
+    #[cfg(feature = "object-store")]
+    pub(crate) object_packs: Option<crate::pack::object::ObjectLocation>,
+    /// Most bytes of cached pack copies, for packs in an object store.
+    pub(crate) cache_bytes: u64,
 }
 
 impl Default for Options {
@@ -47,6 +52,9 @@ impl Default for Options {
             segmenting: true,
             segment_window: 32 << 20,
             vfs: Arc::new(StdVfs),
+            #[cfg(feature = "object-store")]
+            object_packs: None,
+            cache_bytes: 1 << 30,
         }
     }
 }
@@ -121,6 +129,24 @@ impl Options {
     #[must_use]
     pub fn vfs(mut self, vfs: Arc<dyn Vfs>) -> Self {
         self.vfs = vfs;
+        self
+    }
+
+    /// Keep a new store's packs in an object store (feature `object-store`); the store's
+    /// metadata remembers where, so later opens need not say it again (and may not say
+    /// another place). Default: the store's own `packs/` directory.
+    #[cfg(feature = "object-store")]
+    #[must_use]
+    pub fn object_packs(mut self, location: crate::pack::object::ObjectLocation) -> Self {
+        self.object_packs = Some(location);
+        self
+    }
+
+    /// Most bytes of packs an object-store store keeps cached on local disk (the packs being
+    /// written come on top). Default: 1 GiB.
+    #[must_use]
+    pub fn cache_bytes(mut self, bytes: u64) -> Self {
+        self.cache_bytes = bytes;
         self
     }
 

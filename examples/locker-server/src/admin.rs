@@ -267,6 +267,9 @@ fn stats_json(s: &Stats) -> serde_json::Value {
         "pack_bytes": s.pack_bytes,
         "dedup_ratio": s.dedup_ratio,
         "filter_bytes": s.filter_bytes,
+        "pack_location": s.pack_location,
+        "cache_bytes": s.cache_bytes,
+        "cache_limit": s.cache_limit,
         "per_user": per_user,
     })
 }

@@ -35,8 +35,31 @@ struct Cli {
     /// The store directory.
     #[arg(long, global = true, default_value = "./lockerstore-data")]
     store: PathBuf,
+    /// Most bytes of packs kept cached on local disk, for a store whose packs live in an
+    /// object store (5GB, 500MiB, ...).
+    #[arg(long, global = true, default_value = "1GiB", value_parser = bytes_arg)]
+    cache_bytes: u64,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Parses a byte count with an optional SI or binary suffix (5GB, 500MiB).
+fn bytes_arg(s: &str) -> Result<u64, String> {
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, suffix) = s.split_at(digits);
+    let n: u64 = n.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let unit: u64 = match suffix {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(format!("invalid size {s:?}")),
+    };
+    n.checked_mul(unit)
+        .ok_or_else(|| format!("invalid size {s:?}"))
 }
 
 #[derive(Subcommand)]
@@ -47,6 +70,24 @@ enum Command {
         /// License mode of the new store.
         #[arg(long, default_value = "per-user-copy")]
         mode: LicenseMode,
+        /// Keep the packs in an S3-compatible bucket (`s3://bucket/prefix`) instead of the
+        /// store's `packs/` directory; credentials come from AWS_ACCESS_KEY_ID and
+        /// AWS_SECRET_ACCESS_KEY (and the other usual AWS variables). The store's directory
+        /// then holds the metadata, the packs being written and a cache.
+        #[arg(long)]
+        packs: Option<String>,
+        /// The S3-compatible server's address (`http://127.0.0.1:8333`); AWS when unset.
+        #[arg(long, requires = "packs")]
+        endpoint: Option<String>,
+        /// The bucket's region (default: AWS_REGION, else us-east-1).
+        #[arg(long, requires = "packs")]
+        region: Option<String>,
+        /// Allow plain HTTP to the endpoint (loopback test servers).
+        #[arg(long, requires = "packs")]
+        allow_http: bool,
+        /// Address the bucket virtual-hosted-style (`bucket.host`) instead of path-style.
+        #[arg(long, requires = "packs")]
+        virtual_hosted: bool,
     },
     /// Rewrite a lost or damaged STORE file from the copy kept in the store's metadata.
     Repair,
@@ -166,7 +207,12 @@ fn key_arg(s: &OsString) -> lockerstore::Result<TrackKey> {
 }
 
 fn open_existing(cli: &Cli) -> lockerstore::Result<Store> {
-    Store::open(&cli.store, Options::default().create(false))
+    Store::open(
+        &cli.store,
+        Options::default()
+            .create(false)
+            .cache_bytes(cli.cache_bytes),
+    )
 }
 
 /// Errors of the command line itself, beside the store's own.
@@ -273,11 +319,31 @@ pub(crate) fn mb(bytes: u64) -> f64 {
 
 fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match &cli.command {
-        Command::Init { mode } => {
+        Command::Init {
+            mode,
+            packs,
+            endpoint,
+            region,
+            allow_http,
+            virtual_hosted,
+        } => {
             // Open decides: it creates the store in a missing or empty directory (or finishes a
             // creation that was interrupted), refuses a directory holding anything else, and
             // opens an existing store, which init then refuses.
-            let store = Store::open(&cli.store, Options::default().mode(*mode))?;
+            let mut options = Options::default().mode(*mode).cache_bytes(cli.cache_bytes);
+            if let Some(url) = packs {
+                let mut location = lockerstore::ObjectLocation::new(url.clone())
+                    .allow_http(*allow_http)
+                    .virtual_hosted(*virtual_hosted);
+                if let Some(e) = endpoint {
+                    location = location.endpoint(e.clone());
+                }
+                if let Some(r) = region {
+                    location = location.region(r.clone());
+                }
+                options = options.object_packs(location);
+            }
+            let store = Store::open(&cli.store, options)?;
             if !store.is_new() {
                 return Err(Error::InvalidOptions(format!(
                     "{} already holds a store",
@@ -520,6 +586,9 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                         "pack_bytes": s.pack_bytes,
                         "dedup_ratio": s.dedup_ratio,
                         "filter_bytes": s.filter_bytes,
+                        "pack_location": s.pack_location,
+                        "cache_bytes": s.cache_bytes,
+                        "cache_limit": s.cache_limit,
                         "per_user": per_user,
                     })
                 );
@@ -549,6 +618,10 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 );
                 outln!("recordings      {}", s.recordings);
                 outln!("packs           {} ({:.1} MB)", s.packs, mb(s.pack_bytes));
+                outln!("packs live at   {}", s.pack_location);
+                if let (Some(c), Some(l)) = (s.cache_bytes, s.cache_limit) {
+                    outln!("pack cache      {:.1} MB of {:.1} MB", mb(c), mb(l));
+                }
                 outln!("dedup ratio     {:.3}", s.dedup_ratio);
                 outln!("chunk filter    {:.1} MB of RAM", mb(s.filter_bytes));
                 for u in &s.per_user {

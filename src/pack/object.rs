@@ -1,0 +1,682 @@
+//! Packs in an object store (S3 and compatibles, through the `object_store` crate): the second
+//! [`PackStorage`], behind the `object-store` feature.
+//!
+//! The bucket holds sealed packs only, one immutable object per pack, `<prefix>/packs/<id as 16
+//! lower-case hex>.pack`, written once with a create-only PUT. A local directory (the store's
+//! `packs/`, the same files as a local store's) serves twice:
+//!
+//! - **Staging.** An ingest appends to a local file as on a local store. [`PackWriter::sync`],
+//!   the durability point, fsyncs it and PUTs the whole file as the pack's object; only then
+//!   does the engine commit metadata that points into it. The pack is then sealed
+//!   ([`PackStorage::seals_on_sync`]): it takes no more records, so an object never changes. A
+//!   pack is therefore what one job appended before its commit: one upload's new chunks (a
+//!   track), or what one GC or migration step copied.
+//! - **Cache.** The staged file of an uploaded pack stays as the cached copy; a pack not cached
+//!   is fetched whole (one GET) into a temporary file, fsynced and renamed into place, then read
+//!   through the same maps as a local pack. The cache keeps at most `cache_bytes` of uploaded
+//!   packs, dropping the least recently read; a dropped file is unlinked, so readers that map
+//!   it keep their bytes.
+//!
+//! Names are never reused (pack ids only grow), so a create-only PUT is correct even on a
+//! store that ignores it, and the metadata, not the bucket, says where a chunk lives. Every
+//! byte read from the bucket is verified by the reader like any pack byte.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::error::{Error, Result};
+use crate::format::{pack_name, parse_pack_name};
+use crate::ids::PackId;
+use crate::vfs::{Mapped, Vfs};
+
+use super::local::LocalPacks;
+use super::storage::{PackStorage, PackWriter, StorageFacts};
+
+/// Where a store's packs live in an object store, as given at creation and kept in the store's
+/// metadata. Credentials are never kept: they come from the usual AWS environment variables
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, ...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ObjectLocation {
+    /// `s3://bucket` or `s3://bucket/prefix`.
+    pub url: String,
+    /// An S3-compatible server's address (`http://127.0.0.1:8333`); AWS when unset.
+    pub endpoint: Option<String>,
+    /// The bucket's region; from the environment when unset.
+    pub region: Option<String>,
+    /// Allow plain HTTP (loopback test servers).
+    pub allow_http: bool,
+    /// Virtual-hosted-style requests (`bucket.host/key`) instead of path-style
+    /// (`host/bucket/key`, what most self-hosted servers want).
+    pub virtual_hosted: bool,
+}
+
+impl ObjectLocation {
+    /// A location at `url` (`s3://bucket/prefix`), path-style, HTTPS only.
+    pub fn new(url: impl Into<String>) -> ObjectLocation {
+        ObjectLocation {
+            url: url.into(),
+            endpoint: None,
+            region: None,
+            allow_http: false,
+            virtual_hosted: false,
+        }
+    }
+
+    /// Sets the endpoint of an S3-compatible server.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Sets the region.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Allows plain HTTP.
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
+    }
+
+    /// Uses virtual-hosted-style requests.
+    pub fn virtual_hosted(mut self, virtual_hosted: bool) -> Self {
+        self.virtual_hosted = virtual_hosted;
+        self
+    }
+
+    /// The bucket and the key prefix of `url`.
+    fn bucket_and_prefix(&self) -> Result<(String, String)> {
+        let rest = self.url.strip_prefix("s3://").ok_or_else(|| {
+            Error::InvalidOptions(format!(
+                "object store URL {:?}: only s3://bucket[/prefix] is supported",
+                self.url
+            ))
+        })?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::InvalidOptions(format!(
+                "object store URL {:?} names no bucket",
+                self.url
+            )));
+        }
+        Ok((bucket.to_owned(), prefix.trim_matches('/').to_owned()))
+    }
+
+    /// The encoding kept in the metadata: `key=value` lines, UTF-8 (docs/DESIGN.md).
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = format!("url={}\n", self.url);
+        if let Some(e) = &self.endpoint {
+            out += &format!("endpoint={e}\n");
+        }
+        if let Some(r) = &self.region {
+            out += &format!("region={r}\n");
+        }
+        out += &format!("allow_http={}\n", self.allow_http);
+        out += &format!("virtual_hosted={}\n", self.virtual_hosted);
+        out.into_bytes()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<ObjectLocation> {
+        let bad = || Error::corrupted("the pack location in the metadata is malformed");
+        let text = std::str::from_utf8(bytes).map_err(|_| bad())?;
+        let mut loc = ObjectLocation::new("");
+        for line in text.lines() {
+            let (k, v) = line.split_once('=').ok_or_else(bad)?;
+            match k {
+                "url" => loc.url = v.to_owned(),
+                "endpoint" => loc.endpoint = Some(v.to_owned()),
+                "region" => loc.region = Some(v.to_owned()),
+                "allow_http" => loc.allow_http = v == "true",
+                "virtual_hosted" => loc.virtual_hosted = v == "true",
+                // Written by a later version: an option this one does not know.
+                _ => return Err(bad()),
+            }
+        }
+        if loc.url.is_empty() {
+            return Err(bad());
+        }
+        Ok(loc)
+    }
+}
+
+/// The bucket: an `object_store` client and the small runtime its async calls run on.
+#[derive(Debug)]
+struct Remote {
+    client: Arc<dyn ObjectStore>,
+    prefix: String,
+    url: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn remote_error(what: &str, key: &str, e: object_store::Error) -> Error {
+    Error::ObjectStore {
+        operation: what.to_owned(),
+        key: key.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+impl Remote {
+    fn connect(location: &ObjectLocation) -> Result<Remote> {
+        let (bucket, prefix) = location.bucket_and_prefix()?;
+        let mut builder = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(&bucket)
+            .with_allow_http(location.allow_http)
+            .with_virtual_hosted_style_request(location.virtual_hosted);
+        if let Some(e) = &location.endpoint {
+            builder = builder.with_endpoint(e);
+        }
+        if let Some(r) = &location.region {
+            builder = builder.with_region(r);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| Error::InvalidOptions(format!("object store {}: {e}", location.url)))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("lockerstore-object-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("start the object store's runtime", "", e))?;
+        Ok(Remote {
+            client: Arc::new(client),
+            prefix,
+            url: location.url.clone(),
+            runtime,
+        })
+    }
+
+    /// Runs `f` on the runtime and waits for it, from any thread (also one of another tokio
+    /// runtime's blocking threads, where `block_on` would panic).
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.runtime.spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        rx.recv()
+            .expect("the object store's runtime runs until the store is dropped")
+    }
+
+    fn key(&self, id: PackId) -> ObjectPath {
+        let name = pack_name(id);
+        if self.prefix.is_empty() {
+            ObjectPath::from(format!("packs/{name}"))
+        } else {
+            ObjectPath::from(format!("{}/packs/{name}", self.prefix))
+        }
+    }
+
+    fn packs_dir(&self) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from("packs")
+        } else {
+            ObjectPath::from(format!("{}/packs", self.prefix))
+        }
+    }
+
+    /// Writes pack `id` once. An object already there under this never-reused name is this
+    /// pack's own earlier PUT (a retried sync) when its length matches; anything else is
+    /// damage.
+    fn put_once(&self, id: PackId, bytes: Bytes) -> Result<()> {
+        let key = self.key(id);
+        let len = bytes.len() as u64;
+        let client = self.client.clone();
+        let k = key.clone();
+        let put = self.run(async move {
+            let options = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            client.put_opts(&k, PutPayload::from(bytes), options).await
+        });
+        match put {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => match self.head(id)? {
+                Some(l) if l == len => Ok(()),
+                other => Err(Error::corrupted_at(
+                    format!(
+                        "pack object {key} exists with {other:?} bytes, not the {len} being \
+                         written (names are never reused)"
+                    ),
+                    id,
+                    0,
+                )),
+            },
+            Err(e) => Err(remote_error("put", key.as_ref(), e)),
+        }
+    }
+
+    fn head(&self, id: PackId) -> Result<Option<u64>> {
+        let key = self.key(id);
+        let client = self.client.clone();
+        let k = key.clone();
+        match self.run(async move { client.head(&k).await }) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(remote_error("head", key.as_ref(), e)),
+        }
+    }
+
+    fn get(&self, id: PackId) -> Result<Option<Bytes>> {
+        let key = self.key(id);
+        let client = self.client.clone();
+        let k = key.clone();
+        let got = self.run(async move {
+            match client.get(&k).await {
+                Ok(r) => r.bytes().await,
+                Err(e) => Err(e),
+            }
+        });
+        match got {
+            Ok(b) => Ok(Some(b)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(remote_error("get", key.as_ref(), e)),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<(PackId, u64)>> {
+        use futures_util::TryStreamExt;
+        let dir = self.packs_dir();
+        let client = self.client.clone();
+        let d = dir.clone();
+        let listed = self.run(async move {
+            client
+                .list(Some(&d))
+                .try_collect::<Vec<object_store::ObjectMeta>>()
+                .await
+        });
+        let metas = listed.map_err(|e| remote_error("list", dir.as_ref(), e))?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                let name = m.location.filename()?;
+                Some((parse_pack_name(name)?, m.size))
+            })
+            .collect())
+    }
+
+    fn delete(&self, id: PackId) -> Result<()> {
+        let key = self.key(id);
+        let client = self.client.clone();
+        let k = key.clone();
+        match self.run(async move { client.delete(&k).await }) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(remote_error("delete", key.as_ref(), e)),
+        }
+    }
+}
+
+/// Which uploaded packs have a local copy, and how recently each was read.
+#[derive(Debug, Default)]
+struct Cache {
+    /// Pack -> (bytes, tick of its last use).
+    entries: HashMap<PackId, (u64, u64)>,
+    bytes: u64,
+    tick: u64,
+}
+
+impl Cache {
+    fn touch(&mut self, id: PackId, len: u64) {
+        self.tick += 1;
+        let tick = self.tick;
+        let e = self.entries.entry(id).or_insert_with(|| (len, 0));
+        if e.1 == 0 {
+            self.bytes += len;
+        }
+        e.1 = tick;
+    }
+
+    fn forget(&mut self, id: PackId) {
+        if let Some((len, _)) = self.entries.remove(&id) {
+            self.bytes -= len;
+        }
+    }
+
+    /// The least recently used packs to drop so the rest fit in `limit` bytes, never `keep`
+    /// (the pack being read: the cache may exceed its limit by that one pack).
+    fn over(&mut self, limit: u64, keep: Option<PackId>) -> Vec<PackId> {
+        let mut by_age: Vec<(u64, PackId, u64)> = self
+            .entries
+            .iter()
+            .map(|(id, (len, tick))| (*tick, *id, *len))
+            .collect();
+        by_age.sort_unstable();
+        let mut out = Vec::new();
+        let mut bytes = self.bytes;
+        for (_, id, len) in by_age {
+            if bytes <= limit {
+                break;
+            }
+            if Some(id) == keep {
+                continue;
+            }
+            bytes -= len;
+            out.push(id);
+        }
+        for id in &out {
+            self.forget(*id);
+        }
+        out
+    }
+}
+
+/// The local directory's copies of uploaded packs and their bound.
+#[derive(Debug)]
+struct Shelf {
+    local: LocalPacks,
+    cache: Mutex<Cache>,
+    limit: u64,
+}
+
+impl Shelf {
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts pack `id`'s copy (`len` bytes) as just used, then drops the least recently used
+    /// others past the limit.
+    fn keep(&self, id: PackId, len: u64) -> Result<()> {
+        let drop_ids = {
+            let mut cache = self.cache();
+            cache.touch(id, len);
+            cache.over(self.limit, Some(id))
+        };
+        if drop_ids.is_empty() {
+            return Ok(());
+        }
+        self.local.delete(&drop_ids)
+    }
+}
+
+/// Packs in a bucket, staged and cached in a local directory; see the module docs.
+#[derive(Debug)]
+pub(crate) struct ObjectPacks {
+    shelf: Arc<Shelf>,
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    remote: Arc<Remote>,
+    /// Packs known to be in the bucket (uploaded by this process, or listed at open).
+    uploaded: Arc<Mutex<HashSet<PackId>>>,
+}
+
+impl ObjectPacks {
+    /// Connects to the bucket of `location`; `dir` holds staged and cached packs.
+    pub(crate) fn new(
+        vfs: Arc<dyn Vfs>,
+        dir: PathBuf,
+        location: &ObjectLocation,
+        cache_limit: u64,
+    ) -> Result<ObjectPacks> {
+        Ok(ObjectPacks {
+            shelf: Arc::new(Shelf {
+                local: LocalPacks::new(vfs.clone(), dir.clone()),
+                cache: Mutex::default(),
+                limit: cache_limit,
+            }),
+            vfs,
+            dir,
+            remote: Arc::new(Remote::connect(location)?),
+            uploaded: Arc::default(),
+        })
+    }
+
+    /// Fetches pack `id` whole into the local directory: a temporary file, fsynced, renamed
+    /// into place, so a cached file is always a complete object.
+    fn fetch(&self, id: PackId) -> Result<()> {
+        let bytes = self
+            .remote
+            .get(id)?
+            .ok_or_else(|| Error::corrupted_at("pack object is missing", id, 0))?;
+        let path = self.dir.join(pack_name(id));
+        let part = self.dir.join(format!("{}.part", pack_name(id)));
+        let _ = self.vfs.remove_file(&part);
+        let file = self
+            .vfs
+            .create_new(&part)
+            .map_err(|e| Error::io("create", &part, e))?;
+        file.write_all_at(&bytes, 0)
+            .and_then(|()| file.sync_data())
+            .and_then(|()| self.vfs.rename(&part, &path))
+            .map_err(|e| Error::io("cache", &path, e))?;
+        self.shelf.keep(id, bytes.len() as u64)
+    }
+}
+
+impl PackStorage for ObjectPacks {
+    fn location(&self, id: PackId) -> String {
+        format!("{}/{}", self.remote.url.trim_end_matches('/'), {
+            let k = self.remote.key(id);
+            k.filename().unwrap_or_default().to_owned()
+        })
+    }
+
+    fn list(&self) -> Result<Vec<(PackId, u64)>> {
+        let remote = self.remote.list()?;
+        let local = self.shelf.local.list()?;
+        let in_bucket: HashMap<PackId, u64> = remote.iter().copied().collect();
+        let mut out = remote.clone();
+        let mut stale = Vec::new();
+        {
+            let mut cache = self.shelf.cache();
+            for (id, len) in local {
+                match in_bucket.get(&id) {
+                    // A cached copy.
+                    Some(&l) if l == len => cache.touch(id, len),
+                    // A copy that is not the object (a crash mid-write of a cache file that
+                    // was not renamed yet cannot leave one; damage can): fetched again.
+                    Some(_) => stale.push(id),
+                    // Staged and never uploaded: no committed metadata points into it.
+                    None => out.push((id, len)),
+                }
+            }
+        }
+        *self.uploaded.lock().expect("uploaded lock") = in_bucket.keys().copied().collect();
+        // Leftovers of fetches cut short.
+        if let Ok(names) = self.vfs.list_dir(&self.dir) {
+            for n in names.iter().filter(|n| n.ends_with(".part")) {
+                let _ = self.vfs.remove_file(&self.dir.join(n));
+            }
+        }
+        self.shelf.local.delete(&stale)?;
+        let over = self.shelf.cache().over(self.shelf.limit, None);
+        self.shelf.local.delete(&over)?;
+        Ok(out)
+    }
+
+    fn len(&self, id: PackId) -> Result<Option<u64>> {
+        match self.remote.head(id)? {
+            Some(l) => Ok(Some(l)),
+            None => self.shelf.local.len(id),
+        }
+    }
+
+    fn create(&self, id: PackId, header: &[u8]) -> Result<Box<dyn PackWriter>> {
+        Ok(Box::new(ObjectWriter {
+            id,
+            staged: self.shelf.local.create(id, header)?,
+            path: self.dir.join(pack_name(id)),
+            vfs: self.vfs.clone(),
+            remote: self.remote.clone(),
+            shelf: self.shelf.clone(),
+            uploaded_set: self.uploaded.clone(),
+            sealed: AtomicBool::new(false),
+        }))
+    }
+
+    fn reopen(&self, id: PackId) -> Result<Box<dyn PackWriter>> {
+        Err(Error::corrupted_at(
+            "an unsealed pack in a store whose packs live in an object store (every committed \
+             pack there is sealed)",
+            id,
+            0,
+        ))
+    }
+
+    fn truncate(&self, id: PackId, len: u64) -> Result<()> {
+        if self.uploaded.lock().expect("uploaded lock").contains(&id) {
+            // Objects are immutable and were whole when committed; reads never go past the
+            // committed length, so bytes past it (which the protocol never writes) stay unread.
+            return Ok(());
+        }
+        self.shelf.local.truncate(id, len)
+    }
+
+    fn read(
+        &self,
+        id: PackId,
+        end: u64,
+        committed: &mut dyn FnMut() -> Result<u64>,
+    ) -> Result<Arc<dyn Mapped>> {
+        for attempt in 0..2 {
+            if self.shelf.local.len(id)?.is_none() {
+                self.fetch(id)?;
+            }
+            match self.shelf.local.read(id, end, committed) {
+                Ok(map) => {
+                    let mut cache = self.shelf.cache();
+                    if let Some(&(len, _)) = cache.entries.get(&id) {
+                        cache.touch(id, len);
+                    }
+                    return Ok(map);
+                }
+                // Evicted between the check and the map: fetched again once.
+                Err(_) if attempt == 0 && self.shelf.local.len(id)?.is_none() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    fn delete(&self, ids: &[PackId]) -> Result<()> {
+        for &id in ids {
+            self.remote.delete(id)?;
+            self.shelf.cache().forget(id);
+            self.uploaded.lock().expect("uploaded lock").remove(&id);
+        }
+        self.shelf.local.delete(ids)
+    }
+
+    fn seals_on_sync(&self) -> bool {
+        true
+    }
+
+    fn describe(&self) -> StorageFacts {
+        StorageFacts {
+            location: self.remote.url.clone(),
+            cache_bytes: Some(self.shelf.cache().bytes),
+            cache_limit: Some(self.shelf.limit),
+        }
+    }
+}
+
+/// A staged pack, uploaded whole by its first sync.
+#[derive(Debug)]
+struct ObjectWriter {
+    id: PackId,
+    staged: Box<dyn PackWriter>,
+    path: PathBuf,
+    vfs: Arc<dyn Vfs>,
+    remote: Arc<Remote>,
+    shelf: Arc<Shelf>,
+    uploaded_set: Arc<Mutex<HashSet<PackId>>>,
+    sealed: AtomicBool,
+}
+
+impl PackWriter for ObjectWriter {
+    fn write_at(&self, offset: u64, parts: &[&[u8]]) -> Result<()> {
+        if self.sealed.load(Ordering::Acquire) {
+            return Err(Error::corrupted_at(
+                "write to a pack already uploaded (objects are immutable)",
+                self.id,
+                offset,
+            ));
+        }
+        self.staged.write_at(offset, parts)
+    }
+
+    fn sync(&self) -> Result<()> {
+        if self.sealed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // The staged copy becomes the cached one: synced first, so a power loss cannot leave
+        // a cached file that differs from its object.
+        self.staged.sync()?;
+        let bytes = self
+            .vfs
+            .read(&self.path)
+            .map_err(|e| Error::io("read", &self.path, e))?;
+        let len = bytes.len() as u64;
+        self.remote.put_once(self.id, Bytes::from(bytes))?;
+        self.sealed.store(true, Ordering::Release);
+        self.uploaded_set
+            .lock()
+            .expect("uploaded lock")
+            .insert(self.id);
+        // The staged file is now the cached copy, within the cache's bound.
+        self.shelf.keep(self.id, len)
+    }
+
+    fn truncate(&self, len: u64) -> Result<()> {
+        if self.sealed.load(Ordering::Acquire) {
+            return Err(Error::corrupted_at(
+                "truncate of a pack already uploaded",
+                self.id,
+                len,
+            ));
+        }
+        self.staged.truncate(len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_round_trip_and_bad_urls_are_refused() {
+        let loc = ObjectLocation::new("s3://packs/lockers/a")
+            .endpoint("http://127.0.0.1:8333")
+            .region("us-east-1")
+            .allow_http(true);
+        assert_eq!(ObjectLocation::decode(&loc.encode()).unwrap(), loc);
+        assert_eq!(
+            loc.bucket_and_prefix().unwrap(),
+            ("packs".into(), "lockers/a".into())
+        );
+        assert_eq!(
+            ObjectLocation::new("s3://b").bucket_and_prefix().unwrap(),
+            ("b".into(), String::new())
+        );
+        assert!(ObjectLocation::new("gs://b").bucket_and_prefix().is_err());
+        assert!(ObjectLocation::new("s3:///x").bucket_and_prefix().is_err());
+        assert!(ObjectLocation::decode(b"nonsense").is_err());
+        assert!(ObjectLocation::decode(b"url=s3://b\nfuture=1\n").is_err());
+    }
+
+    #[test]
+    fn the_cache_drops_the_least_recently_used_first() {
+        let mut c = Cache::default();
+        c.touch(PackId(1), 10);
+        c.touch(PackId(2), 10);
+        c.touch(PackId(3), 10);
+        c.touch(PackId(1), 10);
+        assert_eq!(c.bytes, 30);
+        assert_eq!(c.over(25, None), [PackId(2)]);
+        assert_eq!(c.over(5, Some(PackId(3))), [PackId(1)]);
+        assert_eq!(c.bytes, 10, "the kept pack stays over the limit");
+        assert_eq!(c.over(5, None), [PackId(3)]);
+        assert_eq!(c.bytes, 0);
+    }
+}

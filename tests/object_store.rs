@@ -1,0 +1,311 @@
+//! Packs in a real S3-compatible server (SeaweedFS in CI, started by `.ci/run`): puts, cold and
+//! warm verified reads, migration both ways, GC, a kill -9 mid-import, and lost objects.
+//!
+//! The server comes from the environment: `LOCKERSTORE_S3_ENDPOINT` (`http://127.0.0.1:8333`),
+//! `LOCKERSTORE_S3_BUCKET` (`packs`), and the usual `AWS_ACCESS_KEY_ID` /
+//! `AWS_SECRET_ACCESS_KEY`. Without it the tests say so and do nothing, except under `CI`,
+//! where a missing server is a failure.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::*;
+use lockerstore::{LicenseMode, ObjectLocation, Options, Store};
+use object_store::ObjectStore;
+
+/// A fresh prefix in the test bucket per store, so tests never see each other's packs.
+fn location() -> Option<ObjectLocation> {
+    let Ok(endpoint) = std::env::var("LOCKERSTORE_S3_ENDPOINT") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must start an S3 server and set LOCKERSTORE_S3_ENDPOINT"
+        );
+        eprintln!("no S3 server (set LOCKERSTORE_S3_ENDPOINT): object-store test not run");
+        return None;
+    };
+    static N: AtomicU64 = AtomicU64::new(0);
+    let bucket = std::env::var("LOCKERSTORE_S3_BUCKET").unwrap_or_else(|_| "packs".into());
+    let prefix = format!(
+        "test-{}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    Some(
+        ObjectLocation::new(format!("s3://{bucket}/{prefix}"))
+            .endpoint(endpoint)
+            .region("us-east-1")
+            .allow_http(true),
+    )
+}
+
+fn open_with(dir: &Path, loc: Option<&ObjectLocation>, cache: u64) -> Store {
+    let mut o = Options::default()
+        .chunker(small_chunks())
+        .cache_bytes(cache);
+    if let Some(l) = loc {
+        o = o.object_packs(l.clone());
+    }
+    Store::open(dir, o).unwrap()
+}
+
+/// The pack objects under the location's prefix, by name.
+fn objects(loc: &ObjectLocation) -> Vec<String> {
+    let rest = loc.url.strip_prefix("s3://").unwrap();
+    let (bucket, prefix) = rest.split_once('/').unwrap();
+    let s3 = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_endpoint(loc.endpoint.clone().unwrap())
+        .with_region("us-east-1")
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let path = object_store::path::Path::from(format!("{prefix}/packs"));
+    let mut names: Vec<String> = rt.block_on(async {
+        use futures_util::TryStreamExt;
+        s3.list(Some(&path))
+            .map_ok(|m| m.location.filename().unwrap().to_owned())
+            .try_collect()
+            .await
+            .unwrap()
+    });
+    names.sort();
+    names
+}
+
+fn fixtures() -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            let ext = p.extension()?.to_str()?.to_owned();
+            ["mp3", "flac", "m4a", "ogg", "opus"]
+                .contains(&ext.as_str())
+                .then(|| {
+                    (
+                        p.file_name().unwrap().to_str().unwrap().to_owned(),
+                        std::fs::read(&p).unwrap(),
+                    )
+                })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn tracks_round_trip_through_the_bucket_cold_and_warm_and_survive_migration_and_gc() {
+    let Some(loc) = location() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let files = fixtures();
+    assert!(files.len() >= 20);
+    {
+        let store = open_with(dir.path(), Some(&loc), 1 << 30);
+        for u in ["alice", "bob"] {
+            for (name, bytes) in &files {
+                store.put(&user(u), &key(name), &bytes[..]).unwrap();
+            }
+        }
+        let stats = store.stats().unwrap();
+        assert_eq!(stats.pack_location, loc.url);
+        assert!(stats.cache_bytes.unwrap() > 0, "uploads stay cached");
+        // Each put's new chunks went up as one sealed object.
+        assert_eq!(objects(&loc).len() as u64, stats.packs);
+    }
+    // Cold: no cache at all, every pack fetched (and dropped again) while reading.
+    {
+        std::fs::remove_dir_all(dir.path().join("packs")).unwrap();
+        std::fs::create_dir(dir.path().join("packs")).unwrap();
+        let store = open_with(dir.path(), None, 0);
+        for u in ["alice", "bob"] {
+            for (name, bytes) in &files {
+                assert_eq!(
+                    &store.read_track(&user(u), &key(name)).unwrap(),
+                    bytes,
+                    "{name}"
+                );
+            }
+        }
+        let s = store.stats().unwrap();
+        assert!(
+            s.cache_bytes.unwrap() <= files.iter().map(|f| f.1.len() as u64).max().unwrap() + 4096,
+            "at most the pack being read stays: {:?}",
+            s.cache_bytes
+        );
+        let report = store.verify().unwrap();
+        assert!(report.is_ok(), "{report:?}");
+    }
+    // Migration both ways, and GC, with the packs in the bucket.
+    let store = open_with(dir.path(), None, 1 << 30);
+    let predicted = store.what_if(LicenseMode::SingleMaster).unwrap();
+    store.set_mode(LicenseMode::SingleMaster).unwrap();
+    store.migrate(&mut |_| {}).unwrap();
+    assert!(store.audit(false).unwrap().conforming);
+    assert_eq!(
+        store.stats().unwrap().physical_bytes,
+        predicted.physical_bytes
+    );
+    store.set_mode(LicenseMode::PerUserCopy).unwrap();
+    store.migrate(&mut |_| {}).unwrap();
+    assert!(store.audit(false).unwrap().conforming);
+    for (name, _) in &files[..files.len() / 2] {
+        store.delete(&user("bob"), &key(name)).unwrap();
+    }
+    let before = objects(&loc).len();
+    let gc = store.gc(Default::default(), &mut |_| {}).unwrap();
+    assert!(gc.packs_deleted > 0, "{gc:?}");
+    let stats = store.stats().unwrap();
+    // Every garbage entry left the index; packs still more than half live keep their dead
+    // records (the threshold), the rest were rewritten or deleted.
+    assert_eq!(stats.garbage_chunks, 0, "{gc:?} {stats:?}");
+    assert!(gc.pack_bytes_after < gc.pack_bytes_before, "{gc:?}");
+    let after = objects(&loc);
+    assert_eq!(
+        after.len() as u64,
+        stats.packs,
+        "deleted packs left the bucket"
+    );
+    assert!(after.len() < before + gc.packs_rewritten as usize + 1);
+    for (name, bytes) in &files {
+        assert_eq!(
+            &store.read_track(&user("alice"), &key(name)).unwrap(),
+            bytes
+        );
+    }
+    for (name, bytes) in &files[files.len() / 2..] {
+        assert_eq!(&store.read_track(&user("bob"), &key(name)).unwrap(), bytes);
+    }
+    assert!(store.verify().unwrap().is_ok());
+}
+
+#[test]
+fn a_lost_object_is_reported_as_corruption_never_returned_as_data() {
+    let Some(loc) = location() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (name, bytes) = fixtures().remove(0);
+    {
+        let store = open_with(dir.path(), Some(&loc), 1 << 30);
+        store.put(&user("u"), &key(&name), &bytes[..]).unwrap();
+    }
+    // The object goes (an operator's slip in the bucket), and the cached copy with it.
+    let rest = loc.url.strip_prefix("s3://").unwrap();
+    let (bucket, prefix) = rest.split_once('/').unwrap();
+    let s3 = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_endpoint(loc.endpoint.clone().unwrap())
+        .with_region("us-east-1")
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for o in objects(&loc) {
+        let p = object_store::path::Path::from(format!("{prefix}/packs/{o}"));
+        rt.block_on(async { object_store::ObjectStoreExt::delete(&s3, &p).await })
+            .unwrap();
+    }
+    std::fs::remove_dir_all(dir.path().join("packs")).unwrap();
+    std::fs::create_dir(dir.path().join("packs")).unwrap();
+    let store = open_with(dir.path(), None, 1 << 30);
+    match store.read_track(&user("u"), &key(&name)) {
+        Err(lockerstore::Error::Corrupted { .. }) => {}
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+    assert!(!store.verify().unwrap().is_ok());
+}
+
+#[test]
+fn kill_9_mid_import_keeps_every_acknowledged_track_and_no_stray_object() {
+    let Some(loc) = location() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let mut args = vec![
+        "--store".to_owned(),
+        store_dir.display().to_string(),
+        "init".into(),
+        "--packs".into(),
+        loc.url.clone(),
+        "--endpoint".into(),
+        loc.endpoint.clone().unwrap(),
+        "--region".into(),
+        "us-east-1".into(),
+        "--allow-http".into(),
+    ];
+    let bin = env!("CARGO_BIN_EXE_lockerstore");
+    let out = std::process::Command::new(bin)
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // A locker of many tracks to import, killed partway.
+    let music = dir.path().join("music/alice");
+    std::fs::create_dir_all(&music).unwrap();
+    let files = fixtures();
+    const ROUNDS: usize = 40;
+    // Each copy ends in its own bytes, so every put uploads something (a put of content already
+    // stored would upload nothing and be over at once).
+    let copy = |round: usize, bytes: &[u8]| {
+        let mut b = bytes.to_vec();
+        b.extend_from_slice(format!("round {round}").as_bytes());
+        b
+    };
+    for round in 0..ROUNDS {
+        for (name, bytes) in &files {
+            std::fs::write(music.join(format!("{round}-{name}")), copy(round, bytes)).unwrap();
+        }
+    }
+    args.truncate(2);
+    args.extend([
+        "import".into(),
+        dir.path().join("music").display().to_string(),
+    ]);
+    let mut child = std::process::Command::new(bin)
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once some packs are in the bucket, well before the end.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while objects(&loc).len() < 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the import uploads nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let store = open_with(&store_dir, None, 1 << 30);
+    let listed = match store.list(&user("alice")) {
+        Ok(l) => l,
+        Err(lockerstore::Error::UnknownUser(_)) => Vec::new(),
+        Err(e) => panic!("{e}"),
+    };
+    assert!(
+        !listed.is_empty() && listed.len() < files.len() * ROUNDS,
+        "killed mid-import: {} of {} tracks in",
+        listed.len(),
+        files.len() * ROUNDS
+    );
+    for t in &listed {
+        let (round, name) = t.key.as_str().split_once('-').unwrap();
+        let want = &files.iter().find(|f| f.0 == name).unwrap().1;
+        let want = copy(round.parse().unwrap(), want);
+        assert_eq!(store.read_track(&user("alice"), &t.key).unwrap(), want);
+    }
+    assert!(store.verify().unwrap().is_ok());
+    // Recovery removed every object no committed metadata names.
+    assert_eq!(objects(&loc).len() as u64, store.stats().unwrap().packs);
+    eprintln!(
+        "kill -9 after {} of {} tracks",
+        listed.len(),
+        files.len() * ROUNDS
+    );
+}
