@@ -156,7 +156,7 @@ fn main() {
             }
         }
         println!(
-            "round {round}: raw PUT {:.1} MB/s, Store::put {:.1} MB/s, read cold {:.1} MB/s ({packs} GETs for {} tracks), warm {:.1} MB/s",
+            "round {round}: raw PUT {:.1} MB/s, Store::put {:.1} MB/s, read cold {:.1} MB/s ({packs} packs fetched whole, one GET each, for {} tracks), warm {:.1} MB/s",
             raw[round],
             stored[round],
             cold[round],
