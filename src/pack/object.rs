@@ -166,8 +166,23 @@ fn remote_error(what: &str, key: &str, e: object_store::Error) -> Error {
 }
 
 impl Remote {
-    fn connect(location: &ObjectLocation) -> Result<Remote> {
+    /// A client for `location`, or `client` when given (a test's).
+    fn connect(location: &ObjectLocation, client: Option<Arc<dyn ObjectStore>>) -> Result<Remote> {
         let (bucket, prefix) = location.bucket_and_prefix()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("lockerstore-object-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("start the object store's runtime", "", e))?;
+        if let Some(client) = client {
+            return Ok(Remote {
+                client,
+                prefix,
+                url: location.url.clone(),
+                runtime,
+            });
+        }
         let mut builder = object_store::aws::AmazonS3Builder::from_env()
             .with_bucket_name(&bucket)
             .with_allow_http(location.allow_http)
@@ -417,6 +432,7 @@ impl ObjectPacks {
         vfs: Arc<dyn Vfs>,
         dir: PathBuf,
         location: &ObjectLocation,
+        client: Option<Arc<dyn ObjectStore>>,
         cache_limit: u64,
     ) -> Result<ObjectPacks> {
         Ok(ObjectPacks {
@@ -427,7 +443,7 @@ impl ObjectPacks {
             }),
             vfs,
             dir,
-            remote: Arc::new(Remote::connect(location)?),
+            remote: Arc::new(Remote::connect(location, client)?),
             uploaded: Arc::default(),
         })
     }

@@ -267,10 +267,15 @@ fn pack_storage(
             )));
         }
         if let Some(location) = kept {
+            #[cfg(feature = "test-support")]
+            let client = options.object_client.clone();
+            #[cfg(not(feature = "test-support"))]
+            let client = None;
             return Ok(Box::new(ObjectPacks::new(
                 vfs,
                 pack_dir.to_owned(),
                 &location,
+                client,
                 options.cache_bytes,
             )?));
         }

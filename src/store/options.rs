@@ -38,6 +38,10 @@ pub struct Options {
     pub(crate) object_packs: Option<crate::pack::object::ObjectLocation>,
     /// Most bytes of cached pack copies, for packs in an object store.
     pub(crate) cache_bytes: u64,
+    /// An object store client to use instead of the one the location describes (tests inject
+    /// faults through it).
+    #[cfg(all(feature = "object-store", feature = "test-support"))]
+    pub(crate) object_client: Option<std::sync::Arc<dyn object_store::ObjectStore>>,
 }
 
 impl Default for Options {
@@ -55,6 +59,8 @@ impl Default for Options {
             #[cfg(feature = "object-store")]
             object_packs: None,
             cache_bytes: 1 << 30,
+            #[cfg(all(feature = "object-store", feature = "test-support"))]
+            object_client: None,
         }
     }
 }
@@ -139,6 +145,17 @@ impl Options {
     #[must_use]
     pub fn object_packs(mut self, location: crate::pack::object::ObjectLocation) -> Self {
         self.object_packs = Some(location);
+        self
+    }
+
+    /// Talk to this object store client instead of the one the store's location describes:
+    /// for tests that inject faults into the bucket's requests, or run on a mock. Not a stable
+    /// API.
+    #[cfg(all(feature = "object-store", feature = "test-support"))]
+    #[doc(hidden)]
+    #[must_use]
+    pub fn object_client(mut self, client: std::sync::Arc<dyn object_store::ObjectStore>) -> Self {
+        self.object_client = Some(client);
         self
     }
 

@@ -1,0 +1,429 @@
+//! Faults in the bucket's requests, at every request of every kind: a put, a GC, a migration
+//! that expands, and reads, each run with its Nth PUT, GET, HEAD, LIST or DELETE failing, or
+//! with the bucket gone from the Nth request on (the node's link died: nothing after reaches
+//! it). Afterwards the store reopens on the healthy bucket and must hold exactly the acknowledged
+//! tracks, read them exact, verify clean, and keep no object without a pack row.
+//!
+//! The bucket here is `object_store`'s in-memory store: a **mock**, for speed, beside the real
+//! server of tests/object_store.rs (SeaweedFS). The faults wrap it ([`Faulty`]).
+
+mod common;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use common::*;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use lockerstore::{LicenseMode, ObjectLocation, Options, Store};
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+/// Which request fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Put,
+    Get,
+    Head,
+    List,
+    Delete,
+}
+
+const KINDS: [Kind; 5] = [Kind::Put, Kind::Get, Kind::Head, Kind::List, Kind::Delete];
+
+/// How it fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Only the Nth request of its kind fails.
+    Once,
+    /// The Nth request of its kind and every request after it, of any kind, fail.
+    Dead,
+}
+
+/// The mock bucket with faults: counts requests per kind and fails as told.
+#[derive(Debug)]
+struct Faulty {
+    inner: Arc<InMemory>,
+    state: Arc<Plan>,
+}
+
+/// What fails, and what was counted.
+#[derive(Debug)]
+struct Plan {
+    counts: Mutex<HashMap<Kind, u64>>,
+    fault: Option<(Kind, u64, Fault)>,
+    dead: std::sync::atomic::AtomicBool,
+    failed: AtomicU64,
+}
+
+impl fmt::Display for Faulty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Faulty({})", self.inner)
+    }
+}
+
+impl Faulty {
+    fn new(inner: Arc<InMemory>, fault: Option<(Kind, u64, Fault)>) -> Arc<Faulty> {
+        Arc::new(Faulty {
+            inner,
+            state: Arc::new(Plan {
+                counts: Mutex::default(),
+                fault,
+                dead: Default::default(),
+                failed: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn request(&self, kind: Kind) -> object_store::Result<()> {
+        self.state.request(kind)
+    }
+}
+
+impl Plan {
+    /// Counts a request; `Err` when it must fail.
+    fn request(&self, kind: Kind) -> object_store::Result<()> {
+        let n = {
+            let mut c = self.counts.lock().unwrap();
+            let n = c.entry(kind).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let fail = self.dead.load(Ordering::SeqCst)
+            || match self.fault {
+                Some((k, at, fault)) if k == kind && at == n => {
+                    if fault == Fault::Dead {
+                        self.dead.store(true, Ordering::SeqCst);
+                    }
+                    true
+                }
+                _ => false,
+            };
+        if fail {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(object_store::Error::Generic {
+                store: "faulty",
+                source: format!("injected failure of {kind:?} request {n}").into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Faulty {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.request(Kind::Put)?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.request(Kind::Put)?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.request(if options.head { Kind::Head } else { Kind::Get })?;
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.request(Kind::Get)?;
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        // Each deletion is one DELETE request.
+        let state = self.state.clone();
+        let inner = self.inner.clone();
+        locations
+            .then(move |l| {
+                let state = state.clone();
+                let inner = inner.clone();
+                async move {
+                    let l = l?;
+                    state.request(Kind::Delete)?;
+                    object_store::ObjectStoreExt::delete(inner.as_ref(), &l).await?;
+                    Ok(l)
+                }
+            })
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if let Err(e) = self.request(Kind::List) {
+            return futures_util::stream::once(async move { Err(e) }).boxed();
+        }
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if let Err(e) = self.request(Kind::List) {
+            return futures_util::stream::once(async move { Err(e) }).boxed();
+        }
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.request(Kind::List)?;
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.request(Kind::Put)?;
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+fn location() -> ObjectLocation {
+    ObjectLocation::new("s3://mock/store")
+}
+
+fn open_on(
+    dir: &std::path::Path,
+    bucket: Arc<dyn ObjectStore>,
+    create: bool,
+) -> lockerstore::Result<Store> {
+    let mut o = Options::default()
+        .chunker(small_chunks())
+        .cache_bytes(64 << 10)
+        .object_client(bucket);
+    if create {
+        o = o.object_packs(location());
+    }
+    Store::open(dir, o)
+}
+
+/// The pack objects in the mock bucket.
+fn objects(bucket: &Arc<InMemory>) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        bucket
+            .list(Some(&Path::from("store/packs")))
+            .collect::<Vec<_>>()
+            .await
+            .len()
+    })
+}
+
+/// Reopens on the healthy bucket, with the cache dropped (every read then comes from the
+/// bucket), and checks the store holds exactly `acked` (user, key, bytes) and nothing else.
+fn check_after(
+    dir: &std::path::Path,
+    bucket: &Arc<InMemory>,
+    acked: &[(String, String, Vec<u8>)],
+    all_keys: &[(String, String)],
+    what: &str,
+) {
+    for e in std::fs::read_dir(dir.join("packs")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let store = open_on(dir, Faulty::new(bucket.clone(), None), false)
+        .unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+    for (u, k) in all_keys {
+        let want = acked.iter().find(|(au, ak, _)| au == u && ak == k);
+        match (store.read_track(&user(u), &key(k)), want) {
+            (Ok(got), Some((_, _, bytes))) => assert_eq!(&got, bytes, "{what}: {u}/{k}"),
+            (
+                Err(lockerstore::Error::TrackNotFound { .. } | lockerstore::Error::UnknownUser(_)),
+                None,
+            ) => {}
+            (got, want) => panic!(
+                "{what}: {u}/{k}: got {:?}, acknowledged: {}",
+                got.map(|b| b.len()),
+                want.is_some()
+            ),
+        }
+    }
+    let report = store.verify().unwrap();
+    assert!(report.is_ok(), "{what}: {report:?}");
+    assert_eq!(
+        objects(bucket) as u64,
+        store.stats().unwrap().packs,
+        "{what}: an object without a pack row survived open"
+    );
+}
+
+fn songs() -> Vec<(String, String, Vec<u8>)> {
+    vec![
+        ("alice".into(), "a".into(), audio("a", 150_000)),
+        ("alice".into(), "b".into(), audio("b", 90_000)),
+        ("bob".into(), "a".into(), audio("a", 150_000)),
+        ("bob".into(), "c".into(), audio("c", 120_000)),
+    ]
+}
+
+#[test]
+fn puts_with_a_failing_or_dying_bucket_at_every_request() {
+    let tracks = songs();
+    let keys: Vec<(String, String)> = tracks
+        .iter()
+        .map(|(u, k, _)| (u.clone(), k.clone()))
+        .collect();
+    let mut runs = 0;
+    for kind in KINDS {
+        for fault in [Fault::Once, Fault::Dead] {
+            for at in 1..=12 {
+                let dir = tempfile::tempdir().unwrap();
+                let bucket = Arc::new(InMemory::new());
+                let faulty = Faulty::new(bucket.clone(), Some((kind, at, fault)));
+                let what = format!("{kind:?} {fault:?} at request {at}");
+                let Ok(store) = open_on(dir.path(), faulty.clone(), true) else {
+                    // Open itself hit the fault (its listing): nothing was acknowledged.
+                    check_after(dir.path(), &bucket, &[], &keys, &what);
+                    runs += 1;
+                    continue;
+                };
+                let mut acked = Vec::new();
+                for (u, k, bytes) in &tracks {
+                    if store.put(&user(u), &key(k), &bytes[..]).is_ok() {
+                        acked.push((u.clone(), k.clone(), bytes.clone()));
+                    }
+                }
+                // Reads while the bucket fails: data or an error, never wrong bytes.
+                for (u, k, bytes) in &acked {
+                    if let Ok(got) = store.read_track(&user(u), &key(k)) {
+                        assert_eq!(&got, bytes, "{what}: read of {u}/{k}");
+                    }
+                }
+                if fault == Fault::Once && faulty.state.failed.load(Ordering::SeqCst) > 0 {
+                    // One failed request costs at most the put that made it; the store goes on.
+                    let extra = ("carol".to_owned(), "z".to_owned(), audio("z", 70_000));
+                    store
+                        .put(&user(&extra.0), &key(&extra.1), &extra.2[..])
+                        .unwrap_or_else(|e| panic!("{what}: put after a failure: {e}"));
+                    acked.push(extra);
+                }
+                drop(store);
+                let mut all = keys.clone();
+                all.push(("carol".into(), "z".into()));
+                check_after(dir.path(), &bucket, &acked, &all, &what);
+                runs += 1;
+            }
+        }
+    }
+    assert!(runs >= 100, "{runs}");
+}
+
+#[test]
+fn gc_and_migration_with_a_dying_bucket_at_every_request() {
+    let tracks = songs();
+    let keys: Vec<(String, String)> = tracks
+        .iter()
+        .map(|(u, k, _)| (u.clone(), k.clone()))
+        .collect();
+    for job in ["gc", "expand"] {
+        for kind in KINDS {
+            for at in 1..=10 {
+                let dir = tempfile::tempdir().unwrap();
+                let bucket = Arc::new(InMemory::new());
+                let mode = if job == "expand" {
+                    LicenseMode::SingleMaster
+                } else {
+                    LicenseMode::PerUserCopy
+                };
+                // The store, healthy.
+                {
+                    let store = Store::open(
+                        dir.path(),
+                        Options::default()
+                            .chunker(small_chunks())
+                            .mode(mode)
+                            .object_packs(location())
+                            .object_client(Faulty::new(bucket.clone(), None)),
+                    )
+                    .unwrap();
+                    for (u, k, bytes) in &tracks {
+                        store.put(&user(u), &key(k), &bytes[..]).unwrap();
+                    }
+                    // Garbage for GC: one track of each user goes.
+                    store.delete(&user("alice"), &key("b")).unwrap();
+                    store.delete(&user("bob"), &key("c")).unwrap();
+                }
+                let acked: Vec<_> = tracks
+                    .iter()
+                    .filter(|(u, k, _)| {
+                        !matches!((u.as_str(), k.as_str()), ("alice", "b") | ("bob", "c"))
+                    })
+                    .cloned()
+                    .collect();
+                let what = format!("{job} with the bucket dying at {kind:?} request {at}");
+                // The job, on a bucket that dies at the Nth request of `kind`.
+                for e in std::fs::read_dir(dir.path().join("packs")).unwrap() {
+                    std::fs::remove_file(e.unwrap().path()).unwrap();
+                }
+                if let Ok(store) = open_on(
+                    dir.path(),
+                    Faulty::new(bucket.clone(), Some((kind, at, Fault::Dead))),
+                    false,
+                ) {
+                    let _ = match job {
+                        "gc" => store
+                            .gc(lockerstore::GcOptions { threshold: 1.0 }, &mut |_| {})
+                            .map(|_| ()),
+                        _ => store
+                            .set_mode(LicenseMode::PerUserCopy)
+                            .and_then(|()| store.migrate(&mut |_| {}).map(|_| ())),
+                    };
+                }
+                check_after(dir.path(), &bucket, &acked, &keys, &what);
+                // And the job finishes on the healthy bucket.
+                let store = open_on(dir.path(), Faulty::new(bucket.clone(), None), false).unwrap();
+                match job {
+                    "gc" => {
+                        store
+                            .gc(lockerstore::GcOptions { threshold: 1.0 }, &mut |_| {})
+                            .unwrap();
+                        assert_eq!(store.stats().unwrap().garbage_chunks, 0, "{what}");
+                    }
+                    _ => {
+                        store.migrate(&mut |_| {}).unwrap();
+                        assert!(store.audit(false).unwrap().conforming, "{what}");
+                    }
+                }
+                drop(store);
+                check_after(dir.path(), &bucket, &acked, &keys, &what);
+            }
+        }
+    }
+}
