@@ -72,6 +72,23 @@ struct Cli {
     /// License mode of a new store.
     #[arg(long, default_value = "per-user-copy")]
     mode: LicenseMode,
+    /// Keep a new store's packs in an S3-compatible bucket (`s3://bucket/prefix`), as
+    /// `lockerstore init --packs` does; credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY. An existing store keeps where its packs live.
+    #[arg(long)]
+    packs: Option<String>,
+    /// The S3-compatible server of `--packs` (`http://127.0.0.1:8333`).
+    #[arg(long, requires = "packs")]
+    endpoint: Option<String>,
+    /// The bucket's region.
+    #[arg(long, requires = "packs")]
+    region: Option<String>,
+    /// Allow plain HTTP to the endpoint (loopback servers).
+    #[arg(long, requires = "packs")]
+    allow_http: bool,
+    /// Most bytes of packs cached on local disk, for a store whose packs live in a bucket.
+    #[arg(long, default_value = "1GiB", value_parser = users_cli::bytes_arg)]
+    cache_bytes: u64,
     /// A resumable upload not touched for this long is removed (90s, 30m, 24h, 7d).
     #[arg(long, default_value = "24h", value_parser = duration_arg)]
     upload_expiry: Duration,
@@ -137,6 +154,24 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid duration {s:?}"))
 }
 
+/// How the store opens: the mode and pack location a new store gets, the cache's bound.
+fn store_options(cli: &Cli) -> Options {
+    let mut options = Options::default()
+        .mode(cli.mode)
+        .cache_bytes(cli.cache_bytes);
+    if let Some(url) = &cli.packs {
+        let mut location = lockerstore::ObjectLocation::new(url.clone()).allow_http(cli.allow_http);
+        if let Some(e) = &cli.endpoint {
+            location = location.endpoint(e.clone());
+        }
+        if let Some(r) = &cli.region {
+            location = location.region(r.clone());
+        }
+        options = options.object_packs(location);
+    }
+    options
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -144,14 +179,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Serve);
+    let mut cli = Cli::parse();
+    let options = store_options(&cli);
+    let command = cli.command.take().unwrap_or(Command::Serve);
     let command = match command {
-        Command::User(cmd) => return users_cli::run(cmd, &cli.store, cli.mode),
-        Command::Operator(cmd) => return users_cli::run_operator(cmd, &cli.store, cli.mode),
+        Command::User(cmd) => return users_cli::run(cmd, &cli.store, options),
+        Command::Operator(cmd) => return users_cli::run_operator(cmd, &cli.store, options),
         other => other,
     };
-    let store = Store::open(&cli.store, Options::default().mode(cli.mode))?;
+    let store = Store::open(&cli.store, options)?;
     let accounts = Arc::new(accounts::Accounts::open(&cli.store)?);
     let state_dir = cli.store.join("server");
     let uploads = tus::Uploads::open(

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use axum::http::Method;
 use clap::Subcommand;
-use lockerstore::{LicenseMode, Options, Store};
+use lockerstore::{Options, Store};
 use serde_json::{Value, json};
 
 use crate::accounts::Accounts;
@@ -202,49 +202,47 @@ fn user_line(u: &Value) -> String {
 /// Runs an operation on the store when it is free, else through the server's admin socket.
 fn execute(
     store_dir: &Path,
-    mode: LicenseMode,
+    options: Options,
     (method, path, body): (Method, &'static str, Option<Value>),
 ) -> Result<Value, Box<dyn std::error::Error>> {
-    Ok(
-        match Store::open(store_dir, Options::default().mode(mode)) {
-            Ok(store) => {
-                let accounts = Accounts::open(store_dir)?;
-                direct(
-                    &Admin {
-                        store: &store,
-                        accounts: &accounts,
-                    },
-                    &method,
-                    path,
-                    body,
-                )?
-            }
-            Err(lockerstore::Error::Locked(_)) => tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(crate::admin::call(
-                    &store_dir.join("server"),
-                    method,
-                    path,
-                    body,
-                ))?,
-            Err(e) => return Err(e.into()),
-        },
-    )
+    Ok(match Store::open(store_dir, options) {
+        Ok(store) => {
+            let accounts = Accounts::open(store_dir)?;
+            direct(
+                &Admin {
+                    store: &store,
+                    accounts: &accounts,
+                },
+                &method,
+                path,
+                body,
+            )?
+        }
+        Err(lockerstore::Error::Locked(_)) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(crate::admin::call(
+                &store_dir.join("server"),
+                method,
+                path,
+                body,
+            ))?,
+        Err(e) => return Err(e.into()),
+    })
 }
 
 /// Runs an operator command.
 pub fn run_operator(
     cmd: OperatorCommand,
     store_dir: &Path,
-    mode: LicenseMode,
+    options: Options,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (path, name, json) = match &cmd {
         OperatorCommand::Add { name, json } => ("/operators", name, *json),
         OperatorCommand::RevokeKey { name, json } => ("/operators/revoke-key", name, *json),
     };
     let body = json!({ "name": name });
-    let value = execute(store_dir, mode, (Method::POST, path, Some(body)))?;
+    let value = execute(store_dir, options, (Method::POST, path, Some(body)))?;
     if json {
         println!("{value}");
     } else {
@@ -264,9 +262,9 @@ pub fn run_operator(
 pub fn run(
     cmd: UserCommand,
     store_dir: &Path,
-    mode: LicenseMode,
+    options: Options,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let value = execute(store_dir, mode, request(&cmd)?)?;
+    let value = execute(store_dir, options, request(&cmd)?)?;
     let json = match &cmd {
         UserCommand::Add { json, .. }
         | UserCommand::List { json }
