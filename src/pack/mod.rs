@@ -68,6 +68,9 @@ pub struct RecoveryReport {
     /// past the end are `Corrupted`. `verify` names the tracks they cost and
     /// `Store::drop_damaged_tracks` lets them go.
     pub short_packs: u64,
+    /// Packs put back where they are durable from another copy of the store's own (an object
+    /// store's cached copy of a committed pack whose object was lost or damaged).
+    pub mended_packs: u64,
 }
 
 /// The writers' packs: idle ones to take, and the ids of those taken (busy).
@@ -102,12 +105,16 @@ impl Packs {
         let mut max_id = rows.keys().map(|p| p.0).max().unwrap_or(0);
         let mut idle = Vec::new();
         let mut unknown = Vec::new();
-        for (id, len) in storage.list()? {
+        for (id, listed) in storage.list()? {
             max_id = max_id.max(id.0);
             let Some(row) = rows.get(&id) else {
                 unknown.push(id);
                 continue;
             };
+            // The storage's chance to mend a committed pack from a copy it holds (an object
+            // store re-uploads a cached copy whose object is gone).
+            let (len, mended) = storage.recover_committed(id, listed, row.committed_len)?;
+            report.mended_packs += u64::from(mended);
             if len > row.committed_len {
                 storage.truncate(id, row.committed_len)?;
                 report.truncated_packs += 1;
@@ -257,6 +264,13 @@ impl Packs {
     /// synced to a storage that seals on sync.
     pub(crate) fn is_full(&self, pack: &ActivePack) -> bool {
         pack.sealed || pack.len >= self.size_limit
+    }
+
+    /// The storage's facts of a pack it holds, after a failed verification of its bytes: `true`
+    /// when it dropped a local copy and a read should try again (the durable copy lives
+    /// elsewhere).
+    pub(crate) fn refresh(&self, id: PackId) -> bool {
+        self.storage.refresh(id)
     }
 
     /// Makes everything appended to the pack durable.

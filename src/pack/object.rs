@@ -17,9 +17,12 @@
 //!   packs, dropping the least recently read; a dropped file is unlinked, so readers that map
 //!   it keep their bytes.
 //!
-//! Names are never reused (pack ids only grow), so a create-only PUT is correct even on a
-//! store that ignores it, and the metadata, not the bucket, says where a chunk lives. Every
-//! byte read from the bucket is verified by the reader like any pack byte.
+//! Names are never reused by a running store, so a create-only PUT is correct even on a
+//! server that ignores it, and the metadata, not the bucket, says where a chunk lives. Every
+//! byte read from the bucket is verified by the reader like any pack byte; a cached copy that
+//! fails verification is dropped and read again from the object. A prefix holds one store: its
+//! `STORE` object, written create-only at creation and checked at every open, keeps a second
+//! store (or one re-created after losing its metadata) from taking, and deleting, its packs.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -154,8 +157,22 @@ struct Remote {
     client: Arc<dyn ObjectStore>,
     prefix: String,
     url: String,
-    runtime: tokio::runtime::Runtime,
+    /// Taken by `Drop`, which shuts it down without waiting (a store may be dropped inside
+    /// another runtime, where a blocking shutdown panics).
+    runtime: Option<tokio::runtime::Runtime>,
 }
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// How long one request may take: a pack of up to the size limit (64 MiB) must fit at slow
+/// rates (object_store's default, 30 s, would make such packs impossible below ~2 MB/s).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 fn remote_error(what: &str, key: &str, e: object_store::Error) -> Error {
     Error::ObjectStore {
@@ -175,18 +192,28 @@ impl Remote {
             .enable_all()
             .build()
             .map_err(|e| Error::io("start the object store's runtime", "", e))?;
-        if let Some(client) = client {
-            return Ok(Remote {
-                client,
-                prefix,
-                url: location.url.clone(),
-                runtime,
-            });
-        }
+        let client = match client {
+            Some(c) => c,
+            None => Self::client(location, &bucket)?,
+        };
+        Ok(Remote {
+            client,
+            prefix,
+            url: location.url.clone(),
+            runtime: Some(runtime),
+        })
+    }
+
+    fn client(location: &ObjectLocation, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
         let mut builder = object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(&bucket)
+            .with_bucket_name(bucket)
             .with_allow_http(location.allow_http)
-            .with_virtual_hosted_style_request(location.virtual_hosted);
+            .with_virtual_hosted_style_request(location.virtual_hosted)
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_allow_http(location.allow_http)
+                    .with_timeout(REQUEST_TIMEOUT),
+            );
         if let Some(e) = &location.endpoint {
             builder = builder.with_endpoint(e);
         }
@@ -196,18 +223,7 @@ impl Remote {
         let client = builder
             .build()
             .map_err(|e| Error::InvalidOptions(format!("object store {}: {e}", location.url)))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("lockerstore-object-io")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("start the object store's runtime", "", e))?;
-        Ok(Remote {
-            client: Arc::new(client),
-            prefix,
-            url: location.url.clone(),
-            runtime,
-        })
+        Ok(Arc::new(client))
     }
 
     /// Runs `f` on the runtime and waits for it, from any thread (also one of another tokio
@@ -217,11 +233,84 @@ impl Remote {
         f: impl std::future::Future<Output = T> + Send + 'static,
     ) -> T {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.runtime.spawn(async move {
-            let _ = tx.send(f.await);
-        });
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives until the remote is dropped")
+            .spawn(async move {
+                let _ = tx.send(f.await);
+            });
         rx.recv()
             .expect("the object store's runtime runs until the store is dropped")
+    }
+
+    /// `<prefix>/STORE`: the store's `STORE` file, byte for byte, written create-only when the
+    /// store is created, so no second store takes the same prefix and no store opens another's.
+    fn marker(&self) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from("STORE")
+        } else {
+            ObjectPath::from(format!("{}/STORE", self.prefix))
+        }
+    }
+
+    fn get_path(&self, key: ObjectPath) -> Result<Option<Bytes>> {
+        let client = self.client.clone();
+        let k = key.clone();
+        let got = self.run(async move {
+            match client.get(&k).await {
+                Ok(r) => r.bytes().await,
+                Err(e) => Err(e),
+            }
+        });
+        match got {
+            Ok(b) => Ok(Some(b)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(remote_error("get", key.as_ref(), e)),
+        }
+    }
+
+    /// Makes sure the prefix is this store's: its `STORE` object equals `store_file`. Creating
+    /// (`creating`), a prefix that holds packs but no `STORE` object is refused; opening an
+    /// existing store whose prefix has none (made before the object existed), it is written.
+    fn claim(&self, store_file: &[u8], creating: bool) -> Result<()> {
+        let marker = self.marker();
+        let foreign = || {
+            Error::InvalidOptions(format!(
+                "{} belongs to another store (its STORE object names another store): a prefix \
+                 holds one store",
+                self.url
+            ))
+        };
+        match self.get_path(marker.clone())? {
+            Some(b) if b.as_ref() == store_file => return Ok(()),
+            Some(_) => return Err(foreign()),
+            None => {}
+        }
+        if creating && !self.list()?.is_empty() {
+            return Err(Error::InvalidOptions(format!(
+                "{} already holds packs: a new store needs an empty prefix",
+                self.url
+            )));
+        }
+        let client = self.client.clone();
+        let k = marker.clone();
+        let bytes = Bytes::copy_from_slice(store_file);
+        let put = self.run(async move {
+            let options = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            client.put_opts(&k, PutPayload::from(bytes), options).await
+        });
+        match put {
+            Ok(_) => Ok(()),
+            // Another creation raced this one: whoever wrote it owns the prefix.
+            Err(object_store::Error::AlreadyExists { .. }) => match self.get_path(marker)? {
+                Some(b) if b.as_ref() == store_file => Ok(()),
+                _ => Err(foreign()),
+            },
+            Err(e) => Err(remote_error("put", marker.as_ref(), e)),
+        }
     }
 
     fn key(&self, id: PackId) -> ObjectPath {
@@ -285,20 +374,7 @@ impl Remote {
     }
 
     fn get(&self, id: PackId) -> Result<Option<Bytes>> {
-        let key = self.key(id);
-        let client = self.client.clone();
-        let k = key.clone();
-        let got = self.run(async move {
-            match client.get(&k).await {
-                Ok(r) => r.bytes().await,
-                Err(e) => Err(e),
-            }
-        });
-        match got {
-            Ok(b) => Ok(Some(b)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(remote_error("get", key.as_ref(), e)),
-        }
+        self.get_path(self.key(id))
     }
 
     fn list(&self) -> Result<Vec<(PackId, u64)>> {
@@ -340,6 +416,8 @@ struct Cache {
     entries: HashMap<PackId, (u64, u64)>,
     bytes: u64,
     tick: u64,
+    /// Packs a reader is between finding its file and mapping it: never dropped meanwhile.
+    pinned: HashMap<PackId, usize>,
 }
 
 impl Cache {
@@ -351,6 +429,19 @@ impl Cache {
             self.bytes += len;
         }
         e.1 = tick;
+    }
+
+    fn pin(&mut self, id: PackId) {
+        *self.pinned.entry(id).or_insert(0) += 1;
+    }
+
+    fn unpin(&mut self, id: PackId) {
+        if let Some(n) = self.pinned.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.pinned.remove(&id);
+            }
+        }
     }
 
     fn forget(&mut self, id: PackId) {
@@ -374,7 +465,7 @@ impl Cache {
             if bytes <= limit {
                 break;
             }
-            if Some(id) == keep {
+            if Some(id) == keep || self.pinned.contains_key(&id) {
                 continue;
             }
             bytes -= len;
@@ -385,6 +476,16 @@ impl Cache {
         }
         out
     }
+}
+
+/// Claims `location`'s prefix for a store being created (before its metadata exists): refused
+/// when the prefix holds another store's `STORE` object or any pack.
+pub(crate) fn claim_for_new_store(
+    location: &ObjectLocation,
+    client: Option<Arc<dyn ObjectStore>>,
+    store_file: &[u8],
+) -> Result<()> {
+    Remote::connect(location, client)?.claim(store_file, true)
 }
 
 /// The local directory's copies of uploaded packs and their bound.
@@ -424,6 +525,12 @@ pub(crate) struct ObjectPacks {
     remote: Arc<Remote>,
     /// Packs known to be in the bucket (uploaded by this process, or listed at open).
     uploaded: Arc<Mutex<HashSet<PackId>>>,
+    /// Lengths of the local files found at open, for `recover_committed`.
+    copies: Mutex<HashMap<PackId, u64>>,
+    /// One fetch per pack at a time: readers of a pack being fetched wait for it.
+    fetching: Mutex<HashMap<PackId, Arc<Mutex<()>>>>,
+    /// Names the temporary file of each fetch.
+    fetches: std::sync::atomic::AtomicU64,
 }
 
 impl ObjectPacks {
@@ -434,7 +541,10 @@ impl ObjectPacks {
         location: &ObjectLocation,
         client: Option<Arc<dyn ObjectStore>>,
         cache_limit: u64,
+        store_file: &[u8],
     ) -> Result<ObjectPacks> {
+        let remote = Remote::connect(location, client)?;
+        remote.claim(store_file, false)?;
         Ok(ObjectPacks {
             shelf: Arc::new(Shelf {
                 local: LocalPacks::new(vfs.clone(), dir.clone()),
@@ -443,39 +553,71 @@ impl ObjectPacks {
             }),
             vfs,
             dir,
-            remote: Arc::new(Remote::connect(location, client)?),
+            remote: Arc::new(remote),
             uploaded: Arc::default(),
+            copies: Mutex::default(),
+            fetching: Mutex::default(),
+            fetches: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
-    /// Fetches pack `id` whole into the local directory: a temporary file, fsynced, renamed
-    /// into place, so a cached file is always a complete object.
+    /// Fetches pack `id` whole into the local directory, unless it is there: a temporary file
+    /// of this fetch's own, fsynced, renamed into place, so a cached file is always a whole
+    /// object. One fetch per pack at a time; the others wait and find the file.
     fn fetch(&self, id: PackId) -> Result<()> {
+        let gate = self
+            .fetching
+            .lock()
+            .expect("fetching lock")
+            .entry(id)
+            .or_default()
+            .clone();
+        let result = {
+            let _one = gate.lock().unwrap_or_else(|p| p.into_inner());
+            if self.shelf.local.len(id)?.is_some() {
+                Ok(())
+            } else {
+                self.fetch_now(id)
+            }
+        };
+        let mut fetching = self.fetching.lock().expect("fetching lock");
+        if Arc::strong_count(&gate) == 2 {
+            fetching.remove(&id);
+        }
+        result
+    }
+
+    fn fetch_now(&self, id: PackId) -> Result<()> {
         let bytes = self
             .remote
             .get(id)?
             .ok_or_else(|| Error::corrupted_at("pack object is missing", id, 0))?;
         let path = self.dir.join(pack_name(id));
-        let part = self.dir.join(format!("{}.part", pack_name(id)));
-        let _ = self.vfs.remove_file(&part);
-        let file = self
+        let n = self.fetches.fetch_add(1, Ordering::Relaxed);
+        let part = self.dir.join(format!("{}.{n}.part", pack_name(id)));
+        let written = self
             .vfs
             .create_new(&part)
-            .map_err(|e| Error::io("create", &part, e))?;
-        file.write_all_at(&bytes, 0)
-            .and_then(|()| file.sync_data())
-            .and_then(|()| self.vfs.rename(&part, &path))
-            .map_err(|e| Error::io("cache", &path, e))?;
+            .and_then(|file| {
+                file.write_all_at(&bytes, 0)?;
+                file.sync_data()
+            })
+            .and_then(|()| self.vfs.rename(&part, &path));
+        if let Err(e) = written {
+            let _ = self.vfs.remove_file(&part);
+            return Err(Error::io("cache", &path, e));
+        }
         self.shelf.keep(id, bytes.len() as u64)
     }
 }
 
 impl PackStorage for ObjectPacks {
     fn location(&self, id: PackId) -> String {
-        format!("{}/{}", self.remote.url.trim_end_matches('/'), {
-            let k = self.remote.key(id);
-            k.filename().unwrap_or_default().to_owned()
-        })
+        format!(
+            "{}/packs/{}",
+            self.remote.url.trim_end_matches('/'),
+            pack_name(id)
+        )
     }
 
     fn list(&self) -> Result<Vec<(PackId, u64)>> {
@@ -483,17 +625,19 @@ impl PackStorage for ObjectPacks {
         let local = self.shelf.local.list()?;
         let in_bucket: HashMap<PackId, u64> = remote.iter().copied().collect();
         let mut out = remote.clone();
-        let mut stale = Vec::new();
         {
             let mut cache = self.shelf.cache();
+            let mut copies = self.copies.lock().expect("copies lock");
             for (id, len) in local {
+                copies.insert(id, len);
                 match in_bucket.get(&id) {
                     // A cached copy.
                     Some(&l) if l == len => cache.touch(id, len),
-                    // A copy that is not the object (a crash mid-write of a cache file that
-                    // was not renamed yet cannot leave one; damage can): fetched again.
-                    Some(_) => stale.push(id),
-                    // Staged and never uploaded: no committed metadata points into it.
+                    // A copy that is not the object (damage of one of them): which one is whole
+                    // is decided with the committed length (`recover_committed`).
+                    Some(_) => {}
+                    // Staged and never uploaded (no committed metadata points into it), or a
+                    // committed pack whose object is gone (`recover_committed` re-uploads it).
                     None => out.push((id, len)),
                 }
             }
@@ -505,7 +649,6 @@ impl PackStorage for ObjectPacks {
                 let _ = self.vfs.remove_file(&self.dir.join(n));
             }
         }
-        self.shelf.local.delete(&stale)?;
         let over = self.shelf.cache().over(self.shelf.limit, None);
         self.shelf.local.delete(&over)?;
         Ok(out)
@@ -555,24 +698,30 @@ impl PackStorage for ObjectPacks {
         end: u64,
         committed: &mut dyn FnMut() -> Result<u64>,
     ) -> Result<Arc<dyn Mapped>> {
-        for attempt in 0..2 {
-            if self.shelf.local.len(id)?.is_none() {
-                self.fetch(id)?;
-            }
-            match self.shelf.local.read(id, end, committed) {
-                Ok(map) => {
-                    let mut cache = self.shelf.cache();
-                    if let Some(&(len, _)) = cache.entries.get(&id) {
-                        cache.touch(id, len);
-                    }
-                    return Ok(map);
+        // Pinned while it goes from "found" to "mapped": eviction skips it meanwhile.
+        self.shelf.cache().pin(id);
+        let result = (|| {
+            // An eviction decided before the pin may still remove the file once: fetched again
+            // then, under the pin, which no later eviction passes.
+            for attempt in 0..2 {
+                if self.shelf.local.len(id)?.is_none() {
+                    self.fetch(id)?;
                 }
-                // Evicted between the check and the map: fetched again once.
-                Err(_) if attempt == 0 && self.shelf.local.len(id)?.is_none() => continue,
-                Err(e) => return Err(e),
+                match self.shelf.local.read(id, end, committed) {
+                    Err(_) if attempt == 0 && self.shelf.local.len(id)?.is_none() => continue,
+                    other => return other,
+                }
             }
+            unreachable!("the second attempt returns")
+        })();
+        let mut cache = self.shelf.cache();
+        cache.unpin(id);
+        if result.is_ok()
+            && let Some(&(len, _)) = cache.entries.get(&id)
+        {
+            cache.touch(id, len);
         }
-        unreachable!("the second attempt returns")
+        result
     }
 
     fn delete(&self, ids: &[PackId]) -> Result<()> {
@@ -588,12 +737,72 @@ impl PackStorage for ObjectPacks {
         true
     }
 
+    fn recover_committed(&self, id: PackId, listed: u64, committed: u64) -> Result<(u64, bool)> {
+        let local = self.copies.lock().expect("copies lock").get(&id).copied();
+        let remote = self.uploaded.lock().expect("uploaded lock").contains(&id);
+        let remote_len = if remote { self.remote.head(id)? } else { None };
+        match (remote_len, local) {
+            (Some(r), Some(l)) if r != l && r == committed => {
+                // The cached copy is damaged: dropped, fetched again when read.
+                self.shelf.local.delete(&[id])?;
+                Ok((r, false))
+            }
+            (Some(r), Some(l)) if r != l && l >= committed => {
+                // The object is damaged and the cached copy whole: the one overwrite.
+                self.upload_local(id, committed, PutMode::Overwrite)?;
+                Ok((committed, true))
+            }
+            (None, Some(l)) if l >= committed => {
+                // Committed, but its object is gone (lost from the bucket): put back from the
+                // cached copy, so the bucket again holds every committed byte.
+                self.upload_local(id, committed, PutMode::Create)?;
+                Ok((committed, true))
+            }
+            _ => Ok((listed, false)),
+        }
+    }
+
+    fn refresh(&self, id: PackId) -> bool {
+        if !self.uploaded.lock().expect("uploaded lock").contains(&id) {
+            return false;
+        }
+        self.shelf.cache().forget(id);
+        self.shelf.local.delete(&[id]).is_ok()
+    }
+
     fn describe(&self) -> StorageFacts {
         StorageFacts {
             location: self.remote.url.clone(),
             cache_bytes: Some(self.shelf.cache().bytes),
             cache_limit: Some(self.shelf.limit),
         }
+    }
+}
+
+impl ObjectPacks {
+    /// PUTs the first `len` bytes of the local copy of pack `id`.
+    fn upload_local(&self, id: PackId, len: u64, mode: PutMode) -> Result<()> {
+        let path = self.dir.join(pack_name(id));
+        let mut bytes = self
+            .vfs
+            .read(&path)
+            .map_err(|e| Error::io("read", &path, e))?;
+        bytes.truncate(usize::try_from(len).unwrap_or(usize::MAX));
+        let key = self.remote.key(id);
+        let client = self.remote.client.clone();
+        let k = key.clone();
+        let put = self.remote.run(async move {
+            let options = PutOptions {
+                mode,
+                ..PutOptions::default()
+            };
+            client
+                .put_opts(&k, PutPayload::from(Bytes::from(bytes)), options)
+                .await
+        });
+        put.map_err(|e| remote_error("put", key.as_ref(), e))?;
+        self.uploaded.lock().expect("uploaded lock").insert(id);
+        self.shelf.keep(id, len)
     }
 }
 

@@ -82,6 +82,20 @@ pub(crate) trait PackStorage: Send + Sync + Debug {
     /// gone is no error.
     fn delete(&self, ids: &[PackId]) -> Result<()>;
 
+    /// At open, for a pack listed with `listed` bytes that committed metadata names with
+    /// `committed` bytes: mends what the storage can from copies of its own and returns the
+    /// pack's length as stored now, and whether it mended anything. Local packs have one copy:
+    /// nothing to mend.
+    fn recover_committed(&self, _id: PackId, listed: u64, _committed: u64) -> Result<(u64, bool)> {
+        Ok((listed, false))
+    }
+
+    /// After a read of pack `id` failed verification: drops a copy that is not the durable
+    /// one (a cache's) so the next read fetches the durable one; `true` when it did.
+    fn refresh(&self, _id: PackId) -> bool {
+        false
+    }
+
     /// Whether a pack takes no more records once synced (an object store, whose objects are
     /// written once): the pool then never hands it out again.
     fn seals_on_sync(&self) -> bool {

@@ -71,9 +71,23 @@ pub(crate) fn load_chunk(engine: &Engine, domain: Domain, r: &ChunkRef) -> Resul
                     attempt += 1;
                     continue;
                 }
+                // A damaged cache copy (its header): dropped, the object fetched again.
+                Err(e)
+                    if attempt == 0 && e.is_corruption() && engine.packs().refresh(entry.pack) =>
+                {
+                    attempt += 1;
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
-        return decode_verified(&map, &entry, r).map(Some);
+        match decode_verified(&map, &entry, r) {
+            // A damaged cache copy of an object store's pack: dropped, the object fetched again.
+            Err(e) if attempt == 0 && e.is_corruption() && engine.packs().refresh(entry.pack) => {
+                attempt += 1;
+                continue;
+            }
+            other => return other.map(Some),
+        }
     }
 }
 
@@ -119,16 +133,27 @@ pub(crate) fn record_verified(
     entry: &ChunkEntry,
     id: &ChunkId,
 ) -> Result<(RecordHeader, Vec<u8>)> {
-    let map = engine
-        .packs()
-        .map_covering(entry.pack, entry.offset + entry.record_len(), || {
-            committed_len(engine, entry.pack)
-        })?;
     let r = ChunkRef {
         id: *id,
         len: entry.plain_len,
     };
-    decode_verified(&map, entry, &r)?;
+    let mut attempt = 0;
+    let map = loop {
+        let map =
+            engine
+                .packs()
+                .map_covering(entry.pack, entry.offset + entry.record_len(), || {
+                    committed_len(engine, entry.pack)
+                })?;
+        match decode_verified(&map, entry, &r) {
+            // A damaged cache copy: dropped, the object fetched again (as in `load_chunk`).
+            Err(e) if attempt == 0 && e.is_corruption() && engine.packs().refresh(entry.pack) => {
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+            Ok(_) => break map,
+        }
+    };
     let (head, stored) = RecordHeader::decode(entry.pack, map.bytes(), entry.offset)?;
     Ok((head, stored.to_vec()))
 }

@@ -134,6 +134,7 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
             f
         }
         Layout::Interrupted(f) => {
+            claim_bucket(&options, &f)?;
             create_metadata(vfs.as_ref(), &dir, &f, &options)?;
             f
         }
@@ -142,6 +143,8 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
                 version: STORE_FORMAT_VERSION,
                 store_id: random_bytes("the store id")?,
             };
+            // The bucket first: a refused location leaves no half-made store behind.
+            claim_bucket(&options, &f)?;
             write_store_file(vfs.as_ref(), &dir, &f)?;
             create_metadata(vfs.as_ref(), &dir, &f, &options)?;
             f
@@ -218,7 +221,12 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
         Ok(())
     })?;
     let pack_dir = dir.join(PACK_DIR);
-    let storage = pack_storage(&options, &pack_dir, object_packs.as_deref())?;
+    let storage = pack_storage(
+        &options,
+        &pack_dir,
+        object_packs.as_deref(),
+        &store_file.encode(),
+    )?;
     let (packs, recovery) = Packs::open(storage, store_tag, options.pack_size_limit, &rows)?;
     let engine = Engine::new(Parts {
         space: Space::new(vfs.clone(), dir.clone(), pack_dir, options.min_free_space),
@@ -243,11 +251,27 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
     })
 }
 
+/// A store being created on an object store claims its prefix first (section 13.5 of
+/// DESIGN.md): nothing else lives there.
+fn claim_bucket(options: &Options, store_file: &StoreFile) -> Result<()> {
+    #[cfg(feature = "object-store")]
+    if let Some(location) = &options.object_packs {
+        #[cfg(feature = "test-support")]
+        let client = options.object_client.clone();
+        #[cfg(not(feature = "test-support"))]
+        let client = None;
+        return crate::pack::object::claim_for_new_store(location, client, &store_file.encode());
+    }
+    let _ = (options, store_file);
+    Ok(())
+}
+
 /// Where this store's packs live: the object store its metadata names, or `packs/`.
 fn pack_storage(
     options: &Options,
     pack_dir: &Path,
     object_packs: Option<&[u8]>,
+    store_file: &[u8],
 ) -> Result<Box<dyn crate::pack::storage::PackStorage>> {
     let vfs = options.vfs.clone();
     #[cfg(feature = "object-store")]
@@ -277,9 +301,12 @@ fn pack_storage(
                 &location,
                 client,
                 options.cache_bytes,
+                store_file,
             )?));
         }
     }
+    #[cfg(not(feature = "object-store"))]
+    let _ = store_file;
     #[cfg(not(feature = "object-store"))]
     if object_packs.is_some() {
         return Err(Error::InvalidOptions(
