@@ -54,8 +54,8 @@ fn open_with(dir: &Path, loc: Option<&ObjectLocation>, cache: u64) -> Store {
     Store::open(dir, o).unwrap()
 }
 
-/// The pack objects under the location's prefix, by name.
-fn objects(loc: &ObjectLocation) -> Vec<String> {
+/// A client of the test server's bucket, and the location's prefix in it.
+fn bucket(loc: &ObjectLocation) -> (object_store::aws::AmazonS3, String) {
     let rest = loc.url.strip_prefix("s3://").unwrap();
     let (bucket, prefix) = rest.split_once('/').unwrap();
     let s3 = object_store::aws::AmazonS3Builder::from_env()
@@ -65,6 +65,12 @@ fn objects(loc: &ObjectLocation) -> Vec<String> {
         .with_allow_http(true)
         .build()
         .unwrap();
+    (s3, prefix.to_owned())
+}
+
+/// The pack objects under the location's prefix, by name.
+fn objects(loc: &ObjectLocation) -> Vec<String> {
+    let (s3, prefix) = bucket(loc);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let path = object_store::path::Path::from(format!("{prefix}/packs"));
     let mut names: Vec<String> = rt.block_on(async {
@@ -195,15 +201,7 @@ fn a_lost_object_is_reported_as_corruption_never_returned_as_data() {
         store.put(&user("u"), &key(&name), &bytes[..]).unwrap();
     }
     // The object goes (an operator's slip in the bucket), and the cached copy with it.
-    let rest = loc.url.strip_prefix("s3://").unwrap();
-    let (bucket, prefix) = rest.split_once('/').unwrap();
-    let s3 = object_store::aws::AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .with_endpoint(loc.endpoint.clone().unwrap())
-        .with_region("us-east-1")
-        .with_allow_http(true)
-        .build()
-        .unwrap();
+    let (s3, prefix) = bucket(&loc);
     let rt = tokio::runtime::Runtime::new().unwrap();
     for o in objects(&loc) {
         let p = object_store::path::Path::from(format!("{prefix}/packs/{o}"));

@@ -251,7 +251,7 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
     })
 }
 
-/// A store being created on an object store claims its prefix first (section 13.5 of
+/// A store being created on an object store claims its prefix first (section 13.1 of
 /// DESIGN.md): nothing else lives there.
 fn claim_bucket(options: &Options, store_file: &StoreFile) -> Result<()> {
     #[cfg(feature = "object-store")]
