@@ -1,6 +1,7 @@
 //! Ingest into packs on an S3-compatible server against raw PUTs of the same bytes, in the same
-//! process, with the same client (`object_store`), alternating rounds; and a cold and a warm
-//! verified read of everything stored, with the GETs it took.
+//! process, with the same client (`object_store`), alternating rounds; a cold and a warm
+//! verified read of everything stored, with the GETs it took (counted by a wrapper around the
+//! client); and a rebuild of the store's metadata from the bucket alone, timed per GB.
 //!
 //! ```text
 //! # a loopback SeaweedFS: source .ci/seaweedfs.sh; seaweedfs_start /tmp/weed
@@ -11,9 +12,15 @@
 //! reads a disk while timed. Raw: each file is one create-only PUT of its bytes, one at a time.
 //! Store: each file is one `Store::put` into a new store whose packs live in the bucket (one
 //! user, per-user-copy mode, so every file is new content and makes one pack object of about
-//! its size), one at a time. Each round uses fresh prefixes. Prints medians and the ratio.
+//! its size), one at a time. Each round uses fresh prefixes. Rebuild: the store's directory is
+//! deleted, `Store::rebuild` recreates it from the bucket (the journal the puts left: one log
+//! per put, no checkpoint but the first), then a second time after `Store::checkpoint`, and
+//! each rebuilt store reads one track back. Prints medians and the ratio.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use clap::Parser;
@@ -59,6 +66,98 @@ fn files(dir: &Path, limit: u64, out: &mut Vec<Vec<u8>>, total: &mut u64) {
     }
 }
 
+/// The client with its GETs counted (HEADs apart).
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn ObjectStore>,
+    gets: AtomicU64,
+}
+
+impl std::fmt::Display for Counting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Counting({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Counting {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        if !options.head {
+            self.gets.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.get_opts(location, options).await
+    }
+    async fn get_ranges(
+        &self,
+        location: &object_store::path::Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        self.inner.get_ranges(location, ranges).await
+    }
+    fn delete_stream(
+        &self,
+        locations: futures_util::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+    {
+        self.inner.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+    {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+fn s3_client(bucket: &str, endpoint: &str) -> Arc<dyn ObjectStore> {
+    Arc::new(
+        object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .build()
+            .expect("S3 client"),
+    )
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -80,12 +179,7 @@ fn main() {
     let mb = total as f64 / 1e6;
     println!("corpus: {} files, {mb:.1} MB, in memory", corpus.len());
 
-    let s3 = object_store::aws::AmazonS3Builder::from_env()
-        .with_bucket_name(&bucket)
-        .with_endpoint(&endpoint)
-        .with_allow_http(true)
-        .build()
-        .expect("S3 client");
+    let s3 = s3_client(&bucket, &endpoint);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let run = format!(
         "bench-{}",
@@ -97,6 +191,8 @@ fn main() {
     let (mut raw, mut stored) = (Vec::new(), Vec::new());
     let mut cold = Vec::new();
     let mut warm = Vec::new();
+    let (mut rebuild_logs, mut rebuild_ckpt) = (Vec::new(), Vec::new());
+    let mut gets_per_track = Vec::new();
     for round in 0..args.rounds {
         // Raw PUTs.
         let t = Instant::now();
@@ -139,37 +235,88 @@ fn main() {
         // Reads: cold (no cache: every pack fetched), then warm (all cached).
         std::fs::remove_dir_all(dir.path().join("packs")).expect("drop the cache");
         std::fs::create_dir(dir.path().join("packs")).expect("packs dir");
-        let store =
-            Store::open(dir.path(), Options::default().cache_bytes(4 << 30)).expect("reopen");
+        let counting = Arc::new(Counting {
+            inner: s3_client(&bucket, &endpoint),
+            gets: AtomicU64::new(0),
+        });
+        let store = Store::open(
+            dir.path(),
+            Options::default()
+                .cache_bytes(4 << 30)
+                .object_client(counting.clone()),
+        )
+        .expect("reopen");
         let packs = store.stats().expect("stats").packs;
         for pass in 0..2 {
+            let before = counting.gets.load(Ordering::Relaxed);
             let t = Instant::now();
             for (k, f) in keys.iter().zip(&corpus) {
                 let got = store.read_track(&user, k).expect("read");
                 assert_eq!(got.len(), f.len());
             }
             let rate = mb / t.elapsed().as_secs_f64();
+            let gets = counting.gets.load(Ordering::Relaxed) - before;
             if pass == 0 {
-                cold.push(rate)
+                cold.push(rate);
+                gets_per_track.push(gets as f64 / corpus.len() as f64);
             } else {
+                assert_eq!(gets, 0, "a warm read GETs nothing");
                 warm.push(rate)
             }
         }
+        drop(store);
+
+        // The node's disk lost: rebuild from the bucket alone, from the logs, then again after
+        // a checkpoint.
+        let mut rebuilt = Vec::new();
+        for with_checkpoint in [false, true] {
+            let node = tempfile::tempdir().expect("tempdir");
+            let t = Instant::now();
+            let report = Store::rebuild(
+                node.path(),
+                &Options::default().object_packs(location.clone()),
+            )
+            .expect("rebuild");
+            let store = Store::open(node.path(), Options::default()).expect("open rebuilt");
+            let secs = t.elapsed().as_secs_f64();
+            assert_eq!(
+                store.read_track(&user, &keys[0]).expect("read").len(),
+                corpus[0].len()
+            );
+            assert_eq!(store.stats().expect("stats").tracks, corpus.len() as u64);
+            println!(
+                "round {round}: rebuild ({}) from checkpoint {} + {} logs, {:.2} MB of journal: {secs:.2} s, {:.2} s per GB of tracks",
+                if with_checkpoint {
+                    "after a checkpoint"
+                } else {
+                    "from the logs"
+                },
+                report.checkpoint,
+                report.logs,
+                report.bytes as f64 / 1e6,
+                secs / (mb / 1000.0)
+            );
+            rebuilt.push(secs / (mb / 1000.0));
+            if !with_checkpoint {
+                store.checkpoint().expect("checkpoint");
+            }
+        }
+        rebuild_logs.push(rebuilt[0]);
+        rebuild_ckpt.push(rebuilt[1]);
         println!(
-            "round {round}: raw PUT {:.1} MB/s, Store::put {:.1} MB/s, read cold {:.1} MB/s ({packs} packs fetched whole, one GET each, for {} tracks), warm {:.1} MB/s",
-            raw[round],
-            stored[round],
-            cold[round],
-            corpus.len(),
-            warm[round]
+            "round {round}: raw PUT {:.1} MB/s, Store::put {:.1} MB/s, read cold {:.1} MB/s ({packs} packs, {:.2} GETs per track), warm {:.1} MB/s",
+            raw[round], stored[round], cold[round], gets_per_track[round], warm[round]
         );
     }
     let (r, s) = (median(raw), median(stored));
     println!(
-        "median of {} rounds: raw PUT {r:.1} MB/s, Store::put into the bucket {s:.1} MB/s, ratio {:.2}; verified reads cold {:.1} MB/s, warm {:.1} MB/s",
+        "median of {} rounds: raw PUT {r:.1} MB/s, Store::put into the bucket {s:.1} MB/s, ratio {:.2}; verified reads cold {:.1} MB/s ({:.2} GETs per track), warm {:.1} MB/s; rebuild {:.2} s per GB from the logs, {:.2} s per GB after a checkpoint",
         args.rounds,
         s / r,
         median(cold),
-        median(warm)
+        median(gets_per_track),
+        median(warm),
+        median(rebuild_logs),
+        median(rebuild_ckpt)
     );
 }

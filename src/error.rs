@@ -181,6 +181,21 @@ pub enum Error {
         /// Pack and offset, when the damage is in a pack.
         location: Option<(PackId, u64)>,
     },
+    /// This node's metadata is older than the journal in the store's bucket (a restored backup
+    /// or a copy of the node's disk): opening it would undo acknowledged commits. Rebuild the
+    /// metadata from the bucket instead (`Store::rebuild`).
+    #[error(
+        "this store's metadata is at journal entry {local}, but {url} holds entry {bucket}: the \
+         metadata is older than the bucket's; move it away and rebuild from the bucket"
+    )]
+    StaleMetadata {
+        /// The last commit this metadata holds.
+        local: u64,
+        /// The newest journal entry in the bucket.
+        bucket: u64,
+        /// The bucket.
+        url: String,
+    },
     /// An earlier durability failure left the in-process state unknown; reopen the store.
     #[error("store is poisoned by an earlier failure; reopen it: {0}")]
     Poisoned(String),

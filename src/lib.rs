@@ -38,6 +38,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "object-store")]
+mod bucket;
 mod chunk;
 // Test support (synthetic corpora, crafted inputs) is compiled only with the `test-support`
 // feature; the crate's own tests, unit tests included, get it through its self dev-dependency.
@@ -66,9 +68,13 @@ pub mod vfs;
 mod vfs;
 mod write;
 
+#[cfg(feature = "object-store")]
+pub use bucket::ObjectLocation;
 pub use chunk::ChunkerParams;
 pub use error::{Error, Result};
 pub use ids::{AudioFingerprint, ChunkId, Domain, Fingerprint, PackId, UserNo};
+#[cfg(feature = "object-store")]
+pub use index::journal::RebuildReport;
 pub use maint::gc::{GcOptions, GcProgress, GcReport};
 pub use maint::migrate::{
     AuditReport, MigrationProgress, MigrationReport, RecordOwnership, WhatIf,
@@ -79,8 +85,6 @@ pub use ownership::{
     CHALLENGE_TTL, Challenge, ClientTrack, OwnershipClaim, ProofOutcome, REFUSAL_FLOOR,
 };
 pub use pack::RecoveryReport;
-#[cfg(feature = "object-store")]
-pub use pack::object::ObjectLocation;
 pub use policy::LicenseMode;
 pub use policy::quota::{Quota, QuotaUsage};
 pub use read::TrackReader;

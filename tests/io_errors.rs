@@ -475,30 +475,38 @@ fn io_errors_during_recovery() {
     let t0 = Instant::now();
     let sc = scenario("put");
     let st = start(&sc);
-    // The crash image: a power loss at the last sync of the put scenario (the last put's commit),
-    // after that put created a pack and filled another one.
+    // The crash image: a power loss at one of the last syncs of the put scenario (the last put's
+    // commit), after that put created a pack and filled another one, so recovery both removes
+    // and truncates. The crash point is the last sync whose image needs both, counted back from
+    // a clean run's last sync. A point fixed by count alone once (CI, c717b34; never here in
+    // hundreds of runs, cause not found) gave an image without the new pack, and the test
+    // stopped at its precondition; now it checks the image it uses.
     assert!(!sc.create);
-    let syncs = clean_run_counts(&sc, &st).syncs();
-    let fs = FaultFs::from_image(&st.image);
-    let store = open(&fs, sc.mode).unwrap();
-    fs.crash_after_syncs(syncs);
-    let mut model = st.model.clone();
-    let out = run_steps(&store, &sc.steps, &mut model);
-    assert_eq!(out.done, sc.steps.len() - 1, "{:?}", out.error);
+    let last = clean_run_counts(&sc, &st).syncs();
+    let (image, out, model, counts, rec) = (0..8)
+        .filter_map(|back| {
+            let fs = FaultFs::from_image(&st.image);
+            let store = open(&fs, sc.mode).unwrap();
+            fs.crash_after_syncs(last.checked_sub(back)?);
+            let mut model = st.model.clone();
+            let out = run_steps(&store, &sc.steps, &mut model);
+            if out.done != sc.steps.len() - 1 {
+                return None;
+            }
+            let image = fs.crash_image();
+            drop(store);
+            // What a clean recovery does, and the operations it takes.
+            let fs = FaultFs::from_image(&image);
+            let store = open(&fs, sc.mode).unwrap();
+            let counts = fs.counts();
+            let rec = store.recovery().clone();
+            drop(store);
+            (rec.removed_packs > 0 && rec.truncated_packs > 0)
+                .then_some((image, out, model, counts, rec))
+        })
+        .next()
+        .expect("a power loss at one of the last syncs of the last put needs recovery");
     let in_flight = &sc.steps[out.done];
-    let image = fs.crash_image();
-    drop(store);
-
-    // What a clean recovery does, and the operations it takes.
-    let fs = FaultFs::from_image(&image);
-    let store = open(&fs, sc.mode).unwrap();
-    let counts = fs.counts();
-    let rec = store.recovery().clone();
-    assert!(
-        rec.removed_packs > 0 && rec.truncated_packs > 0,
-        "the image needs recovery: {rec:?}"
-    );
-    drop(store);
 
     let mut failures = Vec::new();
     let mut outcomes: BTreeMap<Op, BTreeMap<&'static str, u64>> = BTreeMap::new();

@@ -45,6 +45,9 @@ enum Fault {
     Once,
     /// The Nth request of its kind and every request after it, of any kind, fail.
     Dead,
+    /// The Nth PUT reaches the bucket, but its answer is lost: the client sees an error for
+    /// a write that landed.
+    Lost,
 }
 
 /// The mock bucket with faults: counts requests per kind and fails as told.
@@ -101,6 +104,18 @@ impl Faulty {
 }
 
 impl Plan {
+    /// Counts a PUT; `Err` when it must fail before reaching the bucket, `Ok(true)` when it
+    /// reaches it but its answer must be lost.
+    fn put_request(&self) -> object_store::Result<bool> {
+        self.request(Kind::Put)?;
+        let n = self.counts.lock().unwrap()[&Kind::Put];
+        if self.fault == Some((Kind::Put, n, Fault::Lost)) {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Counts a request; `Err` when it must fail.
     fn request(&self, kind: Kind) -> object_store::Result<()> {
         let n = {
@@ -111,7 +126,7 @@ impl Plan {
         };
         let fail = self.dead.load(Ordering::SeqCst)
             || match self.fault {
-                Some((k, at, fault)) if k == kind && at == n => {
+                Some((k, at, fault)) if k == kind && at == n && fault != Fault::Lost => {
                     if fault == Fault::Dead {
                         self.dead.store(true, Ordering::SeqCst);
                     }
@@ -138,11 +153,18 @@ impl ObjectStore for Faulty {
         payload: PutPayload,
         mut opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.request(Kind::Put)?;
+        let lose_answer = self.state.put_request()?;
         if self.ignore_create {
             opts.mode = object_store::PutMode::Overwrite;
         }
-        self.inner.put_opts(location, payload, opts).await
+        let result = self.inner.put_opts(location, payload, opts).await;
+        if lose_answer {
+            return Err(object_store::Error::Generic {
+                store: "faulty",
+                source: "injected loss of a PUT's answer (the PUT landed)".into(),
+            });
+        }
+        result
     }
 
     async fn put_multipart_opts(
@@ -298,6 +320,47 @@ fn check_after(
         store.stats().unwrap().packs,
         "{what}: an object without a pack row survived open"
     );
+    let stats = comparable(store.stats().unwrap());
+    drop(store);
+    // The node's disk lost: the bucket alone rebuilds the same store.
+    let fresh = tempfile::tempdir().unwrap();
+    rebuild_on(fresh.path(), Faulty::new(bucket.clone(), None))
+        .unwrap_or_else(|e| panic!("{what}: rebuild: {e}"));
+    let rebuilt = open_on(fresh.path(), Faulty::new(bucket.clone(), None), false)
+        .unwrap_or_else(|e| panic!("{what}: open after rebuild: {e}"));
+    assert_eq!(
+        comparable(rebuilt.stats().unwrap()),
+        stats,
+        "{what}: rebuilt"
+    );
+    for (u, k, bytes) in acked {
+        assert_eq!(
+            &rebuilt.read_track(&user(u), &key(k)).unwrap(),
+            bytes,
+            "{what}: rebuilt {u}/{k}"
+        );
+    }
+}
+
+/// Rebuilds the store of the mock bucket's `store` prefix in `dir`.
+fn rebuild_on(
+    dir: &std::path::Path,
+    bucket: Arc<dyn ObjectStore>,
+) -> lockerstore::Result<lockerstore::RebuildReport> {
+    Store::rebuild(
+        dir,
+        &Options::default()
+            .chunker(small_chunks())
+            .object_packs(location())
+            .object_client(bucket),
+    )
+}
+
+/// The figures of a store, without those of the node (the cache, the filter's memory).
+fn comparable(mut s: lockerstore::Stats) -> lockerstore::Stats {
+    s.cache_bytes = None;
+    s.filter_bytes = 0;
+    s
 }
 
 fn songs() -> Vec<(String, String, Vec<u8>)> {
@@ -335,7 +398,12 @@ fn puts_with_a_failing_or_dying_bucket_at_every_request() {
     eprintln!("puts: requests of a healthy run {counts:?}");
     let mut runs = 0;
     for (&kind, &n) in &counts {
-        for fault in [Fault::Once, Fault::Dead] {
+        let faults: &[Fault] = if kind == Kind::Put {
+            &[Fault::Once, Fault::Dead, Fault::Lost]
+        } else {
+            &[Fault::Once, Fault::Dead]
+        };
+        for &fault in faults {
             for at in 1..=n {
                 let dir = tempfile::tempdir().unwrap();
                 let bucket = Arc::new(InMemory::new());
@@ -363,7 +431,7 @@ fn puts_with_a_failing_or_dying_bucket_at_every_request() {
                         assert_eq!(&got, bytes, "{what}: read of {u}/{k}");
                     }
                 }
-                if fault == Fault::Once {
+                if fault != Fault::Dead {
                     // One failed request costs at most the put that made it; the store goes on.
                     assert!(
                         acked.len() + 1 >= tracks.len(),
@@ -522,7 +590,8 @@ fn a_bucket_that_ignores_create_only_puts_loses_and_mixes_up_nothing() {
     let mut acked: Vec<(String, String, Vec<u8>)> = Vec::new();
     let mut all = Vec::new();
     for round in 0..8u64 {
-        let fault = Some((Kind::Put, 2 + round % 3, Fault::Dead));
+        // Past the PUTs of the first open (the STORE object and the first checkpoint).
+        let fault = Some((Kind::Put, 3 + round % 3, Fault::Dead));
         let faulty = Faulty::ignoring_create(bucket.clone(), fault);
         let store = match open_on(dir.path(), faulty, round == 0) {
             Ok(s) => s,
@@ -693,4 +762,238 @@ fn a_damaged_cached_copy_is_fetched_again_and_a_lost_object_is_put_back() {
         &[("u".into(), "s".into())],
         "lost object",
     );
+}
+
+/// Everything a locker does to its metadata, then the node's disk lost: the rebuild from the
+/// bucket has the same tracks, users, quotas, accounting, layout and packs, with a checkpoint
+/// on the way and logs after it.
+#[test]
+fn a_rebuild_from_the_bucket_alone_recreates_the_store() {
+    let bucket = Arc::new(InMemory::new());
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_on(dir.path(), Faulty::new(bucket.clone(), None), true).unwrap();
+    let mut held: Vec<(String, String, Vec<u8>)> = Vec::new();
+    for (u, k, b) in songs().into_iter().chain(sharing()) {
+        store.put(&user(&u), &key(&k), &b[..]).unwrap();
+        held.push((u, k, b));
+    }
+    store
+        .set_quota(
+            &user("bob"),
+            lockerstore::Quota::unlimited().max_bytes(Some(10_000_000)),
+        )
+        .unwrap();
+    store
+        .put_with(
+            &user("bob"),
+            &key("bought"),
+            &audio("bought", 50_000)[..],
+            &lockerstore::PutOptions::default().quota_exempt(true),
+        )
+        .unwrap();
+    held.push(("bob".into(), "bought".into(), audio("bought", 50_000)));
+    store.delete(&user("alice"), &key("big")).unwrap();
+    held.retain(|(u, k, _)| !(u == "alice" && k == "big"));
+    let at = store
+        .checkpoint()
+        .unwrap()
+        .expect("a bucket store keeps a journal");
+    assert!(at > 0);
+    store.set_mode(LicenseMode::SingleMaster).unwrap();
+    store.migrate(&mut |_| {}).unwrap();
+    store
+        .gc(lockerstore::GcOptions { threshold: 1.0 }, &mut |_| {})
+        .unwrap();
+    store.delete(&user("bob"), &key("c")).unwrap();
+    held.retain(|(u, k, _)| !(u == "bob" && k == "c"));
+    let late = audio("late", 80_000);
+    store.put(&user("carol"), &key("late"), &late[..]).unwrap();
+    held.push(("carol".into(), "late".into(), late));
+    let stats = comparable(store.stats().unwrap());
+    let lists: Vec<_> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|u| store.list(&user(u)).unwrap())
+        .collect();
+    let quota = store.quota(&user("bob")).unwrap();
+    let audit = store.audit(true).unwrap();
+    drop(store);
+    drop(dir);
+
+    let fresh = tempfile::tempdir().unwrap();
+    let target = fresh.path().join("node");
+    let report = rebuild_on(&target, Faulty::new(bucket.clone(), None)).unwrap();
+    assert_eq!(report.checkpoint, at, "{report:?}");
+    assert!(report.logs > 0, "{report:?}");
+    let store = open_on(&target, Faulty::new(bucket.clone(), None), false).unwrap();
+    assert_eq!(comparable(store.stats().unwrap()), stats);
+    assert_eq!(store.mode(), LicenseMode::SingleMaster);
+    for (u, list) in ["alice", "bob", "carol"].iter().zip(&lists) {
+        assert_eq!(&store.list(&user(u)).unwrap(), list, "{u}");
+    }
+    assert_eq!(store.quota(&user("bob")).unwrap(), quota);
+    assert_eq!(store.audit(true).unwrap(), audit);
+    assert!(store.audit(false).unwrap().conforming);
+    for (u, k, b) in &held {
+        assert_eq!(&store.read_track(&user(u), &key(k)).unwrap(), b, "{u}/{k}");
+    }
+    assert!(store.verify().unwrap().is_ok());
+    // The rebuilt node goes on writing, and a second rebuild sees that too.
+    let more = audio("more", 60_000);
+    store.put(&user("dave"), &key("more"), &more[..]).unwrap();
+    let stats = comparable(store.stats().unwrap());
+    drop(store);
+    let again = fresh.path().join("again");
+    rebuild_on(&again, Faulty::new(bucket.clone(), None)).unwrap();
+    let store = open_on(&again, Faulty::new(bucket.clone(), None), false).unwrap();
+    assert_eq!(comparable(store.stats().unwrap()), stats);
+    assert_eq!(store.read_track(&user("dave"), &key("more")).unwrap(), more);
+}
+
+/// A rebuild refuses what is not its to overwrite or cannot be whole, and one cut short by the
+/// bucket failing at any request can be run again.
+#[test]
+fn a_rebuild_is_refused_or_cut_short_cleanly_and_runs_again() {
+    let bucket = Arc::new(InMemory::new());
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_on(dir.path(), Faulty::new(bucket.clone(), None), true).unwrap();
+    let held = songs();
+    for (u, k, b) in &held {
+        store.put(&user(u), &key(k), &b[..]).unwrap();
+    }
+    drop(store);
+
+    // Not into a store's directory, nor from a prefix without a store.
+    match rebuild_on(dir.path(), Faulty::new(bucket.clone(), None)) {
+        Err(lockerstore::Error::InvalidOptions(m)) => assert!(m.contains("empty directory"), "{m}"),
+        other => panic!("rebuild into a store: {other:?}"),
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let r = Store::rebuild(
+        empty.path().join("x"),
+        &Options::default()
+            .object_packs(ObjectLocation::new("s3://mock/elsewhere"))
+            .object_client(Faulty::new(bucket.clone(), None)),
+    );
+    assert!(
+        matches!(r, Err(lockerstore::Error::InvalidOptions(_))),
+        "{r:?}"
+    );
+
+    let healthy = Faulty::new(bucket.clone(), None);
+    let probe = tempfile::tempdir().unwrap();
+    rebuild_on(probe.path(), healthy.clone()).unwrap();
+    let counts = healthy.state.counts.lock().unwrap().clone();
+    let mut runs = 0;
+    for (&kind, &n) in &counts {
+        for at in 1..=n {
+            let what = format!("rebuild with {kind:?} request {at} of {n} failing");
+            let target = tempfile::tempdir().unwrap();
+            let faulty = Faulty::new(bucket.clone(), Some((kind, at, Fault::Once)));
+            assert!(
+                rebuild_on(target.path(), faulty.clone()).is_err(),
+                "{what}: succeeded"
+            );
+            assert!(faulty.state.failed.load(Ordering::SeqCst) > 0, "{what}");
+            // Not a store yet: open refuses, and a second rebuild finishes the job.
+            let open = Store::open(
+                target.path(),
+                Options::default()
+                    .create(false)
+                    .object_client(Faulty::new(bucket.clone(), None)),
+            );
+            if let Ok(s) = open {
+                panic!("{what}: opened: {:?}", s.stats());
+            }
+            rebuild_on(target.path(), Faulty::new(bucket.clone(), None))
+                .unwrap_or_else(|e| panic!("{what}: again: {e}"));
+            let store = open_on(target.path(), Faulty::new(bucket.clone(), None), false).unwrap();
+            for (u, k, b) in &held {
+                assert_eq!(&store.read_track(&user(u), &key(k)).unwrap(), b, "{what}");
+            }
+            runs += 1;
+        }
+    }
+    assert!(runs >= 3, "{runs}");
+
+    // A journal object gone: the rebuild refuses to make metadata that lacks commits.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let logs: Vec<Path> = rt.block_on(async {
+        bucket
+            .list(Some(&Path::from("store/meta")))
+            .map(|m| m.unwrap().location)
+            .filter(|p| std::future::ready(p.as_ref().ends_with(".log")))
+            .collect()
+            .await
+    });
+    assert!(!logs.is_empty());
+    rt.block_on(object_store::ObjectStoreExt::delete(
+        bucket.as_ref(),
+        &logs[0],
+    ))
+    .unwrap();
+    let target = tempfile::tempdir().unwrap();
+    match rebuild_on(target.path(), Faulty::new(bucket.clone(), None)) {
+        Err(lockerstore::Error::Corrupted { what, .. }) => assert!(what.contains("gap"), "{what}"),
+        other => panic!("rebuild over a lost log: {other:?}"),
+    }
+    // The node that still has its metadata writes a new checkpoint at open, so the bucket can
+    // rebuild it again.
+    drop(open_on(dir.path(), Faulty::new(bucket.clone(), None), false).unwrap());
+    rebuild_on(target.path(), Faulty::new(bucket.clone(), None)).unwrap();
+}
+
+/// An older copy of a node's metadata (a restored backup) is brought up to date from the
+/// bucket's journal, so no acknowledged commit is undone; one too old for that is refused.
+#[test]
+fn an_older_copy_of_the_metadata_catches_up_or_is_refused() {
+    let bucket = Arc::new(InMemory::new());
+    let dir = tempfile::tempdir().unwrap();
+    let first = audio("first", 90_000);
+    let second = audio("second", 90_000);
+    {
+        let store = open_on(dir.path(), Faulty::new(bucket.clone(), None), true).unwrap();
+        store.put(&user("u"), &key("first"), &first[..]).unwrap();
+    }
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), backup.path());
+    {
+        let store = open_on(dir.path(), Faulty::new(bucket.clone(), None), false).unwrap();
+        store.put(&user("u"), &key("second"), &second[..]).unwrap();
+        store.delete(&user("u"), &key("first")).unwrap();
+    }
+    let restored = tempfile::tempdir().unwrap();
+    copy_dir(backup.path(), restored.path());
+    {
+        let store = open_on(restored.path(), Faulty::new(bucket.clone(), None), false).unwrap();
+        assert_eq!(
+            store.read_track(&user("u"), &key("second")).unwrap(),
+            second
+        );
+        assert!(store.read_track(&user("u"), &key("first")).is_err());
+        assert!(store.verify().unwrap().is_ok());
+        // Now far ahead of the backup, past a checkpoint.
+        store.checkpoint().unwrap();
+        store.put(&user("u"), &key("third"), &first[..]).unwrap();
+    }
+    let restored = tempfile::tempdir().unwrap();
+    copy_dir(backup.path(), restored.path());
+    match open_on(restored.path(), Faulty::new(bucket.clone(), None), false) {
+        Err(lockerstore::Error::StaleMetadata { local, bucket, .. }) => assert!(local < bucket),
+        other => panic!("expected StaleMetadata, got {:?}", other.map(|_| ())),
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
 }

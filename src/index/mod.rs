@@ -45,6 +45,8 @@
 
 pub(crate) mod filter;
 pub(crate) mod group;
+#[cfg(feature = "object-store")]
+pub(crate) mod journal;
 mod redb_meta;
 pub(crate) mod refs;
 
@@ -70,6 +72,9 @@ pub(crate) mod state_keys {
     /// Where the packs live when not in `packs/`: an object store's location as `key=value`
     /// lines (`ObjectLocation::encode`). Absent: local packs.
     pub const OBJECT_PACKS: &str = "object_packs";
+    /// u64 LE: the number of the last commit journaled in the bucket (`journal.rs`). Absent: 0.
+    #[cfg(feature = "object-store")]
+    pub const JOURNAL_SEQ: &str = "journal_seq";
 }
 
 /// Keys of the `counters` table: store-wide totals kept exact by every commit.
@@ -134,6 +139,11 @@ pub(crate) trait MetaRead {
         fp: &AudioFingerprint,
         limit: usize,
     ) -> Result<Vec<(UserNo, TrackKey)>>;
+
+    /// Every row, each as the journal change that writes it (a checkpoint's content), except
+    /// the node-local state keys (`journal::node_local`).
+    #[cfg(feature = "object-store")]
+    fn dump(&self, f: &mut dyn FnMut(journal::MetaOp) -> Result<()>) -> Result<()>;
 
     /// Every track, ordered by user number then key.
     fn for_each_track(
@@ -209,6 +219,11 @@ pub(crate) trait MetaStore: Send + Sync + std::fmt::Debug {
     /// From now on, adds the key of every chunk entry written to `filter` before the transaction
     /// that writes it commits.
     fn watch_chunks(&self, filter: std::sync::Arc<crate::index::filter::ChunkFilter>);
+    /// Writes a checkpoint of the journal this metadata keeps in a bucket and returns its
+    /// commit number; `None`: this metadata keeps no journal (`journal.rs`).
+    fn checkpoint(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// Runs `f` in a write transaction and returns its value.

@@ -17,6 +17,8 @@ use crate::format::{
 };
 use crate::ids::{AudioFingerprint, ChunkId, Domain, PackId, UserNo};
 use crate::index::filter::ChunkFilter;
+#[cfg(feature = "object-store")]
+use crate::index::journal::{MetaOp, node_local};
 use crate::names::{TrackKey, UserId};
 use crate::vfs::{RedbBackend, Vfs};
 
@@ -144,6 +146,86 @@ impl RedbMeta {
                 Err(e)
             }
         }
+    }
+}
+
+/// The tables of one snapshot or transaction, for `dump`.
+#[cfg(feature = "object-store")]
+struct Tables<'a, S, C, U, N, T, K, P, R, Q, E> {
+    state: &'a S,
+    counters: &'a C,
+    users: &'a U,
+    user_names: &'a N,
+    tracks: &'a T,
+    chunks: &'a K,
+    packs: &'a P,
+    recordings: &'a R,
+    quotas: &'a Q,
+    quota_exempt: &'a E,
+}
+
+#[cfg(feature = "object-store")]
+impl<S, C, U, N, T, K, P, R, Q, E> Tables<'_, S, C, U, N, T, K, P, R, Q, E>
+where
+    S: ReadableTable<&'static str, &'static [u8]>,
+    C: ReadableTable<&'static str, u64>,
+    U: ReadableTable<&'static str, [u8; USER_ROW_LEN]>,
+    N: ReadableTable<u64, &'static str>,
+    T: ReadableTable<(u64, &'static str), &'static [u8]>,
+    K: ReadableTable<(u64, [u8; 32]), [u8; CHUNK_ENTRY_LEN]>,
+    P: ReadableTable<u64, [u8; PACK_ROW_LEN]>,
+    R: ReadableTable<([u8; 32], u64, &'static str), ()>,
+    Q: ReadableTable<u64, [u8; QUOTA_ROW_LEN]>,
+    E: ReadableTable<(u64, &'static str), ()>,
+{
+    fn dump(&self, f: &mut dyn FnMut(MetaOp) -> Result<()>) -> Result<()> {
+        for item in self.state.iter()? {
+            let (k, v) = item?;
+            if !node_local(k.value()) {
+                f(MetaOp::SetState(k.value().to_owned(), v.value().to_vec()))?;
+            }
+        }
+        for item in self.counters.iter()? {
+            let (k, v) = item?;
+            f(MetaOp::SetCounter(k.value().to_owned(), v.value()))?;
+        }
+        for item in self.users.iter()? {
+            let (k, v) = item?;
+            f(MetaOp::PutUser(k.value().to_owned(), v.value()))?;
+        }
+        for item in self.user_names.iter()? {
+            let (k, v) = item?;
+            f(MetaOp::PutUserName(k.value(), v.value().to_owned()))?;
+        }
+        for item in self.tracks.iter()? {
+            let (k, v) = item?;
+            let (user, key) = k.value();
+            f(MetaOp::PutTrack(user, key.to_owned(), v.value().to_vec()))?;
+        }
+        for item in self.chunks.iter()? {
+            let (k, v) = item?;
+            let (domain, id) = k.value();
+            f(MetaOp::PutChunk(domain, id, v.value()))?;
+        }
+        for item in self.packs.iter()? {
+            let (k, v) = item?;
+            f(MetaOp::PutPack(k.value(), v.value()))?;
+        }
+        for item in self.recordings.iter()? {
+            let (k, _) = item?;
+            let (fp, user, key) = k.value();
+            f(MetaOp::PutRecording(fp, user, key.to_owned()))?;
+        }
+        for item in self.quotas.iter()? {
+            let (k, v) = item?;
+            f(MetaOp::PutQuota(k.value(), v.value()))?;
+        }
+        for item in self.quota_exempt.iter()? {
+            let (k, _) = item?;
+            let (user, key) = k.value();
+            f(MetaOp::SetQuotaExempt(user, key.to_owned(), true))?;
+        }
+        Ok(())
     }
 }
 
@@ -396,6 +478,25 @@ impl MetaRead for RedbRead {
             holders(&self.txn.open_table(RECORDINGS)?, fp, limit)
         })
     }
+    #[cfg(feature = "object-store")]
+    fn dump(&self, f: &mut dyn FnMut(MetaOp) -> Result<()>) -> Result<()> {
+        guarded("dumping", || {
+            let t = &self.txn;
+            Tables {
+                state: &t.open_table(STATE)?,
+                counters: &t.open_table(COUNTERS)?,
+                users: &t.open_table(USERS)?,
+                user_names: &t.open_table(USER_NAMES)?,
+                tracks: self.tracks()?,
+                chunks: self.chunks()?,
+                packs: &t.open_table(PACKS)?,
+                recordings: &t.open_table(RECORDINGS)?,
+                quotas: &t.open_table(QUOTAS)?,
+                quota_exempt: &t.open_table(QUOTA_EXEMPT)?,
+            }
+            .dump(f)
+        })
+    }
 }
 
 struct RedbWrite<'t> {
@@ -485,6 +586,22 @@ impl MetaRead for RedbWrite<'_> {
         limit: usize,
     ) -> Result<Vec<(UserNo, TrackKey)>> {
         holders(&self.recordings, fp, limit)
+    }
+    #[cfg(feature = "object-store")]
+    fn dump(&self, f: &mut dyn FnMut(MetaOp) -> Result<()>) -> Result<()> {
+        Tables {
+            state: &self.state,
+            counters: &self.counters,
+            users: &self.users,
+            user_names: &self.user_names,
+            tracks: &self.tracks,
+            chunks: &self.chunks,
+            packs: &self.packs,
+            recordings: &self.recordings,
+            quotas: &self.quotas,
+            quota_exempt: &self.quota_exempt,
+        }
+        .dump(f)
     }
 }
 

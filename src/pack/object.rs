@@ -30,9 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+use crate::bucket::{Bucket, Put, Written};
 use crate::error::{Error, Result};
 use crate::format::{pack_name, parse_pack_name};
 use crate::ids::PackId;
@@ -41,371 +40,58 @@ use crate::vfs::{Mapped, Vfs};
 use super::local::LocalPacks;
 use super::storage::{PackStorage, PackWriter, StorageFacts};
 
-/// Where a store's packs live in an object store, as given at creation and kept in the store's
-/// metadata. Credentials are never kept: they come from the usual AWS environment variables
-/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, ...).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ObjectLocation {
-    /// `s3://bucket` or `s3://bucket/prefix`.
-    pub url: String,
-    /// An S3-compatible server's address (`http://127.0.0.1:8333`); AWS when unset.
-    pub endpoint: Option<String>,
-    /// The bucket's region; from the environment when unset.
-    pub region: Option<String>,
-    /// Allow plain HTTP (loopback test servers).
-    pub allow_http: bool,
-    /// Virtual-hosted-style requests (`bucket.host/key`) instead of path-style
-    /// (`host/bucket/key`, what most self-hosted servers want).
-    pub virtual_hosted: bool,
-}
-
-impl ObjectLocation {
-    /// A location at `url` (`s3://bucket/prefix`), path-style, HTTPS only.
-    pub fn new(url: impl Into<String>) -> ObjectLocation {
-        ObjectLocation {
-            url: url.into(),
-            endpoint: None,
-            region: None,
-            allow_http: false,
-            virtual_hosted: false,
-        }
-    }
-
-    /// Sets the endpoint of an S3-compatible server.
-    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
-        self.endpoint = Some(endpoint.into());
-        self
-    }
-
-    /// Sets the region.
-    pub fn region(mut self, region: impl Into<String>) -> Self {
-        self.region = Some(region.into());
-        self
-    }
-
-    /// Allows plain HTTP.
-    pub fn allow_http(mut self, allow: bool) -> Self {
-        self.allow_http = allow;
-        self
-    }
-
-    /// Uses virtual-hosted-style requests.
-    pub fn virtual_hosted(mut self, virtual_hosted: bool) -> Self {
-        self.virtual_hosted = virtual_hosted;
-        self
-    }
-
-    /// The bucket and the key prefix of `url`.
-    fn bucket_and_prefix(&self) -> Result<(String, String)> {
-        let rest = self.url.strip_prefix("s3://").ok_or_else(|| {
-            Error::InvalidOptions(format!(
-                "object store URL {:?}: only s3://bucket[/prefix] is supported",
-                self.url
-            ))
-        })?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(Error::InvalidOptions(format!(
-                "object store URL {:?} names no bucket",
-                self.url
-            )));
-        }
-        Ok((bucket.to_owned(), prefix.trim_matches('/').to_owned()))
-    }
-
-    /// The encoding kept in the metadata: `key=value` lines, UTF-8 (docs/DESIGN.md).
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = format!("url={}\n", self.url);
-        if let Some(e) = &self.endpoint {
-            out += &format!("endpoint={e}\n");
-        }
-        if let Some(r) = &self.region {
-            out += &format!("region={r}\n");
-        }
-        out += &format!("allow_http={}\n", self.allow_http);
-        out += &format!("virtual_hosted={}\n", self.virtual_hosted);
-        out.into_bytes()
-    }
-
-    pub(crate) fn decode(bytes: &[u8]) -> Result<ObjectLocation> {
-        let bad = || Error::corrupted("the pack location in the metadata is malformed");
-        let text = std::str::from_utf8(bytes).map_err(|_| bad())?;
-        let mut loc = ObjectLocation::new("");
-        for line in text.lines() {
-            let (k, v) = line.split_once('=').ok_or_else(bad)?;
-            match k {
-                "url" => loc.url = v.to_owned(),
-                "endpoint" => loc.endpoint = Some(v.to_owned()),
-                "region" => loc.region = Some(v.to_owned()),
-                "allow_http" => loc.allow_http = v == "true",
-                "virtual_hosted" => loc.virtual_hosted = v == "true",
-                // Written by a later version: an option this one does not know.
-                _ => return Err(bad()),
-            }
-        }
-        if loc.url.is_empty() {
-            return Err(bad());
-        }
-        Ok(loc)
-    }
-}
-
-/// The bucket: an `object_store` client and the small runtime its async calls run on.
+/// The packs' objects in the bucket: `packs/<id as 16 lower-case hex>.pack`.
 #[derive(Debug)]
 struct Remote {
-    client: Arc<dyn ObjectStore>,
-    prefix: String,
-    url: String,
-    /// Taken by `Drop`, which shuts it down without waiting (a store may be dropped inside
-    /// another runtime, where a blocking shutdown panics).
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Drop for Remote {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// How long one request may take: a pack of up to the size limit (64 MiB) must fit at slow
-/// rates (object_store's default, 30 s, would make such packs impossible below ~2 MB/s).
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
-
-fn remote_error(what: &str, key: &str, e: object_store::Error) -> Error {
-    Error::ObjectStore {
-        operation: what.to_owned(),
-        key: key.to_owned(),
-        message: e.to_string(),
-    }
+    bucket: Arc<Bucket>,
 }
 
 impl Remote {
-    /// A client for `location`, or `client` when given (a test's).
-    fn connect(location: &ObjectLocation, client: Option<Arc<dyn ObjectStore>>) -> Result<Remote> {
-        let (bucket, prefix) = location.bucket_and_prefix()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("lockerstore-object-io")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("start the object store's runtime", "", e))?;
-        let client = match client {
-            Some(c) => c,
-            None => Self::client(location, &bucket)?,
-        };
-        Ok(Remote {
-            client,
-            prefix,
-            url: location.url.clone(),
-            runtime: Some(runtime),
-        })
-    }
-
-    fn client(location: &ObjectLocation, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
-        let mut builder = object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .with_allow_http(location.allow_http)
-            .with_virtual_hosted_style_request(location.virtual_hosted)
-            .with_client_options(
-                object_store::ClientOptions::new()
-                    .with_allow_http(location.allow_http)
-                    .with_timeout(REQUEST_TIMEOUT),
-            );
-        if let Some(e) = &location.endpoint {
-            builder = builder.with_endpoint(e);
-        }
-        if let Some(r) = &location.region {
-            builder = builder.with_region(r);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| Error::InvalidOptions(format!("object store {}: {e}", location.url)))?;
-        Ok(Arc::new(client))
-    }
-
-    /// Runs `f` on the runtime and waits for it, from any thread (also one of another tokio
-    /// runtime's blocking threads, where `block_on` would panic).
-    fn run<T: Send + 'static>(
-        &self,
-        f: impl std::future::Future<Output = T> + Send + 'static,
-    ) -> T {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.runtime
-            .as_ref()
-            .expect("the runtime lives until the remote is dropped")
-            .spawn(async move {
-                let _ = tx.send(f.await);
-            });
-        rx.recv()
-            .expect("the object store's runtime runs until the store is dropped")
-    }
-
-    /// `<prefix>/STORE`: the store's `STORE` file, byte for byte, written create-only when the
-    /// store is created, so no second store takes the same prefix and no store opens another's.
-    fn marker(&self) -> ObjectPath {
-        if self.prefix.is_empty() {
-            ObjectPath::from("STORE")
-        } else {
-            ObjectPath::from(format!("{}/STORE", self.prefix))
-        }
-    }
-
-    fn get_path(&self, key: ObjectPath) -> Result<Option<Bytes>> {
-        let client = self.client.clone();
-        let k = key.clone();
-        let got = self.run(async move {
-            match client.get(&k).await {
-                Ok(r) => r.bytes().await,
-                Err(e) => Err(e),
-            }
-        });
-        match got {
-            Ok(b) => Ok(Some(b)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(remote_error("get", key.as_ref(), e)),
-        }
-    }
-
-    /// Makes sure the prefix is this store's: its `STORE` object equals `store_file`. Creating
-    /// (`creating`), a prefix that holds packs but no `STORE` object is refused; opening an
-    /// existing store whose prefix has none (made before the object existed), it is written.
-    fn claim(&self, store_file: &[u8], creating: bool) -> Result<()> {
-        let marker = self.marker();
-        let foreign = || {
-            Error::InvalidOptions(format!(
-                "{} belongs to another store (its STORE object names another store): a prefix \
-                 holds one store",
-                self.url
-            ))
-        };
-        match self.get_path(marker.clone())? {
-            Some(b) if b.as_ref() == store_file => return Ok(()),
-            Some(_) => return Err(foreign()),
-            None => {}
-        }
-        if creating && !self.list()?.is_empty() {
-            return Err(Error::InvalidOptions(format!(
-                "{} already holds packs: a new store needs an empty prefix",
-                self.url
-            )));
-        }
-        let client = self.client.clone();
-        let k = marker.clone();
-        let bytes = Bytes::copy_from_slice(store_file);
-        let put = self.run(async move {
-            let options = PutOptions {
-                mode: PutMode::Create,
-                ..PutOptions::default()
-            };
-            client.put_opts(&k, PutPayload::from(bytes), options).await
-        });
-        match put {
-            Ok(_) => Ok(()),
-            // Another creation raced this one: whoever wrote it owns the prefix.
-            Err(object_store::Error::AlreadyExists { .. }) => match self.get_path(marker)? {
-                Some(b) if b.as_ref() == store_file => Ok(()),
-                _ => Err(foreign()),
-            },
-            Err(e) => Err(remote_error("put", marker.as_ref(), e)),
-        }
-    }
-
-    fn key(&self, id: PackId) -> ObjectPath {
-        let name = pack_name(id);
-        if self.prefix.is_empty() {
-            ObjectPath::from(format!("packs/{name}"))
-        } else {
-            ObjectPath::from(format!("{}/packs/{name}", self.prefix))
-        }
-    }
-
-    fn packs_dir(&self) -> ObjectPath {
-        if self.prefix.is_empty() {
-            ObjectPath::from("packs")
-        } else {
-            ObjectPath::from(format!("{}/packs", self.prefix))
-        }
+    fn key(id: PackId) -> String {
+        format!("packs/{}", pack_name(id))
     }
 
     /// Writes pack `id` once. An object already there under this never-reused name is this
     /// pack's own earlier PUT (a retried sync) when its length matches; anything else is
     /// damage.
     fn put_once(&self, id: PackId, bytes: Bytes) -> Result<()> {
-        let key = self.key(id);
         let len = bytes.len() as u64;
-        let client = self.client.clone();
-        let k = key.clone();
-        let put = self.run(async move {
-            let options = PutOptions {
-                mode: PutMode::Create,
-                ..PutOptions::default()
-            };
-            client.put_opts(&k, PutPayload::from(bytes), options).await
-        });
-        match put {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => match self.head(id)? {
+        match self.bucket.put(&Self::key(id), bytes, Put::Create)? {
+            Written::Written => Ok(()),
+            Written::Exists => match self.head(id)? {
                 Some(l) if l == len => Ok(()),
                 other => Err(Error::corrupted_at(
                     format!(
-                        "pack object {key} exists with {other:?} bytes, not the {len} being \
-                         written (names are never reused)"
+                        "pack object {} exists with {other:?} bytes, not the {len} being \
+                         written (names are never reused)",
+                        Self::key(id)
                     ),
                     id,
                     0,
                 )),
             },
-            Err(e) => Err(remote_error("put", key.as_ref(), e)),
         }
     }
 
     fn head(&self, id: PackId) -> Result<Option<u64>> {
-        let key = self.key(id);
-        let client = self.client.clone();
-        let k = key.clone();
-        match self.run(async move { client.head(&k).await }) {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(remote_error("head", key.as_ref(), e)),
-        }
+        self.bucket.head(&Self::key(id))
     }
 
     fn get(&self, id: PackId) -> Result<Option<Bytes>> {
-        self.get_path(self.key(id))
+        self.bucket.get(&Self::key(id))
     }
 
     fn list(&self) -> Result<Vec<(PackId, u64)>> {
-        use futures_util::TryStreamExt;
-        let dir = self.packs_dir();
-        let client = self.client.clone();
-        let d = dir.clone();
-        let listed = self.run(async move {
-            client
-                .list(Some(&d))
-                .try_collect::<Vec<object_store::ObjectMeta>>()
-                .await
-        });
-        let metas = listed.map_err(|e| remote_error("list", dir.as_ref(), e))?;
-        Ok(metas
+        Ok(self
+            .bucket
+            .list("packs")?
             .into_iter()
-            .filter_map(|m| {
-                let name = m.location.filename()?;
-                Some((parse_pack_name(name)?, m.size))
-            })
+            .filter_map(|(name, len)| Some((parse_pack_name(&name)?, len)))
             .collect())
     }
 
     fn delete(&self, id: PackId) -> Result<()> {
-        let key = self.key(id);
-        let client = self.client.clone();
-        let k = key.clone();
-        match self.run(async move { client.delete(&k).await }) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(remote_error("delete", key.as_ref(), e)),
-        }
+        self.bucket.delete(&Self::key(id))
     }
 }
 
@@ -478,16 +164,6 @@ impl Cache {
     }
 }
 
-/// Claims `location`'s prefix for a store being created (before its metadata exists): refused
-/// when the prefix holds another store's `STORE` object or any pack.
-pub(crate) fn claim_for_new_store(
-    location: &ObjectLocation,
-    client: Option<Arc<dyn ObjectStore>>,
-    store_file: &[u8],
-) -> Result<()> {
-    Remote::connect(location, client)?.claim(store_file, true)
-}
-
 /// The local directory's copies of uploaded packs and their bound.
 #[derive(Debug)]
 struct Shelf {
@@ -534,17 +210,15 @@ pub(crate) struct ObjectPacks {
 }
 
 impl ObjectPacks {
-    /// Connects to the bucket of `location`; `dir` holds staged and cached packs.
+    /// Packs in `bucket` (whose prefix this store has claimed); `dir` holds staged and cached
+    /// packs.
     pub(crate) fn new(
         vfs: Arc<dyn Vfs>,
         dir: PathBuf,
-        location: &ObjectLocation,
-        client: Option<Arc<dyn ObjectStore>>,
+        bucket: Arc<Bucket>,
         cache_limit: u64,
-        store_file: &[u8],
     ) -> Result<ObjectPacks> {
-        let remote = Remote::connect(location, client)?;
-        remote.claim(store_file, false)?;
+        let remote = Remote { bucket };
         Ok(ObjectPacks {
             shelf: Arc::new(Shelf {
                 local: LocalPacks::new(vfs.clone(), dir.clone()),
@@ -615,7 +289,7 @@ impl PackStorage for ObjectPacks {
     fn location(&self, id: PackId) -> String {
         format!(
             "{}/packs/{}",
-            self.remote.url.trim_end_matches('/'),
+            self.remote.bucket.url().trim_end_matches('/'),
             pack_name(id)
         )
     }
@@ -749,13 +423,13 @@ impl PackStorage for ObjectPacks {
             }
             (Some(r), Some(l)) if r != l && l >= committed => {
                 // The object is damaged and the cached copy whole: the one overwrite.
-                self.upload_local(id, committed, PutMode::Overwrite)?;
+                self.upload_local(id, committed, Put::Overwrite)?;
                 Ok((committed, true))
             }
             (None, Some(l)) if l >= committed => {
                 // Committed, but its object is gone (lost from the bucket): put back from the
                 // cached copy, so the bucket again holds every committed byte.
-                self.upload_local(id, committed, PutMode::Create)?;
+                self.upload_local(id, committed, Put::Create)?;
                 Ok((committed, true))
             }
             _ => Ok((listed, false)),
@@ -772,7 +446,7 @@ impl PackStorage for ObjectPacks {
 
     fn describe(&self) -> StorageFacts {
         StorageFacts {
-            location: self.remote.url.clone(),
+            location: self.remote.bucket.url().to_owned(),
             cache_bytes: Some(self.shelf.cache().bytes),
             cache_limit: Some(self.shelf.limit),
         }
@@ -781,26 +455,16 @@ impl PackStorage for ObjectPacks {
 
 impl ObjectPacks {
     /// PUTs the first `len` bytes of the local copy of pack `id`.
-    fn upload_local(&self, id: PackId, len: u64, mode: PutMode) -> Result<()> {
+    fn upload_local(&self, id: PackId, len: u64, mode: Put) -> Result<()> {
         let path = self.dir.join(pack_name(id));
         let mut bytes = self
             .vfs
             .read(&path)
             .map_err(|e| Error::io("read", &path, e))?;
         bytes.truncate(usize::try_from(len).unwrap_or(usize::MAX));
-        let key = self.remote.key(id);
-        let client = self.remote.client.clone();
-        let k = key.clone();
-        let put = self.remote.run(async move {
-            let options = PutOptions {
-                mode,
-                ..PutOptions::default()
-            };
-            client
-                .put_opts(&k, PutPayload::from(Bytes::from(bytes)), options)
-                .await
-        });
-        put.map_err(|e| remote_error("put", key.as_ref(), e))?;
+        self.remote
+            .bucket
+            .put(&Remote::key(id), Bytes::from(bytes), mode)?;
         self.uploaded.lock().expect("uploaded lock").insert(id);
         self.shelf.keep(id, len)
     }
@@ -868,27 +532,6 @@ impl PackWriter for ObjectWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn locations_round_trip_and_bad_urls_are_refused() {
-        let loc = ObjectLocation::new("s3://packs/lockers/a")
-            .endpoint("http://127.0.0.1:8333")
-            .region("us-east-1")
-            .allow_http(true);
-        assert_eq!(ObjectLocation::decode(&loc.encode()).unwrap(), loc);
-        assert_eq!(
-            loc.bucket_and_prefix().unwrap(),
-            ("packs".into(), "lockers/a".into())
-        );
-        assert_eq!(
-            ObjectLocation::new("s3://b").bucket_and_prefix().unwrap(),
-            ("b".into(), String::new())
-        );
-        assert!(ObjectLocation::new("gs://b").bucket_and_prefix().is_err());
-        assert!(ObjectLocation::new("s3:///x").bucket_and_prefix().is_err());
-        assert!(ObjectLocation::decode(b"nonsense").is_err());
-        assert!(ObjectLocation::decode(b"url=s3://b\nfuture=1\n").is_err());
-    }
 
     #[test]
     fn the_cache_drops_the_least_recently_used_first() {

@@ -59,6 +59,28 @@ impl Store {
         })
     }
 
+    /// Recreates a store's metadata in the empty (or missing) directory `dir` from its bucket
+    /// alone, after the node's disk was lost: the bucket named by `options.object_packs`
+    /// holds the store's `STORE` object, its packs and the journal of its metadata
+    /// (docs/DESIGN.md 13.8). Replays the newest checkpoint and every journaled commit after
+    /// it; then [`Store::open`] opens the store as usual (the cache starts empty). Refuses a
+    /// directory holding anything but what an interrupted rebuild leaves, a bucket with no
+    /// store, and a journal with a missing or damaged object (`Corrupted`: the metadata would
+    /// lack acknowledged commits). Feature `object-store`.
+    #[cfg(feature = "object-store")]
+    pub fn rebuild(dir: impl AsRef<Path>, options: &Options) -> Result<crate::RebuildReport> {
+        open::rebuild(dir.as_ref(), options)
+    }
+
+    /// For a store whose packs live in a bucket: writes a checkpoint of its metadata there
+    /// (every row, as of the last commit) and deletes the journal objects it replaces, so a
+    /// rebuild replays less. The store also writes one on its own every 1,024 commits. Returns
+    /// the number of the commit it holds; `None` for a store whose packs are local (it keeps
+    /// no journal).
+    pub fn checkpoint(&self) -> Result<Option<u64>> {
+        self.engine.meta().checkpoint()
+    }
+
     /// Rewrites a store's `STORE` file from the copy its metadata keeps, for a store that lost
     /// it or has a damaged one (open refuses such a store with [`Error::StoreFileLost`]). Takes
     /// the store's lock, so no process may have the store open. Refuses, changing nothing, when

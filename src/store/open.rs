@@ -13,6 +13,7 @@ use crate::format::{STORE_FORMAT_VERSION, StoreFile};
 use crate::index::filter::ChunkFilter;
 use crate::index::{MetaStore, RedbMeta, counter_keys as ck, state_keys as sk, write_with};
 use crate::pack::local::LocalPacks;
+use crate::pack::storage::PackStorage;
 use crate::pack::{Packs, RecoveryReport};
 use crate::policy::{LicenseMode, Policy};
 use crate::random::random_bytes;
@@ -174,11 +175,6 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
             supported: STORE_FORMAT_VERSION,
         });
     }
-    let mode = get(sk::MODE)?;
-    let mode = (mode.len() == 1)
-        .then(|| LicenseMode::from_byte(mode[0]))
-        .flatten()
-        .ok_or_else(|| Error::corrupted("metadata license mode"))?;
     let seed = get(sk::SEED)?;
     let seed = u64::from_le_bytes(
         seed.as_slice()
@@ -198,18 +194,34 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
             dir.display()
         )));
     }
-    let rows = snap.packs()?;
     let object_packs = snap.state(sk::OBJECT_PACKS)?;
-    let snap_counters = (
-        snap.counter(ck::LIVE_CHUNKS)?,
-        snap.counter(ck::GARBAGE_CHUNKS)?,
-    );
     drop(snap);
     if copy.is_none() {
         // A store created before the metadata kept a copy of STORE: keep one from now on,
         // so a lost STORE can be rebuilt (`repair_store_file`).
         write_with(&meta, |w| w.set_state(sk::STORE_FILE, &store_file.encode()))?;
     }
+    // The packs' home first: a bucket's journal may bring the metadata up to date.
+    let pack_dir = dir.join(PACK_DIR);
+    let (storage, meta) = pack_storage(
+        &options,
+        &pack_dir,
+        object_packs.as_deref(),
+        &store_file,
+        meta,
+    )?;
+    let snap = meta.read()?;
+    let mode = snap.state(sk::MODE)?;
+    let mode = mode
+        .filter(|m| m.len() == 1)
+        .and_then(|m| LicenseMode::from_byte(m[0]))
+        .ok_or_else(|| Error::corrupted("metadata license mode"))?;
+    let rows = snap.packs()?;
+    let snap_counters = (
+        snap.counter(ck::LIVE_CHUNKS)?,
+        snap.counter(ck::GARBAGE_CHUNKS)?,
+    );
+    drop(snap);
     let store_tag = u64::from_le_bytes(store_file.store_id[..8].try_into().expect("8 bytes"));
     // The filter of stored chunk keys: watched before it is filled, so no key is missed.
     let filter = Arc::new(ChunkFilter::for_entries(
@@ -220,18 +232,11 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
         filter.insert(domain, &id);
         Ok(())
     })?;
-    let pack_dir = dir.join(PACK_DIR);
-    let storage = pack_storage(
-        &options,
-        &pack_dir,
-        object_packs.as_deref(),
-        &store_file.encode(),
-    )?;
     let (packs, recovery) = Packs::open(storage, store_tag, options.pack_size_limit, &rows)?;
     let engine = Engine::new(Parts {
         space: Space::new(vfs.clone(), dir.clone(), pack_dir, options.min_free_space),
         dir,
-        meta: Box::new(meta),
+        meta,
         filter,
         packs,
         chunker: Chunker { params, seed },
@@ -256,27 +261,44 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
 fn claim_bucket(options: &Options, store_file: &StoreFile) -> Result<()> {
     #[cfg(feature = "object-store")]
     if let Some(location) = &options.object_packs {
-        #[cfg(feature = "test-support")]
-        let client = options.object_client.clone();
-        #[cfg(not(feature = "test-support"))]
-        let client = None;
-        return crate::pack::object::claim_for_new_store(location, client, &store_file.encode());
+        return connect(options, location)?.claim(&store_file.encode(), true);
     }
     let _ = (options, store_file);
     Ok(())
 }
 
-/// Where this store's packs live: the object store its metadata names, or `packs/`.
+/// A client for the bucket at `location` (or the test's, when one is given).
+#[cfg(feature = "object-store")]
+fn connect(
+    options: &Options,
+    location: &crate::bucket::ObjectLocation,
+) -> Result<crate::bucket::Bucket> {
+    #[cfg(feature = "test-support")]
+    let client = options.object_client.clone();
+    #[cfg(not(feature = "test-support"))]
+    let client = {
+        let _ = options;
+        None
+    };
+    crate::bucket::Bucket::connect(location, client)
+}
+
+/// Where this store's packs live (the object store its metadata names, or `packs/`), and its
+/// metadata: for packs in a bucket, journaled there (`index/journal.rs`), once the bucket's
+/// journal is settled against it.
 fn pack_storage(
     options: &Options,
     pack_dir: &Path,
     object_packs: Option<&[u8]>,
-    store_file: &[u8],
-) -> Result<Box<dyn crate::pack::storage::PackStorage>> {
+    store_file: &StoreFile,
+    meta: RedbMeta,
+) -> Result<(Box<dyn PackStorage>, Box<dyn MetaStore>)> {
     let vfs = options.vfs.clone();
     #[cfg(feature = "object-store")]
     {
-        use crate::pack::object::{ObjectLocation, ObjectPacks};
+        use crate::bucket::ObjectLocation;
+        use crate::index::journal::{Journal, JournaledMeta, journal_seq};
+        use crate::pack::object::ObjectPacks;
         let kept = object_packs.map(ObjectLocation::decode).transpose()?;
         if let (Some(asked), kept) = (&options.object_packs, &kept)
             && kept.as_ref().map(|k| &k.url) != Some(&asked.url)
@@ -291,18 +313,17 @@ fn pack_storage(
             )));
         }
         if let Some(location) = kept {
-            #[cfg(feature = "test-support")]
-            let client = options.object_client.clone();
-            #[cfg(not(feature = "test-support"))]
-            let client = None;
-            return Ok(Box::new(ObjectPacks::new(
-                vfs,
-                pack_dir.to_owned(),
-                &location,
-                client,
-                options.cache_bytes,
-                store_file,
-            )?));
+            let bucket = Arc::new(connect(options, &location)?);
+            bucket.claim(&store_file.encode(), false)?;
+            let journal = Arc::new(Journal::new(bucket.clone(), store_file.store_id));
+            let meta: Arc<dyn MetaStore> = Arc::new(meta);
+            let local = journal_seq(meta.read()?.as_ref())?;
+            journal.reconcile(meta.as_ref(), local)?;
+            let storage = ObjectPacks::new(vfs, pack_dir.to_owned(), bucket, options.cache_bytes)?;
+            return Ok((
+                Box::new(storage),
+                Box::new(JournaledMeta::new(meta, journal)),
+            ));
         }
     }
     #[cfg(not(feature = "object-store"))]
@@ -315,7 +336,91 @@ fn pack_storage(
                 .into(),
         ));
     }
-    Ok(Box::new(LocalPacks::new(vfs, pack_dir.to_owned())))
+    Ok((
+        Box::new(LocalPacks::new(vfs, pack_dir.to_owned())),
+        Box::new(meta),
+    ))
+}
+
+/// Recreates the metadata of the store in `options.object_packs`'s bucket in `dir` (see
+/// `Store::rebuild`): replayed into `meta.redb.tmp`, then `STORE` written, then the rename
+/// that makes it a store. A rebuild cut short leaves only what a new one may remove.
+#[cfg(feature = "object-store")]
+pub(crate) fn rebuild(
+    dir: &Path,
+    options: &Options,
+) -> Result<crate::index::journal::RebuildReport> {
+    use crate::index::journal::{Journal, replay};
+    let location = options.object_packs.as_ref().ok_or_else(|| {
+        Error::InvalidOptions(
+            "a rebuild needs the bucket's location (Options::object_packs)".into(),
+        )
+    })?;
+    let vfs = options.vfs.as_ref();
+    if !vfs.exists(dir) {
+        vfs.create_dir_all(dir)
+            .map_err(|e| Error::io("create", dir, e))?;
+    }
+    let _dir_lock = vfs
+        .try_lock(dir)
+        .map_err(|e| Error::io("lock", dir, e))?
+        .ok_or_else(|| Error::Locked(dir.to_owned()))?;
+    let lock_path = dir.join(LOCK_FILE);
+    let _file_lock = vfs
+        .try_lock(&lock_path)
+        .map_err(|e| Error::io("lock", &lock_path, e))?
+        .ok_or_else(|| Error::Locked(dir.to_owned()))?;
+    let bucket = Arc::new(connect(options, location)?);
+    let stored = bucket.store_file()?.ok_or_else(|| {
+        Error::InvalidOptions(format!(
+            "{} holds no store (it has no STORE object)",
+            location.url
+        ))
+    })?;
+    let store_file = match StoreFile::decode(&stored) {
+        Ok(Ok(f)) => f,
+        Ok(Err(found)) => {
+            return Err(Error::UnsupportedVersion {
+                path: format!("{}/STORE", location.url).into(),
+                found,
+                supported: STORE_FORMAT_VERSION,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let pack_dir = dir.join(PACK_DIR);
+    for name in vfs.list_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+        let leftover = match name.as_str() {
+            LOCK_FILE | STORE_TMP | META_TMP => true,
+            STORE_FILE => vfs.read(&dir.join(STORE_FILE)).ok().as_deref() == Some(&stored[..]),
+            PACK_DIR => vfs.list_dir(&pack_dir).is_ok_and(|n| n.is_empty()),
+            _ => false,
+        };
+        if !leftover {
+            return Err(Error::InvalidOptions(format!(
+                "a rebuild needs an empty directory, and {} holds {name}",
+                dir.display()
+            )));
+        }
+    }
+    vfs.create_dir_all(&pack_dir)
+        .map_err(|e| Error::io("create", &pack_dir, e))?;
+    let tmp = dir.join(META_TMP);
+    if vfs.exists(&tmp) {
+        vfs.remove_file(&tmp)
+            .map_err(|e| Error::io("remove", &tmp, e))?;
+    }
+    let meta = RedbMeta::open(vfs, &tmp, true)?;
+    let journal = Journal::new(bucket, store_file.store_id);
+    let report = replay(&journal, &meta)?;
+    write_with(&meta, |w| w.set_state(sk::OBJECT_PACKS, &location.encode()))?;
+    drop(meta);
+    vfs.sync_dir(dir).map_err(|e| Error::io("sync", dir, e))?;
+    write_store_file(vfs, dir, &store_file)?;
+    vfs.rename(&tmp, &dir.join(META_FILE))
+        .map_err(|e| Error::io("rename", &tmp, e))?;
+    vfs.sync_dir(dir).map_err(|e| Error::io("sync", dir, e))?;
+    Ok(report)
 }
 
 /// Tells what `dir` holds. Creation writes `STORE` first and renames a complete

@@ -35,7 +35,7 @@ pub struct Options {
     pub(crate) vfs: Arc<dyn Vfs>,
     /// Where a new store's packs live: an object store, or (`None`) the store's `packs/`.
     #[cfg(feature = "object-store")]
-    pub(crate) object_packs: Option<crate::pack::object::ObjectLocation>,
+    pub(crate) object_packs: Option<crate::bucket::ObjectLocation>,
     /// Most bytes of cached pack copies, for packs in an object store.
     pub(crate) cache_bytes: u64,
     /// An object store client to use instead of the one the location describes (tests inject
@@ -143,7 +143,7 @@ impl Options {
     /// another place). Default: the store's own `packs/` directory.
     #[cfg(feature = "object-store")]
     #[must_use]
-    pub fn object_packs(mut self, location: crate::pack::object::ObjectLocation) -> Self {
+    pub fn object_packs(mut self, location: crate::bucket::ObjectLocation) -> Self {
         self.object_packs = Some(location);
         self
     }

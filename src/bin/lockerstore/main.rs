@@ -62,6 +62,38 @@ fn bytes_arg(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("invalid size {s:?}"))
 }
 
+/// How to reach an S3-compatible server.
+#[derive(clap::Args)]
+struct BucketArgs {
+    /// The S3-compatible server's address (`http://127.0.0.1:8333`); AWS when unset.
+    #[arg(long, requires = "packs")]
+    endpoint: Option<String>,
+    /// The bucket's region (default: AWS_REGION, else us-east-1).
+    #[arg(long, requires = "packs")]
+    region: Option<String>,
+    /// Allow plain HTTP to the endpoint (loopback test servers).
+    #[arg(long, requires = "packs")]
+    allow_http: bool,
+    /// Address the bucket virtual-hosted-style (`bucket.host`) instead of path-style.
+    #[arg(long, requires = "packs")]
+    virtual_hosted: bool,
+}
+
+impl BucketArgs {
+    fn location(&self, url: &str) -> lockerstore::ObjectLocation {
+        let mut location = lockerstore::ObjectLocation::new(url)
+            .allow_http(self.allow_http)
+            .virtual_hosted(self.virtual_hosted);
+        if let Some(e) = &self.endpoint {
+            location = location.endpoint(e.clone());
+        }
+        if let Some(r) = &self.region {
+            location = location.region(r.clone());
+        }
+        location
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Create a store (or finish an interrupted creation); refuses an existing store and a
@@ -73,22 +105,25 @@ enum Command {
         /// Keep the packs in an S3-compatible bucket (`s3://bucket/prefix`) instead of the
         /// store's `packs/` directory; credentials come from AWS_ACCESS_KEY_ID and
         /// AWS_SECRET_ACCESS_KEY (and the other usual AWS variables). The store's directory
-        /// then holds the metadata, the packs being written and a cache.
+        /// then holds the metadata, the packs being written and a cache; the bucket holds the
+        /// packs and a journal of the metadata, enough for `rebuild`.
         #[arg(long)]
         packs: Option<String>,
-        /// The S3-compatible server's address (`http://127.0.0.1:8333`); AWS when unset.
-        #[arg(long, requires = "packs")]
-        endpoint: Option<String>,
-        /// The bucket's region (default: AWS_REGION, else us-east-1).
-        #[arg(long, requires = "packs")]
-        region: Option<String>,
-        /// Allow plain HTTP to the endpoint (loopback test servers).
-        #[arg(long, requires = "packs")]
-        allow_http: bool,
-        /// Address the bucket virtual-hosted-style (`bucket.host`) instead of path-style.
-        #[arg(long, requires = "packs")]
-        virtual_hosted: bool,
+        #[command(flatten)]
+        bucket: BucketArgs,
     },
+    /// Recreate the metadata of the store in a bucket, in an empty --store directory, from the
+    /// bucket alone (after the node's disk was lost), then check it.
+    Rebuild {
+        /// The store's bucket and prefix (`s3://bucket/prefix`), as given to `init --packs`.
+        #[arg(long = "from", value_name = "URL")]
+        packs: String,
+        #[command(flatten)]
+        bucket: BucketArgs,
+    },
+    /// Write a checkpoint of the metadata to the bucket of a store whose packs live there, and
+    /// delete the journal objects it replaces.
+    Checkpoint,
     /// Rewrite a lost or damaged STORE file from the copy kept in the store's metadata.
     Repair,
     /// Store FILE (or - for stdin) as USER's track KEY.
@@ -322,26 +357,14 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Init {
             mode,
             packs,
-            endpoint,
-            region,
-            allow_http,
-            virtual_hosted,
+            bucket,
         } => {
             // Open decides: it creates the store in a missing or empty directory (or finishes a
             // creation that was interrupted), refuses a directory holding anything else, and
             // opens an existing store, which init then refuses.
             let mut options = Options::default().mode(*mode).cache_bytes(cli.cache_bytes);
             if let Some(url) = packs {
-                let mut location = lockerstore::ObjectLocation::new(url.clone())
-                    .allow_http(*allow_http)
-                    .virtual_hosted(*virtual_hosted);
-                if let Some(e) = endpoint {
-                    location = location.endpoint(e.clone());
-                }
-                if let Some(r) = region {
-                    location = location.region(r.clone());
-                }
-                options = options.object_packs(location);
+                options = options.object_packs(bucket.location(url));
             }
             let store = Store::open(&cli.store, options)?;
             if !store.is_new() {
@@ -357,6 +380,37 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 store.mode()
             );
         }
+        Command::Rebuild { packs, bucket } => {
+            let options = Options::default()
+                .cache_bytes(cli.cache_bytes)
+                .object_packs(bucket.location(packs));
+            let started = std::time::Instant::now();
+            let report = Store::rebuild(&cli.store, &options)?;
+            let store = Store::open(&cli.store, options)?;
+            let stats = store.stats()?;
+            outln!(
+                "rebuilt {} from {packs}: checkpoint {} + {} journaled commits ({:.1} MB) up to \
+                 commit {}, in {:.1} s: {} users, {} tracks, {:.1} MB",
+                cli.store.display(),
+                report.checkpoint,
+                report.logs,
+                mb(report.bytes),
+                report.commit,
+                started.elapsed().as_secs_f64(),
+                stats.users,
+                stats.tracks,
+                mb(stats.logical_bytes),
+            );
+        }
+        Command::Checkpoint => match open_existing(&cli)?.checkpoint()? {
+            Some(seq) => outln!("checkpoint of commit {seq} written"),
+            None => {
+                return Err(Error::InvalidOptions(
+                    "this store's packs are local: it keeps no journal to checkpoint".into(),
+                )
+                .into());
+            }
+        },
         Command::Repair => match Store::repair_store_file(&cli.store, Options::default())? {
             lockerstore::StoreFileRepair::Intact => {
                 outln!(
