@@ -273,6 +273,23 @@ impl Bucket {
         }
     }
 
+    /// Bytes `range` of the object at `rel` (one ranged GET); `None` when there is no object.
+    /// A range past the object's end is an error of the server's.
+    pub(crate) fn get_range(
+        &self,
+        rel: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Option<Bytes>> {
+        let key = self.path(rel);
+        let client = self.client.clone();
+        let k = key.clone();
+        match self.run(async move { client.get_range(&k, range).await }) {
+            Ok(b) => Ok(Some(b)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(remote_error("get", key.as_ref(), e)),
+        }
+    }
+
     /// The length of the object at `rel`; `None` when there is none.
     pub(crate) fn head(&self, rel: &str) -> Result<Option<u64>> {
         let key = self.path(rel);

@@ -186,11 +186,21 @@ impl RecordHeader {
         b
     }
 
-    /// Decodes and checks the record starting at `at` in `pack_bytes`; returns the header and the
-    /// stored bytes. Errors name the pack and offset.
-    pub fn decode(pack: PackId, pack_bytes: &[u8], at: u64) -> Result<(RecordHeader, &[u8])> {
+    /// Decodes and checks the record starting at offset `at` of the pack, in `pack_bytes`, which
+    /// hold the pack's bytes from offset `base` on (0: the whole pack; a span of it read from an
+    /// object store otherwise); returns the header and the stored bytes. Errors name the pack
+    /// and offset.
+    pub fn decode(
+        pack: PackId,
+        pack_bytes: &[u8],
+        base: u64,
+        at: u64,
+    ) -> Result<(RecordHeader, &[u8])> {
         let bad = |what: &str| Error::corrupted_at(format!("chunk record: {what}"), pack, at);
-        let start = usize::try_from(at).map_err(|_| bad("offset out of range"))?;
+        let start = at
+            .checked_sub(base)
+            .and_then(|rel| usize::try_from(rel).ok())
+            .ok_or_else(|| bad("offset out of range"))?;
         let head = pack_bytes
             .get(start..)
             .and_then(|b| b.get(..RECORD_HEADER_LEN))
@@ -229,6 +239,20 @@ impl RecordHeader {
             stored,
         ))
     }
+}
+
+/// The length of the record whose header starts at `bytes[at..]` (header and stored bytes), from
+/// its magic and stored length alone, unchecked: for finding where records end in a span of a
+/// pack before reading them (every record read is fully checked by `RecordHeader::decode`).
+/// `None` when the bytes there do not start a record or the header is cut off.
+#[cfg(feature = "object-store")]
+pub fn record_len_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let head = bytes.get(at..)?.get(..RECORD_HEADER_LEN)?;
+    if head[0..4] != RECORD_MAGIC {
+        return None;
+    }
+    let stored_len = u32_at(head, 52);
+    (stored_len <= MAX_CHUNK_LEN).then_some(RECORD_HEADER_LEN as u64 + u64::from(stored_len))
 }
 
 /// Where a chunk record lives and how many track references it has: the value of the chunk index
@@ -593,19 +617,23 @@ mod tests {
         let mut pack = vec![0u8; 7];
         pack.extend_from_slice(&h.encode(&plain));
         pack.extend_from_slice(&plain);
-        let (got, stored) = RecordHeader::decode(PackId(1), &pack, 7).unwrap();
+        let (got, stored) = RecordHeader::decode(PackId(1), &pack, 0, 7).unwrap();
+        // The same record in a span of the pack that starts at offset 5.
+        let (in_span, _) = RecordHeader::decode(PackId(1), &pack[5..], 5, 7).unwrap();
+        assert_eq!(in_span, got);
+        assert!(RecordHeader::decode(PackId(1), &pack[5..], 8, 7).is_err());
         assert_eq!(got, h);
         assert_eq!(stored, &plain[..]);
         for i in 7..7 + RECORD_HEADER_LEN {
             let mut bad = pack.clone();
             bad[i] ^= 0x40;
             assert!(
-                RecordHeader::decode(PackId(1), &bad, 7).is_err(),
+                RecordHeader::decode(PackId(1), &bad, 0, 7).is_err(),
                 "flip at {i} not caught"
             );
         }
-        assert!(RecordHeader::decode(PackId(1), &pack[..pack.len() - 1], 7).is_err());
-        assert!(RecordHeader::decode(PackId(1), &pack, u64::MAX).is_err());
+        assert!(RecordHeader::decode(PackId(1), &pack[..pack.len() - 1], 0, 7).is_err());
+        assert!(RecordHeader::decode(PackId(1), &pack, 0, u64::MAX).is_err());
     }
 
     #[test]

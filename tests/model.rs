@@ -731,7 +731,7 @@ fn live_bytes_per_pack(store: &Store, dir: &Path) -> BTreeMap<String, u64> {
         let stored = u32::from_le_bytes(head[52..56].try_into().unwrap()) as usize;
         let mut record = vec![0u8; RECORD_HEADER as usize + stored];
         f.read_exact_at(&mut record, r.offset).unwrap();
-        let (h, _) = RecordHeader::decode(r.pack, &record, 0)
+        let (h, _) = RecordHeader::decode(r.pack, &record, 0, 0)
             .unwrap_or_else(|e| panic!("record of {} at {name}+{}: {e}", r.chunk, r.offset));
         assert_eq!(h.id, r.chunk, "{name}+{}", r.offset);
         // The header names the domain the record was written for: its owner, or for a shared

@@ -997,3 +997,121 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// A large pack (here an expanding migration's copy of a whole locker) is read in spans: ranged
+/// GETs from the record a reader needs, each of many chunks, never the whole object and never
+/// one GET per chunk; sequential readers read ahead; every byte verified. A damaged cached span
+/// is dropped and read again.
+#[test]
+fn large_packs_are_read_in_spans_of_many_chunks() {
+    let bucket = Arc::new(InMemory::new());
+    let dir = tempfile::tempdir().unwrap();
+    let tracks: Vec<(String, Vec<u8>)> = (0..8)
+        .map(|i| {
+            (
+                format!("t{i}"),
+                audio(&format!("span{i}"), 2_000_000 + i * 1000),
+            )
+        })
+        .collect();
+    {
+        let store = Store::open(
+            dir.path(),
+            Options::default()
+                .chunker(small_chunks())
+                .mode(LicenseMode::SingleMaster)
+                .object_packs(location())
+                .object_client(Faulty::new(bucket.clone(), None)),
+        )
+        .unwrap();
+        for (k, b) in &tracks {
+            store.put(&user("u"), &key(k), &b[..]).unwrap();
+        }
+        // Expanding copies the whole locker into one new pack of about 16 MB.
+        store.set_mode(LicenseMode::PerUserCopy).unwrap();
+        store.migrate(&mut |_| {}).unwrap();
+        store
+            .gc(lockerstore::GcOptions { threshold: 1.0 }, &mut |_| {})
+            .unwrap();
+        assert_eq!(store.stats().unwrap().packs, 1);
+    }
+    for e in std::fs::read_dir(dir.path().join("packs")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    const SPAN: u64 = 512 << 10;
+    // A span is cut back to whole records, losing at most one chunk (256 KiB here).
+    const MAX_CHUNK: u64 = 256 << 10;
+    let counting = Faulty::new(bucket.clone(), None);
+    let store = Store::open(
+        dir.path(),
+        Options::default()
+            .cache_bytes(4 << 20)
+            .read_span_bytes(SPAN)
+            .object_client(counting.clone()),
+    )
+    .unwrap();
+    let gets = || {
+        counting
+            .state
+            .counts
+            .lock()
+            .unwrap()
+            .get(&Kind::Get)
+            .copied()
+            .unwrap_or(0)
+    };
+    let mut total = 0;
+    for (k, b) in &tracks {
+        let before = gets();
+        assert_eq!(&store.read_track(&user("u"), &key(k)).unwrap(), b, "{k}");
+        let took = gets() - before;
+        let chunks = store.track_info(&user("u"), &key(k)).unwrap().chunks;
+        // About one GET per span (one more read ahead past the track): never the chunk count.
+        assert!(
+            took <= b.len() as u64 / (SPAN - MAX_CHUNK) + 2 && took < chunks,
+            "{k}: {took} GETs for {chunks} chunks"
+        );
+        total += took;
+        let cached = store.stats().unwrap().cache_bytes.unwrap();
+        assert!(cached <= (4 << 20) + SPAN, "cache {cached}");
+    }
+    let bytes: u64 = tracks.iter().map(|t| t.1.len() as u64).sum();
+    assert!(total >= bytes / SPAN, "{total} GETs for {bytes} bytes");
+    // Reads that jump about (a player seeking) fetch spans from where they land.
+    use std::io::{Read, Seek, SeekFrom};
+    let (k, b) = &tracks[5];
+    let mut r = store.open_track(&user("u"), &key(k)).unwrap();
+    for at in [1_700_000u64, 10, 1_999_000, 300_000] {
+        r.seek(SeekFrom::Start(at)).unwrap();
+        let mut buf = vec![0; 1000];
+        r.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf[..], &b[at as usize..at as usize + 1000]);
+    }
+    drop(r);
+    drop(store);
+    // A damaged span in the cache: the read drops it and reads the object again.
+    let store = Store::open(
+        dir.path(),
+        Options::default()
+            .cache_bytes(64 << 20)
+            .read_span_bytes(SPAN)
+            .object_client(Faulty::new(bucket.clone(), None)),
+    )
+    .unwrap();
+    let (k, b) = &tracks[2];
+    assert_eq!(&store.read_track(&user("u"), &key(k)).unwrap(), b);
+    let spans: Vec<_> = std::fs::read_dir(dir.path().join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "span"))
+        .collect();
+    assert!(!spans.is_empty());
+    for p in &spans {
+        let mut bytes = std::fs::read(p).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x10;
+        std::fs::write(p, bytes).unwrap();
+    }
+    assert_eq!(&store.read_track(&user("u"), &key(k)).unwrap(), b);
+    assert!(store.verify().unwrap().is_ok());
+}

@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         u64::MAX - u64::from(v & 0x7fff)
     };
     let pack = &data[2..];
-    let Ok((h, stored)) = RecordHeader::decode(PackId(7), pack, at) else {
+    let Ok((h, stored)) = RecordHeader::decode(PackId(7), pack, 0, at) else {
         return;
     };
     let start = usize::try_from(at).expect("a decoded record starts at an addressable offset");
@@ -46,11 +46,11 @@ fuzz_target!(|data: &[u8]| {
     // And the re-encoded record decodes to the same header on its own, under any pack id.
     let mut alone = enc.to_vec();
     alone.extend_from_slice(stored);
-    let (h2, stored2) = RecordHeader::decode(PackId(u64::MAX), &alone, 0)
+    let (h2, stored2) = RecordHeader::decode(PackId(u64::MAX), &alone, 0, 0)
         .expect("a re-encoded record decodes");
     assert_eq!(h2, h);
     assert_eq!(stored2, stored);
     // Any other pack id gives the same answer (the id is only used for error messages).
-    let (h3, _) = RecordHeader::decode(PackId(0), pack, at).expect("pack id changed the result");
+    let (h3, _) = RecordHeader::decode(PackId(0), pack, 0, at).expect("pack id changed the result");
     assert_eq!(h3, h);
 });

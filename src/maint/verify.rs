@@ -277,10 +277,9 @@ fn check(engine: &Arc<Engine>) -> Result<(VerifyReport, HashSet<(Domain, ChunkId
     // 5. Packs: files exist and hold their committed bytes.
     for (id, row) in &packs {
         let location = engine.packs().location(*id);
-        if let Err(e) =
-            engine
-                .packs()
-                .map_covering(*id, row.committed_len, || Ok(row.committed_len))
+        if let Err(e) = engine
+            .packs()
+            .map_covering(*id, 0, row.committed_len, || Ok(row.committed_len))
         {
             problems.push(format!("pack {id} ({location}): {e}"));
         }
@@ -366,7 +365,7 @@ pub(crate) fn drop_damaged_tracks(engine: &Arc<Engine>) -> Result<DroppedDamage>
         let readable = match file_len {
             Some(n) if n >= PACK_HEADER_LEN as u64 => engine
                 .packs()
-                .map_covering(pid, PACK_HEADER_LEN as u64, || Ok(row.committed_len))
+                .map_covering(pid, 0, PACK_HEADER_LEN as u64, || Ok(row.committed_len))
                 .is_ok(),
             _ => false,
         };

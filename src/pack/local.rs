@@ -10,7 +10,7 @@ use crate::format::{PACK_HEADER_LEN, pack_name, parse_pack_name};
 use crate::ids::PackId;
 use crate::vfs::{Mapped, Vfs, VfsFile};
 
-use super::storage::{PackStorage, PackWriter, StorageFacts};
+use super::storage::{PackStorage, PackWriter, StorageFacts, Window};
 
 /// Pack files in one directory.
 #[derive(Debug)]
@@ -123,6 +123,67 @@ impl PackStorage for LocalPacks {
     fn read(
         &self,
         id: PackId,
+        _start: u64,
+        end: u64,
+        committed: &mut dyn FnMut() -> Result<u64>,
+    ) -> Result<Window> {
+        self.map_pack(id, end, committed)
+            .map(|map| Window { map, base: 0 })
+    }
+
+    fn delete(&self, ids: &[PackId]) -> Result<()> {
+        for &id in ids {
+            self.maps.write().expect("map cache lock").remove(&id);
+            let path = self.path(id);
+            match self.vfs.remove_file(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other.map_err(|e| Error::io("remove", &path, e))?,
+            }
+        }
+        self.sync_dir()
+    }
+
+    fn describe(&self) -> StorageFacts {
+        StorageFacts {
+            location: self.dir.display().to_string(),
+            ..StorageFacts::default()
+        }
+    }
+}
+
+impl PackWriter for LocalWriter {
+    fn write_at(&self, offset: u64, parts: &[&[u8]]) -> Result<()> {
+        // Positional writes of each part rather than one of a concatenated copy: no chunk is
+        // copied before it reaches the page cache. A tear between them is an uncommitted tail
+        // like any.
+        let mut at = offset;
+        for part in parts {
+            self.file
+                .write_all_at(part, at)
+                .map_err(|e| Error::io("write", &self.path, e))?;
+            at += part.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("sync", &self.path, e))
+    }
+
+    fn truncate(&self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .map_err(|e| Error::io("truncate", &self.path, e))
+    }
+}
+
+impl LocalPacks {
+    /// A map of pack `id`'s committed prefix, at least `end` bytes (see `PackStorage::read`).
+    fn map_pack(
+        &self,
+        id: PackId,
         end: u64,
         committed: &mut dyn FnMut() -> Result<u64>,
     ) -> Result<Arc<dyn Mapped>> {
@@ -183,50 +244,56 @@ impl PackStorage for LocalPacks {
         Ok(map)
     }
 
-    fn delete(&self, ids: &[PackId]) -> Result<()> {
-        for &id in ids {
-            self.maps.write().expect("map cache lock").remove(&id);
-            let path = self.path(id);
-            match self.vfs.remove_file(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                other => other.map_err(|e| Error::io("remove", &path, e))?,
-            }
-        }
-        self.sync_dir()
-    }
-
-    fn describe(&self) -> StorageFacts {
-        StorageFacts {
-            location: self.dir.display().to_string(),
-            ..StorageFacts::default()
-        }
-    }
-}
-
-impl PackWriter for LocalWriter {
-    fn write_at(&self, offset: u64, parts: &[&[u8]]) -> Result<()> {
-        // Positional writes of each part rather than one of a concatenated copy: no chunk is
-        // copied before it reaches the page cache. A tear between them is an uncommitted tail
-        // like any.
-        let mut at = offset;
-        for part in parts {
-            self.file
-                .write_all_at(part, at)
-                .map_err(|e| Error::io("write", &self.path, e))?;
-            at += part.len() as u64;
+    #[cfg(feature = "object-store")]
+    /// Writes `bytes` as the file `name` in the directory, whole and durable (a temporary file,
+    /// fsynced, then renamed): a cached span of an object (`pack/object.rs`). Such a file is
+    /// written once and never changed; it goes only by unlinking.
+    /// `tag` makes the temporary file's name (`<name>.<tag>.part`) this writer's own.
+    pub(crate) fn write_piece(&self, name: &str, tag: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!("{name}.{tag}.part"));
+        let written = self
+            .vfs
+            .create_new(&tmp)
+            .and_then(|file| {
+                file.write_all_at(bytes, 0)?;
+                file.sync_data()
+            })
+            .and_then(|()| self.vfs.rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = self.vfs.remove_file(&tmp);
+            return Err(Error::io("cache", &path, e));
         }
         Ok(())
     }
 
-    fn sync(&self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io("sync", &self.path, e))
+    #[cfg(feature = "object-store")]
+    /// Maps the whole file `name` written by `write_piece`; `None` when it is gone.
+    pub(crate) fn map_piece(&self, name: &str) -> Result<Option<Arc<dyn Mapped>>> {
+        let path = self.dir.join(name);
+        let len = match self.vfs.open_rw(&path, false) {
+            Ok(f) => f.len().map_err(|e| Error::io("stat", &path, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        // SAFETY: a piece is written whole under a temporary name, fsynced and renamed into
+        // place (`write_piece`); nothing writes or truncates it afterwards, and it goes only by
+        // unlinking, which keeps maps valid. The store directory is locked against other
+        // processes.
+        #[allow(unsafe_code)]
+        let map = unsafe { self.vfs.map(&path, len) }.map_err(|e| Error::io("map", &path, e))?;
+        Ok(Some(map))
     }
 
-    fn truncate(&self, len: u64) -> Result<()> {
-        self.file
-            .set_len(len)
-            .map_err(|e| Error::io("truncate", &self.path, e))
+    #[cfg(feature = "object-store")]
+    /// Removes the file `name` written by `write_piece`; one already gone is no error.
+    pub(crate) fn remove_piece(&self, name: &str) -> Result<()> {
+        let path = self.dir.join(name);
+        match self.vfs.remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("remove", &path, e))
+            }
+            _ => Ok(()),
+        }
     }
 }

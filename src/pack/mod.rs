@@ -15,15 +15,14 @@ pub(crate) mod session;
 pub(crate) mod storage;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::format::{PACK_HEADER_LEN, PackHeader, PackRow, RecordHeader};
 use crate::ids::PackId;
-use crate::vfs::Mapped;
 
-use storage::{PackStorage, PackWriter};
+use storage::{PackStorage, PackWriter, Window};
 
 /// A pack open for appending, owned by one ingest at a time.
 #[derive(Debug)]
@@ -317,30 +316,43 @@ impl Packs {
         }
     }
 
-    /// Bytes of the pack from offset 0 covering at least `end` bytes, checked to be this
-    /// store's pack `id`. The storage reads no further than the committed length
-    /// (`committed()`, read from the metadata when needed): bytes past it may still be cut and
-    /// rewritten. A pack shorter than its committed length (damaged from outside) still gives
-    /// the records it holds; asking for bytes past its end is `Corrupted`.
+    /// Bytes of the pack covering at least `start..end` (a record), checked to be this
+    /// store's pack `id` when they start at its header. The storage reads no further than the
+    /// committed length (`committed()`, read from the metadata when needed): bytes past it may
+    /// still be cut and rewritten. A pack shorter than its committed length (damaged from
+    /// outside) still gives the records it holds; asking for bytes past its end is `Corrupted`.
+    /// A window that starts past the header (a span of an object) is not checked here: each
+    /// record in it is, as every record read is (its header checksum, its chunk id).
     pub(crate) fn map_covering(
         &self,
         id: PackId,
+        start: u64,
         end: u64,
         mut committed: impl FnMut() -> Result<u64>,
-    ) -> Result<Arc<dyn Mapped>> {
-        let map = self.storage.read(id, end, &mut committed)?;
-        if map.bytes().len() < PACK_HEADER_LEN {
-            return Err(Error::corrupted_at("pack shorter than its header", id, 0));
-        }
-        let header = PackHeader::decode(map.bytes())
-            .map_err(|e| Error::corrupted_at(e.to_string(), id, 0))?;
-        if header.pack != id || header.store_tag != self.store_tag {
+    ) -> Result<Window> {
+        let window = self.storage.read(id, start, end, &mut committed)?;
+        if !window.covers(start, end) {
             return Err(Error::corrupted_at(
-                "pack header names another pack or store",
+                format!("the pack's bytes end before {end}"),
                 id,
-                0,
+                start,
             ));
         }
-        Ok(map)
+        if window.base == 0 {
+            let map = window.bytes();
+            if map.len() < PACK_HEADER_LEN {
+                return Err(Error::corrupted_at("pack shorter than its header", id, 0));
+            }
+            let header =
+                PackHeader::decode(map).map_err(|e| Error::corrupted_at(e.to_string(), id, 0))?;
+            if header.pack != id || header.store_tag != self.store_tag {
+                return Err(Error::corrupted_at(
+                    "pack header names another pack or store",
+                    id,
+                    0,
+                ));
+            }
+        }
+        Ok(window)
     }
 }

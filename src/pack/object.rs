@@ -24,9 +24,9 @@
 //! `STORE` object, written create-only at creation and checked at every open, keeps a second
 //! store (or one re-created after losing its metadata) from taking, and deleting, its packs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -35,10 +35,10 @@ use crate::bucket::{Bucket, Put, Written};
 use crate::error::{Error, Result};
 use crate::format::{pack_name, parse_pack_name};
 use crate::ids::PackId;
-use crate::vfs::{Mapped, Vfs};
+use crate::vfs::Vfs;
 
 use super::local::LocalPacks;
-use super::storage::{PackStorage, PackWriter, StorageFacts};
+use super::storage::{PackStorage, PackWriter, StorageFacts, Window};
 
 /// The packs' objects in the bucket: `packs/<id as 16 lower-case hex>.pack`.
 #[derive(Debug)]
@@ -95,76 +95,162 @@ impl Remote {
     }
 }
 
-/// Which uploaded packs have a local copy, and how recently each was read.
+/// A cached piece of an uploaded pack: the whole object (`packs/<id>.pack`) or a span of it
+/// starting at a record (`packs/<id>.pack.<start as 16 hex>.span`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Piece {
+    pack: PackId,
+    span: Option<u64>,
+}
+
+impl Piece {
+    fn whole(pack: PackId) -> Piece {
+        Piece { pack, span: None }
+    }
+    fn span(pack: PackId, start: u64) -> Piece {
+        Piece {
+            pack,
+            span: Some(start),
+        }
+    }
+}
+
+fn span_name(pack: PackId, start: u64) -> String {
+    format!("{}.{start:016x}.span", pack_name(pack))
+}
+
+/// A cached span: the pack's bytes `start..end`, and the pack's committed length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    end: u64,
+    committed: u64,
+}
+
+/// Which pieces of uploaded packs have a local copy, and how recently each was read.
 #[derive(Debug, Default)]
 struct Cache {
-    /// Pack -> (bytes, tick of its last use).
-    entries: HashMap<PackId, (u64, u64)>,
+    /// Piece -> (bytes, tick of its last use).
+    entries: HashMap<Piece, (u64, u64)>,
+    /// The cached spans of each pack, by start.
+    spans: HashMap<PackId, BTreeMap<u64, Span>>,
     bytes: u64,
     tick: u64,
-    /// Packs a reader is between finding its file and mapping it: never dropped meanwhile.
-    pinned: HashMap<PackId, usize>,
+    /// The ranges of packs readers are between finding a piece for and mapping it: pieces
+    /// holding them are never dropped meanwhile (the whole pack, or a span overlapping one).
+    pinned: HashMap<PackId, Vec<(u64, u64)>>,
 }
 
 impl Cache {
-    fn touch(&mut self, id: PackId, len: u64) {
+    fn touch(&mut self, piece: Piece, len: u64) {
         self.tick += 1;
         let tick = self.tick;
-        let e = self.entries.entry(id).or_insert_with(|| (len, 0));
+        let e = self.entries.entry(piece).or_insert_with(|| (len, 0));
         if e.1 == 0 {
             self.bytes += len;
         }
         e.1 = tick;
     }
 
-    fn pin(&mut self, id: PackId) {
-        *self.pinned.entry(id).or_insert(0) += 1;
+    fn add_span(&mut self, pack: PackId, start: u64, span: Span) {
+        self.spans.entry(pack).or_default().insert(start, span);
+        self.touch(Piece::span(pack, start), span.end - start);
     }
 
-    fn unpin(&mut self, id: PackId) {
-        if let Some(n) = self.pinned.get_mut(&id) {
-            *n -= 1;
-            if *n == 0 {
+    /// The cached span of `pack` holding `start..end`, as (its start, the span).
+    fn covering(&self, pack: PackId, start: u64, end: u64) -> Option<(u64, Span)> {
+        let (&s, &span) = self.spans.get(&pack)?.range(..=start).next_back()?;
+        (span.end >= end).then_some((s, span))
+    }
+
+    fn has_span_at(&self, pack: PackId, start: u64) -> bool {
+        self.spans
+            .get(&pack)
+            .is_some_and(|m| m.contains_key(&start))
+    }
+
+    fn pin(&mut self, id: PackId, start: u64, end: u64) {
+        self.pinned.entry(id).or_default().push((start, end));
+    }
+
+    fn unpin(&mut self, id: PackId, start: u64, end: u64) {
+        if let Some(pins) = self.pinned.get_mut(&id) {
+            if let Some(at) = pins.iter().position(|&p| p == (start, end)) {
+                pins.swap_remove(at);
+            }
+            if pins.is_empty() {
                 self.pinned.remove(&id);
             }
         }
     }
 
-    fn forget(&mut self, id: PackId) {
-        if let Some((len, _)) = self.entries.remove(&id) {
-            self.bytes -= len;
+    /// Whether a reader's pin holds `piece` (of `len` bytes).
+    fn is_pinned(&self, piece: Piece, len: u64) -> bool {
+        let Some(pins) = self.pinned.get(&piece.pack) else {
+            return false;
+        };
+        match piece.span {
+            None => true,
+            Some(s) => pins.iter().any(|&(a, b)| a < s + len && b > s),
         }
     }
 
-    /// The least recently used packs to drop so the rest fit in `limit` bytes, never `keep`
-    /// (the pack being read: the cache may exceed its limit by that one pack).
-    fn over(&mut self, limit: u64, keep: Option<PackId>) -> Vec<PackId> {
-        let mut by_age: Vec<(u64, PackId, u64)> = self
+    fn forget(&mut self, piece: Piece) {
+        if let Some((len, _)) = self.entries.remove(&piece) {
+            self.bytes -= len;
+        }
+        if let Some(start) = piece.span
+            && let Some(m) = self.spans.get_mut(&piece.pack)
+        {
+            m.remove(&start);
+            if m.is_empty() {
+                self.spans.remove(&piece.pack);
+            }
+        }
+    }
+
+    /// Forgets every piece of `pack`; returns them (their files are the caller's to remove).
+    fn forget_pack(&mut self, pack: PackId) -> Vec<Piece> {
+        let mut pieces: Vec<Piece> = self
+            .spans
+            .get(&pack)
+            .map(|m| m.keys().map(|&s| Piece::span(pack, s)).collect())
+            .unwrap_or_default();
+        pieces.push(Piece::whole(pack));
+        for p in &pieces {
+            self.forget(*p);
+        }
+        pieces
+    }
+
+    /// The least recently used pieces to drop so the rest fit in `limit` bytes, never `keep`
+    /// (the piece being read: the cache may exceed its limit by that one) nor a pinned pack's.
+    fn over(&mut self, limit: u64, keep: Option<Piece>) -> Vec<Piece> {
+        let mut by_age: Vec<(u64, Piece, u64)> = self
             .entries
             .iter()
-            .map(|(id, (len, tick))| (*tick, *id, *len))
+            .map(|(p, (len, tick))| (*tick, *p, *len))
             .collect();
         by_age.sort_unstable();
         let mut out = Vec::new();
         let mut bytes = self.bytes;
-        for (_, id, len) in by_age {
+        for (_, piece, len) in by_age {
             if bytes <= limit {
                 break;
             }
-            if Some(id) == keep || self.pinned.contains_key(&id) {
+            if Some(piece) == keep || self.is_pinned(piece, len) {
                 continue;
             }
             bytes -= len;
-            out.push(id);
+            out.push(piece);
         }
-        for id in &out {
-            self.forget(*id);
+        for p in &out {
+            self.forget(*p);
         }
         out
     }
 }
 
-/// The local directory's copies of uploaded packs and their bound.
+/// The local directory's copies of uploaded packs (whole or spans) and their bound.
 #[derive(Debug)]
 struct Shelf {
     local: LocalPacks,
@@ -177,18 +263,159 @@ impl Shelf {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts pack `id`'s copy (`len` bytes) as just used, then drops the least recently used
-    /// others past the limit.
+    /// Counts pack `id`'s whole copy (`len` bytes) as just used, then drops the least recently
+    /// used others past the limit.
     fn keep(&self, id: PackId, len: u64) -> Result<()> {
-        let drop_ids = {
+        let drop = {
             let mut cache = self.cache();
-            cache.touch(id, len);
-            cache.over(self.limit, Some(id))
+            cache.touch(Piece::whole(id), len);
+            cache.over(self.limit, Some(Piece::whole(id)))
         };
-        if drop_ids.is_empty() {
-            return Ok(());
+        self.remove(&drop)
+    }
+
+    /// Records a cached span, then drops the least recently used others past the limit.
+    fn keep_span(&self, id: PackId, start: u64, span: Span) -> Result<()> {
+        let drop = {
+            let mut cache = self.cache();
+            cache.add_span(id, start, span);
+            cache.over(self.limit, Some(Piece::span(id, start)))
+        };
+        self.remove(&drop)
+    }
+
+    /// Removes the files of pieces already forgotten by the cache.
+    fn remove(&self, pieces: &[Piece]) -> Result<()> {
+        for p in pieces {
+            match p.span {
+                None => self.local.delete(&[p.pack])?,
+                Some(start) => self.local.remove_piece(&span_name(p.pack, start))?,
+            }
         }
-        self.local.delete(&drop_ids)
+        Ok(())
+    }
+}
+
+/// Fetches into the shelf: whole objects and spans, one fetch per piece at a time.
+#[derive(Debug)]
+struct Fetcher {
+    shelf: Arc<Shelf>,
+    remote: Arc<Remote>,
+    /// One fetch per piece at a time: readers of a piece being fetched wait for it.
+    fetching: Mutex<HashMap<Piece, Arc<Mutex<()>>>>,
+    /// Names the temporary file of each fetch.
+    fetches: AtomicU64,
+    /// Bytes of a span (`Options::read_span_bytes`); packs up to twice that are fetched whole.
+    span: u64,
+}
+
+impl Fetcher {
+    /// Runs `fetch` for `piece` unless `present` says it is there, one at a time per piece;
+    /// the others wait for it and find it.
+    fn gated(
+        &self,
+        piece: Piece,
+        present: impl Fn() -> Result<bool>,
+        fetch: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let gate = self
+            .fetching
+            .lock()
+            .expect("fetching lock")
+            .entry(piece)
+            .or_default()
+            .clone();
+        let result = {
+            let _one = gate.lock().unwrap_or_else(|p| p.into_inner());
+            if present()? { Ok(()) } else { fetch() }
+        };
+        let mut fetching = self.fetching.lock().expect("fetching lock");
+        if Arc::strong_count(&gate) == 2 {
+            fetching.remove(&piece);
+        }
+        result
+    }
+
+    /// Fetches pack `id` whole into the local directory, unless it is there: a temporary file
+    /// of this fetch's own, fsynced, renamed into place, so a cached file is always a whole
+    /// object.
+    fn whole(&self, id: PackId) -> Result<()> {
+        self.gated(
+            Piece::whole(id),
+            || Ok(self.shelf.local.len(id)?.is_some()),
+            || {
+                let bytes = self
+                    .remote
+                    .get(id)?
+                    .ok_or_else(|| Error::corrupted_at("pack object is missing", id, 0))?;
+                let n = self.fetches.fetch_add(1, Ordering::Relaxed);
+                self.shelf
+                    .local
+                    .write_piece(&pack_name(id), &format!("{n}"), &bytes)?;
+                self.shelf.keep(id, bytes.len() as u64)
+            },
+        )
+    }
+
+    /// Fetches a span of pack `id` from `start` (a record's start) with one ranged GET: at
+    /// least to `end`, else `span` bytes, never past `committed`; cut back to the last whole
+    /// record so the next span starts at one. Returns where the span ends.
+    fn span(&self, id: PackId, start: u64, end: u64, committed: u64) -> Result<u64> {
+        self.gated(
+            Piece::span(id, start),
+            || Ok(self.shelf.cache().covering(id, start, end).is_some()),
+            || {
+                let want = start.saturating_add(self.span).min(committed).max(end);
+                let bytes = self
+                    .remote
+                    .bucket
+                    .get_range(&Remote::key(id), start..want)?
+                    .ok_or_else(|| Error::corrupted_at("pack object is missing", id, start))?;
+                if (bytes.len() as u64) < want - start {
+                    return Err(Error::corrupted_at(
+                        format!("pack object ends before {want}"),
+                        id,
+                        start,
+                    ));
+                }
+                // Whole records only, so the next span starts at a record. Bytes that do not
+                // walk as records (damage) are kept whole: reading them reports it.
+                let mut cut = 0usize;
+                while let Some(len) = crate::format::record_len_at(&bytes, cut) {
+                    let next = cut.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+                    if next > bytes.len() {
+                        break;
+                    }
+                    cut = next;
+                }
+                if want == committed || (cut as u64) < end - start {
+                    cut = bytes.len();
+                }
+                let n = self.fetches.fetch_add(1, Ordering::Relaxed);
+                self.shelf.local.write_piece(
+                    &span_name(id, start),
+                    &format!("{n}"),
+                    &bytes[..cut],
+                )?;
+                let span_end = start + cut as u64;
+                self.shelf.keep_span(
+                    id,
+                    start,
+                    Span {
+                        end: span_end,
+                        committed,
+                    },
+                )?;
+                Ok(())
+            },
+        )?;
+        // Fetched now, or found cached (fetched by another reader); if dropped again since
+        // (the reader's pin keeps it, a read-ahead has none), the caller fetches again.
+        Ok(self
+            .shelf
+            .cache()
+            .covering(id, start, end)
+            .map_or(end, |(_, s)| s.end))
     }
 }
 
@@ -196,6 +423,7 @@ impl Shelf {
 #[derive(Debug)]
 pub(crate) struct ObjectPacks {
     shelf: Arc<Shelf>,
+    fetcher: Arc<Fetcher>,
     vfs: Arc<dyn Vfs>,
     dir: PathBuf,
     remote: Arc<Remote>,
@@ -203,85 +431,127 @@ pub(crate) struct ObjectPacks {
     uploaded: Arc<Mutex<HashSet<PackId>>>,
     /// Lengths of the local files found at open, for `recover_committed`.
     copies: Mutex<HashMap<PackId, u64>>,
-    /// One fetch per pack at a time: readers of a pack being fetched wait for it.
-    fetching: Mutex<HashMap<PackId, Arc<Mutex<()>>>>,
-    /// Names the temporary file of each fetch.
-    fetches: std::sync::atomic::AtomicU64,
+    /// Spans being read ahead.
+    ahead: Arc<Mutex<HashSet<(PackId, u64)>>>,
+    /// Their threads, joined on drop: they write into the directory, which the store's lock
+    /// guards only while the store is open.
+    ahead_threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
+
+/// Most spans read ahead at once.
+const MAX_READ_AHEAD: usize = 2;
 
 impl ObjectPacks {
     /// Packs in `bucket` (whose prefix this store has claimed); `dir` holds staged and cached
-    /// packs.
+    /// packs and spans; `cache_limit` bounds the cache, `span` is the bytes of a ranged read.
     pub(crate) fn new(
         vfs: Arc<dyn Vfs>,
         dir: PathBuf,
         bucket: Arc<Bucket>,
         cache_limit: u64,
+        span: u64,
     ) -> Result<ObjectPacks> {
-        let remote = Remote { bucket };
+        let remote = Arc::new(Remote { bucket });
+        let shelf = Arc::new(Shelf {
+            local: LocalPacks::new(vfs.clone(), dir.clone()),
+            cache: Mutex::default(),
+            limit: cache_limit,
+        });
         Ok(ObjectPacks {
-            shelf: Arc::new(Shelf {
-                local: LocalPacks::new(vfs.clone(), dir.clone()),
-                cache: Mutex::default(),
-                limit: cache_limit,
+            fetcher: Arc::new(Fetcher {
+                shelf: shelf.clone(),
+                remote: remote.clone(),
+                fetching: Mutex::default(),
+                fetches: AtomicU64::new(0),
+                span,
             }),
+            shelf,
             vfs,
             dir,
-            remote: Arc::new(remote),
+            remote,
             uploaded: Arc::default(),
             copies: Mutex::default(),
-            fetching: Mutex::default(),
-            fetches: std::sync::atomic::AtomicU64::new(0),
+            ahead: Arc::default(),
+            ahead_threads: Mutex::default(),
         })
     }
 
-    /// Fetches pack `id` whole into the local directory, unless it is there: a temporary file
-    /// of this fetch's own, fsynced, renamed into place, so a cached file is always a whole
-    /// object. One fetch per pack at a time; the others wait and find the file.
-    fn fetch(&self, id: PackId) -> Result<()> {
-        let gate = self
-            .fetching
-            .lock()
-            .expect("fetching lock")
-            .entry(id)
-            .or_default()
-            .clone();
-        let result = {
-            let _one = gate.lock().unwrap_or_else(|p| p.into_inner());
-            if self.shelf.local.len(id)?.is_some() {
-                Ok(())
-            } else {
-                self.fetch_now(id)
-            }
-        };
-        let mut fetching = self.fetching.lock().expect("fetching lock");
-        if Arc::strong_count(&gate) == 2 {
-            fetching.remove(&id);
+    /// Reads the span of pack `id` from `start` on in the background, unless it is cached,
+    /// being read, or past `committed`, or too many are being read already.
+    fn read_ahead(&self, id: PackId, start: u64, committed: u64) {
+        if start >= committed || self.shelf.cache().has_span_at(id, start) {
+            return;
         }
-        result
+        let mut threads = self.ahead_threads.lock().unwrap_or_else(|p| p.into_inner());
+        threads.retain(|t| !t.is_finished());
+        {
+            let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+            if ahead.len() >= MAX_READ_AHEAD || !ahead.insert((id, start)) {
+                return;
+            }
+        }
+        let (fetcher, ahead) = (self.fetcher.clone(), self.ahead.clone());
+        let end = (start + crate::format::RECORD_HEADER_LEN as u64).min(committed);
+        let handle = std::thread::Builder::new()
+            .name("lockerstore-read-ahead".into())
+            .spawn(move || {
+                // A failure here costs nothing: the reader fetches the span itself.
+                let _ = fetcher.span(id, start, end, committed);
+                ahead
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&(id, start));
+            });
+        match handle {
+            Ok(h) => threads.push(h),
+            Err(_) => {
+                self.ahead
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&(id, start));
+            }
+        }
     }
 
-    fn fetch_now(&self, id: PackId) -> Result<()> {
-        let bytes = self
-            .remote
-            .get(id)?
-            .ok_or_else(|| Error::corrupted_at("pack object is missing", id, 0))?;
-        let path = self.dir.join(pack_name(id));
-        let n = self.fetches.fetch_add(1, Ordering::Relaxed);
-        let part = self.dir.join(format!("{}.{n}.part", pack_name(id)));
-        let written = self
-            .vfs
-            .create_new(&part)
-            .and_then(|file| {
-                file.write_all_at(&bytes, 0)?;
-                file.sync_data()
-            })
-            .and_then(|()| self.vfs.rename(&part, &path));
-        if let Err(e) = written {
-            let _ = self.vfs.remove_file(&part);
-            return Err(Error::io("cache", &path, e));
+    /// Maps the cached piece of pack `id` holding `start..end`, if one is cached: the whole
+    /// pack, or a span (then reading ahead of it).
+    fn cached(
+        &self,
+        id: PackId,
+        start: u64,
+        end: u64,
+        committed: &mut dyn FnMut() -> Result<u64>,
+    ) -> Result<Option<(Window, Piece)>> {
+        if self.shelf.local.len(id)?.is_some() {
+            return match self.shelf.local.read(id, start, end, committed) {
+                // Evicted between the check and the map: fetched again by the caller.
+                Err(_) if self.shelf.local.len(id)?.is_none() => Ok(None),
+                other => other.map(|w| Some((w, Piece::whole(id)))),
+            };
         }
-        self.shelf.keep(id, bytes.len() as u64)
+        let Some((s, span)) = self.shelf.cache().covering(id, start, end) else {
+            return Ok(None);
+        };
+        match self.shelf.local.map_piece(&span_name(id, s))? {
+            Some(map) => {
+                self.read_ahead(id, span.end, span.committed);
+                Ok(Some((Window { map, base: s }, Piece::span(id, s))))
+            }
+            None => {
+                self.shelf.cache().forget(Piece::span(id, s));
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl Drop for ObjectPacks {
+    fn drop(&mut self) {
+        let threads =
+            std::mem::take(&mut *self.ahead_threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
     }
 }
 
@@ -306,7 +576,7 @@ impl PackStorage for ObjectPacks {
                 copies.insert(id, len);
                 match in_bucket.get(&id) {
                     // A cached copy.
-                    Some(&l) if l == len => cache.touch(id, len),
+                    Some(&l) if l == len => cache.touch(Piece::whole(id), len),
                     // A copy that is not the object (damage of one of them): which one is whole
                     // is decided with the committed length (`recover_committed`).
                     Some(_) => {}
@@ -317,14 +587,17 @@ impl PackStorage for ObjectPacks {
             }
         }
         *self.uploaded.lock().expect("uploaded lock") = in_bucket.keys().copied().collect();
-        // Leftovers of fetches cut short.
+        // Leftovers of fetches cut short, and spans (not kept across opens).
         if let Ok(names) = self.vfs.list_dir(&self.dir) {
-            for n in names.iter().filter(|n| n.ends_with(".part")) {
+            for n in names
+                .iter()
+                .filter(|n| n.ends_with(".part") || n.ends_with(".span"))
+            {
                 let _ = self.vfs.remove_file(&self.dir.join(n));
             }
         }
         let over = self.shelf.cache().over(self.shelf.limit, None);
-        self.shelf.local.delete(&over)?;
+        self.shelf.remove(&over)?;
         Ok(out)
     }
 
@@ -369,39 +642,59 @@ impl PackStorage for ObjectPacks {
     fn read(
         &self,
         id: PackId,
+        start: u64,
         end: u64,
         committed: &mut dyn FnMut() -> Result<u64>,
-    ) -> Result<Arc<dyn Mapped>> {
-        // Pinned while it goes from "found" to "mapped": eviction skips it meanwhile.
-        self.shelf.cache().pin(id);
+    ) -> Result<Window> {
+        // Pinned while it goes from "found" to "mapped": eviction skips the pieces holding the
+        // range meanwhile.
+        self.shelf.cache().pin(id, start, end);
         let result = (|| {
-            // An eviction decided before the pin may still remove the file once: fetched again
+            // An eviction decided before the pin may still remove a piece once: fetched again
             // then, under the pin, which no later eviction passes.
-            for attempt in 0..2 {
-                if self.shelf.local.len(id)?.is_none() {
-                    self.fetch(id)?;
+            for _ in 0..3 {
+                if let Some(found) = self.cached(id, start, end, committed)? {
+                    return Ok(found);
                 }
-                match self.shelf.local.read(id, end, committed) {
-                    Err(_) if attempt == 0 && self.shelf.local.len(id)?.is_none() => continue,
-                    other => return other,
+                let committed = committed()?;
+                if end > committed {
+                    return Err(Error::corrupted_at(
+                        format!("record end {end} past the pack's committed length {committed}"),
+                        id,
+                        committed,
+                    ));
+                }
+                if committed <= 2 * self.fetcher.span || (start == 0 && end == committed) {
+                    self.fetcher.whole(id)?;
+                } else {
+                    let span_end = self.fetcher.span(id, start, end, committed)?;
+                    self.read_ahead(id, span_end, committed);
                 }
             }
-            unreachable!("the second attempt returns")
+            Err(Error::corrupted_at(
+                "a fetched piece of the pack vanished from the cache three times",
+                id,
+                start,
+            ))
         })();
         let mut cache = self.shelf.cache();
-        cache.unpin(id);
-        if result.is_ok()
-            && let Some(&(len, _)) = cache.entries.get(&id)
-        {
-            cache.touch(id, len);
+        cache.unpin(id, start, end);
+        match result {
+            Ok((window, piece)) => {
+                if let Some(&(len, _)) = cache.entries.get(&piece) {
+                    cache.touch(piece, len);
+                }
+                Ok(window)
+            }
+            Err(e) => Err(e),
         }
-        result
     }
 
     fn delete(&self, ids: &[PackId]) -> Result<()> {
         for &id in ids {
             self.remote.delete(id)?;
-            self.shelf.cache().forget(id);
+            let pieces = self.shelf.cache().forget_pack(id);
+            self.shelf.remove(&pieces)?;
             self.uploaded.lock().expect("uploaded lock").remove(&id);
         }
         self.shelf.local.delete(ids)
@@ -440,8 +733,8 @@ impl PackStorage for ObjectPacks {
         if !self.uploaded.lock().expect("uploaded lock").contains(&id) {
             return false;
         }
-        self.shelf.cache().forget(id);
-        self.shelf.local.delete(&[id]).is_ok()
+        let pieces = self.shelf.cache().forget_pack(id);
+        self.shelf.remove(&pieces).is_ok()
     }
 
     fn describe(&self) -> StorageFacts {
@@ -535,16 +828,68 @@ mod tests {
 
     #[test]
     fn the_cache_drops_the_least_recently_used_first() {
+        let w = |n| Piece::whole(PackId(n));
         let mut c = Cache::default();
-        c.touch(PackId(1), 10);
-        c.touch(PackId(2), 10);
-        c.touch(PackId(3), 10);
-        c.touch(PackId(1), 10);
+        c.touch(w(1), 10);
+        c.touch(w(2), 10);
+        c.touch(w(3), 10);
+        c.touch(w(1), 10);
         assert_eq!(c.bytes, 30);
-        assert_eq!(c.over(25, None), [PackId(2)]);
-        assert_eq!(c.over(5, Some(PackId(3))), [PackId(1)]);
+        assert_eq!(c.over(25, None), [w(2)]);
+        assert_eq!(c.over(5, Some(w(3))), [w(1)]);
         assert_eq!(c.bytes, 10, "the kept pack stays over the limit");
-        assert_eq!(c.over(5, None), [PackId(3)]);
+        assert_eq!(c.over(5, None), [w(3)]);
         assert_eq!(c.bytes, 0);
+    }
+
+    #[test]
+    fn spans_are_found_by_the_range_they_hold_and_go_with_their_pack() {
+        let mut c = Cache::default();
+        let p = PackId(7);
+        c.add_span(
+            p,
+            100,
+            Span {
+                end: 200,
+                committed: 500,
+            },
+        );
+        c.add_span(
+            p,
+            200,
+            Span {
+                end: 300,
+                committed: 500,
+            },
+        );
+        assert_eq!(c.covering(p, 100, 200).map(|(s, _)| s), Some(100));
+        assert_eq!(c.covering(p, 150, 180).map(|(s, _)| s), Some(100));
+        assert_eq!(c.covering(p, 250, 300).map(|(s, _)| s), Some(200));
+        assert_eq!(c.covering(p, 190, 210), None, "no one span holds it");
+        assert_eq!(c.covering(p, 50, 60), None);
+        assert_eq!(c.covering(PackId(8), 150, 160), None);
+        assert_eq!(c.bytes, 200);
+        // A pinned range's pieces are never dropped; unpinned, the oldest go first.
+        c.pin(p, 120, 130);
+        assert_eq!(
+            c.over(0, None),
+            [Piece::span(p, 200)],
+            "the other span goes"
+        );
+        c.add_span(
+            p,
+            200,
+            Span {
+                end: 300,
+                committed: 500,
+            },
+        );
+        c.unpin(p, 120, 130);
+        assert_eq!(c.over(150, None), [Piece::span(p, 100)]);
+        assert!(c.has_span_at(p, 200) && !c.has_span_at(p, 100));
+        let gone = c.forget_pack(p);
+        assert!(gone.contains(&Piece::span(p, 200)) && gone.contains(&Piece::whole(p)));
+        assert_eq!(c.bytes, 0);
+        assert!(c.spans.is_empty());
     }
 }

@@ -24,11 +24,13 @@
 //!   a crashed one. [`PackWriter::truncate`] and [`PackStorage::truncate`] cut them; nothing
 //!   below the committed length is ever cut or rewritten. Objects are immutable, so an object
 //!   store only ever holds sealed packs, whose every byte was committed before the upload.
-//! - **Reading.** [`PackStorage::read`] returns bytes of a pack covering at least a record,
-//!   never past the pack's committed length (bytes past it may still be cut and rewritten).
-//!   Locally: a map of the committed prefix, shared by all readers. From an object store: a
-//!   ranged GET through a bounded local cache, so a sequential read issues about one GET per
-//!   cached span, not one per chunk (TARGETS.md). The caller verifies every record it reads.
+//! - **Reading.** [`PackStorage::read`] returns a [`Window`]: bytes of a pack from some offset
+//!   on, covering at least a record, never past the pack's committed length (bytes past it may
+//!   still be cut and rewritten). Locally: a map of the committed prefix from offset 0, shared
+//!   by all readers. From an object store: the whole object, or for a large one a span of it
+//!   fetched by a ranged GET, through a bounded local cache, so a sequential read issues about
+//!   one GET per span, not one per chunk (TARGETS.md). The caller verifies every record it
+//!   reads.
 //! - **Listing for recovery and rebuild.** [`PackStorage::list`] names every pack present with
 //!   its length. Open removes what no committed metadata knows and cuts uncommitted tails;
 //!   packs are self-describing (header, then records each naming its domain, chunk id, codec and
@@ -67,16 +69,17 @@ pub(crate) trait PackStorage: Send + Sync + Debug {
     /// Cuts pack `id` to `len` bytes, durably (an uncommitted tail found at open).
     fn truncate(&self, id: PackId, len: u64) -> Result<()>;
 
-    /// Bytes of pack `id` from offset 0, covering at least `end` bytes and never more than the
-    /// pack's committed length, which `committed` reads from the metadata (asked only when the
-    /// storage has to fetch: a cached read costs no metadata lookup). `Corrupted` when the pack
-    /// is missing or shorter than `end`.
+    /// Bytes of pack `id` covering at least the range `start..end` (a record) and never past
+    /// the pack's committed length, which `committed` reads from the metadata (asked only when
+    /// the storage has to fetch: a cached read costs no metadata lookup). `Corrupted` when the
+    /// pack is missing or shorter than `end`.
     fn read(
         &self,
         id: PackId,
+        start: u64,
         end: u64,
         committed: &mut dyn FnMut() -> Result<u64>,
-    ) -> Result<Arc<dyn Mapped>>;
+    ) -> Result<Window>;
 
     /// Removes the packs `ids` (no committed metadata points at them), durably. A pack already
     /// gone is no error.
@@ -104,6 +107,25 @@ pub(crate) trait PackStorage: Send + Sync + Debug {
 
     /// Where the packs live and what the storage caches, for `stats`.
     fn describe(&self) -> StorageFacts;
+}
+
+/// Bytes of a pack from offset `base` on: the whole pack (`base` 0) or a span of it.
+#[derive(Clone, Debug)]
+pub(crate) struct Window {
+    pub(crate) map: Arc<dyn Mapped>,
+    pub(crate) base: u64,
+}
+
+impl Window {
+    /// The bytes, the first of them at offset `base` of the pack.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.map.bytes()
+    }
+
+    /// Whether the window holds the pack's offsets `start..end`.
+    pub(crate) fn covers(&self, start: u64, end: u64) -> bool {
+        start >= self.base && end <= self.base + self.bytes().len() as u64
+    }
 }
 
 /// What a pack storage tells `stats`.

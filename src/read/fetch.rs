@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, ChunkRef, RecordHeader};
 use crate::ids::{ChunkId, Domain, PackId};
 use crate::pack::codec;
+use crate::pack::storage::Window;
 use crate::vfs::Mapped;
 
 /// A verified chunk's plain bytes: straight from the pack map for raw records, decoded otherwise.
@@ -59,27 +60,25 @@ pub(crate) fn load_chunk(engine: &Engine, domain: Domain, r: &ChunkRef) -> Resul
         let Some(entry) = engine.meta().read()?.chunk(domain, &r.id)? else {
             return Ok(None);
         };
-        let map =
-            match engine
-                .packs()
-                .map_covering(entry.pack, entry.offset + entry.record_len(), || {
-                    committed_len(engine, entry.pack)
-                }) {
-                Ok(m) => m,
-                // Compaction moved the record and deleted its pack after we looked it up.
-                Err(_) if attempt == 0 && engine.meta().read()?.pack(entry.pack)?.is_none() => {
-                    attempt += 1;
-                    continue;
-                }
-                // A damaged cache copy (its header): dropped, the object fetched again.
-                Err(e)
-                    if attempt == 0 && e.is_corruption() && engine.packs().refresh(entry.pack) =>
-                {
-                    attempt += 1;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
+        let map = match engine.packs().map_covering(
+            entry.pack,
+            entry.offset,
+            entry.offset + entry.record_len(),
+            || committed_len(engine, entry.pack),
+        ) {
+            Ok(m) => m,
+            // Compaction moved the record and deleted its pack after we looked it up.
+            Err(_) if attempt == 0 && engine.meta().read()?.pack(entry.pack)?.is_none() => {
+                attempt += 1;
+                continue;
+            }
+            // A damaged cache copy (its header): dropped, the object fetched again.
+            Err(e) if attempt == 0 && e.is_corruption() && engine.packs().refresh(entry.pack) => {
+                attempt += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         match decode_verified(&map, &entry, r) {
             // A damaged cache copy of an object store's pack: dropped, the object fetched again.
             Err(e) if attempt == 0 && e.is_corruption() && engine.packs().refresh(entry.pack) => {
@@ -91,8 +90,9 @@ pub(crate) fn load_chunk(engine: &Engine, domain: Domain, r: &ChunkRef) -> Resul
     }
 }
 
-fn decode_verified(map: &Arc<dyn Mapped>, entry: &ChunkEntry, r: &ChunkRef) -> Result<Plain> {
-    let (head, stored) = RecordHeader::decode(entry.pack, map.bytes(), entry.offset)?;
+fn decode_verified(window: &Window, entry: &ChunkEntry, r: &ChunkRef) -> Result<Plain> {
+    let map = &window.map;
+    let (head, stored) = RecordHeader::decode(entry.pack, map.bytes(), window.base, entry.offset)?;
     // The header's domain is the one the record was written for; a promoted record serves
     // another domain, so the entry, not the header, decides ownership.
     if head.id != r.id
@@ -139,12 +139,12 @@ pub(crate) fn record_verified(
     };
     let mut attempt = 0;
     let map = loop {
-        let map =
-            engine
-                .packs()
-                .map_covering(entry.pack, entry.offset + entry.record_len(), || {
-                    committed_len(engine, entry.pack)
-                })?;
+        let map = engine.packs().map_covering(
+            entry.pack,
+            entry.offset,
+            entry.offset + entry.record_len(),
+            || committed_len(engine, entry.pack),
+        )?;
         match decode_verified(&map, entry, &r) {
             // A damaged cache copy: dropped, the object fetched again (as in `load_chunk`).
             Err(e) if attempt == 0 && e.is_corruption() && engine.packs().refresh(entry.pack) => {
@@ -154,6 +154,6 @@ pub(crate) fn record_verified(
             Ok(_) => break map,
         }
     };
-    let (head, stored) = RecordHeader::decode(entry.pack, map.bytes(), entry.offset)?;
+    let (head, stored) = RecordHeader::decode(entry.pack, map.bytes(), map.base, entry.offset)?;
     Ok((head, stored.to_vec()))
 }

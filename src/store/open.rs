@@ -319,7 +319,13 @@ fn pack_storage(
             let meta: Arc<dyn MetaStore> = Arc::new(meta);
             let local = journal_seq(meta.read()?.as_ref())?;
             journal.reconcile(meta.as_ref(), local)?;
-            let storage = ObjectPacks::new(vfs, pack_dir.to_owned(), bucket, options.cache_bytes)?;
+            let storage = ObjectPacks::new(
+                vfs,
+                pack_dir.to_owned(),
+                bucket,
+                options.cache_bytes,
+                options.read_span_bytes,
+            )?;
             return Ok((
                 Box::new(storage),
                 Box::new(JournaledMeta::new(meta, journal)),

@@ -38,6 +38,8 @@ pub struct Options {
     pub(crate) object_packs: Option<crate::bucket::ObjectLocation>,
     /// Most bytes of cached pack copies, for packs in an object store.
     pub(crate) cache_bytes: u64,
+    /// Bytes per ranged GET of a large object (`read_span_bytes`).
+    pub(crate) read_span_bytes: u64,
     /// An object store client to use instead of the one the location describes (tests inject
     /// faults through it).
     #[cfg(all(feature = "object-store", feature = "test-support"))]
@@ -59,6 +61,7 @@ impl Default for Options {
             #[cfg(feature = "object-store")]
             object_packs: None,
             cache_bytes: 1 << 30,
+            read_span_bytes: 8 << 20,
             #[cfg(all(feature = "object-store", feature = "test-support"))]
             object_client: None,
         }
@@ -164,6 +167,16 @@ impl Options {
     #[must_use]
     pub fn cache_bytes(mut self, bytes: u64) -> Self {
         self.cache_bytes = bytes;
+        self
+    }
+
+    /// For packs in an object store: bytes a read fetches from a pack not cached, from the
+    /// record it needs on (one ranged GET, cut back to whole records), and again ahead of a
+    /// sequential reader. Packs up to twice this size are fetched whole. Default: 8 MiB; at
+    /// least 64 KiB.
+    #[must_use]
+    pub fn read_span_bytes(mut self, bytes: u64) -> Self {
+        self.read_span_bytes = bytes.max(64 << 10);
         self
     }
 

@@ -188,7 +188,7 @@ fn main() {
     // ---- record_header ----
     let hello = raw_record(user(3), b"hello chunk");
     let check_rh = |input: &[u8], at: u64| {
-        let (h, stored) = RecordHeader::decode(PackId(1), &input[2..], at).expect("valid seed");
+        let (h, stored) = RecordHeader::decode(PackId(1), &input[2..], 0, at).expect("valid seed");
         assert_eq!(h.encode(stored)[..], input[2 + at as usize..2 + at as usize + 64]);
     };
     let s = rh_input(0, &hello);
@@ -217,11 +217,11 @@ fn main() {
     out.write("record_header", "empty_max_user", &s);
 
     let s = rh_input(0x8000, &hello);
-    assert!(RecordHeader::decode(PackId(1), &s[2..], u64::MAX).is_err());
+    assert!(RecordHeader::decode(PackId(1), &s[2..], 0, u64::MAX).is_err());
     out.write("record_header", "offset_u64_max", &s);
 
     let s = rh_input(0, &hello[..hello.len() - 1]);
-    assert!(RecordHeader::decode(PackId(1), &s[2..], 0).is_err());
+    assert!(RecordHeader::decode(PackId(1), &s[2..], 0, 0).is_err());
     out.write("record_header", "truncated_payload", &s);
 
     // ---- track_record ----
