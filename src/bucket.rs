@@ -326,6 +326,18 @@ impl Bucket {
 
     /// The objects under the folder `rel` (recursively), as (name within it, length).
     pub(crate) fn list(&self, rel: &str) -> Result<Vec<(String, u64)>> {
+        Ok(self
+            .list_with_times(rel)?
+            .into_iter()
+            .map(|(name, len, _)| (name, len))
+            .collect())
+    }
+
+    /// The same, with each object's last-modified time as the server states it.
+    pub(crate) fn list_with_times(
+        &self,
+        rel: &str,
+    ) -> Result<Vec<(String, u64, std::time::SystemTime)>> {
         use futures_util::TryStreamExt;
         let dir = self.path(rel);
         let client = self.client.clone();
@@ -347,7 +359,7 @@ impl Bucket {
                     .map(|p| p.as_ref().to_owned())
                     .collect::<Vec<_>>()
                     .join("/");
-                Some((name, m.size))
+                Some((name, m.size, std::time::SystemTime::from(m.last_modified)))
             })
             .collect())
     }

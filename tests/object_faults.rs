@@ -249,6 +249,12 @@ impl ObjectStore for Faulty {
     }
 }
 
+/// Options with deleted packs' objects deleted at once (no grace period), so a test can count
+/// the bucket's objects; the grace period has its own test.
+fn options() -> Options {
+    Options::default().deletion_grace(std::time::Duration::ZERO)
+}
+
 fn location() -> ObjectLocation {
     ObjectLocation::new("s3://mock/store")
 }
@@ -260,7 +266,7 @@ fn open_on(
     bucket: Arc<dyn ObjectStore>,
     create: bool,
 ) -> lockerstore::Result<Store> {
-    let mut o = Options::default()
+    let mut o = options()
         .chunker(small_chunks())
         .cache_bytes(1 << 30)
         .object_client(bucket);
@@ -349,7 +355,7 @@ fn rebuild_on(
 ) -> lockerstore::Result<lockerstore::RebuildReport> {
     Store::rebuild(
         dir,
-        &Options::default()
+        &options()
             .chunker(small_chunks())
             .object_packs(location())
             .object_client(bucket),
@@ -485,7 +491,7 @@ fn prepare(
     };
     let store = Store::open(
         dir,
-        Options::default()
+        options()
             .chunker(small_chunks())
             .mode(mode)
             .object_packs(location())
@@ -687,7 +693,7 @@ fn concurrent_cold_reads_through_a_tiny_cache_all_succeed() {
     // A cache smaller than one pack: every read evicts the others' packs.
     let store = Store::open(
         dir.path(),
-        Options::default()
+        options()
             .chunker(small_chunks())
             .cache_bytes(0)
             .object_client(Faulty::new(bucket.clone(), None)),
@@ -870,7 +876,7 @@ fn a_rebuild_is_refused_or_cut_short_cleanly_and_runs_again() {
     let empty = tempfile::tempdir().unwrap();
     let r = Store::rebuild(
         empty.path().join("x"),
-        &Options::default()
+        &options()
             .object_packs(ObjectLocation::new("s3://mock/elsewhere"))
             .object_client(Faulty::new(bucket.clone(), None)),
     );
@@ -897,7 +903,7 @@ fn a_rebuild_is_refused_or_cut_short_cleanly_and_runs_again() {
             // Not a store yet: open refuses, and a second rebuild finishes the job.
             let open = Store::open(
                 target.path(),
-                Options::default()
+                options()
                     .create(false)
                     .object_client(Faulty::new(bucket.clone(), None)),
             );
@@ -1017,7 +1023,7 @@ fn large_packs_are_read_in_spans_of_many_chunks() {
     {
         let store = Store::open(
             dir.path(),
-            Options::default()
+            options()
                 .chunker(small_chunks())
                 .mode(LicenseMode::SingleMaster)
                 .object_packs(location())
@@ -1044,7 +1050,7 @@ fn large_packs_are_read_in_spans_of_many_chunks() {
     let counting = Faulty::new(bucket.clone(), None);
     let store = Store::open(
         dir.path(),
-        Options::default()
+        options()
             .cache_bytes(4 << 20)
             .read_span_bytes(SPAN)
             .object_client(counting.clone()),
@@ -1092,7 +1098,7 @@ fn large_packs_are_read_in_spans_of_many_chunks() {
     // A damaged span in the cache: the read drops it and reads the object again.
     let store = Store::open(
         dir.path(),
-        Options::default()
+        options()
             .cache_bytes(64 << 20)
             .read_span_bytes(SPAN)
             .object_client(Faulty::new(bucket.clone(), None)),
@@ -1114,4 +1120,112 @@ fn large_packs_are_read_in_spans_of_many_chunks() {
     }
     assert_eq!(&store.read_track(&user("u"), &key(k)).unwrap(), b);
     assert!(store.verify().unwrap().is_ok());
+}
+
+/// The object names under `store/<dir>` in the mock bucket.
+fn names(bucket: &Arc<InMemory>, dir: &str) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut out: Vec<String> = rt.block_on(async {
+        bucket
+            .list(Some(&Path::from(format!("store/{dir}"))))
+            .map(|m| m.unwrap().location.filename().unwrap().to_owned())
+            .collect()
+            .await
+    });
+    out.sort();
+    out
+}
+
+/// A deleted pack's object stays in the bucket for the grace period (another node may still
+/// read it, or be about to commit metadata pointing into a pack it uploaded), then goes; and a
+/// pack id is never used twice, also after GC deleted the newest pack and its object is gone.
+#[test]
+fn deleted_packs_wait_out_the_grace_period_and_ids_are_never_reused() {
+    let grace = std::time::Duration::from_millis(1500);
+    let bucket = Arc::new(InMemory::new());
+    let dir = tempfile::tempdir().unwrap();
+    let with_grace = || {
+        Store::open(
+            dir.path(),
+            Options::default()
+                .chunker(small_chunks())
+                .deletion_grace(grace)
+                .object_packs(location())
+                .object_client(Faulty::new(bucket.clone(), None)),
+        )
+        .unwrap()
+    };
+    let store = with_grace();
+    for (u, k, b) in songs().iter().chain(sharing().iter()) {
+        store.put(&user(u), &key(k), &b[..]).unwrap();
+    }
+    store.delete(&user("alice"), &key("big")).unwrap();
+    store.delete(&user("bob"), &key("c")).unwrap();
+    let gc = store
+        .gc(lockerstore::GcOptions { threshold: 1.0 }, &mut |_| {})
+        .unwrap();
+    assert!(gc.packs_deleted > 0, "{gc:?}");
+    let packs = store.stats().unwrap().packs as usize;
+    // Marked, not gone: the old objects are still readable by anyone who looked them up.
+    let trash = names(&bucket, "trash");
+    assert_eq!(trash.len() as u64, gc.packs_deleted, "{trash:?}");
+    assert_eq!(names(&bucket, "packs").len(), packs + trash.len());
+    let [_, bigger] = sharing();
+    assert_eq!(
+        store.read_track(&user("alice"), &key("bigger")).unwrap(),
+        bigger.2
+    );
+    drop(store);
+    // Reopened within the grace period: nothing goes, and the marked packs are not reported
+    // as unknown ones.
+    let store = with_grace();
+    assert_eq!(store.recovery().removed_packs, 0);
+    assert_eq!(names(&bucket, "packs").len(), packs + trash.len());
+    drop(store);
+    std::thread::sleep(grace + std::time::Duration::from_millis(200));
+    let store = with_grace();
+    assert_eq!(
+        names(&bucket, "packs").len(),
+        packs,
+        "swept after the grace period"
+    );
+    assert!(names(&bucket, "trash").is_empty());
+    assert!(store.verify().unwrap().is_ok());
+    drop(store);
+
+    // The newest pack deleted and its object gone: the next pack still takes a new id.
+    let store = open_on(dir.path(), Faulty::new(bucket.clone(), None), false).unwrap();
+    let before = names(&bucket, "packs");
+    store
+        .put(&user("zed"), &key("x"), &audio("x", 90_000)[..])
+        .unwrap();
+    let newest = names(&bucket, "packs")
+        .into_iter()
+        .find(|n| !before.contains(n))
+        .unwrap();
+    store.delete(&user("zed"), &key("x")).unwrap();
+    store
+        .gc(lockerstore::GcOptions { threshold: 1.0 }, &mut |_| {})
+        .unwrap();
+    assert!(
+        !names(&bucket, "packs").contains(&newest),
+        "deleted at once (no grace)"
+    );
+    drop(store);
+    let store = open_on(dir.path(), Faulty::new(bucket.clone(), None), false).unwrap();
+    store
+        .put(&user("zed"), &key("y"), &audio("y", 90_000)[..])
+        .unwrap();
+    let after: Vec<String> = names(&bucket, "packs")
+        .into_iter()
+        .filter(|n| !before.contains(n))
+        .collect();
+    assert_eq!(after.len(), 1);
+    assert!(
+        after[0] > newest,
+        "{} reuses an id up to {newest}",
+        after[0]
+    );
 }

@@ -17,6 +17,12 @@ use lockerstore::{LicenseMode, ObjectLocation, Options, Store};
 use object_store::ObjectStore;
 
 /// A fresh prefix in the test bucket per store, so tests never see each other's packs.
+/// Options with deleted packs' objects deleted at once (no grace period), so a test can count
+/// the bucket's objects; the grace period has its own test.
+fn options() -> Options {
+    Options::default().deletion_grace(std::time::Duration::ZERO)
+}
+
 fn location() -> Option<ObjectLocation> {
     let Ok(endpoint) = std::env::var("LOCKERSTORE_S3_ENDPOINT") else {
         assert!(
@@ -46,9 +52,7 @@ fn location() -> Option<ObjectLocation> {
 }
 
 fn open_with(dir: &Path, loc: Option<&ObjectLocation>, cache: u64) -> Store {
-    let mut o = Options::default()
-        .chunker(small_chunks())
-        .cache_bytes(cache);
+    let mut o = options().chunker(small_chunks()).cache_bytes(cache);
     if let Some(l) = loc {
         o = o.object_packs(l.clone());
     }

@@ -80,6 +80,10 @@ pub(crate) mod state_keys {
 /// Keys of the `counters` table: store-wide totals kept exact by every commit.
 pub(crate) mod counter_keys {
     pub const NEXT_USER_NO: &str = "next_user_no";
+    /// One past the largest pack id any commit registered: ids are never reused, also after
+    /// GC deleted the newest packs (an object store may keep a deleted pack's object for a
+    /// grace period, and other nodes may read it meanwhile).
+    pub const NEXT_PACK_ID: &str = "next_pack_id";
     pub const LOGICAL_BYTES: &str = "logical_bytes";
     pub const TRACKS: &str = "tracks";
     pub const USERS: &str = "users_with_tracks";

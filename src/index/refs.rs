@@ -92,7 +92,11 @@ impl Accounting {
             }
         }
         for (&id, d) in &self.packs {
-            let mut row = w.pack(id)?.unwrap_or(PackRow {
+            let existing = w.pack(id)?;
+            if existing.is_none() && w.counter(ck::NEXT_PACK_ID)? <= id.0 {
+                w.set_counter(ck::NEXT_PACK_ID, id.0 + 1)?;
+            }
+            let mut row = existing.unwrap_or(PackRow {
                 sealed: false,
                 committed_len: 0,
                 dead_bytes: 0,

@@ -93,15 +93,24 @@ impl Packs {
     /// Brings the pack directory in line with the committed metadata: removes packs the metadata
     /// does not know (created by an ingest that never committed), cuts uncommitted tails, and
     /// collects the unsealed packs for reuse.
+    /// `next_id` is the metadata's high-water mark (`next_pack_id`): new packs are numbered
+    /// from past it and past every id present.
     pub(crate) fn open(
         storage: Box<dyn PackStorage>,
         store_tag: u64,
         size_limit: u64,
         rows: &[(PackId, PackRow)],
+        next_id: u64,
     ) -> Result<(Packs, RecoveryReport)> {
         let mut report = RecoveryReport::default();
         let rows: HashMap<PackId, PackRow> = rows.iter().copied().collect();
-        let mut max_id = rows.keys().map(|p| p.0).max().unwrap_or(0);
+        let mut max_id = rows
+            .keys()
+            .map(|p| p.0)
+            .max()
+            .unwrap_or(0)
+            .max(next_id.saturating_sub(1))
+            .max(storage.first_free_id().saturating_sub(1));
         let mut idle = Vec::new();
         let mut unknown = Vec::new();
         for (id, listed) in storage.list()? {

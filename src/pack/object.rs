@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -92,6 +93,48 @@ impl Remote {
 
     fn delete(&self, id: PackId) -> Result<()> {
         self.bucket.delete(&Self::key(id))
+    }
+
+    /// `trash/<id>.pack`: pack `id` is deleted, its object to go once the grace period has
+    /// passed since the marker was written (its last-modified time).
+    fn trash_key(id: PackId) -> String {
+        format!("trash/{}", pack_name(id))
+    }
+
+    /// Marks pack `id` deleted; a marker already there keeps its (earlier) time.
+    fn mark_deleted(&self, id: PackId) -> Result<()> {
+        let when = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.bucket
+            .put(
+                &Self::trash_key(id),
+                Bytes::from(format!("{when}\n")),
+                Put::Create,
+            )
+            .map(|_| ())
+    }
+
+    /// The deletion markers, with their times.
+    fn trash(&self) -> Result<Vec<(PackId, std::time::SystemTime)>> {
+        Ok(self
+            .bucket
+            .list_with_times("trash")?
+            .into_iter()
+            .filter_map(|(name, _, when)| Some((parse_pack_name(&name)?, when)))
+            .collect())
+    }
+
+    /// Deletes the objects whose markers are older than `grace`, then the markers.
+    fn sweep(&self, trash: &[(PackId, std::time::SystemTime)], grace: Duration) -> Result<()> {
+        let now = std::time::SystemTime::now();
+        for &(id, when) in trash {
+            if now.duration_since(when).is_ok_and(|age| age >= grace) {
+                self.delete(id)?;
+                self.bucket.delete(&Self::trash_key(id))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -436,6 +479,13 @@ pub(crate) struct ObjectPacks {
     /// Their threads, joined on drop: they write into the directory, which the store's lock
     /// guards only while the store is open.
     ahead_threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// How long a deleted pack's object stays (`Options::deletion_grace`); zero: no marker,
+    /// deleted at once.
+    grace: Duration,
+    /// One past the largest id in the bucket, deleted packs' included (`first_free_id`).
+    first_free: AtomicU64,
+    /// When the deletion markers were last swept.
+    swept: Mutex<Option<std::time::Instant>>,
 }
 
 /// Most spans read ahead at once.
@@ -450,6 +500,7 @@ impl ObjectPacks {
         bucket: Arc<Bucket>,
         cache_limit: u64,
         span: u64,
+        grace: Duration,
     ) -> Result<ObjectPacks> {
         let remote = Arc::new(Remote { bucket });
         let shelf = Arc::new(Shelf {
@@ -473,6 +524,9 @@ impl ObjectPacks {
             copies: Mutex::default(),
             ahead: Arc::default(),
             ahead_threads: Mutex::default(),
+            grace,
+            first_free: AtomicU64::new(0),
+            swept: Mutex::default(),
         })
     }
 
@@ -545,6 +599,26 @@ impl ObjectPacks {
     }
 }
 
+impl ObjectPacks {
+    /// Sweeps the deletion markers if the last sweep is a tenth of the grace period (at most a
+    /// minute) ago: a store that runs GC now and then deletes expired objects without
+    /// reopening.
+    fn sweep_now_and_then(&self) -> Result<()> {
+        if self.grace.is_zero() {
+            return Ok(());
+        }
+        let every = (self.grace / 10).min(Duration::from_secs(60));
+        {
+            let mut swept = self.swept.lock().unwrap_or_else(|p| p.into_inner());
+            if swept.is_some_and(|t| t.elapsed() < every) {
+                return Ok(());
+            }
+            *swept = Some(std::time::Instant::now());
+        }
+        self.remote.sweep(&self.remote.trash()?, self.grace)
+    }
+}
+
 impl Drop for ObjectPacks {
     fn drop(&mut self) {
         let threads =
@@ -565,7 +639,20 @@ impl PackStorage for ObjectPacks {
     }
 
     fn list(&self) -> Result<Vec<(PackId, u64)>> {
-        let remote = self.remote.list()?;
+        let mut remote = self.remote.list()?;
+        let trash = self.remote.trash()?;
+        let first_free = remote
+            .iter()
+            .map(|p| p.0.0 + 1)
+            .chain(trash.iter().map(|t| t.0.0 + 1))
+            .max()
+            .unwrap_or(0);
+        self.first_free.fetch_max(first_free, Ordering::Relaxed);
+        // Deleted packs whose objects wait out the grace period are not packs any more.
+        let trashed: HashSet<PackId> = trash.iter().map(|t| t.0).collect();
+        remote.retain(|p| !trashed.contains(&p.0));
+        self.remote.sweep(&trash, self.grace)?;
+        *self.swept.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
         let local = self.shelf.local.list()?;
         let in_bucket: HashMap<PackId, u64> = remote.iter().copied().collect();
         let mut out = remote.clone();
@@ -692,12 +779,21 @@ impl PackStorage for ObjectPacks {
 
     fn delete(&self, ids: &[PackId]) -> Result<()> {
         for &id in ids {
-            self.remote.delete(id)?;
+            if self.grace.is_zero() {
+                self.remote.delete(id)?;
+            } else {
+                self.remote.mark_deleted(id)?;
+            }
             let pieces = self.shelf.cache().forget_pack(id);
             self.shelf.remove(&pieces)?;
             self.uploaded.lock().expect("uploaded lock").remove(&id);
         }
-        self.shelf.local.delete(ids)
+        self.shelf.local.delete(ids)?;
+        self.sweep_now_and_then()
+    }
+
+    fn first_free_id(&self) -> u64 {
+        self.first_free.load(Ordering::Relaxed)
     }
 
     fn seals_on_sync(&self) -> bool {

@@ -8,7 +8,7 @@
 //! issue, keeps packs in an S3-compatible bucket; the contract below is written for both.
 //!
 //! - **Ids and names.** A pack id is never reused within a store (open starts past the largest
-//!   id it sees, in the metadata or the storage). Local files are `packs/<id as 16 lower-case
+//!   id it sees, in the metadata, its `next_pack_id` counter, or the storage). Local files are `packs/<id as 16 lower-case
 //!   hex>.pack`; objects will be named the same under the store's prefix. Because a name is
 //!   never written twice, a create-only PUT is safe even on a bucket that ignores conditional
 //!   writes (SERVICE.md: Garage), and the metadata, not the storage, says where a chunk lives.
@@ -37,10 +37,10 @@
 //!   lengths), so a node can rebuild its chunk index from a listing and one read of each pack.
 //! - **Deletion.** [`PackStorage::delete`] is called only for packs no committed metadata points
 //!   at (GC after its commit, recovery, dropping damage). Locally a reader that still maps the
-//!   pack keeps reading it. With many nodes an object store must not delete at once: another
-//!   node may have looked an entry up before the commit that dropped it and still read the old
-//!   pack, so deletions wait out a grace period longer than the longest upload in flight
-//!   (kopia's `SafetyFull`, rustic's two-phase prune).
+//!   pack keeps reading it. An object store does not delete at once: another node may have
+//!   looked an entry up before the commit that dropped it and still read the old pack, so the
+//!   object waits out a grace period longer than the longest upload in flight (kopia's
+//!   `SafetyFull`, rustic's two-phase prune).
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -103,6 +103,13 @@ pub(crate) trait PackStorage: Send + Sync + Debug {
     /// written once): the pool then never hands it out again.
     fn seals_on_sync(&self) -> bool {
         false
+    }
+
+    /// One past the largest pack id the storage holds under any name, also of packs being
+    /// deleted that `list` no longer names (an object store's grace period): new ids start
+    /// past it.
+    fn first_free_id(&self) -> u64 {
+        0
     }
 
     /// Where the packs live and what the storage caches, for `stats`.

@@ -221,6 +221,7 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
         snap.counter(ck::LIVE_CHUNKS)?,
         snap.counter(ck::GARBAGE_CHUNKS)?,
     );
+    let next_pack_id = snap.counter(ck::NEXT_PACK_ID)?;
     drop(snap);
     let store_tag = u64::from_le_bytes(store_file.store_id[..8].try_into().expect("8 bytes"));
     // The filter of stored chunk keys: watched before it is filled, so no key is missed.
@@ -232,7 +233,13 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
         filter.insert(domain, &id);
         Ok(())
     })?;
-    let (packs, recovery) = Packs::open(storage, store_tag, options.pack_size_limit, &rows)?;
+    let (packs, recovery) = Packs::open(
+        storage,
+        store_tag,
+        options.pack_size_limit,
+        &rows,
+        next_pack_id,
+    )?;
     let engine = Engine::new(Parts {
         space: Space::new(vfs.clone(), dir.clone(), pack_dir, options.min_free_space),
         dir,
@@ -325,6 +332,7 @@ fn pack_storage(
                 bucket,
                 options.cache_bytes,
                 options.read_span_bytes,
+                options.deletion_grace,
             )?;
             return Ok((
                 Box::new(storage),

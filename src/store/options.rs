@@ -40,6 +40,8 @@ pub struct Options {
     pub(crate) cache_bytes: u64,
     /// Bytes per ranged GET of a large object (`read_span_bytes`).
     pub(crate) read_span_bytes: u64,
+    /// How long a deleted pack's object stays in the bucket (`deletion_grace`).
+    pub(crate) deletion_grace: std::time::Duration,
     /// An object store client to use instead of the one the location describes (tests inject
     /// faults through it).
     #[cfg(all(feature = "object-store", feature = "test-support"))]
@@ -62,6 +64,7 @@ impl Default for Options {
             object_packs: None,
             cache_bytes: 1 << 30,
             read_span_bytes: 8 << 20,
+            deletion_grace: std::time::Duration::from_secs(6 * 3600),
             #[cfg(all(feature = "object-store", feature = "test-support"))]
             object_client: None,
         }
@@ -177,6 +180,19 @@ impl Options {
     #[must_use]
     pub fn read_span_bytes(mut self, bytes: u64) -> Self {
         self.read_span_bytes = bytes.max(64 << 10);
+        self
+    }
+
+    /// For packs in an object store: how long the object of a pack no metadata names any more
+    /// (GC rewrote it, a migration emptied it, an upload never committed) stays in the bucket
+    /// before it is deleted. It must be longer than any upload in flight and any read another
+    /// process started before the change: another node may still read the old pack, or be
+    /// about to commit metadata that points into its new one. Default: 6 hours. Zero deletes at
+    /// once (one process on the bucket, and tests). Needs the machines' clocks to agree with
+    /// the bucket's within a small part of it.
+    #[must_use]
+    pub fn deletion_grace(mut self, grace: std::time::Duration) -> Self {
+        self.deletion_grace = grace;
         self
     }
 

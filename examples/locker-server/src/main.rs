@@ -89,6 +89,10 @@ struct Cli {
     /// Most bytes of packs cached on local disk, for a store whose packs live in a bucket.
     #[arg(long, default_value = "1GiB", value_parser = users_cli::bytes_arg)]
     cache_bytes: u64,
+    /// For packs in a bucket: how long a deleted pack's object stays there (other nodes may
+    /// still read it); longer than any upload (90s, 30m, 6h, 7d).
+    #[arg(long, default_value = "6h", value_parser = duration_arg)]
+    deletion_grace: Duration,
     /// A resumable upload not touched for this long is removed (90s, 30m, 24h, 7d).
     #[arg(long, default_value = "24h", value_parser = duration_arg)]
     upload_expiry: Duration,
@@ -158,7 +162,8 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
 fn store_options(cli: &Cli) -> Options {
     let mut options = Options::default()
         .mode(cli.mode)
-        .cache_bytes(cli.cache_bytes);
+        .cache_bytes(cli.cache_bytes)
+        .deletion_grace(cli.deletion_grace);
     if let Some(url) = &cli.packs {
         let mut location = lockerstore::ObjectLocation::new(url.clone()).allow_http(cli.allow_http);
         if let Some(e) = &cli.endpoint {

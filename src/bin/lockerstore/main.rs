@@ -39,8 +39,21 @@ struct Cli {
     /// object store (5GB, 500MiB, ...).
     #[arg(long, global = true, default_value = "1GiB", value_parser = bytes_arg)]
     cache_bytes: u64,
+    /// For a store whose packs live in an object store: seconds a deleted pack's object stays
+    /// in the bucket (other nodes may still read it); 0 deletes at once.
+    #[arg(long, global = true, default_value_t = 6 * 3600)]
+    deletion_grace: u64,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// The options every command opens the store with.
+    fn options(&self) -> Options {
+        Options::default()
+            .cache_bytes(self.cache_bytes)
+            .deletion_grace(std::time::Duration::from_secs(self.deletion_grace))
+    }
 }
 
 /// Parses a byte count with an optional SI or binary suffix (5GB, 500MiB).
@@ -242,12 +255,7 @@ fn key_arg(s: &OsString) -> lockerstore::Result<TrackKey> {
 }
 
 fn open_existing(cli: &Cli) -> lockerstore::Result<Store> {
-    Store::open(
-        &cli.store,
-        Options::default()
-            .create(false)
-            .cache_bytes(cli.cache_bytes),
-    )
+    Store::open(&cli.store, cli.options().create(false))
 }
 
 /// Errors of the command line itself, beside the store's own.
@@ -362,7 +370,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             // Open decides: it creates the store in a missing or empty directory (or finishes a
             // creation that was interrupted), refuses a directory holding anything else, and
             // opens an existing store, which init then refuses.
-            let mut options = Options::default().mode(*mode).cache_bytes(cli.cache_bytes);
+            let mut options = cli.options().mode(*mode);
             if let Some(url) = packs {
                 options = options.object_packs(bucket.location(url));
             }
@@ -381,9 +389,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             );
         }
         Command::Rebuild { packs, bucket } => {
-            let options = Options::default()
-                .cache_bytes(cli.cache_bytes)
-                .object_packs(bucket.location(packs));
+            let options = cli.options().object_packs(bucket.location(packs));
             let started = std::time::Instant::now();
             let report = Store::rebuild(&cli.store, &options)?;
             let store = Store::open(&cli.store, options)?;
