@@ -1229,3 +1229,42 @@ fn deleted_packs_wait_out_the_grace_period_and_ids_are_never_reused() {
         after[0]
     );
 }
+
+/// Puts of little new content (retagged tracks: a new tag chunk each) leave small objects; GC
+/// merges them into one, and leaves a lone small pack alone (no rewrite on every run).
+#[test]
+fn gc_merges_small_objects_into_one() {
+    let bucket = Arc::new(InMemory::new());
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_on(dir.path(), Faulty::new(bucket.clone(), None), true).unwrap();
+    let mut held = Vec::new();
+    for i in 0..12 {
+        let k = format!("tiny{i}");
+        let b = audio(&k, 20_000 + i * 100);
+        store.put(&user("u"), &key(&k), &b[..]).unwrap();
+        held.push((k, b));
+    }
+    let before = store.stats().unwrap();
+    assert_eq!(before.packs, 12, "one object per put");
+    let gc = store.gc(Default::default(), &mut |_| {}).unwrap();
+    assert_eq!(gc.packs_rewritten, 12, "{gc:?}");
+    let after = store.stats().unwrap();
+    assert_eq!(after.packs, 1, "{gc:?}");
+    assert_eq!(after.physical_bytes, before.physical_bytes);
+    assert_eq!(objects(&bucket), 1);
+    for (k, b) in &held {
+        assert_eq!(&store.read_track(&user("u"), &key(k)).unwrap(), b);
+    }
+    let again = store.gc(Default::default(), &mut |_| {}).unwrap();
+    assert_eq!(
+        again.packs_rewritten, 0,
+        "a lone small pack stays: {again:?}"
+    );
+    // A large object is not a small one: a big put and one small one are left as they are.
+    store
+        .put(&user("u"), &key("big"), &audio("big", 1_500_000)[..])
+        .unwrap();
+    let again = store.gc(Default::default(), &mut |_| {}).unwrap();
+    assert_eq!(again.packs_rewritten, 0, "{again:?}");
+    assert!(store.verify().unwrap().is_ok());
+}

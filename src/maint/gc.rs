@@ -21,13 +21,19 @@ use std::collections::HashMap;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::format::{ChunkEntry, PACK_HEADER_LEN};
+use crate::format::{ChunkEntry, PACK_HEADER_LEN, PackRow};
 use crate::ids::{ChunkId, Domain, PackId};
 use crate::index::refs::Accounting;
 use crate::index::write_with;
 use crate::pack::ActivePack;
 use crate::pack::session::{Session, Source};
 use crate::read::fetch;
+
+/// In an object store, sealed packs smaller than this are merged by GC (two or more of them).
+const SMALL_OBJECT: u64 = 1 << 20;
+/// In an object store, GC fills each new pack with the records of several candidates up to
+/// about this many bytes (one object, fetched whole by reads: `Options::read_span_bytes`).
+const GROUP_BYTES: u64 = 16 << 20;
 
 /// GC settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -160,13 +166,19 @@ pub(crate) fn gc(
     //    at a candidate can appear after the listing (migration, the other source of new
     //    entries, is serialised with GC).
     let rows = engine.meta().read()?.packs()?;
+    let sparse = |row: &PackRow| {
+        let records = row.committed_len.saturating_sub(PACK_HEADER_LEN as u64);
+        let live = records.saturating_sub(row.dead_bytes);
+        row.dead_bytes > 0 && (live == 0 || (live as f64) < options.threshold * records as f64)
+    };
+    // In an object store every commit seals its pack, so a put of little new content (a
+    // retag) leaves a small object: two or more of them are merged, whatever their live share.
+    let objects = engine.packs().seals_on_sync();
+    let small = |row: &PackRow| objects && row.sealed && row.committed_len < SMALL_OBJECT;
+    let small_count = rows.iter().filter(|(_, r)| small(r) && !sparse(r)).count();
     let candidates: Vec<_> = rows
         .into_iter()
-        .filter(|(_, row)| {
-            let records = row.committed_len.saturating_sub(PACK_HEADER_LEN as u64);
-            let live = records.saturating_sub(row.dead_bytes);
-            row.dead_bytes > 0 && (live == 0 || (live as f64) < options.threshold * records as f64)
-        })
+        .filter(|(_, row)| sparse(row) || (small(row) && small_count >= 2))
         .collect();
     let mut taken_packs: HashMap<PackId, ActivePack> = HashMap::new();
     let candidates: Vec<PackId> = candidates
@@ -197,13 +209,42 @@ pub(crate) fn gc(
     let mut candidates = candidates;
     candidates.sort_by_key(|pid| (copy_len(pid), *pid));
     let total = candidates.len() as u64;
+    // Candidates are compacted in groups, one sync and one commit each: one candidate per
+    // group on local disk; in an object store, as many as fill about one object of
+    // `GROUP_BYTES`, so small packs merge into one (a candidate with nothing to copy stays
+    // alone: it is only deleted).
+    let mut groups: Vec<Vec<PackId>> = Vec::new();
+    let mut group_bytes = 0;
+    for pid in candidates {
+        let len = copy_len(&pid);
+        let join = objects
+            && len > 0
+            && groups
+                .last()
+                .is_some_and(|g| copy_len(&g[0]) > 0 && group_bytes + len <= GROUP_BYTES);
+        if join {
+            groups.last_mut().expect("joined a group").push(pid);
+            group_bytes += len;
+        } else {
+            groups.push(vec![pid]);
+            group_bytes = len;
+        }
+    }
     // One session for the whole run, of new packs only, so it never writes into a candidate.
     let mut out = Session::new(engine.packs(), Source::Fresh);
-    for (i, pid) in candidates.into_iter().enumerate() {
-        let taken = taken_packs.remove(&pid);
-        let entries = by_pack.remove(&pid).unwrap_or_default();
-        if !entries.is_empty() {
-            let needed = copy_len_of(&entries) + PACK_HEADER_LEN as u64;
+    let mut done = 0u64;
+    for group in groups {
+        let taken: Vec<ActivePack> = group
+            .iter()
+            .filter_map(|pid| taken_packs.remove(pid))
+            .collect();
+        let entries: Vec<(PackId, Vec<(Domain, ChunkId, ChunkEntry)>)> = group
+            .iter()
+            .map(|pid| (*pid, by_pack.remove(pid).unwrap_or_default()))
+            .collect();
+        let copy: u64 = entries.iter().map(|(_, es)| copy_len_of(es)).sum();
+        if copy > 0 {
+            let needed = copy + PACK_HEADER_LEN as u64;
             let spare = match engine.space().spare_space() {
                 Ok(spare) => spare,
                 Err(e) => {
@@ -213,22 +254,23 @@ pub(crate) fn gc(
                 }
             };
             if spare < needed {
-                // Untouched: an unsealed candidate goes back to the writers.
+                // Untouched: unsealed candidates go back to the writers.
                 give_back(engine, taken);
-                report.packs_skipped_for_space += 1;
+                report.packs_skipped_for_space += group.len() as u64;
+                done += group.len() as u64;
                 progress(&GcProgress {
                     phase: "packs",
-                    done: i as u64 + 1,
+                    done,
                     total,
                 });
                 continue;
             }
         }
-        let outcome = compact_one(engine, pid, &entries, &mut out, &mut report);
-        // The candidate is never handed back to writers once its compaction started: its
-        // row may be gone (commit done, delete failed) or its fate unknown (commit failed).
-        // An unsealed candidate that survives is reused after the next open.
-        if let Some(p) = taken {
+        let outcome = compact_group(engine, &entries, &mut out, &mut report);
+        // A candidate is never handed back to writers once its compaction started: its row
+        // may be gone (commit done, delete failed) or its fate unknown (commit failed). An
+        // unsealed candidate that survives is reused after the next open.
+        for p in taken {
             engine.packs().forget(p);
         }
         match outcome {
@@ -239,9 +281,10 @@ pub(crate) fn gc(
                 return Err(e);
             }
         }
+        done += group.len() as u64;
         progress(&GcProgress {
             phase: "packs",
-            done: i as u64 + 1,
+            done,
             total,
         });
     }
@@ -262,74 +305,80 @@ fn copy_len_of(entries: &[(Domain, ChunkId, ChunkEntry)]) -> u64 {
     entries.iter().map(|(_, _, e)| e.record_len()).sum()
 }
 
-fn compact_one(
+/// Compacts a group of candidates: copies every record an entry points at into `out`, syncs
+/// it once, and in one commit points the entries at the copies and drops the candidates' rows;
+/// then deletes the candidates.
+fn compact_group(
     engine: &Engine,
-    pid: PackId,
-    entries: &[(Domain, ChunkId, ChunkEntry)],
+    group: &[(PackId, Vec<(Domain, ChunkId, ChunkEntry)>)],
     out: &mut Session<'_>,
     report: &mut GcReport,
 ) -> Result<()> {
     let result = (|| -> Result<()> {
-        let mut moved: Vec<(Domain, ChunkId, ChunkEntry, ChunkEntry)> = Vec::new();
-        for (d, id, e) in entries {
-            let (head, stored) = fetch::record_verified(engine, e, id)?;
-            let (pack, offset) = out.append(&head, &stored)?;
-            moved.push((*d, *id, *e, ChunkEntry { pack, offset, ..*e }));
+        // (candidate, domain, chunk, entry before, entry after)
+        let mut moved: Vec<(PackId, Domain, ChunkId, ChunkEntry, ChunkEntry)> = Vec::new();
+        for (pid, entries) in group {
+            for (d, id, e) in entries {
+                let (head, stored) = fetch::record_verified(engine, e, id)?;
+                let (pack, offset) = out.append(&head, &stored)?;
+                moved.push((*pid, *d, *id, *e, ChunkEntry { pack, offset, ..*e }));
+            }
         }
         out.sync()?;
         let appended = out.appended();
         write_with(engine.meta(), |w| {
             let mut acc = Accounting::default();
             acc.record_appends(&appended);
-            let old = w
-                .pack(pid)?
-                .ok_or_else(|| Error::corrupted(format!("pack {pid} vanished during GC")))?;
-            let records = old.committed_len.saturating_sub(PACK_HEADER_LEN as u64);
-            let mut live_moved = 0u64;
-            for (d, id, was, now) in &moved {
-                let n = now.record_len();
-                match w.chunk(*d, id)? {
-                    Some(cur) if cur.pack == pid && cur.offset == was.offset => {
-                        w.put_chunk(
-                            *d,
-                            id,
-                            &ChunkEntry {
-                                refcount: cur.refcount,
-                                ..*now
-                            },
-                        )?;
-                        if cur.refcount == 0 {
-                            acc.orphan_record(now.pack, n);
-                        } else {
-                            live_moved += n;
+            for (pid, _) in group {
+                let old = w
+                    .pack(*pid)?
+                    .ok_or_else(|| Error::corrupted(format!("pack {pid} vanished during GC")))?;
+                let records = old.committed_len.saturating_sub(PACK_HEADER_LEN as u64);
+                let mut live_moved = 0u64;
+                for (_, d, id, was, now) in moved.iter().filter(|m| m.0 == *pid) {
+                    let n = now.record_len();
+                    match w.chunk(*d, id)? {
+                        Some(cur) if cur.pack == *pid && cur.offset == was.offset => {
+                            w.put_chunk(
+                                *d,
+                                id,
+                                &ChunkEntry {
+                                    refcount: cur.refcount,
+                                    ..*now
+                                },
+                            )?;
+                            if cur.refcount == 0 {
+                                acc.orphan_record(now.pack, n);
+                            } else {
+                                live_moved += n;
+                            }
                         }
+                        _ => acc.orphan_record(now.pack, n),
                     }
-                    _ => acc.orphan_record(now.pack, n),
                 }
+                // Every live byte of the old pack must have moved; anything else would be lost.
+                if live_moved != records - old.dead_bytes.min(records) {
+                    return Err(Error::corrupted(format!(
+                        "pack {pid}: {} live bytes by its row, {live_moved} found in the index",
+                        records - old.dead_bytes.min(records)
+                    )));
+                }
+                acc.garbage_bytes -= old.dead_bytes as i64;
+                w.remove_pack(*pid)?;
             }
-            // Every live byte of the old pack must have moved; anything else would be lost.
-            if live_moved != records - old.dead_bytes.min(records) {
-                return Err(Error::corrupted(format!(
-                    "pack {pid}: {} live bytes by its row, {live_moved} found in the index",
-                    records - old.dead_bytes.min(records)
-                )));
-            }
-            acc.garbage_bytes -= old.dead_bytes as i64;
-            w.remove_pack(pid)?;
             acc.apply(w)
         })?;
-        report.bytes_copied += moved.iter().map(|m| m.3.record_len()).sum::<u64>();
+        report.bytes_copied += moved.iter().map(|m| m.4.record_len()).sum::<u64>();
         Ok(())
     })();
-    match result {
-        Ok(()) => {
-            out.checkpoint();
-            if !entries.is_empty() {
-                report.packs_rewritten += 1;
-            }
-            report.packs_deleted += 1;
-            engine.packs().delete(pid)
+    result?;
+    out.checkpoint();
+    for (pid, entries) in group {
+        if !entries.is_empty() {
+            report.packs_rewritten += 1;
         }
-        Err(e) => Err(e),
+        report.packs_deleted += 1;
+        engine.packs().delete(*pid)?;
     }
+    Ok(())
 }

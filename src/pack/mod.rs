@@ -165,6 +165,11 @@ impl Packs {
         ))
     }
 
+    /// Whether a synced pack takes no more records (packs in an object store).
+    pub(crate) fn seals_on_sync(&self) -> bool {
+        self.storage.seals_on_sync()
+    }
+
     pub(crate) fn size_limit(&self) -> u64 {
         self.size_limit
     }
