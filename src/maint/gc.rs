@@ -29,6 +29,9 @@ use crate::pack::ActivePack;
 use crate::pack::session::{Session, Source};
 use crate::read::fetch;
 
+/// The entries pointing into one pack, as listed from the index.
+type PackEntries = Vec<(Domain, ChunkId, ChunkEntry)>;
+
 /// In an object store, sealed packs smaller than this are merged by GC (two or more of them).
 const SMALL_OBJECT: u64 = 1 << 20;
 /// In an object store, GC fills each new pack with the records of several candidates up to
@@ -192,7 +195,7 @@ pub(crate) fn gc(
             Some(pid)
         })
         .collect();
-    let mut by_pack: HashMap<PackId, Vec<(Domain, ChunkId, ChunkEntry)>> = HashMap::new();
+    let mut by_pack: HashMap<PackId, PackEntries> = HashMap::new();
     let listed = engine.meta().read().and_then(|snap| {
         snap.for_each_chunk(&mut |d, id, e| {
             by_pack.entry(e.pack).or_default().push((d, id, e));
@@ -238,7 +241,7 @@ pub(crate) fn gc(
             .iter()
             .filter_map(|pid| taken_packs.remove(pid))
             .collect();
-        let entries: Vec<(PackId, Vec<(Domain, ChunkId, ChunkEntry)>)> = group
+        let entries: Vec<(PackId, PackEntries)> = group
             .iter()
             .map(|pid| (*pid, by_pack.remove(pid).unwrap_or_default()))
             .collect();
@@ -310,7 +313,7 @@ fn copy_len_of(entries: &[(Domain, ChunkId, ChunkEntry)]) -> u64 {
 /// then deletes the candidates.
 fn compact_group(
     engine: &Engine,
-    group: &[(PackId, Vec<(Domain, ChunkId, ChunkEntry)>)],
+    group: &[(PackId, PackEntries)],
     out: &mut Session<'_>,
     report: &mut GcReport,
 ) -> Result<()> {
