@@ -392,6 +392,22 @@ impl Bucket {
             ))
         };
         match self.get(MARKER)? {
+            // Creating, the prefix may hold our own `STORE` only: a creation that stopped
+            // after claiming it. Anything beside it (packs, the journal) is a store that lived
+            // there: its metadata was lost (a rebuild cut short, a deleted `meta.redb`), and a
+            // creation would start it over with other settings. Rebuild it instead.
+            Some(b) if b.as_ref() == store_file && creating => {
+                let others = self.list("")?;
+                if others.iter().any(|(name, _)| name != MARKER) {
+                    return Err(Error::InvalidOptions(format!(
+                        "{} holds this store's packs and journal, but its metadata here is \
+                         missing: rebuild it from the bucket (`lockerstore rebuild`) into an \
+                         empty directory",
+                        self.url
+                    )));
+                }
+                return Ok(());
+            }
             Some(b) if b.as_ref() == store_file => return Ok(()),
             Some(_) => return Err(foreign()),
             None => {}

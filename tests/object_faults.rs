@@ -1268,3 +1268,43 @@ fn gc_merges_small_objects_into_one() {
     assert_eq!(again.packs_rewritten, 0, "{again:?}");
     assert!(store.verify().unwrap().is_ok());
 }
+
+/// A node whose metadata is gone while its bucket holds the store (a rebuild cut short before
+/// its last rename, an operator deleting `meta.redb`) is never opened as a new store: that
+/// would start the store over with other settings (mode, chunker, seed) and write them into the
+/// bucket's journal. It is refused, and a rebuild over the same directory then finishes.
+#[test]
+fn lost_metadata_is_never_replaced_by_a_new_store_on_the_same_bucket() {
+    let bucket = Arc::new(InMemory::new());
+    let dir = tempfile::tempdir().unwrap();
+    let song = audio("a", 150_000);
+    {
+        let store = open_on(dir.path(), Faulty::new(bucket.clone(), None), true).unwrap();
+        store.put(&user("alice"), &key("a"), &song[..]).unwrap();
+        store.put(&user("bob"), &key("a"), &song[..]).unwrap();
+    }
+    let node = tempfile::tempdir().unwrap();
+    rebuild_on(node.path(), Faulty::new(bucket.clone(), None)).unwrap();
+    // Cut short before its last step, or metadata deleted by hand: the same directory shape.
+    std::fs::rename(
+        node.path().join("meta.redb"),
+        node.path().join("meta.redb.tmp"),
+    )
+    .unwrap();
+    let create_other = Store::open(
+        node.path(),
+        options()
+            .mode(LicenseMode::SingleMaster)
+            .object_packs(location())
+            .object_client(Faulty::new(bucket.clone(), None)),
+    );
+    match create_other {
+        Err(lockerstore::Error::InvalidOptions(m)) => assert!(m.contains("rebuild"), "{m}"),
+        other => panic!("expected a refusal, got {:?}", other.map(|s| s.mode())),
+    }
+    rebuild_on(node.path(), Faulty::new(bucket.clone(), None)).unwrap();
+    let store = open_on(node.path(), Faulty::new(bucket.clone(), None), false).unwrap();
+    assert_eq!(store.mode(), LicenseMode::PerUserCopy);
+    assert_eq!(store.read_track(&user("bob"), &key("a")).unwrap(), song);
+    assert!(store.audit(false).unwrap().conforming);
+}

@@ -148,6 +148,10 @@ impl MetaOp {
         Ok(match r.u8()? {
             1 => {
                 let k = r.string()?;
+                // The node's own keys are never journaled: an object that sets one is not ours.
+                if node_local(&k) {
+                    return Err(r.bad(&format!("a change of the node-local state key {k:?}")));
+                }
                 let len = r.u32()? as usize;
                 MetaOp::SetState(k, r.take(len)?.to_vec())
             }
@@ -815,12 +819,15 @@ mod bucket_journal {
                 let _ = t.join();
             }
             let (inner, journal) = (self.inner.clone(), self.journal.clone());
-            // A failed checkpoint is tried again after the next commit; the logs it would have
-            // replaced stay meanwhile, so nothing depends on it.
+            // A failed checkpoint is tried again after another `CHECKPOINT_EVERY` commits; the
+            // logs it would have replaced stay meanwhile, so nothing depends on it.
             *slot = std::thread::Builder::new()
                 .name("lockerstore-checkpoint".into())
                 .spawn(move || {
-                    let _ = journal.checkpoint(inner.as_ref());
+                    if journal.checkpoint(inner.as_ref()).is_err() {
+                        // Tried again after as many commits, not after the next one.
+                        journal.since_checkpoint.store(0, Ordering::Relaxed);
+                    }
                 })
                 .ok();
         }
@@ -1005,6 +1012,23 @@ mod tests {
             b.extend_from_slice(check.as_bytes());
             assert!(matches!(
                 decode_object(&b, "t", &id, Kind::Log, 1),
+                Err(Error::Corrupted { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn an_object_that_sets_a_node_local_key_is_refused() {
+        let id = [1; 16];
+        for key in [sk::JOURNAL_SEQ, sk::OBJECT_PACKS] {
+            let bytes = encode_object(
+                &id,
+                Kind::Log,
+                3,
+                &[MetaOp::SetState(key.into(), b"s3://elsewhere".to_vec())],
+            );
+            assert!(matches!(
+                decode_object(&bytes, "t", &id, Kind::Log, 3),
                 Err(Error::Corrupted { .. })
             ));
         }

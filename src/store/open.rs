@@ -374,6 +374,12 @@ pub(crate) fn rebuild(
     if !vfs.exists(dir) {
         vfs.create_dir_all(dir)
             .map_err(|e| Error::io("create", dir, e))?;
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        vfs.sync_dir(parent)
+            .map_err(|e| Error::io("sync", parent, e))?;
     }
     let _dir_lock = vfs
         .try_lock(dir)
