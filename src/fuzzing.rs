@@ -3,6 +3,8 @@
 
 pub use crate::crafted::{Container, crafted};
 pub use crate::format::{ChunkEntry, PackHeader, PackRow, RecordHeader, StoreFile, TrackRecord};
+#[cfg(feature = "object-store")]
+pub use crate::index::journal::fuzz_check as journal_check;
 pub use crate::segment::MAX_REGIONS;
 pub use crate::segment::fuzz_check as segment_check;
 pub use crate::write::upload::fuzz_bounds_check as upload_bounds_check;
