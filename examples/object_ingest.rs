@@ -15,7 +15,9 @@
 //! its size), one at a time. Each round uses fresh prefixes. Rebuild: the store's directory is
 //! deleted, `Store::rebuild` recreates it from the bucket (the journal the puts left: one log
 //! per put, no checkpoint but the first), then a second time after `Store::checkpoint`, and
-//! each rebuilt store reads one track back. Prints medians and the ratio.
+//! each rebuilt store reads one track back. Local-disk durability: the same puts into a store
+//! with `PackDurability::LocalDisk`, timed to the last acknowledgement and to the end of the
+//! uploads behind. Prints medians and the ratio.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -194,6 +196,7 @@ fn main() {
     let (mut rebuild_logs, mut rebuild_ckpt) = (Vec::new(), Vec::new());
     let mut gets_per_track = Vec::new();
     let (mut large_gets, mut large_cold) = (Vec::new(), Vec::new());
+    let (mut staged_acked, mut staged_uploaded) = (Vec::new(), Vec::new());
     for round in 0..args.rounds {
         // Raw PUTs.
         let t = Instant::now();
@@ -232,6 +235,29 @@ fn main() {
         }
         stored.push(mb / t.elapsed().as_secs_f64());
         drop(store);
+
+        // Local-disk durability: acknowledged once fsynced locally, uploaded behind; timed to
+        // the last acknowledgement, and to the end of the uploads (the drop waits for them).
+        {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let location = ObjectLocation::new(format!("s3://{bucket}/{run}/staged{round}"))
+                .endpoint(endpoint.clone())
+                .allow_http(true);
+            let store = Store::open(
+                dir.path(),
+                Options::default()
+                    .object_packs(location)
+                    .pack_durability(lockerstore::PackDurability::LocalDisk),
+            )
+            .expect("store");
+            let t = Instant::now();
+            for (k, f) in keys.iter().zip(&corpus) {
+                store.put(&user, k, &f[..]).expect("put");
+            }
+            staged_acked.push(mb / t.elapsed().as_secs_f64());
+            drop(store);
+            staged_uploaded.push(mb / t.elapsed().as_secs_f64());
+        }
 
         // Reads: cold (no cache: every pack fetched), then warm (all cached).
         std::fs::remove_dir_all(dir.path().join("packs")).expect("drop the cache");
@@ -354,9 +380,11 @@ fn main() {
     }
     let (r, s) = (median(raw), median(stored));
     println!(
-        "median of {} rounds: raw PUT {r:.1} MB/s, Store::put into the bucket {s:.1} MB/s, ratio {:.2}; verified reads cold {:.1} MB/s ({:.2} GETs per track), warm {:.1} MB/s; from 64 MiB packs read cold {:.1} MB/s ({:.2} GETs per track); rebuild {:.2} s per GB from the logs, {:.2} s per GB after a checkpoint",
+        "median of {} rounds: raw PUT {r:.1} MB/s, Store::put into the bucket {s:.1} MB/s, ratio {:.2}; with local-disk durability acknowledged {:.1} MB/s, uploaded {:.1} MB/s; verified reads cold {:.1} MB/s ({:.2} GETs per track), warm {:.1} MB/s; from 64 MiB packs read cold {:.1} MB/s ({:.2} GETs per track); rebuild {:.2} s per GB from the logs, {:.2} s per GB after a checkpoint",
         args.rounds,
         s / r,
+        median(staged_acked),
+        median(staged_uploaded),
         median(cold),
         median(gets_per_track),
         median(warm),

@@ -89,7 +89,7 @@ pub use policy::LicenseMode;
 pub use policy::quota::{Quota, QuotaUsage};
 pub use read::TrackReader;
 pub use read::catalog::{Stats, TrackInfo, UserStats};
-pub use store::{Options, Store, StoreFileRepair};
+pub use store::{Options, PackDurability, Store, StoreFileRepair};
 pub use write::{PutOptions, PutOutcome};
 
 /// Byte-level parsers of stored formats, exposed for the fuzz targets. Not a stable API.

@@ -601,18 +601,36 @@ impl Listing {
 #[cfg(feature = "object-store")]
 pub use bucket_journal::RebuildReport;
 #[cfg(feature = "object-store")]
-pub(crate) use bucket_journal::{Journal, JournaledMeta, replay};
+pub(crate) use bucket_journal::{Journal, JournaledMeta, Staging, drain_outbox, replay};
 
 #[cfg(feature = "object-store")]
 mod bucket_journal {
     use super::*;
+    use crate::bucket::outbox::{Outbox, Ticket};
     use crate::bucket::{Bucket, Put, Written};
+    use crate::vfs::Vfs;
+    use std::path::{Path, PathBuf};
+
+    /// With `PackDurability::LocalDisk`: logs are written to `<store>/outbox/` and uploaded
+    /// behind the commit, in order, by the outbox.
+    #[derive(Debug)]
+    pub(crate) struct Staging {
+        pub(crate) vfs: Arc<dyn Vfs>,
+        /// `<store>/outbox`.
+        pub(crate) dir: PathBuf,
+        pub(crate) outbox: Arc<Outbox>,
+    }
 
     /// The journal's objects in the bucket, and whether this process may still add to them.
     #[derive(Debug)]
     pub(crate) struct Journal {
         bucket: Arc<Bucket>,
         store_id: [u8; 16],
+        staging: Option<Staging>,
+        /// The newest commit whose log is in the bucket (staged logs go up behind).
+        in_bucket: Arc<AtomicU64>,
+        /// Names each staged log file apart from an earlier attempt at the same number.
+        attempts: AtomicU64,
         /// Set when a log was written for a commit that then failed, or its outcome is
         /// unknown: the next commit would take its number, so nothing is written until open
         /// has settled it.
@@ -624,10 +642,17 @@ mod bucket_journal {
     }
 
     impl Journal {
-        pub(crate) fn new(bucket: Arc<Bucket>, store_id: [u8; 16]) -> Journal {
+        pub(crate) fn new(
+            bucket: Arc<Bucket>,
+            store_id: [u8; 16],
+            staging: Option<Staging>,
+        ) -> Journal {
             Journal {
                 bucket,
                 store_id,
+                staging,
+                in_bucket: Arc::default(),
+                attempts: AtomicU64::new(0),
                 poisoned: AtomicBool::new(false),
                 since_checkpoint: AtomicU64::new(0),
                 checkpointing: Mutex::new(None),
@@ -667,11 +692,17 @@ mod bucket_journal {
         /// own retry of one) is success; none is a failure that left nothing behind; anything
         /// else, or no answer at all, leaves the number's fate unknown: the journal is
         /// poisoned until open settles it.
-        fn append(&self, seq: u64, ops: &[MetaOp]) -> Result<()> {
+        fn append(&self, seq: u64, ops: &[MetaOp]) -> Result<Option<Ticket>> {
             let name = object_name(Kind::Log, seq);
             let bytes = bytes::Bytes::from(encode_object(&self.store_id, Kind::Log, seq, ops));
+            if let Some(staging) = &self.staging {
+                return self.stage(staging, seq, &bytes).map(Some);
+            }
             let failure = match self.bucket.put(&name, bytes.clone(), Put::Create) {
-                Ok(Written::Written) => return Ok(()),
+                Ok(Written::Written) => {
+                    self.in_bucket.fetch_max(seq, Ordering::Relaxed);
+                    return Ok(None);
+                }
                 Ok(Written::Exists) => None,
                 Err(e) => Some(e),
             };
@@ -680,7 +711,10 @@ mod bucket_journal {
                 Err(e)
             };
             match self.bucket.get(&name) {
-                Ok(Some(found)) if found == bytes => Ok(()),
+                Ok(Some(found)) if found == bytes => {
+                    self.in_bucket.fetch_max(seq, Ordering::Relaxed);
+                    Ok(None)
+                }
                 Ok(Some(_)) => poison(Error::corrupted(format!(
                     "journal object {}/{name} was written by another process: two processes \
                      write this store's bucket (a copy of this node's disk?)",
@@ -694,6 +728,30 @@ mod bucket_journal {
                 })),
                 Err(e) => poison(failure.unwrap_or(e)),
             }
+        }
+
+        /// Writes commit `seq`'s log durably to the outbox directory and queues its upload,
+        /// held until the commit is known to have happened.
+        fn stage(&self, staging: &Staging, seq: u64, bytes: &[u8]) -> Result<Ticket> {
+            let n = self.attempts.fetch_add(1, Ordering::Relaxed);
+            let path = staging.dir.join(format!("{seq:016x}.{n}.log"));
+            let written = staging.vfs.create_new(&path).and_then(|f| {
+                f.write_all_at(bytes, 0)?;
+                f.sync_data()
+            });
+            if let Err(e) = written.and_then(|()| staging.vfs.sync_dir(&staging.dir)) {
+                let _ = staging.vfs.remove_file(&path);
+                return Err(Error::io("write", &path, e));
+            }
+            let in_bucket = self.in_bucket.clone();
+            Ok(staging.outbox.push_held(
+                object_name(Kind::Log, seq),
+                path,
+                bytes.len() as u64,
+                Some(Box::new(move || {
+                    in_bucket.fetch_max(seq, Ordering::Relaxed);
+                })),
+            ))
         }
 
         /// Settles the bucket's journal against metadata at commit `local` before anything
@@ -729,6 +787,7 @@ mod bucket_journal {
                 })?;
             }
             let now = local.max(newest);
+            self.in_bucket.store(now, Ordering::Relaxed);
             match listing.base_for(now) {
                 Some(base) => {
                     self.since_checkpoint.store(now - base, Ordering::Relaxed);
@@ -746,6 +805,22 @@ mod bucket_journal {
         pub(crate) fn checkpoint(&self, meta: &dyn MetaStore) -> Result<u64> {
             let snap = meta.read()?;
             let seq = journal_seq(snap.as_ref())?;
+            // A checkpoint may name packs only once they are in the bucket: with staged
+            // uploads, it waits until the logs up to its number are there (and so their packs).
+            if self.staging.is_some() {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while self.in_bucket.load(Ordering::Relaxed) < seq {
+                    if std::time::Instant::now() > deadline {
+                        return Err(Error::ObjectStore {
+                            operation: "checkpoint".into(),
+                            key: object_name(Kind::Checkpoint, seq),
+                            message: "the uploads behind the writer did not reach it in 60 s"
+                                .into(),
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
             let mut ops = Vec::new();
             snap.dump(&mut |op| {
                 ops.push(op);
@@ -845,8 +920,14 @@ mod bucket_journal {
                 ));
             }
             let mut logged = false;
+            let mut ticket: Option<Ticket> = None;
             let journal = &self.journal;
             let result = self.inner.write(&mut |w| {
+                // A run again after a failure: the earlier run's staged log goes.
+                if let Some(t) = ticket.take() {
+                    t.cancel();
+                }
+                logged = false;
                 let mut rec = Recorder::new(w);
                 f(&mut rec)?;
                 let ops = std::mem::take(&mut rec.ops);
@@ -855,12 +936,17 @@ mod bucket_journal {
                 }
                 let seq = journal_seq(w)? + 1;
                 w.set_state(sk::JOURNAL_SEQ, &seq.to_le_bytes())?;
-                journal.append(seq, &ops)?;
-                // The log is in the bucket: from here, a failure of the local commit leaves
-                // its outcome unknown until open applies the log (`reconcile`).
+                ticket = journal.append(seq, &ops)?;
+                // The log is in the bucket (or staged): from here, a failure of the local
+                // commit leaves its outcome unknown until open settles it (`reconcile`).
                 logged = true;
                 Ok(())
             });
+            match (ticket, &result) {
+                (Some(t), Ok(())) => t.ready(),
+                (Some(t), Err(_)) => t.cancel(),
+                (None, _) => {}
+            }
             if result.is_err() && logged {
                 self.journal.poisoned.store(true, Ordering::Release);
             }
@@ -885,6 +971,81 @@ mod bucket_journal {
         fn checkpoint(&self) -> Result<Option<u64>> {
             self.journal.checkpoint(self.inner.as_ref()).map(Some)
         }
+    }
+
+    /// Uploads what the last run with staged uploads left in `<store>/outbox` (its files are
+    /// `<seq as 16 hex>.<attempt>.log`), in commit order, each log after the packs it
+    /// registers (from their staged files in `packs_dir`, when the bucket lacks them); logs of
+    /// commits past `local` (the metadata's `journal_seq`) never happened and are removed.
+    /// Runs at open, before the journal is reconciled.
+    pub(crate) fn drain_outbox(
+        vfs: &dyn Vfs,
+        outbox: &Path,
+        packs_dir: &Path,
+        bucket: &Bucket,
+        store_id: &[u8; 16],
+        local: u64,
+    ) -> Result<()> {
+        if !vfs.exists(outbox) {
+            return Ok(());
+        }
+        let mut logs: BTreeMap<u64, Vec<(u64, String)>> = BTreeMap::new();
+        for name in vfs
+            .list_dir(outbox)
+            .map_err(|e| Error::io("list", outbox, e))?
+        {
+            let parsed = name.strip_suffix(".log").and_then(|stem| {
+                let (seq, attempt) = stem.split_once('.')?;
+                Some((
+                    u64::from_str_radix(seq, 16).ok()?,
+                    attempt.parse::<u64>().ok()?,
+                ))
+            });
+            // A file this build does not write is left alone.
+            if let Some((seq, attempt)) = parsed {
+                logs.entry(seq).or_default().push((attempt, name));
+            }
+        }
+        for (seq, mut files) in logs {
+            files.sort();
+            // Only the last attempt at a number can be the committed one.
+            let (_, last) = files.pop().expect("a number has a file");
+            for (_, stale) in files {
+                let _ = vfs.remove_file(&outbox.join(stale));
+            }
+            let path = outbox.join(&last);
+            if seq > local {
+                vfs.remove_file(&path)
+                    .map_err(|e| Error::io("remove", &path, e))?;
+                continue;
+            }
+            let bytes = vfs.read(&path).map_err(|e| Error::io("read", &path, e))?;
+            let name = object_name(Kind::Log, seq);
+            for op in decode_object(&bytes, &name, store_id, Kind::Log, seq)? {
+                let MetaOp::PutPack(id, _) = op else { continue };
+                let key = format!("packs/{}", crate::format::pack_name(PackId(id)));
+                if bucket.head(&key)?.is_some() {
+                    continue;
+                }
+                let staged = packs_dir.join(crate::format::pack_name(PackId(id)));
+                let pack = vfs.read(&staged).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Error::corrupted_at(
+                            "a committed pack was never uploaded and its staged file is gone",
+                            PackId(id),
+                            0,
+                        )
+                    } else {
+                        Error::io("read", &staged, e)
+                    }
+                })?;
+                bucket.put(&key, bytes::Bytes::from(pack), Put::Create)?;
+            }
+            bucket.put(&name, bytes::Bytes::from(bytes), Put::Create)?;
+            vfs.remove_file(&path)
+                .map_err(|e| Error::io("remove", &path, e))?;
+        }
+        Ok(())
     }
 
     /// What a rebuild from the bucket recreated ([`crate::Store::rebuild`]).

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::bucket::outbox::Outbox;
 use crate::bucket::{Bucket, Put, Written};
 use crate::error::{Error, Result};
 use crate::format::{pack_name, parse_pack_name};
@@ -181,6 +182,11 @@ struct Cache {
     /// The ranges of packs readers are between finding a piece for and mapping it: pieces
     /// holding them are never dropped meanwhile (the whole pack, or a span overlapping one).
     pinned: HashMap<PackId, Vec<(u64, u64)>>,
+    /// Packs synced but not yet uploaded (`PackDurability::LocalDisk`): their staged files are
+    /// the only copies, never dropped.
+    held: HashSet<PackId>,
+    /// Held packs deleted meanwhile: deleted once uploaded.
+    doomed: HashSet<PackId>,
 }
 
 impl Cache {
@@ -226,8 +232,27 @@ impl Cache {
         }
     }
 
-    /// Whether a reader's pin holds `piece` (of `len` bytes).
+    fn hold(&mut self, id: PackId) {
+        self.held.insert(id);
+    }
+
+    /// The pack is uploaded; returns whether it was deleted meanwhile (then its local copy and,
+    /// without a grace period, its object are the caller's to delete).
+    fn release(&mut self, id: PackId) -> bool {
+        self.held.remove(&id);
+        self.doomed.remove(&id)
+    }
+
+    /// Marks a held pack deleted; `false` (and nothing changed) when it is not held.
+    fn doom_if_held(&mut self, id: PackId) -> bool {
+        self.held.contains(&id) && self.doomed.insert(id)
+    }
+
+    /// Whether a reader's pin holds `piece` (of `len` bytes), or it is a pack not uploaded yet.
     fn is_pinned(&self, piece: Piece, len: u64) -> bool {
+        if piece.span.is_none() && self.held.contains(&piece.pack) {
+            return true;
+        }
         let Some(pins) = self.pinned.get(&piece.pack) else {
             return false;
         };
@@ -486,6 +511,8 @@ pub(crate) struct ObjectPacks {
     first_free: AtomicU64,
     /// When the deletion markers were last swept.
     swept: Mutex<Option<std::time::Instant>>,
+    /// With `PackDurability::LocalDisk`: the uploads behind the writers.
+    outbox: Option<Arc<Outbox>>,
 }
 
 /// Most spans read ahead at once.
@@ -501,6 +528,7 @@ impl ObjectPacks {
         cache_limit: u64,
         span: u64,
         grace: Duration,
+        outbox: Option<Arc<Outbox>>,
     ) -> Result<ObjectPacks> {
         let remote = Arc::new(Remote { bucket });
         let shelf = Arc::new(Shelf {
@@ -527,6 +555,7 @@ impl ObjectPacks {
             grace,
             first_free: AtomicU64::new(0),
             swept: Mutex::default(),
+            outbox,
         })
     }
 
@@ -705,6 +734,8 @@ impl PackStorage for ObjectPacks {
             shelf: self.shelf.clone(),
             uploaded_set: self.uploaded.clone(),
             sealed: AtomicBool::new(false),
+            outbox: self.outbox.clone(),
+            grace: self.grace,
         }))
     }
 
@@ -778,7 +809,17 @@ impl PackStorage for ObjectPacks {
     }
 
     fn delete(&self, ids: &[PackId]) -> Result<()> {
+        let mut local = Vec::new();
         for &id in ids {
+            // A pack still waiting for its upload (`PackDurability::LocalDisk`) is uploaded
+            // all the same, and only then deleted: the log that registers it goes up after it,
+            // and the bucket must never name a pack it lacks.
+            if self.shelf.cache().doom_if_held(id) {
+                if !self.grace.is_zero() {
+                    self.remote.mark_deleted(id)?;
+                }
+                continue;
+            }
             if self.grace.is_zero() {
                 self.remote.delete(id)?;
             } else {
@@ -787,8 +828,9 @@ impl PackStorage for ObjectPacks {
             let pieces = self.shelf.cache().forget_pack(id);
             self.shelf.remove(&pieces)?;
             self.uploaded.lock().expect("uploaded lock").remove(&id);
+            local.push(id);
         }
-        self.shelf.local.delete(ids)?;
+        self.shelf.local.delete(&local)?;
         self.sweep_now_and_then()
     }
 
@@ -838,6 +880,7 @@ impl PackStorage for ObjectPacks {
             location: self.remote.bucket.url().to_owned(),
             cache_bytes: Some(self.shelf.cache().bytes),
             cache_limit: Some(self.shelf.limit),
+            upload_backlog: self.outbox.as_ref().map(|o| o.backlog().1),
         }
     }
 }
@@ -870,6 +913,10 @@ struct ObjectWriter {
     shelf: Arc<Shelf>,
     uploaded_set: Arc<Mutex<HashSet<PackId>>>,
     sealed: AtomicBool,
+    /// With `PackDurability::LocalDisk`: the uploads behind the writer.
+    outbox: Option<Arc<Outbox>>,
+    /// `Options::deletion_grace`, for a pack deleted before its upload.
+    grace: Duration,
 }
 
 impl PackWriter for ObjectWriter {
@@ -891,6 +938,38 @@ impl PackWriter for ObjectWriter {
         // The staged copy becomes the cached one: synced first, so a power loss cannot leave
         // a cached file that differs from its object.
         self.staged.sync()?;
+        if let Some(outbox) = &self.outbox {
+            // Durable on local disk now: sealed, kept out of the cache's reach until its
+            // upload, which the outbox does behind the writer, before the commit's log.
+            let len = self
+                .vfs
+                .open_rw(&self.path, false)
+                .and_then(|f| f.len())
+                .map_err(|e| Error::io("stat", &self.path, e))?;
+            self.sealed.store(true, Ordering::Release);
+            self.shelf.cache().hold(self.id);
+            self.shelf.keep(self.id, len)?;
+            let (id, uploaded, shelf) = (self.id, self.uploaded_set.clone(), self.shelf.clone());
+            let (remote, grace) = (self.remote.clone(), self.grace);
+            outbox.push(
+                Remote::key(id),
+                self.path.clone(),
+                len,
+                Some(Box::new(move || {
+                    if shelf.cache().release(id) {
+                        // Deleted while it waited: gone now that the log naming it is safe.
+                        let pieces = shelf.cache().forget_pack(id);
+                        let _ = shelf.remove(&pieces);
+                        if grace.is_zero() {
+                            let _ = remote.delete(id);
+                        }
+                    } else {
+                        uploaded.lock().expect("uploaded lock").insert(id);
+                    }
+                })),
+            );
+            return Ok(());
+        }
         let bytes = self
             .vfs
             .read(&self.path)

@@ -144,6 +144,8 @@ pub(crate) struct StorageFacts {
     pub(crate) cache_bytes: Option<u64>,
     /// The cache's limit.
     pub(crate) cache_limit: Option<u64>,
+    /// Bytes written and acknowledged but not yet uploaded (`PackDurability::LocalDisk`).
+    pub(crate) upload_backlog: Option<u64>,
 }
 
 /// Appends to one pack. Held by one writer at a time (the pool hands a pack to one job).

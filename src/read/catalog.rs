@@ -88,6 +88,9 @@ pub struct Stats {
     pub cache_bytes: Option<u64>,
     /// The cache's limit (`Options::cache_bytes`), when the packs live in an object store.
     pub cache_limit: Option<u64>,
+    /// Bytes of writes acknowledged on local disk and not yet uploaded, when the packs live in
+    /// an object store with `PackDurability::LocalDisk`: what losing the node's disk would lose.
+    pub upload_backlog_bytes: Option<u64>,
 }
 
 /// Facts about one track.
@@ -152,6 +155,7 @@ pub(crate) fn stats(engine: &Engine) -> Result<Stats> {
         pack_location: facts.location,
         cache_bytes: facts.cache_bytes,
         cache_limit: facts.cache_limit,
+        upload_backlog_bytes: facts.upload_backlog,
     })
 }
 

@@ -27,7 +27,7 @@ use crate::read::catalog::{Stats, TrackInfo};
 use crate::write::{PutOptions, PutOutcome, Writer};
 
 pub use open::StoreFileRepair;
-pub use options::Options;
+pub use options::{Options, PackDurability};
 
 /// An open store. Cheap to clone; all clones share one store. `Send + Sync`: any number of
 /// threads may ingest, read and delete at once.

@@ -29,6 +29,9 @@ const META_FILE: &str = "meta.redb";
 const META_TMP: &str = "meta.redb.tmp";
 const STORE_TMP: &str = "STORE.tmp";
 const PACK_DIR: &str = "packs";
+/// Logs of commits waiting for their upload (`PackDurability::LocalDisk`).
+#[cfg(feature = "object-store")]
+const OUTBOX_DIR: &str = "outbox";
 
 /// An opened store's parts, for the façade.
 pub(crate) struct Opened {
@@ -304,8 +307,10 @@ fn pack_storage(
     #[cfg(feature = "object-store")]
     {
         use crate::bucket::ObjectLocation;
-        use crate::index::journal::{Journal, JournaledMeta, journal_seq};
+        use crate::bucket::outbox::Outbox;
+        use crate::index::journal::{Journal, JournaledMeta, Staging, drain_outbox, journal_seq};
         use crate::pack::object::ObjectPacks;
+        use crate::store::PackDurability;
         let kept = object_packs.map(ObjectLocation::decode).transpose()?;
         if let (Some(asked), kept) = (&options.object_packs, &kept)
             && kept.as_ref().map(|k| &k.url) != Some(&asked.url)
@@ -322,9 +327,35 @@ fn pack_storage(
         if let Some(location) = kept {
             let bucket = Arc::new(connect(options, &location)?);
             bucket.claim(&store_file.encode(), false)?;
-            let journal = Arc::new(Journal::new(bucket.clone(), store_file.store_id));
             let meta: Arc<dyn MetaStore> = Arc::new(meta);
             let local = journal_seq(meta.read()?.as_ref())?;
+            // What an earlier run's staged uploads left goes up first, in commit order.
+            let outbox_dir = pack_dir
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join(OUTBOX_DIR);
+            drain_outbox(
+                vfs.as_ref(),
+                &outbox_dir,
+                pack_dir,
+                &bucket,
+                &store_file.store_id,
+                local,
+            )?;
+            let outbox = match options.pack_durability {
+                PackDurability::Bucket => None,
+                PackDurability::LocalDisk => {
+                    vfs.create_dir_all(&outbox_dir)
+                        .map_err(|e| Error::io("create", &outbox_dir, e))?;
+                    Some(Arc::new(Outbox::start(bucket.clone(), vfs.clone())))
+                }
+            };
+            let staging = outbox.clone().map(|outbox| Staging {
+                vfs: vfs.clone(),
+                dir: outbox_dir.clone(),
+                outbox,
+            });
+            let journal = Arc::new(Journal::new(bucket.clone(), store_file.store_id, staging));
             journal.reconcile(meta.as_ref(), local)?;
             let storage = ObjectPacks::new(
                 vfs,
@@ -333,6 +364,7 @@ fn pack_storage(
                 options.cache_bytes,
                 options.read_span_bytes,
                 options.deletion_grace,
+                outbox,
             )?;
             return Ok((
                 Box::new(storage),
@@ -431,7 +463,7 @@ pub(crate) fn rebuild(
             .map_err(|e| Error::io("remove", &tmp, e))?;
     }
     let meta = RedbMeta::open(vfs, &tmp, true)?;
-    let journal = Journal::new(bucket, store_file.store_id);
+    let journal = Journal::new(bucket, store_file.store_id, None);
     let report = replay(&journal, &meta)?;
     write_with(&meta, |w| w.set_state(sk::OBJECT_PACKS, &location.encode()))?;
     drop(meta);

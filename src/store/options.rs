@@ -42,6 +42,8 @@ pub struct Options {
     pub(crate) read_span_bytes: u64,
     /// How long a deleted pack's object stays in the bucket (`deletion_grace`).
     pub(crate) deletion_grace: std::time::Duration,
+    /// When a put into a bucket store is acknowledged (`pack_durability`).
+    pub(crate) pack_durability: PackDurability,
     /// An object store client to use instead of the one the location describes (tests inject
     /// faults through it).
     #[cfg(all(feature = "object-store", feature = "test-support"))]
@@ -65,6 +67,7 @@ impl Default for Options {
             cache_bytes: 1 << 30,
             read_span_bytes: 8 << 20,
             deletion_grace: std::time::Duration::from_secs(6 * 3600),
+            pack_durability: PackDurability::Bucket,
             #[cfg(all(feature = "object-store", feature = "test-support"))]
             object_client: None,
         }
@@ -196,6 +199,14 @@ impl Options {
         self
     }
 
+    /// For packs in an object store: when a write is acknowledged (see [`PackDurability`]).
+    /// Chosen per open, not kept in the store.
+    #[must_use]
+    pub fn pack_durability(mut self, durability: PackDurability) -> Self {
+        self.pack_durability = durability;
+        self
+    }
+
     /// The license mode a newly created store gets.
     pub fn get_mode(&self) -> LicenseMode {
         self.mode
@@ -210,4 +221,25 @@ impl Options {
     pub fn get_segment_window(&self) -> usize {
         self.segment_window
     }
+}
+
+/// When a write to a store whose packs live in an object store is acknowledged, and what a
+/// crash or the loss of the node's disk can take. Local stores ignore it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PackDurability {
+    /// A put (delete, GC step, migration step) returns once its new packs and its metadata
+    /// journal entry are in the bucket, then the node's metadata. Survives the loss of the
+    /// node's disk: the bucket alone rebuilds every acknowledged write. Costs the PUTs' round
+    /// trips in every write.
+    #[default]
+    Bucket,
+    /// Returns once its packs and metadata are fsynced on the node's disk; a thread of the
+    /// store's own uploads them behind, in commit order (`Stats::upload_backlog_bytes` shows
+    /// what waits). Survives kill -9 and power loss like a local store, and the next open
+    /// uploads what was left. Losing the node's disk loses the acknowledged writes not yet
+    /// uploaded: a rebuild then gives the store as of the last uploaded commit (always a
+    /// consistent state, never a mix). Dropping the store waits for the backlog while uploads
+    /// make progress.
+    LocalDisk,
 }

@@ -270,6 +270,7 @@ fn stats_json(s: &Stats) -> serde_json::Value {
         "pack_location": s.pack_location,
         "cache_bytes": s.cache_bytes,
         "cache_limit": s.cache_limit,
+        "upload_backlog_bytes": s.upload_backlog_bytes,
         "per_user": per_user,
     })
 }

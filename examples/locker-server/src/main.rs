@@ -93,6 +93,11 @@ struct Cli {
     /// still read it); longer than any upload (90s, 30m, 6h, 7d).
     #[arg(long, default_value = "6h", value_parser = duration_arg)]
     deletion_grace: Duration,
+    /// For packs in a bucket: acknowledge uploads once in the bucket (`bucket`), or once
+    /// durable on local disk with the uploads behind (`local-disk`: losing this disk loses
+    /// what was not uploaded yet).
+    #[arg(long, value_enum, default_value_t = Durability::Bucket)]
+    pack_durability: Durability,
     /// A resumable upload not touched for this long is removed (90s, 30m, 24h, 7d).
     #[arg(long, default_value = "24h", value_parser = duration_arg)]
     upload_expiry: Duration,
@@ -158,12 +163,23 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid duration {s:?}"))
 }
 
+/// `--pack-durability`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Durability {
+    Bucket,
+    LocalDisk,
+}
+
 /// How the store opens: the mode and pack location a new store gets, the cache's bound.
 fn store_options(cli: &Cli) -> Options {
     let mut options = Options::default()
         .mode(cli.mode)
         .cache_bytes(cli.cache_bytes)
-        .deletion_grace(cli.deletion_grace);
+        .deletion_grace(cli.deletion_grace)
+        .pack_durability(match cli.pack_durability {
+            Durability::Bucket => lockerstore::PackDurability::Bucket,
+            Durability::LocalDisk => lockerstore::PackDurability::LocalDisk,
+        });
     if let Some(url) = &cli.packs {
         let mut location = lockerstore::ObjectLocation::new(url.clone()).allow_http(cli.allow_http);
         if let Some(e) = &cli.endpoint {

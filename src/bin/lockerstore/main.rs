@@ -43,8 +43,20 @@ struct Cli {
     /// in the bucket (other nodes may still read it); 0 deletes at once.
     #[arg(long, global = true, default_value_t = 6 * 3600)]
     deletion_grace: u64,
+    /// For a store whose packs live in an object store: acknowledge writes once they are in
+    /// the bucket (`bucket`), or once durable on local disk with the uploads behind
+    /// (`local-disk`: faster; losing this disk loses what was not uploaded yet).
+    #[arg(long, global = true, value_enum, default_value_t = Durability::Bucket)]
+    pack_durability: Durability,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--pack-durability`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Durability {
+    Bucket,
+    LocalDisk,
 }
 
 impl Cli {
@@ -53,6 +65,10 @@ impl Cli {
         Options::default()
             .cache_bytes(self.cache_bytes)
             .deletion_grace(std::time::Duration::from_secs(self.deletion_grace))
+            .pack_durability(match self.pack_durability {
+                Durability::Bucket => lockerstore::PackDurability::Bucket,
+                Durability::LocalDisk => lockerstore::PackDurability::LocalDisk,
+            })
     }
 }
 
@@ -649,6 +665,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                         "pack_location": s.pack_location,
                         "cache_bytes": s.cache_bytes,
                         "cache_limit": s.cache_limit,
+                        "upload_backlog_bytes": s.upload_backlog_bytes,
                         "per_user": per_user,
                     })
                 );
@@ -681,6 +698,9 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 outln!("packs live at   {}", s.pack_location);
                 if let (Some(c), Some(l)) = (s.cache_bytes, s.cache_limit) {
                     outln!("pack cache      {:.1} MB of {:.1} MB", mb(c), mb(l));
+                }
+                if let Some(b) = s.upload_backlog_bytes {
+                    outln!("not uploaded    {:.1} MB", mb(b));
                 }
                 outln!("dedup ratio     {:.3}", s.dedup_ratio);
                 outln!("chunk filter    {:.1} MB of RAM", mb(s.filter_bytes));

@@ -7,6 +7,8 @@
 //! (`pack/object.rs`) and the metadata journal (`index/journal.rs`). docs/DESIGN.md section 13
 //! has the layout.
 
+pub(crate) mod outbox;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
