@@ -10,9 +10,10 @@
 //!
 //! The corpus is read into memory first (every file under DIR, up to `--mb`), so neither side
 //! reads a disk while timed. Raw: each file is one create-only PUT of its bytes, one at a time.
-//! Store: each file is one `Store::put` into a new store whose packs live in the bucket (one
-//! user, per-user-copy mode, so every file is new content and makes one pack object of about
-//! its size), one at a time. Each round uses fresh prefixes. Rebuild: the store's directory is
+//! Store: each file is one `Store::put` into a new store whose packs live in the bucket (a user
+//! per file, per-user-copy mode, so every file is new content and makes one pack object of
+//! about its size), one at a time; the two sides swap order every round. Each round uses fresh
+//! prefixes. Rebuild: the store's directory is
 //! deleted, `Store::rebuild` recreates it from the bucket (the journal the puts left: one log
 //! per put, no checkpoint but the first), then a second time after `Store::checkpoint`, and
 //! each rebuilt store reads one track back. Local-disk durability: the same puts into a store
@@ -198,22 +199,29 @@ fn main() {
     let (mut large_gets, mut large_cold) = (Vec::new(), Vec::new());
     let (mut staged_acked, mut staged_uploaded) = (Vec::new(), Vec::new());
     for round in 0..args.rounds {
-        // Raw PUTs.
-        let t = Instant::now();
-        for (i, f) in corpus.iter().enumerate() {
-            let path = object_store::path::Path::from(format!("{run}/raw{round}/{i}"));
-            let payload = PutPayload::from(f.clone());
-            rt.block_on(s3.put_opts(
-                &path,
-                payload,
-                PutOptions {
-                    mode: PutMode::Create,
-                    ..PutOptions::default()
-                },
-            ))
-            .expect("raw put");
+        // Raw PUTs: before the store's puts in even rounds, after them in odd ones, so neither
+        // side always follows the previous round's migration and GC (which leave the server
+        // work to do).
+        let raw_puts = || {
+            let t = Instant::now();
+            for (i, f) in corpus.iter().enumerate() {
+                let path = object_store::path::Path::from(format!("{run}/raw{round}/{i}"));
+                let payload = PutPayload::from(f.clone());
+                rt.block_on(s3.put_opts(
+                    &path,
+                    payload,
+                    PutOptions {
+                        mode: PutMode::Create,
+                        ..PutOptions::default()
+                    },
+                ))
+                .expect("raw put");
+            }
+            mb / t.elapsed().as_secs_f64()
+        };
+        if round % 2 == 0 {
+            raw.push(raw_puts());
         }
-        raw.push(mb / t.elapsed().as_secs_f64());
 
         // The store.
         let dir = tempfile::tempdir().expect("tempdir");
@@ -225,16 +233,24 @@ fn main() {
             Options::default().object_packs(location.clone()),
         )
         .expect("store");
-        let user = UserId::new("bench").expect("user");
+        // One user per file: per-user copies never dedup across users, so every put is new
+        // content and uploads exactly the bytes the raw side does (the corpus holds the same
+        // recording in several lockers).
+        let users: Vec<UserId> = (0..corpus.len())
+            .map(|i| UserId::new(&format!("u{i}")).expect("user"))
+            .collect();
         let keys: Vec<TrackKey> = (0..corpus.len())
             .map(|i| TrackKey::new(&format!("t{i}")).expect("key"))
             .collect();
         let t = Instant::now();
-        for (k, f) in keys.iter().zip(&corpus) {
-            store.put(&user, k, &f[..]).expect("put");
+        for ((k, f), user) in keys.iter().zip(&corpus).zip(&users) {
+            store.put(user, k, &f[..]).expect("put");
         }
         stored.push(mb / t.elapsed().as_secs_f64());
         drop(store);
+        if round % 2 == 1 {
+            raw.push(raw_puts());
+        }
 
         // Local-disk durability: acknowledged once fsynced locally, uploaded behind; timed to
         // the last acknowledgement, and to the end of the uploads (the drop waits for them).
@@ -251,8 +267,8 @@ fn main() {
             )
             .expect("store");
             let t = Instant::now();
-            for (k, f) in keys.iter().zip(&corpus) {
-                store.put(&user, k, &f[..]).expect("put");
+            for ((k, f), user) in keys.iter().zip(&corpus).zip(&users) {
+                store.put(user, k, &f[..]).expect("put");
             }
             staged_acked.push(mb / t.elapsed().as_secs_f64());
             drop(store);
@@ -277,8 +293,8 @@ fn main() {
         for pass in 0..2 {
             let before = counting.gets.load(Ordering::Relaxed);
             let t = Instant::now();
-            for (k, f) in keys.iter().zip(&corpus) {
-                let got = store.read_track(&user, k).expect("read");
+            for ((k, f), user) in keys.iter().zip(&corpus).zip(&users) {
+                let got = store.read_track(user, k).expect("read");
                 assert_eq!(got.len(), f.len());
             }
             let rate = mb / t.elapsed().as_secs_f64();
@@ -307,7 +323,7 @@ fn main() {
             let store = Store::open(node.path(), Options::default()).expect("open rebuilt");
             let secs = t.elapsed().as_secs_f64();
             assert_eq!(
-                store.read_track(&user, &keys[0]).expect("read").len(),
+                store.read_track(&users[0], &keys[0]).expect("read").len(),
                 corpus[0].len()
             );
             assert_eq!(store.stats().expect("stats").tracks, corpus.len() as u64);
@@ -360,8 +376,8 @@ fn main() {
         let s = store.stats().expect("stats");
         let before = counting.gets.load(Ordering::Relaxed);
         let t = Instant::now();
-        for (k, f) in keys.iter().zip(&corpus) {
-            assert_eq!(store.read_track(&user, k).expect("read").len(), f.len());
+        for ((k, f), user) in keys.iter().zip(&corpus).zip(&users) {
+            assert_eq!(store.read_track(user, k).expect("read").len(), f.len());
         }
         let rate = mb / t.elapsed().as_secs_f64();
         let gets = counting.gets.load(Ordering::Relaxed) - before;

@@ -197,6 +197,24 @@ fn tracks_round_trip_through_the_bucket_cold_and_warm_and_survive_migration_and_
     let stats = store.stats().unwrap();
     drop(store);
 
+    // The packs expand wrote hold many tracks: with spans of 64 KiB and no cache, every read
+    // goes by ranged GETs (and read-ahead) to the server, and every byte comes back verified.
+    std::fs::remove_dir_all(dir.path().join("packs")).unwrap();
+    std::fs::create_dir(dir.path().join("packs")).unwrap();
+    let store = Store::open(
+        dir.path(),
+        options().cache_bytes(0).read_span_bytes(64 << 10),
+    )
+    .unwrap();
+    assert!(
+        store.stats().unwrap().pack_bytes / store.stats().unwrap().packs > 128 << 10,
+        "packs larger than two spans"
+    );
+    for (name, bytes) in &files {
+        assert_eq!(&by_ranges(&store, "alice", name), bytes, "{name}");
+    }
+    drop(store);
+
     // The node's disk is lost: `lockerstore rebuild` recreates the store from the bucket.
     drop(dir);
     let dir = tempfile::tempdir().unwrap();
