@@ -51,6 +51,8 @@ enum Fault {
     /// The Nth request of its kind and every request after it, of any kind, take 30 ms more
     /// (the link became slow): nothing may change but the time.
     Slow,
+    /// The Nth PUT and every later PUT fail; other requests work (a bucket gone read-only).
+    PutsDead,
 }
 
 /// The mock bucket with faults: counts requests per kind and fails as told.
@@ -129,6 +131,16 @@ impl Plan {
             *n += 1;
             *n
         };
+        if let Some((Kind::Put, at, Fault::PutsDead)) = self.fault {
+            if kind == Kind::Put && n >= at {
+                self.failed.fetch_add(1, Ordering::SeqCst);
+                return Err(object_store::Error::Generic {
+                    store: "faulty",
+                    source: format!("injected failure of PUT {n} (PUTs dead from {at})").into(),
+                });
+            }
+            return Ok(());
+        }
         if let Some((k, at, Fault::Slow)) = self.fault {
             if k == kind && at == n {
                 self.slow.store(true, Ordering::SeqCst);
@@ -1527,4 +1539,114 @@ fn deletes_with_a_dying_bucket_at_every_request() {
         }
     }
     assert!(runs >= 4, "{runs}");
+}
+
+/// Local-disk durability with the bucket refusing PUTs after the first pack: a GC that merges
+/// an uploaded pack and one still waiting deletes neither object before the logs that name them
+/// are up, so the next open uploads everything in order and the store is whole (found by a
+/// review: the uploaded pack's object used to go at once, and the store could never open again).
+#[test]
+fn local_disk_deletions_wait_behind_the_logs_that_name_the_packs() {
+    let bucket = Arc::new(InMemory::new());
+    let dir = tempfile::tempdir().unwrap();
+    let staged = |faulty: Arc<Faulty>| {
+        Store::open(
+            dir.path(),
+            options()
+                .chunker(small_chunks())
+                .pack_durability(lockerstore::PackDurability::LocalDisk)
+                .object_packs(location())
+                .object_client(faulty),
+        )
+        .unwrap()
+    };
+    // PUTs 1-2 create the store, 3 is the first pack; from the 4th (its log) PUTs fail.
+    let store = staged(Faulty::new(
+        bucket.clone(),
+        Some((Kind::Put, 4, Fault::PutsDead)),
+    ));
+    let (a, b) = (audio("a", 80_000), audio("b", 80_000));
+    store.put(&user("u"), &key("a"), &a[..]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while names(&bucket, "packs").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first pack never went up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    store.put(&user("u"), &key("b"), &b[..]).unwrap();
+    let gc = store
+        .gc(lockerstore::GcOptions { threshold: 1.0 }, &mut |_| {})
+        .unwrap();
+    assert_eq!(gc.packs_rewritten, 2, "{gc:?}");
+    assert_eq!(store.read_track(&user("u"), &key("b")).unwrap(), b);
+    drop(store);
+    assert_eq!(
+        names(&bucket, "packs").len(),
+        1,
+        "the uploaded pack is still there"
+    );
+    let store = staged(Faulty::new(bucket.clone(), None));
+    assert_eq!(store.read_track(&user("u"), &key("a")).unwrap(), a);
+    assert_eq!(store.read_track(&user("u"), &key("b")).unwrap(), b);
+    assert!(store.verify().unwrap().is_ok());
+    let stats = comparable(store.stats().unwrap());
+    drop(store);
+    let node = tempfile::tempdir().unwrap();
+    rebuild_on(node.path(), Faulty::new(bucket.clone(), None)).unwrap();
+    let rebuilt = open_on(node.path(), Faulty::new(bucket.clone(), None), false).unwrap();
+    let mut got = comparable(rebuilt.stats().unwrap());
+    got.upload_backlog_bytes = stats.upload_backlog_bytes;
+    assert_eq!(got, stats);
+    assert_eq!(rebuilt.read_track(&user("u"), &key("a")).unwrap(), a);
+}
+
+/// The id of a pack whose upload failed, marked deleted at the next open, is not given to a
+/// later pack while its marker waits: the sweep would delete the later pack's object (found by
+/// a review).
+#[test]
+fn a_marked_pack_id_is_never_given_out_again() {
+    let grace = std::time::Duration::from_millis(1500);
+    let bucket = Arc::new(InMemory::new());
+    let dir = tempfile::tempdir().unwrap();
+    let open = |faulty: Arc<Faulty>| {
+        Store::open(
+            dir.path(),
+            Options::default()
+                .chunker(small_chunks())
+                .deletion_grace(grace)
+                .object_packs(location())
+                .object_client(faulty),
+        )
+        .unwrap()
+    };
+    // PUTs 1-2 create the store, 3-4 are a's pack and log; b's pack (PUT 5) fails.
+    let store = open(Faulty::new(
+        bucket.clone(),
+        Some((Kind::Put, 5, Fault::Once)),
+    ));
+    store
+        .put(&user("u"), &key("a"), &audio("a", 60_000)[..])
+        .unwrap();
+    assert!(
+        store
+            .put(&user("u"), &key("b"), &audio("b", 60_000)[..])
+            .is_err()
+    );
+    drop(store);
+    drop(open(Faulty::new(bucket.clone(), None)));
+    assert_eq!(names(&bucket, "trash").len(), 1, "b's pack marked at open");
+    let c = audio("c", 60_000);
+    let store = open(Faulty::new(bucket.clone(), None));
+    store.put(&user("u"), &key("c"), &c[..]).unwrap();
+    drop(store);
+    std::thread::sleep(grace + std::time::Duration::from_millis(200));
+    for e in std::fs::read_dir(dir.path().join("packs")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let store = open(Faulty::new(bucket.clone(), None));
+    assert!(names(&bucket, "trash").is_empty(), "swept");
+    assert_eq!(store.read_track(&user("u"), &key("c")).unwrap(), c);
+    assert!(store.verify().unwrap().is_ok());
 }

@@ -1,5 +1,6 @@
 //! Uploads behind the writer, for packs in a bucket with `PackDurability::LocalDisk`: local
-//! files PUT in the order they were queued, by one thread of their own.
+//! files PUT, and deletions of packs (their markers), in the order they were queued, by one
+//! thread of their own.
 //!
 //! Order is the whole point. A commit's packs are queued at their sync, before the commit; its
 //! journal log is queued inside the commit's transaction (so logs queue in commit order) but held
@@ -26,11 +27,20 @@ use crate::vfs::Vfs;
 /// What happens when an item is in the bucket.
 pub(crate) type Done = Box<dyn FnOnce() + Send>;
 
+/// What an item does to the bucket.
+enum Action {
+    /// PUT the local file, whole (create-only).
+    Upload(PathBuf),
+    /// PUT these bytes (create-only).
+    Write(Bytes),
+    /// DELETE the object.
+    Delete,
+}
+
 struct Item {
     /// The object's key under the prefix.
     key: String,
-    /// The local file to PUT, whole.
-    file: PathBuf,
+    action: Action,
     /// Remove the file once uploaded (a log: the outbox's own copy).
     remove_after: bool,
     /// Queued inside a commit that may still fail: not to be uploaded until ready.
@@ -115,7 +125,20 @@ impl Outbox {
 
     /// Queues `file` to be PUT as `key`; `done` runs once it is in the bucket.
     pub(crate) fn push(&self, key: String, file: PathBuf, len: u64, done: Option<Done>) {
-        self.enqueue(key, file, len, false, false, done);
+        self.enqueue(key, Action::Upload(file), len, false, false, done);
+    }
+
+    /// Queues a create-only PUT of `bytes` as `key` (a deletion marker), behind everything
+    /// queued before.
+    pub(crate) fn push_write(&self, key: String, bytes: Bytes) {
+        let len = bytes.len() as u64;
+        self.enqueue(key, Action::Write(bytes), len, false, false, None);
+    }
+
+    /// Queues the deletion of `key`, behind everything queued before (the log of the commit
+    /// that stopped naming it, among them).
+    pub(crate) fn push_delete(&self, key: String) {
+        self.enqueue(key, Action::Delete, 0, false, false, None);
     }
 
     /// Queues `file` (removed once uploaded) to be PUT as `key` once the returned ticket says
@@ -127,7 +150,7 @@ impl Outbox {
         len: u64,
         done: Option<Done>,
     ) -> Ticket {
-        let (held, cancelled) = self.enqueue(key, file, len, true, true, done);
+        let (held, cancelled) = self.enqueue(key, Action::Upload(file), len, true, true, done);
         Ticket {
             held,
             cancelled,
@@ -138,7 +161,7 @@ impl Outbox {
     fn enqueue(
         &self,
         key: String,
-        file: PathBuf,
+        action: Action,
         len: u64,
         remove_after: bool,
         held: bool,
@@ -150,7 +173,7 @@ impl Outbox {
         q.bytes += len;
         q.items.push_back(Item {
             key,
-            file,
+            action,
             remove_after,
             held: held.clone(),
             cancelled: cancelled.clone(),
@@ -213,7 +236,7 @@ fn work(shared: &Shared, bucket: &Bucket, vfs: &dyn Vfs) {
     let mut pause = Duration::from_millis(50);
     loop {
         // The front item, once it is not held back.
-        let (key, file, held, cancelled) = {
+        let (key, action, cancelled) = {
             let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             loop {
                 if shared.stop.load(Ordering::Acquire) {
@@ -221,12 +244,12 @@ fn work(shared: &Shared, bucket: &Bucket, vfs: &dyn Vfs) {
                 }
                 match q.items.front() {
                     Some(i) if !i.held.load(Ordering::Acquire) => {
-                        break (
-                            i.key.clone(),
-                            i.file.clone(),
-                            i.held.clone(),
-                            i.cancelled.clone(),
-                        );
+                        let action = match &i.action {
+                            Action::Upload(f) => Action::Upload(f.clone()),
+                            Action::Write(b) => Action::Write(b.clone()),
+                            Action::Delete => Action::Delete,
+                        };
+                        break (i.key.clone(), action, i.cancelled.clone());
                     }
                     _ => {
                         q = shared
@@ -238,18 +261,25 @@ fn work(shared: &Shared, bucket: &Bucket, vfs: &dyn Vfs) {
                 }
             }
         };
-        let _ = held;
         let outcome = if cancelled.load(Ordering::Acquire) {
             Ok(())
         } else {
-            match vfs.read(&file) {
-                // Deleted before its upload (GC took a pack no commit names any more).
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(_) => Err(()),
-                Ok(bytes) => bucket
-                    .put(&key, Bytes::from(bytes), Put::Create)
+            match action {
+                Action::Upload(file) => match vfs.read(&file) {
+                    // Removed from outside before its upload: nothing to upload (a read of
+                    // the pack will report it missing).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(_) => Err(()),
+                    Ok(bytes) => bucket
+                        .put(&key, Bytes::from(bytes), Put::Create)
+                        .map(|_| ())
+                        .map_err(|_| ()),
+                },
+                Action::Write(bytes) => bucket
+                    .put(&key, bytes, Put::Create)
                     .map(|_| ())
                     .map_err(|_| ()),
+                Action::Delete => bucket.delete(&key).map_err(|_| ()),
             }
         };
         let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -258,8 +288,10 @@ fn work(shared: &Shared, bucket: &Bucket, vfs: &dyn Vfs) {
                 let item = q.items.pop_front().expect("the front item is ours");
                 q.bytes -= item.len;
                 drop(q);
-                if item.remove_after || item.cancelled.load(Ordering::Acquire) {
-                    let _ = vfs.remove_file(&item.file);
+                if let Action::Upload(file) = &item.action
+                    && (item.remove_after || item.cancelled.load(Ordering::Acquire))
+                {
+                    let _ = vfs.remove_file(file);
                 }
                 if let Some(done) = item.done
                     && !item.cancelled.load(Ordering::Acquire)
@@ -271,12 +303,13 @@ fn work(shared: &Shared, bucket: &Bucket, vfs: &dyn Vfs) {
                 pause = Duration::from_millis(50);
             }
             Err(_) => {
-                // Tried again after a pause; the error is the bucket's, and `backlog` shows
-                // that nothing moves.
-                let _ = shared
-                    .changed
-                    .wait_timeout(q, pause)
-                    .unwrap_or_else(|p| p.into_inner());
+                // Tried again after a pause (new items do not cut it short); the error is the
+                // bucket's, and `backlog` shows that nothing moves.
+                drop(q);
+                let until = std::time::Instant::now() + pause;
+                while std::time::Instant::now() < until && !shared.stop.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
         }

@@ -104,6 +104,9 @@ impl Packs {
     ) -> Result<(Packs, RecoveryReport)> {
         let mut report = RecoveryReport::default();
         let rows: HashMap<PackId, PackRow> = rows.iter().copied().collect();
+        // Listed first: the listing is what tells the storage which ids it holds under any
+        // name (`first_free_id`, e.g. packs deleted but not yet gone from a bucket).
+        let present = storage.list()?;
         let mut max_id = rows
             .keys()
             .map(|p| p.0)
@@ -113,7 +116,7 @@ impl Packs {
             .max(storage.first_free_id().saturating_sub(1));
         let mut idle = Vec::new();
         let mut unknown = Vec::new();
-        for (id, listed) in storage.list()? {
+        for (id, listed) in present {
             max_id = max_id.max(id.0);
             let Some(row) = rows.get(&id) else {
                 unknown.push(id);

@@ -102,17 +102,18 @@ impl Remote {
         format!("trash/{}", pack_name(id))
     }
 
-    /// Marks pack `id` deleted; a marker already there keeps its (earlier) time.
-    fn mark_deleted(&self, id: PackId) -> Result<()> {
+    /// A marker's body: the Unix time now, in decimal, for people.
+    fn marker_body() -> Bytes {
         let when = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        Bytes::from(format!("{when}\n"))
+    }
+
+    /// Marks pack `id` deleted; a marker already there keeps its (earlier) time.
+    fn mark_deleted(&self, id: PackId) -> Result<()> {
         self.bucket
-            .put(
-                &Self::trash_key(id),
-                Bytes::from(format!("{when}\n")),
-                Put::Create,
-            )
+            .put(&Self::trash_key(id), Self::marker_body(), Put::Create)
             .map(|_| ())
     }
 
@@ -196,6 +197,11 @@ impl Cache {
         let e = self.entries.entry(piece).or_insert_with(|| (len, 0));
         if e.1 == 0 {
             self.bytes += len;
+        } else if e.0 != len {
+            // The piece's file was replaced by a longer (or shorter) one: a span fetched again
+            // to reach a record longer than the span size.
+            self.bytes = self.bytes - e.0 + len;
+            e.0 = len;
         }
         e.1 = tick;
     }
@@ -243,9 +249,13 @@ impl Cache {
         self.doomed.remove(&id)
     }
 
-    /// Marks a held pack deleted; `false` (and nothing changed) when it is not held.
+    /// Marks a held pack deleted (again: no change); `false` when it is not held.
     fn doom_if_held(&mut self, id: PackId) -> bool {
-        self.held.contains(&id) && self.doomed.insert(id)
+        if !self.held.contains(&id) {
+            return false;
+        }
+        self.doomed.insert(id);
+        true
     }
 
     /// Whether a reader's pin holds `piece` (of `len` bytes), or it is a pack not uploaded yet.
@@ -735,7 +745,6 @@ impl PackStorage for ObjectPacks {
             uploaded_set: self.uploaded.clone(),
             sealed: AtomicBool::new(false),
             outbox: self.outbox.clone(),
-            grace: self.grace,
         }))
     }
 
@@ -811,19 +820,24 @@ impl PackStorage for ObjectPacks {
     fn delete(&self, ids: &[PackId]) -> Result<()> {
         let mut local = Vec::new();
         for &id in ids {
-            // A pack still waiting for its upload (`PackDurability::LocalDisk`) is uploaded
-            // all the same, and only then deleted: the log that registers it goes up after it,
-            // and the bucket must never name a pack it lacks.
-            if self.shelf.cache().doom_if_held(id) {
-                if !self.grace.is_zero() {
-                    self.remote.mark_deleted(id)?;
+            match &self.outbox {
+                // Uploads run behind the writer: the deletion (its marker) goes behind them too,
+                // after the log of the commit that stopped naming the pack, so the bucket never
+                // names a pack it lacks.
+                Some(outbox) => {
+                    if self.grace.is_zero() {
+                        outbox.push_delete(Remote::key(id));
+                    } else {
+                        outbox.push_write(Remote::trash_key(id), Remote::marker_body());
+                    }
                 }
-                continue;
+                None if self.grace.is_zero() => self.remote.delete(id)?,
+                None => self.remote.mark_deleted(id)?,
             }
-            if self.grace.is_zero() {
-                self.remote.delete(id)?;
-            } else {
-                self.remote.mark_deleted(id)?;
+            // A pack still waiting for its upload keeps its staged file (the only copy) until
+            // the upload, which then drops it.
+            if self.shelf.cache().doom_if_held(id) {
+                continue;
             }
             let pieces = self.shelf.cache().forget_pack(id);
             self.shelf.remove(&pieces)?;
@@ -831,7 +845,12 @@ impl PackStorage for ObjectPacks {
             local.push(id);
         }
         self.shelf.local.delete(&local)?;
-        self.sweep_now_and_then()
+        // Housekeeping: a sweep that cannot run now (the bucket unreachable) runs at a later
+        // deletion or open; the deletion itself is done.
+        if self.outbox.is_none() {
+            let _ = self.sweep_now_and_then();
+        }
+        Ok(())
     }
 
     fn first_free_id(&self) -> u64 {
@@ -915,8 +934,6 @@ struct ObjectWriter {
     sealed: AtomicBool,
     /// With `PackDurability::LocalDisk`: the uploads behind the writer.
     outbox: Option<Arc<Outbox>>,
-    /// `Options::deletion_grace`, for a pack deleted before its upload.
-    grace: Duration,
 }
 
 impl PackWriter for ObjectWriter {
@@ -950,19 +967,16 @@ impl PackWriter for ObjectWriter {
             self.shelf.cache().hold(self.id);
             self.shelf.keep(self.id, len)?;
             let (id, uploaded, shelf) = (self.id, self.uploaded_set.clone(), self.shelf.clone());
-            let (remote, grace) = (self.remote.clone(), self.grace);
             outbox.push(
                 Remote::key(id),
                 self.path.clone(),
                 len,
                 Some(Box::new(move || {
                     if shelf.cache().release(id) {
-                        // Deleted while it waited: gone now that the log naming it is safe.
+                        // Deleted while it waited: its local copy goes now; the object goes by
+                        // the deletion queued behind the log that stopped naming it.
                         let pieces = shelf.cache().forget_pack(id);
                         let _ = shelf.remove(&pieces);
-                        if grace.is_zero() {
-                            let _ = remote.delete(id);
-                        }
                     } else {
                         uploaded.lock().expect("uploaded lock").insert(id);
                     }
