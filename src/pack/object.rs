@@ -615,12 +615,13 @@ impl ObjectPacks {
         end: u64,
         committed: &mut dyn FnMut() -> Result<u64>,
     ) -> Result<Option<(Window, Piece)>> {
-        if self.shelf.local.len(id)?.is_some() {
-            return match self.shelf.local.read(id, start, end, committed) {
-                // Evicted between the check and the map: fetched again by the caller.
-                Err(_) if self.shelf.local.len(id)?.is_none() => Ok(None),
-                other => other.map(|w| Some((w, Piece::whole(id)))),
-            };
+        // The whole pack first: a mapped one costs no system call (every record read of a
+        // cached pack comes here). No file (never fetched, evicted, or only spans of it are
+        // cached) is not an error here: spans, or a fetch by the caller.
+        match self.shelf.local.read(id, start, end, committed) {
+            Ok(w) => return Ok(Some((w, Piece::whole(id)))),
+            Err(_) if self.shelf.local.len(id)?.is_none() => {}
+            Err(e) => return Err(e),
         }
         let Some((s, span)) = self.shelf.cache().covering(id, start, end) else {
             return Ok(None);
