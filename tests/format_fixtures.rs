@@ -30,19 +30,6 @@ fn manifest(fixture: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(fixture.join("MANIFEST.json")).unwrap()).unwrap()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 /// A private copy of the fixture's store (opening writes to a store: the ballast, recovery).
 fn copy_of(fixture: &Path) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();

@@ -327,9 +327,7 @@ fn check_after(
     all_keys: &[(String, String)],
     what: &str,
 ) {
-    for e in std::fs::read_dir(dir.join("packs")).unwrap() {
-        std::fs::remove_file(e.unwrap().path()).unwrap();
-    }
+    drop_cache(dir);
     let store = open_on(dir, Faulty::new(bucket.clone(), None), false)
         .unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
     for (u, k) in all_keys {
@@ -532,9 +530,7 @@ fn prepare(
     store.delete(&user("alice"), &key("big")).unwrap();
     store.delete(&user("bob"), &key("c")).unwrap();
     drop(store);
-    for e in std::fs::read_dir(dir.join("packs")).unwrap() {
-        std::fs::remove_file(e.unwrap().path()).unwrap();
-    }
+    drop_cache(dir);
 }
 
 fn run_job(store: &Store, job: &str) -> lockerstore::Result<()> {
@@ -715,9 +711,7 @@ fn concurrent_cold_reads_through_a_tiny_cache_all_succeed() {
             store.put(&user("u"), &key(k), &b[..]).unwrap();
         }
     }
-    for e in std::fs::read_dir(dir.path().join("packs")).unwrap() {
-        std::fs::remove_file(e.unwrap().path()).unwrap();
-    }
+    drop_cache(dir.path());
     // A cache smaller than one pack: every read evicts the others' packs.
     let store = Store::open(
         dir.path(),
@@ -1019,19 +1013,6 @@ fn an_older_copy_of_the_metadata_catches_up_or_is_refused() {
     }
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
 /// A large pack (here an expanding migration's copy of a whole locker) is read in spans: ranged
 /// GETs from the record a reader needs, each of many chunks, never the whole object and never
 /// one GET per chunk; sequential readers read ahead; every byte verified. A damaged cached span
@@ -1069,9 +1050,7 @@ fn large_packs_are_read_in_spans_of_many_chunks() {
             .unwrap();
         assert_eq!(store.stats().unwrap().packs, 1);
     }
-    for e in std::fs::read_dir(dir.path().join("packs")).unwrap() {
-        std::fs::remove_file(e.unwrap().path()).unwrap();
-    }
+    drop_cache(dir.path());
     const SPAN: u64 = 512 << 10;
     // A span is cut back to whole records, losing at most one chunk (256 KiB here).
     const MAX_CHUNK: u64 = 256 << 10;
@@ -1642,9 +1621,7 @@ fn a_marked_pack_id_is_never_given_out_again() {
     store.put(&user("u"), &key("c"), &c[..]).unwrap();
     drop(store);
     std::thread::sleep(grace + std::time::Duration::from_millis(200));
-    for e in std::fs::read_dir(dir.path().join("packs")).unwrap() {
-        std::fs::remove_file(e.unwrap().path()).unwrap();
-    }
+    drop_cache(dir.path());
     let store = open(Faulty::new(bucket.clone(), None));
     assert!(names(&bucket, "trash").is_empty(), "swept");
     assert_eq!(store.read_track(&user("u"), &key("c")).unwrap(), c);

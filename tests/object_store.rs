@@ -132,8 +132,7 @@ fn tracks_round_trip_through_the_bucket_cold_and_warm_and_survive_migration_and_
     }
     // Cold: no cache at all, every pack fetched (and dropped again) while reading.
     {
-        std::fs::remove_dir_all(dir.path().join("packs")).unwrap();
-        std::fs::create_dir(dir.path().join("packs")).unwrap();
+        drop_cache(dir.path());
         let store = open_with(dir.path(), None, 0);
         for u in ["alice", "bob"] {
             for (name, bytes) in &files {
@@ -199,8 +198,7 @@ fn tracks_round_trip_through_the_bucket_cold_and_warm_and_survive_migration_and_
 
     // The packs expand wrote hold many tracks: with spans of 64 KiB and no cache, every read
     // goes by ranged GETs (and read-ahead) to the server, and every byte comes back verified.
-    std::fs::remove_dir_all(dir.path().join("packs")).unwrap();
-    std::fs::create_dir(dir.path().join("packs")).unwrap();
+    drop_cache(dir.path());
     let store = Store::open(
         dir.path(),
         options().cache_bytes(0).read_span_bytes(64 << 10),
@@ -288,8 +286,7 @@ fn a_lost_object_is_reported_as_corruption_never_returned_as_data() {
         rt.block_on(async { object_store::ObjectStoreExt::delete(&s3, &p).await })
             .unwrap();
     }
-    std::fs::remove_dir_all(dir.path().join("packs")).unwrap();
-    std::fs::create_dir(dir.path().join("packs")).unwrap();
+    drop_cache(dir.path());
     let store = open_with(dir.path(), None, 1 << 30);
     match store.read_track(&user("u"), &key(&name)) {
         Err(lockerstore::Error::Corrupted { .. }) => {}

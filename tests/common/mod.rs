@@ -61,3 +61,25 @@ pub fn truncate(path: &std::path::Path, len: u64) {
         .set_len(len)
         .unwrap();
 }
+
+/// Copies a directory tree (a store, for tests that restore an older copy of it).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Empties the `packs/` directory of a store whose packs live in a bucket: its cache (and
+/// staging) goes, as on a node that lost it, so every read fetches from the bucket.
+pub fn drop_cache(store_dir: &std::path::Path) {
+    let packs = store_dir.join("packs");
+    std::fs::remove_dir_all(&packs).unwrap();
+    std::fs::create_dir(&packs).unwrap();
+}
