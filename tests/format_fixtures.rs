@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::truncate;
+use common::{copy_dir, truncate};
 use lockerstore::{
     Error, GcOptions, LicenseMode, Options, Store, StoreFileRepair, TrackKey, UserId,
 };
