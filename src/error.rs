@@ -36,6 +36,10 @@ pub enum Error {
     /// A track key was empty, too long, not UTF-8 or held a NUL or control character.
     #[error("invalid track key: {0}")]
     InvalidKey(&'static str),
+    /// A rights-holder name was empty, too long, not UTF-8, held a NUL or control character or
+    /// began or ended with whitespace.
+    #[error("invalid rights holder: {0}")]
+    InvalidRightsHolder(&'static str),
     /// The user has never stored anything here.
     #[error("unknown user {0:?}")]
     UnknownUser(String),
@@ -253,6 +257,7 @@ impl Error {
             self,
             Error::InvalidUserId(_)
                 | Error::InvalidKey(_)
+                | Error::InvalidRightsHolder(_)
                 | Error::UnknownUser(_)
                 | Error::TrackNotFound { .. }
                 | Error::InvalidOptions(_)

@@ -7,9 +7,13 @@
 
 use crate::error::{Error, Result};
 use crate::ids::{ChunkId, Domain, Fingerprint, PackId};
+use crate::names::RightsHolder;
 
-/// Version of the store as a whole (the `STORE` file and the metadata schema).
+/// Version of the `STORE` file.
 pub const STORE_FORMAT_VERSION: u32 = 1;
+/// Version of the metadata schema (state `format`). 2 added rights holders to track records
+/// and licences per holder (state `licences`); a store of version 1 is upgraded when opened.
+pub const META_FORMAT_VERSION: u32 = 2;
 /// Version of pack files.
 pub const PACK_FORMAT_VERSION: u32 = 1;
 /// Version byte of track records.
@@ -346,6 +350,8 @@ pub struct TrackRecord {
     pub stored_at: u64,
     /// The audio payload, when the segmenter recognised the format.
     pub audio: Option<TrackAudio>,
+    /// The track's rights holder, when known (metadata format 2).
+    pub holder: Option<RightsHolder>,
     pub chunks: Vec<ChunkRef>,
 }
 
@@ -353,6 +359,8 @@ const TRACK_FIXED_LEN: usize = 64;
 const TRACK_REF_LEN: usize = 36;
 /// Flag bit: an audio section follows the fixed part.
 const TRACK_FLAG_AUDIO: u8 = 1;
+/// Flag bit: a rights holder follows the audio section (metadata format 2).
+const TRACK_FLAG_HOLDER: u8 = 2;
 const TRACK_AUDIO_FIXED_LEN: usize = 40;
 const TRACK_RANGE_LEN: usize = 16;
 /// Most payload ranges a track may list (MP4 files with many `mdat` boxes).
@@ -362,11 +370,14 @@ impl TrackRecord {
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(TRACK_FIXED_LEN + self.chunks.len() * TRACK_REF_LEN);
         b.push(TRACK_FORMAT_VERSION);
-        b.push(if self.audio.is_some() {
-            TRACK_FLAG_AUDIO
-        } else {
-            0
-        });
+        let mut flags = 0;
+        if self.audio.is_some() {
+            flags |= TRACK_FLAG_AUDIO;
+        }
+        if self.holder.is_some() {
+            flags |= TRACK_FLAG_HOLDER;
+        }
+        b.push(flags);
         b.extend_from_slice(&[0u8; 2]);
         b.extend_from_slice(&(self.chunks.len() as u32).to_le_bytes());
         b.extend_from_slice(&self.domain.to_u64().to_le_bytes());
@@ -383,6 +394,10 @@ impl TrackRecord {
                 b.extend_from_slice(&e.to_le_bytes());
             }
         }
+        if let Some(h) = &self.holder {
+            b.extend_from_slice(&(h.as_str().len() as u16).to_le_bytes());
+            b.extend_from_slice(h.as_str().as_bytes());
+        }
         for c in &self.chunks {
             b.extend_from_slice(&c.id.0);
             b.extend_from_slice(&c.len.to_le_bytes());
@@ -398,7 +413,7 @@ impl TrackRecord {
         if b[0] != TRACK_FORMAT_VERSION {
             return Err(bad("unsupported version"));
         }
-        if b[1] & !TRACK_FLAG_AUDIO != 0 || b[2..4] != [0, 0] {
+        if b[1] & !(TRACK_FLAG_AUDIO | TRACK_FLAG_HOLDER) != 0 || b[2..4] != [0, 0] {
             return Err(bad("unknown flags"));
         }
         let count = u32_at(b, 4) as usize;
@@ -442,6 +457,19 @@ impl TrackRecord {
         } else {
             None
         };
+        let holder = if b[1] & TRACK_FLAG_HOLDER != 0 {
+            let n = b
+                .get(at..at + 2)
+                .map(|l| usize::from(u16::from_le_bytes([l[0], l[1]])))
+                .ok_or_else(|| bad("rights holder truncated"))?;
+            let name = b
+                .get(at + 2..at + 2 + n)
+                .ok_or_else(|| bad("rights holder truncated"))?;
+            at += 2 + n;
+            Some(RightsHolder::from_bytes(name).map_err(|_| bad("invalid rights holder"))?)
+        } else {
+            None
+        };
         if b.len() != at + count * TRACK_REF_LEN {
             return Err(bad("length does not match the chunk count"));
         }
@@ -469,6 +497,7 @@ impl TrackRecord {
             fingerprint,
             stored_at,
             audio,
+            holder,
             chunks,
         })
     }
@@ -644,6 +673,7 @@ mod tests {
             fingerprint: Fingerprint::of(b"x"),
             stored_at: 1_700_000_000,
             audio: None,
+            holder: None,
             chunks: vec![
                 ChunkRef {
                     id: ChunkId::of(b"a"),
@@ -667,6 +697,20 @@ mod tests {
         };
         let enc_audio = with_audio.encode();
         assert_eq!(TrackRecord::decode(&enc_audio).unwrap(), with_audio);
+        let with_holder = TrackRecord {
+            holder: Some(RightsHolder::new("Warp Records").unwrap()),
+            ..with_audio.clone()
+        };
+        let enc_holder = with_holder.encode();
+        assert_eq!(TrackRecord::decode(&enc_holder).unwrap(), with_holder);
+        // A record without a holder is byte for byte what format 1 wrote.
+        assert_eq!(enc_audio[1], TRACK_FLAG_AUDIO);
+        let mut bad_holder = enc_holder.clone();
+        bad_holder[TRACK_FIXED_LEN + TRACK_AUDIO_FIXED_LEN + 2 * TRACK_RANGE_LEN + 2] = b' ';
+        assert!(TrackRecord::decode(&bad_holder).is_err());
+        let mut long_holder = enc_holder.clone();
+        long_holder[TRACK_FIXED_LEN + TRACK_AUDIO_FIXED_LEN + 2 * TRACK_RANGE_LEN] = 200;
+        assert!(TrackRecord::decode(&long_holder).is_err());
         let mut past_end = with_audio.clone();
         past_end.audio.as_mut().unwrap().ranges[1].1 = 31;
         assert!(TrackRecord::decode(&past_end.encode()).is_err());

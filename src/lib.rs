@@ -61,6 +61,7 @@ mod random;
 mod read;
 mod segment;
 mod store;
+mod tags;
 // The file seam: public with `test-support` only, for tests that inject faults.
 #[cfg(feature = "test-support")]
 pub mod vfs;
@@ -76,16 +77,16 @@ pub use ids::{AudioFingerprint, ChunkId, Domain, Fingerprint, PackId, UserNo};
 #[cfg(feature = "object-store")]
 pub use index::journal::RebuildReport;
 pub use maint::gc::{GcOptions, GcProgress, GcReport};
-pub use maint::migrate::{
-    AuditReport, MigrationProgress, MigrationReport, RecordOwnership, WhatIf,
-};
+pub use maint::audit::{AuditReport, HolderAudit, RecordOwnership};
+pub use maint::migrate::{MigrationProgress, MigrationReport};
+pub use maint::whatif::{HolderWhatIf, HolderWhatIfs, WhatIf};
 pub use maint::verify::{DamagedTrack, DroppedDamage, VerifyReport};
-pub use names::{MAX_KEY_LEN, MAX_USER_ID_LEN, TrackKey, UserId};
+pub use names::{MAX_HOLDER_LEN, MAX_KEY_LEN, MAX_USER_ID_LEN, RightsHolder, TrackKey, UserId};
 pub use ownership::{
     CHALLENGE_TTL, Challenge, ClientTrack, OwnershipClaim, ProofOutcome, REFUSAL_FLOOR,
 };
 pub use pack::RecoveryReport;
-pub use policy::LicenseMode;
+pub use policy::{Licence, LicenseMode, Licences};
 pub use policy::quota::{Quota, QuotaUsage};
 pub use read::TrackReader;
 pub use read::catalog::{Stats, TrackInfo, UserStats};

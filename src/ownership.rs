@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::format::{TrackAudio, TrackRecord};
-use crate::ids::AudioFingerprint;
+use crate::ids::{AudioFingerprint, UserNo};
 use crate::names::{TrackKey, UserId};
 use crate::policy::{LicencePolicy, TrackOwner};
 use crate::random::random_bytes;
@@ -218,12 +218,12 @@ impl Proofs {
         // The prover's number: committed, or reserved for as long as the proof runs (the link's
         // put uses the same reservation).
         let prover = crate::write::reserve_user_no(engine, writer, &p.user)?;
-        let prover = TrackOwner { user: prover.no() };
-        // A holder is looked for only where the policy lets uploads be avoided, and used only
-        // where it lets the prover's track share the holder's records.
+        let prover = prover.no();
+        // A holder is looked for only where the policy lets some uploads be avoided, and used
+        // only where it lets the prover's track share the holder's records.
         // Any failure finding or reading it refuses like everything else: its error would name
         // the holder.
-        let holder = if fresh && engine.policy().current().avoids_uploads(prover) {
+        let holder = if fresh && engine.policy().current().avoids_any_upload() {
             holder(engine, &p.claim, prover).unwrap_or(None)
         } else {
             None
@@ -248,8 +248,9 @@ impl Proofs {
             .chain(std::io::Cursor::new(tail));
         // Only if the policy still lets the two tracks share as the ingest registers: a change of
         // policy since the check above refuses instead of linking a copy the new one forbids.
-        let allowed = |policy: &dyn LicencePolicy, owner: TrackOwner| {
-            policy.avoids_uploads(owner) && policy.may_share(owner, holder)
+        // The prover's rights holder is the one its own bytes (the head and tail it sent) name.
+        let allowed = |policy: &dyn LicencePolicy, owner: &TrackOwner| {
+            policy.avoids_uploads(owner) && policy.may_share(owner, &holder)
         };
         let options = crate::write::PutOptions::default();
         match crate::write::put_if(engine, writer, allowed, &p.user, &p.key, upload, &options) {
@@ -274,14 +275,16 @@ fn decoy_work(engine: &Engine, p: &Pending) {
     std::hint::black_box(h.finalize());
 }
 
-/// A track holding the claimed recording whose records the policy lets `prover` share, read
-/// once: a reader of exactly its record's payload, and its owner. `None` when no track
+/// A track holding the claimed recording whose records the policy lets user `prover` share,
+/// read once: a reader of exactly its record's payload, and its owner. `None` when no track
 /// qualifies (none holds the fingerprint, the first one's payload length differs from the
-/// claim, or the policy keeps its records from the prover).
+/// claim, or the policy keeps its records from the prover). The prover's track is taken to
+/// have the holder's rights holder here (the same recording); the put that links it checks
+/// again with the one the prover's own tags name.
 fn holder(
     engine: &Arc<Engine>,
     claim: &OwnershipClaim,
-    prover: TrackOwner,
+    prover: UserNo,
 ) -> Result<Option<(PayloadReader, TrackOwner)>> {
     let snap = engine.meta().read()?;
     let Some((no, key)) = snap
@@ -291,13 +294,21 @@ fn holder(
     else {
         return Ok(None);
     };
-    let owner = TrackOwner { user: no };
-    if !engine.policy().current().may_share(owner, prover) {
-        return Ok(None);
-    }
     let Some(track) = snap.track(no, &key)? else {
         return Ok(None);
     };
+    let owner = TrackOwner {
+        user: no,
+        holder: track.holder.clone(),
+    };
+    let prover = TrackOwner {
+        user: prover,
+        holder: track.holder.clone(),
+    };
+    let policy = engine.policy().current();
+    if !policy.avoids_uploads(&prover) || !policy.may_share(&owner, &prover) {
+        return Ok(None);
+    }
     let Some(audio) = track.audio.clone() else {
         return Ok(None);
     };

@@ -24,11 +24,6 @@ impl Held<'_> {
     pub(crate) fn contains(&self, domain: Domain, id: &ChunkId) -> bool {
         self.0.contains_key(&(domain, *id))
     }
-
-    /// Whether an ingest has pinned any entry of `domain`.
-    pub(crate) fn any_in(&self, domain: Domain) -> bool {
-        self.0.keys().any(|(d, _)| *d == domain)
-    }
 }
 
 impl Pins {

@@ -59,10 +59,12 @@ use crate::names::{TrackKey, UserId};
 
 /// Keys of the `state` table (small values, written rarely).
 pub(crate) mod state_keys {
-    /// u32 LE: metadata schema version (= STORE_FORMAT_VERSION).
+    /// u32 LE: metadata schema version (`META_FORMAT_VERSION`).
     pub const FORMAT: &str = "format";
-    /// u8: the license mode.
+    /// u8: the license mode (the licence policy's default).
     pub const MODE: &str = "mode";
+    /// The licence policy's entries per rights holder (`Licences::encode_entries`). Absent: none.
+    pub const LICENCES: &str = "licences";
     /// u64 LE: the per-store FastCDC gear seed.
     pub const SEED: &str = "chunker_seed";
     /// 3 x u32 LE: FastCDC min, avg, max chunk sizes.

@@ -692,6 +692,7 @@ mod tests {
             len: 10,
             fingerprint: Fingerprint::of(b"t"),
             stored_at: 0,
+            holder: None,
             audio: Some(TrackAudio {
                 format: 1,
                 fingerprint: fp,

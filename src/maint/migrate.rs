@@ -1,62 +1,39 @@
-//! Moving between license modes: what-if, migration both ways, and the audit that proves the
-//! layout.
+//! Migration: bringing the physical layout in line with the licence policy, both ways, online.
+//! (What it would do is predicted by `whatif`; `audit` proves the layout.)
 //!
 //! A track's record names the copy domain all its chunks live in; the licence policy
-//! (`crate::policy`) says which domain they belong in. A track whose domain is not the one the
-//! policy gives it is *pending*.
+//! (`crate::policy`) says, from the track's user and rights holder, which domain they belong in.
+//! A track whose domain is not the one the policy gives it is *pending*.
 //! Migration has no cursor of its own: it repeats rounds until no track is pending, each round
 //! made of independent atomic commits, so a crash at any point leaves a consistent store and
 //! running it again finishes the job.
 //!
-//! - Collapse (tracks the policy wants in the shared domain), one user per commit: every chunk of the user's pending tracks
-//!   moves its references to the shared entry; where the shared domain has no copy yet, the
-//!   user's entry is *promoted*: the shared entry takes over its record, no byte is written.
-//!   User entries that lost their references become garbage for GC.
+//! - Collapse (tracks the policy wants in the shared domain), one user per commit: every chunk
+//!   of the user's pending tracks moves its references to the shared entry; where the shared
+//!   domain has no copy yet, the user's entry is *promoted* when all its references move (the
+//!   shared entry takes over its record, no byte is written), and *copied* into the shared
+//!   domain when other tracks of the user (of a holder without a shared licence) still need
+//!   it. The copies are written and fsynced before the commit. User entries that lost their
+//!   references become garbage for GC.
 //! - Expand (tracks the policy wants in their user's own domain), a batch of tracks per commit: every chunk a user needs and
 //!   does not own yet is copied record for record (stored bytes as they are, verified first) into
 //!   a pack, the packs are fsynced, then one commit creates the user entries and moves the
 //!   references. Shared entries that lost their references become garbage for GC.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use crate::engine::Engine;
-use crate::engine::pins::Held;
 use crate::error::{Error, Result};
-use crate::format::{ChunkEntry, PACK_HEADER_LEN, RecordHeader, TrackRecord};
+use crate::format::{ChunkEntry, RecordHeader, TrackRecord};
 use crate::ids::{ChunkId, Domain, UserNo};
 use crate::index::refs::{Accounting, add_ref, drop_ref, insert_entry};
-use crate::index::{MetaRead, counter_keys as ck, write_with};
+use crate::index::write_with;
 use crate::names::TrackKey;
 use crate::pack::session::{Session, Source};
+use crate::maint::whatif::predict;
 use crate::policy::{LicencePolicy, LicenseMode, TrackOwner};
 use crate::read::fetch;
-
-/// What migrating to a mode would do, computed from metadata alone.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct WhatIf {
-    /// The mode the prediction is for.
-    pub mode: LicenseMode,
-    /// Live physical bytes (chunk records) after migration.
-    pub physical_bytes: u64,
-    /// Live chunk records after migration.
-    pub chunks: u64,
-    /// Bytes of chunk records migration must write (copies for per-user domains).
-    pub bytes_to_write: u64,
-    /// Chunk records it must write.
-    pub records_to_write: u64,
-    /// Pack headers of the new packs those records need.
-    pub pack_overhead_bytes: u64,
-    /// Live bytes that migration turns into garbage (reclaimed by the next GC).
-    pub bytes_to_free: u64,
-    /// Tracks that migration must move.
-    pub pending_tracks: u64,
-    /// Live physical bytes now, for comparison.
-    pub physical_bytes_now: u64,
-    /// Garbage bytes now (reclaimable by GC already).
-    pub garbage_bytes_now: u64,
-}
 
 /// Progress of a migration.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -93,66 +70,20 @@ pub struct MigrationReport {
     pub rounds: u64,
 }
 
-/// Which physical records break the current mode's layout.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct AuditReport {
-    /// The mode audited against.
-    pub mode: LicenseMode,
-    /// True when the layout matches the mode.
-    pub conforming: bool,
-    /// Live records referenced by tracks of more than one user (must be 0 in per-user-copy
-    /// mode; expected in single-master mode).
-    pub shared_records_across_users: u64,
-    /// Tracks whose chunks are not yet in the domain the mode asks for.
-    pub pending_tracks: u64,
-    /// Extra live records of content already stored live in another record (must be 0 in
-    /// single-master mode; expected in per-user-copy mode).
-    pub duplicate_records: u64,
-    /// Live records whose domain is a user other than every user referencing them (must be 0).
-    pub foreign_records: u64,
-    /// Physical records that more than one index entry points at (must be 0).
-    pub aliased_records: u64,
-    /// Live records in a domain the policy gives none of the tracks referencing them, or
-    /// referenced by no track at all (must be 0).
-    pub misplaced_records: u64,
-    /// Live records referenced by tracks the policy does not let share a record (must be 0).
-    pub unshareable_records: u64,
-    /// Live records in the shared domain.
-    pub shared_domain_records: u64,
-    /// Live records in user domains.
-    pub user_domain_records: u64,
-    /// Every live physical record with its domain and the users referencing it, when asked for.
-    pub records: Vec<RecordOwnership>,
-}
-
-/// One live physical record and who references it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RecordOwnership {
-    /// The chunk.
-    pub chunk: ChunkId,
-    /// Its copy domain.
-    pub domain: Domain,
-    /// Pack and offset of the record.
-    pub pack: crate::ids::PackId,
-    /// Offset in the pack.
-    pub offset: u64,
-    /// Users whose tracks reference it.
-    pub users: Vec<String>,
-}
-
 /// Consecutive rounds without progress (2 ms apart) before migration gives up.
 const MAX_IDLE_ROUNDS: u32 = 30_000;
 
-/// The domain the policy wants `user`'s track in.
-fn target(policy: &dyn LicencePolicy, user: UserNo) -> Domain {
-    policy.domain(TrackOwner { user })
+/// The domain the policy wants `user`'s track `t` in.
+pub(crate) fn target(policy: &dyn LicencePolicy, user: UserNo, t: &TrackRecord) -> Domain {
+    policy.domain(&TrackOwner {
+        user,
+        holder: t.holder.clone(),
+    })
 }
 
 /// Whether a track is not yet where the policy wants it.
-fn pending(policy: &dyn LicencePolicy, user: UserNo, t: &TrackRecord) -> bool {
-    t.domain != target(policy, user)
+pub(crate) fn pending(policy: &dyn LicencePolicy, user: UserNo, t: &TrackRecord) -> bool {
+    t.domain != target(policy, user, t)
 }
 
 /// How many times each chunk occurs in a track.
@@ -162,19 +93,6 @@ fn multiplicity(t: &TrackRecord) -> BTreeMap<ChunkId, u64> {
         *m.entry(c.id).or_default() += 1;
     }
     m
-}
-
-/// Predicts, from metadata alone, what migrating to `mode` would do.
-pub(crate) fn what_if(engine: &Engine, mode: LicenseMode) -> Result<WhatIf> {
-    let snap = engine.meta().read()?;
-    predict(snap.as_ref(), mode, engine.packs().size_limit())
-}
-
-/// Audits the physical layout against the current mode. With `records`, the report lists
-/// every live record with its domain and the users referencing it.
-pub(crate) fn audit(engine: &Engine, records: bool) -> Result<AuditReport> {
-    let snap = engine.meta().read()?;
-    check_layout(snap.as_ref(), engine.policy().mode(), records)
 }
 
 /// Brings the physical layout in line with the current mode, online: ingests, reads and
@@ -194,8 +112,8 @@ pub(crate) fn migrate(
         // the snapshot: such an ingest that finishes after this committed before the snapshot,
         // so the snapshot shows its track.
         let now = engine.policy().snapshot();
-        let mode = now.mode;
-        let policy: &dyn LicencePolicy = &mode;
+        let decider = &now.policy;
+        let policy: &dyn LicencePolicy = decider;
         let snap = engine.meta().read()?;
         let mut todo: Vec<(UserNo, TrackKey, TrackRecord)> = Vec::new();
         snap.for_each_track(&mut |no, key, t| {
@@ -207,7 +125,7 @@ pub(crate) fn migrate(
         if todo.is_empty() {
             // Ingests that started under an earlier policy may still commit pending tracks.
             if now.earlier_ingests == 0 && engine.policy().snapshot().generation == now.generation {
-                report.mode = Some(mode);
+                report.mode = Some(decider.licences().default);
                 return Ok(report);
             }
             drop(snap);
@@ -225,9 +143,11 @@ pub(crate) fn migrate(
         // records copied), which needs room first.
         let (to_shared, to_user): (Vec<_>, Vec<_>) = todo
             .into_iter()
-            .partition(|(no, _, _)| target(policy, *no) == Domain::Shared);
-        if !to_user.is_empty() {
-            let w = predict(snap.as_ref(), mode, engine.packs().size_limit())?;
+            .partition(|(no, _, t)| target(policy, *no, t) == Domain::Shared);
+        // Copies are written by expansion, and by collapse where a user's other tracks keep
+        // the record: room for them first.
+        {
+            let w = predict(snap.as_ref(), decider, engine.packs().size_limit())?;
             let needed = w.bytes_to_write + w.pack_overhead_bytes;
             let available = engine.space().free_space()?;
             if needed > available {
@@ -242,7 +162,7 @@ pub(crate) fn migrate(
         progress(&prog);
         let mut moved = 0;
         if !to_shared.is_empty() {
-            moved += collapse(engine, to_shared, &mut report, &mut prog, progress)?;
+            moved += collapse(engine, policy, to_shared, &mut report, &mut prog, progress)?;
         }
         if !to_user.is_empty() {
             moved += expand(engine, to_user, &mut report, &mut prog, progress)?;
@@ -262,183 +182,191 @@ pub(crate) fn migrate(
     }
 }
 
-fn predict(snap: &dyn MetaRead, mode: LicenseMode, pack_limit: u64) -> Result<WhatIf> {
-    let policy: &dyn LicencePolicy = &mode;
-    let mut needed: HashMap<(Domain, ChunkId), u64> = HashMap::new();
-    let (mut write, mut records_to_write, mut revived, mut pending_tracks) =
-        (0u64, 0u64, 0u64, 0u64);
-    let mut failure = None;
-    // Names play no part here: the raw scan, so a damaged name does not stop a read-only report.
-    snap.for_each_track_raw(&mut |no, _key, t| {
-        let dest = target(policy, no);
-        if t.domain != dest {
-            pending_tracks += 1;
-        }
-        for c in &t.chunks {
-            if needed.contains_key(&(dest, c.id)) {
-                continue;
-            }
-            let size = match snap.chunk(dest, &c.id)? {
-                Some(e) => {
-                    if e.refcount == 0 {
-                        revived += e.record_len();
-                    }
-                    e.record_len()
-                }
-                None => {
-                    let Some(src) = snap.chunk(t.domain, &c.id)? else {
-                        failure = Some(c.id);
-                        continue;
-                    };
-                    // Collapsing into the shared domain promotes the user's record; expanding
-                    // into a user's domain copies it.
-                    if dest != Domain::Shared {
-                        write += src.record_len();
-                        records_to_write += 1;
-                    }
-                    src.record_len()
-                }
-            };
-            needed.insert((dest, c.id), size);
-        }
-        Ok(())
-    })?;
-    if let Some(id) = failure {
-        return Err(Error::corrupted(format!(
-            "chunk {id} missing from the index"
-        )));
-    }
-    let physical: u64 = needed.values().sum();
-    let now = snap.counter(ck::LIVE_BYTES)?;
-    let usable = pack_limit.max(1);
-    let new_packs = write.div_ceil(usable);
-    Ok(WhatIf {
-        mode,
-        physical_bytes: physical,
-        chunks: needed.len() as u64,
-        bytes_to_write: write,
-        records_to_write,
-        pack_overhead_bytes: new_packs * PACK_HEADER_LEN as u64,
-        bytes_to_free: (now + write + revived).saturating_sub(physical),
-        pending_tracks,
-        physical_bytes_now: now,
-        garbage_bytes_now: snap.counter(ck::GARBAGE_BYTES)?,
-    })
-}
-
-/// Collapses each user's pending tracks in one commit. Returns the tracks moved.
+/// Collapses each user's pending tracks in one commit (after the copies it needs, if any).
+/// Returns the tracks moved.
 fn collapse(
     engine: &Engine,
+    policy: &dyn LicencePolicy,
     todo: Vec<(UserNo, TrackKey, TrackRecord)>,
     report: &mut MigrationReport,
     prog: &mut MigrationProgress,
     progress: &mut dyn FnMut(&MigrationProgress),
 ) -> Result<u64> {
-    let users: Vec<UserNo> = todo
-        .iter()
-        .map(|t| t.0)
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let users: BTreeSet<UserNo> = todo.iter().map(|t| t.0).collect();
     let mut moved = 0;
     for no in users {
-        let user_domain = Domain::User(no);
-        // Held from the pin check through the commit, so no ingest pins an entry we remove.
-        let pins = engine.pins().hold();
-        // Promotion deletes the user's entry: impossible while an ingest holds a pin on it. No
-        // pin can appear while we hold the lock, so checking a snapshot first is enough, and a
-        // blocked user costs no commit.
-        if blocked_by_pins(engine, &pins, no)? {
-            continue;
-        }
-        let outcome = write_with(engine.meta(), |w| {
-            let tracks: Vec<(TrackKey, TrackRecord)> = w
-                .tracks_of(no)?
-                .into_iter()
-                .filter(|(_, t)| t.domain == user_domain)
-                .collect();
-            let mut counts: BTreeMap<ChunkId, u64> = BTreeMap::new();
-            for (_, t) in &tracks {
-                for (id, k) in multiplicity(t) {
-                    *counts.entry(id).or_default() += k;
+        let mut session = Session::new(engine.packs(), Source::Pool);
+        let result = collapse_user(engine, policy, no, &mut session);
+        match result {
+            Ok(outcome) => {
+                session.commit();
+                if let Some(c) = outcome {
+                    moved += c.tracks;
+                    report.tracks_migrated += c.tracks;
+                    report.records_promoted += c.promoted;
+                    report.records_copied += c.copied;
+                    report.bytes_written += c.written;
+                    prog.tracks_done += c.tracks;
+                    prog.bytes_done += c.bytes;
+                    prog.bytes_written += c.written;
+                    progress(prog);
                 }
             }
-            // The snapshot check above can miss an entry an ingest pinned and then committed a
-            // reference to just before this transaction: check again, before any change, so
-            // giving up leaves the transaction empty.
-            for id in counts.keys() {
-                if pins.contains(user_domain, id) && w.chunk(Domain::Shared, id)?.is_none() {
-                    return Ok(None);
-                }
+            Err(e) => {
+                session.abandon();
+                return Err(e);
             }
-            let mut acc = Accounting::default();
-            let mut promoted = 0u64;
-            for (id, k) in &counts {
-                let ue = w.chunk(user_domain, id)?.ok_or_else(|| {
-                    Error::corrupted(format!("chunk {id} missing from the index"))
-                })?;
-                if ue.refcount != *k {
-                    return Err(Error::corrupted(format!(
-                        "chunk {id} of user number {}: refcount {} but {k} references",
-                        no.0, ue.refcount
-                    )));
-                }
-                if w.chunk(Domain::Shared, id)?.is_some() {
-                    for _ in 0..*k {
-                        add_ref(w, Domain::Shared, id, &mut acc)?;
-                        drop_ref(w, user_domain, id, &mut acc)?;
-                    }
-                } else {
-                    // The shared entry takes over the record and all its references; the bytes
-                    // stay where they are and stay live.
-                    w.put_chunk(Domain::Shared, id, &ue)?;
-                    w.remove_chunk(user_domain, id)?;
-                    promoted += 1;
-                }
-            }
-            let mut bytes = 0;
-            for (key, t) in &tracks {
-                let moved = TrackRecord {
-                    domain: Domain::Shared,
-                    ..t.clone()
-                };
-                w.put_track(no, key, &moved)?;
-                bytes += t.len;
-            }
-            acc.apply(w)?;
-            Ok(Some((tracks.len() as u64, bytes, promoted)))
-        });
-        drop(pins);
-        if let Some((n, bytes, promoted)) = outcome? {
-            moved += n;
-            report.tracks_migrated += n;
-            report.records_promoted += promoted;
-            prog.tracks_done += n;
-            prog.bytes_done += bytes;
-            progress(prog);
         }
     }
     Ok(moved)
 }
 
-/// Whether collapsing user `no` would have to promote an entry an ingest has pinned.
-fn blocked_by_pins(engine: &Engine, pins: &Held<'_>, no: UserNo) -> Result<bool> {
+/// What one user's collapse did.
+struct Collapsed {
+    tracks: u64,
+    bytes: u64,
+    promoted: u64,
+    copied: u64,
+    written: u64,
+}
+
+/// Collapses user `no`'s tracks bound for the shared domain. `None`: an ingest got in the way
+/// (it pinned an entry promotion would remove, or referenced one the plan meant to promote);
+/// the next round tries again, and copies made meanwhile stay as garbage a later round or GC
+/// uses up.
+fn collapse_user(
+    engine: &Engine,
+    policy: &dyn LicencePolicy,
+    no: UserNo,
+    session: &mut Session<'_>,
+) -> Result<Option<Collapsed>> {
     let user_domain = Domain::User(no);
-    if !pins.any_in(user_domain) {
-        return Ok(false);
-    }
-    let snap = engine.meta().read()?;
-    for (_, t) in snap.tracks_of(no)? {
-        if t.domain != user_domain {
-            continue;
-        }
-        for c in &t.chunks {
-            if pins.contains(user_domain, &c.id) && snap.chunk(Domain::Shared, &c.id)?.is_none() {
-                return Ok(true);
+    let bound = |t: &TrackRecord| t.domain == user_domain && target(policy, no, t) == Domain::Shared;
+    let counts_of = |tracks: &[(TrackKey, TrackRecord)]| {
+        let mut counts: BTreeMap<ChunkId, u64> = BTreeMap::new();
+        for (_, t) in tracks.iter().filter(|(_, t)| bound(t)) {
+            for (id, k) in multiplicity(t) {
+                *counts.entry(id).or_default() += k;
             }
         }
+        counts
+    };
+    // 1. Copies, planned on a snapshot: where the shared domain lacks the chunk and the user's
+    //    entry keeps references the move leaves (tracks of holders without a shared licence)
+    //    or is pinned by an ingest (promotion would remove it). Migration and GC are
+    //    serialised, so the entries read here stay until the commit.
+    let snap = engine.meta().read()?;
+    let counts = counts_of(&snap.tracks_of(no)?);
+    let pinned: HashSet<ChunkId> = {
+        let pins = engine.pins().hold();
+        counts
+            .keys()
+            .filter(|id| pins.contains(user_domain, id))
+            .copied()
+            .collect()
+    };
+    let mut copies: HashMap<ChunkId, ChunkEntry> = HashMap::new();
+    for (id, k) in &counts {
+        if snap.chunk(Domain::Shared, id)?.is_some() {
+            continue;
+        }
+        let ue = snap
+            .chunk(user_domain, id)?
+            .ok_or_else(|| Error::corrupted(format!("chunk {id} missing from the index")))?;
+        if ue.refcount > *k || pinned.contains(id) {
+            let (head, stored) = fetch::record_verified(engine, &ue, id)?;
+            let header = RecordHeader {
+                domain: Domain::Shared,
+                ..head
+            };
+            let (pack, offset) = session.append(&header, &stored)?;
+            copies.insert(
+                *id,
+                ChunkEntry {
+                    pack,
+                    offset,
+                    refcount: 0,
+                    ..ue
+                },
+            );
+        }
     }
-    Ok(false)
+    drop(snap);
+    session.sync()?;
+    let appended = session.appended();
+    // 2. One commit, pins held from the check through the commit, so no ingest pins an entry
+    //    promotion removes.
+    let pins = engine.pins().hold();
+    let outcome = write_with(engine.meta(), |w| {
+        let mut acc = Accounting::default();
+        acc.record_appends(&appended);
+        for (id, entry) in &copies {
+            insert_entry(w, Domain::Shared, id, *entry, &mut acc)?;
+        }
+        let tracks: Vec<(TrackKey, TrackRecord)> = w
+            .tracks_of(no)?
+            .into_iter()
+            .filter(|(_, t)| bound(t))
+            .collect();
+        let counts = counts_of(&tracks);
+        // Decided for every chunk before any reference moves, so giving up leaves only the
+        // copies (as garbage).
+        let mut promote: HashSet<ChunkId> = HashSet::new();
+        for (id, k) in &counts {
+            let ue = w
+                .chunk(user_domain, id)?
+                .ok_or_else(|| Error::corrupted(format!("chunk {id} missing from the index")))?;
+            if ue.refcount < *k {
+                return Err(Error::corrupted(format!(
+                    "chunk {id} of user number {}: refcount {} but {k} references",
+                    no.0, ue.refcount
+                )));
+            }
+            if w.chunk(Domain::Shared, id)?.is_some() {
+                continue;
+            }
+            if ue.refcount == *k && !pins.contains(user_domain, id) {
+                promote.insert(*id);
+            } else {
+                acc.apply(w)?;
+                return Ok(None);
+            }
+        }
+        for (id, k) in &counts {
+            if promote.contains(id) {
+                // The shared entry takes over the record and all its references; the bytes
+                // stay where they are and stay live.
+                let ue = w.chunk(user_domain, id)?.expect("checked above");
+                w.put_chunk(Domain::Shared, id, &ue)?;
+                w.remove_chunk(user_domain, id)?;
+            } else {
+                for _ in 0..*k {
+                    add_ref(w, Domain::Shared, id, &mut acc)?;
+                    drop_ref(w, user_domain, id, &mut acc)?;
+                }
+            }
+        }
+        let mut bytes = 0;
+        for (key, t) in &tracks {
+            let moved = TrackRecord {
+                domain: Domain::Shared,
+                ..t.clone()
+            };
+            w.put_track(no, key, &moved)?;
+            bytes += t.len;
+        }
+        acc.apply(w)?;
+        Ok(Some((tracks.len() as u64, bytes, promote.len() as u64)))
+    });
+    drop(pins);
+    let written: u64 = copies.values().map(|e| e.record_len()).sum();
+    Ok(outcome?.map(|(tracks, bytes, promoted)| Collapsed {
+        tracks,
+        bytes,
+        promoted,
+        copied: copies.len() as u64,
+        written,
+    }))
 }
 
 /// Bytes of copies gathered before one expand commit.
@@ -564,108 +492,4 @@ fn expand_batch_inner(
     prog.bytes_done += bytes;
     prog.bytes_written += written;
     Ok(n)
-}
-
-fn check_layout(snap: &dyn MetaRead, mode: LicenseMode, list: bool) -> Result<AuditReport> {
-    let policy: &dyn LicencePolicy = &mode;
-    let mut users_of: HashMap<(Domain, ChunkId), HashSet<UserNo>> = HashMap::new();
-    let mut pending_tracks = 0;
-    // Names play no part here: the raw scan, so a damaged name does not stop a read-only report.
-    snap.for_each_track_raw(&mut |no, _key, t| {
-        if pending(policy, no, &t) {
-            pending_tracks += 1;
-        }
-        for c in &t.chunks {
-            users_of.entry((t.domain, c.id)).or_default().insert(no);
-        }
-        Ok(())
-    })?;
-    let mut live_by_id: HashMap<ChunkId, u64> = HashMap::new();
-    let mut locations: HashSet<(crate::ids::PackId, u64)> = HashSet::new();
-    let (mut across, mut foreign, mut shared_records, mut user_records, mut aliased) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
-    let (mut misplaced, mut unshareable) = (0u64, 0u64);
-    let mut records = Vec::new();
-    let mut names: HashMap<UserNo, String> = HashMap::new();
-    let mut entries = Vec::new();
-    snap.for_each_chunk(&mut |d, id, e| {
-        if e.refcount > 0 {
-            entries.push((d, id, e));
-        }
-        Ok(())
-    })?;
-    for (d, id, e) in entries {
-        *live_by_id.entry(id).or_default() += 1;
-        if !locations.insert((e.pack, e.offset)) {
-            aliased += 1;
-        }
-        let users = users_of.remove(&(d, id)).unwrap_or_default();
-        if users.len() > 1 {
-            across += 1;
-        }
-        // The policy's verdict: every track referencing the record wants it in its domain, and
-        // they may all share it.
-        if users.is_empty() || users.iter().any(|u| target(policy, *u) != d) {
-            misplaced += 1;
-        }
-        let owners: Vec<TrackOwner> = users.iter().map(|u| TrackOwner { user: *u }).collect();
-        if owners
-            .iter()
-            .any(|a| owners.iter().any(|b| !policy.may_share(*a, *b)))
-        {
-            unshareable += 1;
-        }
-        match d {
-            Domain::Shared => shared_records += 1,
-            Domain::User(owner) => {
-                user_records += 1;
-                if users.iter().any(|u| *u != owner) {
-                    foreign += 1;
-                }
-            }
-        }
-        if list {
-            let mut us = Vec::new();
-            for u in users {
-                let name = match names.entry(u) {
-                    std::collections::hash_map::Entry::Occupied(o) => o.get().clone(),
-                    std::collections::hash_map::Entry::Vacant(v) => v
-                        .insert(
-                            snap.user_name(u)?
-                                .map_or_else(|| format!("#{}", u.0), |n| n.to_string()),
-                        )
-                        .clone(),
-                };
-                us.push(name);
-            }
-            us.sort();
-            records.push(RecordOwnership {
-                chunk: id,
-                domain: d,
-                pack: e.pack,
-                offset: e.offset,
-                users: us,
-            });
-        }
-    }
-    let duplicate_records: u64 = live_by_id.values().map(|n| n - 1).sum();
-    // Asked of the policy, not of the mode: with no track pending and every live record in a
-    // domain its tracks' policy wants and may share, the layout is the policy's (per-user
-    // copies: no record across users, none shared; single master: no duplicate, no user record).
-    let conforming =
-        pending_tracks == 0 && foreign == 0 && aliased == 0 && misplaced == 0 && unshareable == 0;
-    Ok(AuditReport {
-        mode,
-        conforming,
-        shared_records_across_users: across,
-        pending_tracks,
-        duplicate_records,
-        foreign_records: foreign,
-        aliased_records: aliased,
-        misplaced_records: misplaced,
-        unshareable_records: unshareable,
-        shared_domain_records: shared_records,
-        user_domain_records: user_records,
-        records,
-    })
 }

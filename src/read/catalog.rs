@@ -33,6 +33,8 @@ pub struct TrackInfo {
     pub audio_fingerprint: Option<AudioFingerprint>,
     /// Bytes of audio payload.
     pub audio_len: u64,
+    /// The track's rights holder, when known.
+    pub rights_holder: Option<crate::RightsHolder>,
 }
 
 /// Per-user accounting.
@@ -180,5 +182,6 @@ pub(crate) fn info(key: TrackKey, t: &TrackRecord) -> TrackInfo {
         format: Format::name_of_code(t.audio.as_ref().map_or(0, |a| a.format)),
         audio_fingerprint: t.audio.as_ref().map(|a| AudioFingerprint(a.fingerprint)),
         audio_len: t.audio.as_ref().map_or(0, |a| a.len()),
+        rights_holder: t.holder.clone(),
     }
 }

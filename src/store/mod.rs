@@ -15,12 +15,14 @@ use crate::engine::Engine;
 use crate::error::Result;
 use crate::index::{state_keys as sk, write_with};
 use crate::maint::gc::{GcOptions, GcProgress, GcReport};
-use crate::maint::migrate::{AuditReport, MigrationProgress, MigrationReport, WhatIf};
+use crate::maint::audit::AuditReport;
+use crate::maint::migrate::{MigrationProgress, MigrationReport};
+use crate::maint::whatif::{HolderWhatIfs, WhatIf};
 use crate::maint::verify::{DroppedDamage, VerifyReport};
-use crate::names::{TrackKey, UserId};
+use crate::names::{RightsHolder, TrackKey, UserId};
 use crate::ownership::{Challenge, OwnershipClaim, ProofOutcome, Proofs};
 use crate::pack::RecoveryReport;
-use crate::policy::LicenseMode;
+use crate::policy::{Licence, LicenseMode, Licences};
 use crate::policy::quota::{Quota, QuotaUsage};
 use crate::read::TrackReader;
 use crate::read::catalog::{Stats, TrackInfo};
@@ -111,21 +113,71 @@ impl Store {
         self.engine.chunker().params
     }
 
-    /// The license mode.
+    /// The license mode: the licence policy's default, for tracks whose rights holder has no
+    /// licence entry in force.
     pub fn mode(&self) -> LicenseMode {
         self.engine.policy().mode()
     }
 
-    /// Sets the license mode, durably. New ingests follow it at once; existing data keeps its
-    /// layout until migrated.
+    /// Sets the license mode (the policy's default), durably. New ingests follow it at once;
+    /// existing data keeps its layout until migrated.
     pub fn set_mode(&self, mode: LicenseMode) -> Result<()> {
         // Persisted under the policy's lock, so no ingest starts under the old mode after this
         // returns.
-        self.engine.policy().set_mode(mode, || {
-            write_with(self.engine.meta(), |w| {
-                w.set_state(sk::MODE, &[mode.to_byte()])
-            })
-        })
+        self.engine.policy().update(
+            |l| l.default = mode,
+            |_| {
+                write_with(self.engine.meta(), |w| {
+                    w.set_state(sk::MODE, &[mode.to_byte()])
+                })
+            },
+        )
+    }
+
+    /// The licence policy: the default and the entries per rights holder.
+    pub fn licences(&self) -> Licences {
+        self.engine.policy().licences()
+    }
+
+    /// Sets `holder`'s licence entry, or removes it (`None`: its tracks follow the default),
+    /// durably. New ingests follow it at once; the holder's stored tracks keep their layout
+    /// until [`Store::migrate`] moves them (only theirs: tracks of other holders are left
+    /// alone). An entry with an end (`Licence::until`) stops applying at that moment; a
+    /// migration after it moves the holder's tracks back to the default.
+    pub fn set_licence(&self, holder: &RightsHolder, licence: Option<Licence>) -> Result<()> {
+        self.engine.policy().update(
+            |l| match licence {
+                Some(entry) => {
+                    l.entries.insert(holder.clone(), entry);
+                }
+                None => {
+                    l.entries.remove(holder);
+                }
+            },
+            |l| {
+                if l.entries.len() > crate::policy::MAX_LICENCES {
+                    return Err(crate::Error::InvalidOptions(format!(
+                        "at most {} licence entries",
+                        crate::policy::MAX_LICENCES
+                    )));
+                }
+                let entries = l.encode_entries();
+                write_with(self.engine.meta(), |w| w.set_state(sk::LICENCES, &entries))
+            },
+        )
+    }
+
+    /// Changes the rights holder of `user`'s track `key` (`None`: unknown), a metadata
+    /// operation: no byte of the track moves. If the new holder's licence wants the track in
+    /// another domain, the track is pending until [`Store::migrate`] moves it (and
+    /// [`Store::audit`] reports it meanwhile).
+    pub fn set_rights_holder(
+        &self,
+        user: &UserId,
+        key: &TrackKey,
+        holder: Option<RightsHolder>,
+    ) -> Result<()> {
+        crate::write::holder::set_rights_holder(&self.engine, user, key, holder)
     }
 
     /// Stores the bytes of `reader` as `user`'s track `key`, replacing any track under that key
@@ -211,21 +263,31 @@ impl Store {
         crate::maint::gc::gc(&self.engine, options, progress)
     }
 
-    /// Predicts, from metadata alone, what migrating to `mode` would do.
+    /// Predicts, from metadata alone, what migrating with the default mode `mode` (and the
+    /// licence entries as they are) would do.
     pub fn what_if(&self, mode: LicenseMode) -> Result<WhatIf> {
-        crate::maint::migrate::what_if(&self.engine, mode)
+        crate::maint::whatif::what_if(&self.engine, mode)
     }
 
-    /// Audits the physical layout against the current mode. With `records`, the report lists
-    /// every live record with its domain and the users referencing it.
+    /// Predicts, from metadata alone and for every rights holder at once, what changing that
+    /// holder's licence to the other mode and migrating would do: the physical bytes after,
+    /// the bytes to write and to free, sorted by savings (docs/DESIGN.md 14.4).
+    pub fn what_if_by_holder(&self) -> Result<HolderWhatIfs> {
+        crate::maint::whatif::what_if_by_holder(&self.engine)
+    }
+
+    /// Audits the physical layout against the licence policy, for the store and per rights
+    /// holder. With `records`, the report lists every live record with its domain and the
+    /// users referencing it.
     pub fn audit(&self, records: bool) -> Result<AuditReport> {
-        crate::maint::migrate::audit(&self.engine, records)
+        crate::maint::audit::audit(&self.engine, records)
     }
 
-    /// Brings the physical layout in line with the current mode, online: ingests, reads and
-    /// deletes go on meanwhile, from any thread. Crash-safe and resumable; a store already in
-    /// line is left alone. Before copying data (expanding to per-user copies) it checks the
-    /// free disk space against the what-if figure and refuses with `InsufficientSpace`.
+    /// Brings the physical layout in line with the licence policy, online: ingests, reads and
+    /// deletes go on meanwhile, from any thread. Moves only the tracks whose holder's licence
+    /// (or the default) wants them elsewhere. Crash-safe and resumable; a store already in
+    /// line is left alone. Before copying data it checks the free disk space against the
+    /// what-if figure and refuses with `InsufficientSpace`.
     pub fn migrate(&self, progress: &mut dyn FnMut(&MigrationProgress)) -> Result<MigrationReport> {
         crate::maint::migrate::migrate(&self.engine, progress)
     }

@@ -9,13 +9,13 @@ use crate::chunk::{Chunker, ChunkerParams};
 use crate::engine::space::Space;
 use crate::engine::{Engine, Parts};
 use crate::error::{Error, Result};
-use crate::format::{STORE_FORMAT_VERSION, StoreFile};
+use crate::format::{META_FORMAT_VERSION, STORE_FORMAT_VERSION, StoreFile};
 use crate::index::filter::ChunkFilter;
 use crate::index::{MetaStore, RedbMeta, counter_keys as ck, state_keys as sk, write_with};
 use crate::pack::local::LocalPacks;
 use crate::pack::storage::PackStorage;
 use crate::pack::{Packs, RecoveryReport};
-use crate::policy::{LicenseMode, Policy};
+use crate::policy::{LicenseMode, Licences, Policy};
 use crate::random::random_bytes;
 use crate::vfs::Vfs;
 use crate::write::Writer;
@@ -171,11 +171,12 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
             .try_into()
             .map_err(|_| Error::corrupted("metadata format version"))?,
     );
-    if format != STORE_FORMAT_VERSION {
+    // Format 1 lacks rights holders and licences per holder; its data is format 2's with none.
+    if format != META_FORMAT_VERSION && format != 1 {
         return Err(Error::UnsupportedVersion {
             path: meta_path,
             found: format,
-            supported: STORE_FORMAT_VERSION,
+            supported: META_FORMAT_VERSION,
         });
     }
     let seed = get(sk::SEED)?;
@@ -213,12 +214,20 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
         &store_file,
         meta,
     )?;
+    if format < META_FORMAT_VERSION {
+        // Upgraded at once (and journaled, with packs in a bucket), so a build that knows only
+        // format 1 refuses the store instead of ignoring its licences.
+        write_with(meta.as_ref(), |w| {
+            w.set_state(sk::FORMAT, &META_FORMAT_VERSION.to_le_bytes())
+        })?;
+    }
     let snap = meta.read()?;
     let mode = snap.state(sk::MODE)?;
     let mode = mode
         .filter(|m| m.len() == 1)
         .and_then(|m| LicenseMode::from_byte(m[0]))
         .ok_or_else(|| Error::corrupted("metadata license mode"))?;
+    let licences = Licences::decode(mode, snap.state(sk::LICENCES)?.as_deref())?;
     let rows = snap.packs()?;
     let snap_counters = (
         snap.counter(ck::LIVE_CHUNKS)?,
@@ -250,7 +259,7 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
         filter,
         packs,
         chunker: Chunker { params, seed },
-        policy: Policy::new(mode),
+        policy: Policy::new(licences),
         lock,
     });
     engine.space().restore_ballast()?;
@@ -559,7 +568,7 @@ fn create_metadata(
     let seed = u64::from_le_bytes(random_bytes("the chunker seed")?);
     let meta = RedbMeta::open(vfs, &tmp, true)?;
     write_with(&meta, |w| {
-        w.set_state(sk::FORMAT, &STORE_FORMAT_VERSION.to_le_bytes())?;
+        w.set_state(sk::FORMAT, &META_FORMAT_VERSION.to_le_bytes())?;
         w.set_state(sk::MODE, &[options.mode.to_byte()])?;
         w.set_state(sk::SEED, &seed.to_le_bytes())?;
         w.set_state(sk::CHUNKER, &options.chunker.encode())?;

@@ -16,9 +16,11 @@
 //! have reached the disk); the next open cuts whatever no committed metadata covers.
 
 pub(crate) mod delete;
+pub(crate) mod holder;
 pub(crate) mod upload;
 
 use std::collections::{HashMap, HashSet};
+use std::cell::OnceCell;
 use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,11 +37,11 @@ use crate::index::refs::{
     release_exemption, remove_recording,
 };
 use crate::index::{MetaWrite, counter_keys as ck, write_with};
-use crate::names::{TrackKey, UserId};
+use crate::names::{RightsHolder, TrackKey, UserId};
 use crate::pack::codec;
 use crate::pack::session::{Appended, Session, Source};
 use crate::policy::quota::{Quota, QuotaUsage};
-use crate::policy::{LicencePolicy, TrackOwner};
+use crate::policy::{Decider, LicencePolicy, TrackOwner};
 use crate::write::upload::chunk_upload;
 
 /// What a put did.
@@ -73,6 +75,7 @@ pub struct PutOutcome {
 pub struct PutOptions {
     quota_exempt: bool,
     expected_len: Option<u64>,
+    rights_holder: Option<RightsHolder>,
 }
 
 impl PutOptions {
@@ -92,6 +95,15 @@ impl PutOptions {
     #[must_use]
     pub fn expected_len(mut self, len: u64) -> Self {
         self.expected_len = Some(len);
+        self
+    }
+
+    /// The track's rights holder (its label), which decides under which licence it is stored.
+    /// Default: the one the upload's tags name (see the crate's `tags` feature and
+    /// docs/DESIGN.md 14.1 for the precedence), else unknown (the policy's default applies).
+    #[must_use]
+    pub fn rights_holder(mut self, holder: RightsHolder) -> Self {
+        self.rights_holder = Some(holder);
         self
     }
 }
@@ -275,13 +287,13 @@ pub(crate) fn put(
 }
 
 /// A put that runs only if `allowed` accepts the policy the ingest registers under, for the
-/// track's owner: `Ok(None)`, with nothing read or written, otherwise. Upload avoidance must
-/// never link a track under a policy that forbids it, even if the policy changed since it
-/// checked.
+/// track's owner (its user, and its rights holder as the put's options or the upload's tags
+/// name it): `Ok(None)`, with nothing written, otherwise. Upload avoidance must never link a
+/// track under a policy that forbids it, even if the policy changed since it checked.
 pub(crate) fn put_if(
     engine: &Engine,
     writer: &Writer,
-    allowed: impl FnOnce(&dyn LicencePolicy, TrackOwner) -> bool,
+    allowed: impl FnOnce(&dyn LicencePolicy, &TrackOwner) -> bool,
     user: &UserId,
     key: &TrackKey,
     reader: impl Read,
@@ -295,13 +307,8 @@ pub(crate) fn put_if(
         });
     }
     let reserved = reserve_user_no(engine, writer, user)?;
-    let owner = TrackOwner { user: reserved.no };
     // Ends with the put, even if it panics, so migration never waits for it forever.
     let ingest = engine.policy().begin_ingest();
-    if !allowed(ingest.policy(), owner) {
-        return Ok(None);
-    }
-    let domain = ingest.policy().domain(owner);
     let mut pinned = Pinned {
         engine,
         pinned: Vec::new(),
@@ -310,10 +317,9 @@ pub(crate) fn put_if(
     let result = put_inner(
         engine,
         writer,
-        user,
-        owner.user,
-        key,
-        domain,
+        (user, reserved.no, key),
+        ingest.policy(),
+        allowed,
         reader,
         options,
         &mut session,
@@ -322,7 +328,7 @@ pub(crate) fn put_if(
     match result {
         Ok(outcome) => {
             session.commit();
-            Ok(Some(outcome))
+            Ok(outcome)
         }
         // Refused inside the commit's transaction, which therefore never committed.
         Err(e @ Error::QuotaExceeded { .. }) => {
@@ -340,21 +346,42 @@ pub(crate) fn put_if(
 fn put_inner(
     engine: &Engine,
     writer: &Writer,
-    user: &UserId,
-    user_no: UserNo,
-    key: &TrackKey,
-    domain: Domain,
+    (user, user_no, key): (&UserId, UserNo, &TrackKey),
+    policy: &Decider,
+    allowed: impl FnOnce(&dyn LicencePolicy, &TrackOwner) -> bool,
     reader: impl Read,
     options: &PutOptions,
     session: &mut Session<'_>,
     pinned: &mut Pinned<'_>,
-) -> Result<PutOutcome> {
+) -> Result<Option<PutOutcome>> {
+    // The track's owner and copy domain, decided from the window before the first chunk.
+    let decided: OnceCell<(TrackOwner, Domain)> = OnceCell::new();
+    let mut allowed = Some(allowed);
+    let mut decide = |window: &[u8]| -> Result<bool> {
+        let holder = options
+            .rights_holder
+            .clone()
+            .or_else(|| crate::tags::rights_holder(window));
+        let owner = TrackOwner {
+            user: user_no,
+            holder,
+        };
+        if !allowed.take().is_some_and(|f| f(policy, &owner)) {
+            return Ok(false);
+        }
+        let domain = policy.domain(&owner);
+        Ok(decided.set((owner, domain)).is_ok())
+    };
     let mut refs: Vec<ChunkRef> = Vec::new();
     // Chunks this ingest wrote, and chunks it found already stored in the domain.
     let mut written: HashMap<ChunkId, ChunkEntry> = HashMap::new();
     let mut existing: HashSet<ChunkId> = HashSet::new();
     let mut new_bytes = 0u64;
     let mut each = |plain: &[u8], id: ChunkId| -> Result<()> {
+        let domain = decided
+            .get()
+            .map(|d| d.1)
+            .expect("the upload decides its domain before its first chunk");
         refs.push(ChunkRef {
             id,
             len: plain.len() as u32,
@@ -401,8 +428,15 @@ fn put_inner(
         writer.segment_window,
         options.expected_len,
         reader,
+        &mut decide,
         &mut each,
     )?;
+    let Some(upload) = upload else {
+        return Ok(None);
+    };
+    let (owner, domain) = decided
+        .into_inner()
+        .expect("an upload that ran decided its domain");
     session.sync()?;
     let track = TrackRecord {
         domain,
@@ -417,6 +451,7 @@ fn put_inner(
             fingerprint: a.fingerprint,
             ranges: a.ranges,
         }),
+        holder: owner.holder,
         chunks: refs,
     };
     let new_chunks = written.len() as u64;
@@ -434,14 +469,14 @@ fn put_inner(
             quota_exempt: options.quota_exempt,
         },
     )?;
-    Ok(PutOutcome {
+    Ok(Some(PutOutcome {
         len,
         fingerprint,
         chunks,
         new_chunks,
         new_bytes,
         replaced,
-    })
+    }))
 }
 
 /// The user's number for a put: the committed one, or one reserved in memory until the

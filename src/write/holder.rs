@@ -1,0 +1,41 @@
+//! Changing a track's rights holder: one commit rewrites its record; no chunk moves.
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::format::TrackRecord;
+use crate::ids::UserNo;
+use crate::index::write_with;
+use crate::names::{RightsHolder, TrackKey, UserId};
+
+/// Sets the rights holder of `user`'s track `key` (see `Store::set_rights_holder`).
+pub(crate) fn set_rights_holder(
+    engine: &Engine,
+    user: &UserId,
+    key: &TrackKey,
+    holder: Option<RightsHolder>,
+) -> Result<()> {
+    // Bad input first, without touching the ballast.
+    engine.track_record(user, key)?;
+    engine.space().room_for_metadata()?;
+    write_with(engine.meta(), |w| {
+        let row = w
+            .user(user)?
+            .ok_or_else(|| Error::UnknownUser(user.to_string()))?;
+        let no = UserNo(row.no);
+        let old = w.track(no, key)?.ok_or_else(|| Error::TrackNotFound {
+            user: user.to_string(),
+            key: key.to_string(),
+        })?;
+        if old.holder == holder {
+            return Ok(());
+        }
+        w.put_track(
+            no,
+            key,
+            &TrackRecord {
+                holder: holder.clone(),
+                ..old
+            },
+        )
+    })
+}
