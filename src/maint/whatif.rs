@@ -292,8 +292,8 @@ fn replay(
             *moving.entry(g.user).or_default() += g.count;
         }
     }
-    let shared = slot(&mut slots, Domain::Shared);
     for (user, k) in moving {
+        let shared = slot(&mut slots, Domain::Shared);
         let us = slot(&mut slots, Domain::User(user));
         let mut ue = slots[us].1.ok_or_else(missing)?;
         if ue.refs < k {
