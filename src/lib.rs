@@ -76,18 +76,18 @@ pub use error::{Error, Result};
 pub use ids::{AudioFingerprint, ChunkId, Domain, Fingerprint, PackId, UserNo};
 #[cfg(feature = "object-store")]
 pub use index::journal::RebuildReport;
-pub use maint::gc::{GcOptions, GcProgress, GcReport};
 pub use maint::audit::{AuditReport, HolderAudit, RecordOwnership};
+pub use maint::gc::{GcOptions, GcProgress, GcReport};
 pub use maint::migrate::{MigrationProgress, MigrationReport};
-pub use maint::whatif::{HolderWhatIf, HolderWhatIfs, WhatIf};
 pub use maint::verify::{DamagedTrack, DroppedDamage, VerifyReport};
+pub use maint::whatif::{HolderWhatIf, HolderWhatIfs, WhatIf};
 pub use names::{MAX_HOLDER_LEN, MAX_KEY_LEN, MAX_USER_ID_LEN, RightsHolder, TrackKey, UserId};
 pub use ownership::{
     CHALLENGE_TTL, Challenge, ClientTrack, OwnershipClaim, ProofOutcome, REFUSAL_FLOOR,
 };
 pub use pack::RecoveryReport;
-pub use policy::{Licence, LicenseMode, Licences};
 pub use policy::quota::{Quota, QuotaUsage};
+pub use policy::{Licence, Licences, LicenseMode};
 pub use read::TrackReader;
 pub use read::catalog::{Stats, TrackInfo, UserStats};
 pub use store::{Options, PackDurability, Store, StoreFileRepair};

@@ -117,9 +117,7 @@ impl RightsHolder {
     pub fn from_bytes(name: &[u8]) -> Result<RightsHolder> {
         let s = check_name(name, MAX_HOLDER_LEN).map_err(Error::InvalidRightsHolder)?;
         if s.trim() != s {
-            return Err(Error::InvalidRightsHolder(
-                "begins or ends with whitespace",
-            ));
+            return Err(Error::InvalidRightsHolder("begins or ends with whitespace"));
         }
         Ok(RightsHolder(s.into()))
     }

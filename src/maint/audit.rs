@@ -254,7 +254,11 @@ pub(crate) fn check_layout(
 }
 
 /// A user's name for a report, looked up once.
-fn user_name(snap: &dyn MetaRead, names: &mut HashMap<UserNo, String>, u: UserNo) -> Result<String> {
+fn user_name(
+    snap: &dyn MetaRead,
+    names: &mut HashMap<UserNo, String>,
+    u: UserNo,
+) -> Result<String> {
     if let Some(n) = names.get(&u) {
         return Ok(n.clone());
     }

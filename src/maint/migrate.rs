@@ -29,9 +29,9 @@ use crate::format::{ChunkEntry, RecordHeader, TrackRecord};
 use crate::ids::{ChunkId, Domain, UserNo};
 use crate::index::refs::{Accounting, add_ref, drop_ref, insert_entry};
 use crate::index::write_with;
+use crate::maint::whatif::predict;
 use crate::names::TrackKey;
 use crate::pack::session::{Session, Source};
-use crate::maint::whatif::predict;
 use crate::policy::{LicencePolicy, LicenseMode, TrackOwner};
 use crate::read::fetch;
 
@@ -241,7 +241,8 @@ fn collapse_user(
     session: &mut Session<'_>,
 ) -> Result<Option<Collapsed>> {
     let user_domain = Domain::User(no);
-    let bound = |t: &TrackRecord| t.domain == user_domain && target(policy, no, t) == Domain::Shared;
+    let bound =
+        |t: &TrackRecord| t.domain == user_domain && target(policy, no, t) == Domain::Shared;
     let counts_of = |tracks: &[(TrackKey, TrackRecord)]| {
         let mut counts: BTreeMap<ChunkId, u64> = BTreeMap::new();
         for (_, t) in tracks.iter().filter(|(_, t)| bound(t)) {

@@ -26,7 +26,7 @@ use crate::format::{ChunkEntry, PACK_HEADER_LEN};
 use crate::ids::{ChunkId, Domain, UserNo};
 use crate::index::{MetaRead, counter_keys as ck};
 use crate::names::RightsHolder;
-use crate::policy::{Decider, LicencePolicy, Licence, LicenseMode, TrackOwner};
+use crate::policy::{Decider, Licence, LicencePolicy, LicenseMode, TrackOwner};
 
 /// What migrating to a policy would do, computed from metadata alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -364,7 +364,10 @@ fn replay(
 }
 
 /// The target of a group under `policy`.
-fn target_of<'a>(policy: &'a Decider, holders: &'a [RightsHolder]) -> impl Fn(&Group) -> Domain + 'a {
+fn target_of<'a>(
+    policy: &'a Decider,
+    holders: &'a [RightsHolder],
+) -> impl Fn(&Group) -> Domain + 'a {
     move |g: &Group| {
         let holder = (g.holder != NONE).then(|| &holders[g.holder as usize]);
         policy.mode_of(holder).domain_for(g.user)

@@ -193,7 +193,11 @@ impl Licences {
                 _ => return Err(bad("unknown flags")),
             };
             at += 10;
-            if out.entries.insert(holder, Licence { mode, until }).is_some() {
+            if out
+                .entries
+                .insert(holder, Licence { mode, until })
+                .is_some()
+            {
                 return Err(bad("holder listed twice"));
             }
         }
@@ -534,13 +538,19 @@ mod tests {
             LicenseMode::PerUserCopy,
             &[
                 ("EMI", Licence::new(LicenseMode::SingleMaster)),
-                ("Indie", Licence::new(LicenseMode::SingleMaster).until(1_000)),
+                (
+                    "Indie",
+                    Licence::new(LicenseMode::SingleMaster).until(1_000),
+                ),
             ],
         ));
         let before = l.at(999);
         assert_eq!(before.domain(&owner(1, Some("EMI"))), Domain::Shared);
         assert_eq!(before.domain(&owner(1, Some("Indie"))), Domain::Shared);
-        assert_eq!(before.domain(&owner(1, Some("Sony"))), Domain::User(UserNo(1)));
+        assert_eq!(
+            before.domain(&owner(1, Some("Sony"))),
+            Domain::User(UserNo(1))
+        );
         assert_eq!(before.domain(&owner(1, None)), Domain::User(UserNo(1)));
         // Two licensed holders share; an unlicensed one shares with nobody else.
         assert!(before.may_share(&owner(1, Some("EMI")), &owner(2, Some("Indie"))));
@@ -548,10 +558,16 @@ mod tests {
         assert!(!before.may_share(&owner(1, Some("Sony")), &owner(2, Some("Sony"))));
         // The entry's end is exclusive: from it on the default applies.
         let after = l.at(1_000);
-        assert_eq!(after.domain(&owner(1, Some("Indie"))), Domain::User(UserNo(1)));
+        assert_eq!(
+            after.domain(&owner(1, Some("Indie"))),
+            Domain::User(UserNo(1))
+        );
         assert_eq!(after.domain(&owner(1, Some("EMI"))), Domain::Shared);
         let flipped = after.with(&RightsHolder::new("EMI").unwrap(), LicenseMode::PerUserCopy);
-        assert_eq!(flipped.domain(&owner(1, Some("EMI"))), Domain::User(UserNo(1)));
+        assert_eq!(
+            flipped.domain(&owner(1, Some("EMI"))),
+            Domain::User(UserNo(1))
+        );
         assert_eq!(l.next_end(0), Some(1_000));
         assert_eq!(l.next_end(1_000), None);
     }
@@ -561,18 +577,30 @@ mod tests {
         let now = unix_now();
         let p = Policy::new(licences(
             LicenseMode::PerUserCopy,
-            &[("EMI", Licence::new(LicenseMode::SingleMaster).until(now + 1))],
+            &[(
+                "EMI",
+                Licence::new(LicenseMode::SingleMaster).until(now + 1),
+            )],
         ));
         let ingest = p.begin_ingest();
         let first = p.snapshot().generation;
-        assert_eq!(ingest.policy().domain(&owner(1, Some("EMI"))), Domain::Shared);
+        assert_eq!(
+            ingest.policy().domain(&owner(1, Some("EMI"))),
+            Domain::Shared
+        );
         while unix_now() <= now + 1 {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let snap = p.snapshot();
         assert_eq!(snap.generation, first + 1);
-        assert_eq!(snap.earlier_ingests, 1, "the ingest began under the ended entry");
-        assert_eq!(snap.policy.domain(&owner(1, Some("EMI"))), Domain::User(UserNo(1)));
+        assert_eq!(
+            snap.earlier_ingests, 1,
+            "the ingest began under the ended entry"
+        );
+        assert_eq!(
+            snap.policy.domain(&owner(1, Some("EMI"))),
+            Domain::User(UserNo(1))
+        );
     }
 
     #[test]
@@ -581,7 +609,10 @@ mod tests {
             LicenseMode::SingleMaster,
             &[
                 ("EMI", Licence::new(LicenseMode::SingleMaster)),
-                ("Sony Music", Licence::new(LicenseMode::PerUserCopy).until(42)),
+                (
+                    "Sony Music",
+                    Licence::new(LicenseMode::PerUserCopy).until(42),
+                ),
             ],
         );
         let enc = l.encode_entries();

@@ -15,7 +15,7 @@ use crate::index::{MetaStore, RedbMeta, counter_keys as ck, state_keys as sk, wr
 use crate::pack::local::LocalPacks;
 use crate::pack::storage::PackStorage;
 use crate::pack::{Packs, RecoveryReport};
-use crate::policy::{LicenseMode, Licences, Policy};
+use crate::policy::{Licences, LicenseMode, Policy};
 use crate::random::random_bytes;
 use crate::vfs::Vfs;
 use crate::write::Writer;

@@ -19,8 +19,8 @@ pub(crate) mod delete;
 pub(crate) mod holder;
 pub(crate) mod upload;
 
-use std::collections::{HashMap, HashSet};
 use std::cell::OnceCell;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -12,8 +12,10 @@ macro_rules! outln {
 }
 
 mod bench;
+mod dates;
 mod demo;
 mod import;
+mod licences;
 
 use std::ffi::OsString;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -164,6 +166,10 @@ enum Command {
         /// not against the limits.
         #[arg(long)]
         exempt: bool,
+        /// The track's rights holder (a label), whose licence decides where its chunks live;
+        /// without it the holder comes from the file's tags (label, publisher), or is unknown.
+        #[arg(long, value_name = "NAME")]
+        rights_holder: Option<OsString>,
     },
     /// Show USER's quota and usage, or set its limits: a number of bytes (SI or binary suffix:
     /// 5GB, 500MiB) or of tracks, or `none`. Setting a quota creates an unknown user.
@@ -205,8 +211,29 @@ enum Command {
     },
     /// Delete a track.
     Rm { user: OsString, key: OsString },
-    /// Show or set the license mode.
+    /// Show or set the license mode: the default, for tracks whose rights holder has no
+    /// licence (or none is known).
     Mode { mode: Option<LicenseMode> },
+    /// Licences per rights holder: which holders' tracks share one copy of identical content,
+    /// which keep a copy per user, and until when.
+    #[command(visible_alias = "licence")]
+    License {
+        #[command(subcommand)]
+        action: licences::LicenseAction,
+    },
+    /// Show the rights holder of USER's track KEY, or set it to NAME, or clear it (--none).
+    /// Metadata only: if the new holder's licence wants the track elsewhere, `migrate` moves it.
+    Holder {
+        user: OsString,
+        key: OsString,
+        #[arg(conflicts_with = "none")]
+        name: Option<OsString>,
+        /// The track's rights holder becomes unknown (it follows the default).
+        #[arg(long)]
+        none: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Accounting: users, tracks, logical and physical bytes, garbage, dedup ratio.
     Stats {
         #[arg(long)]
@@ -222,9 +249,15 @@ enum Command {
         #[arg(long)]
         drop_damaged: bool,
     },
-    /// Predict what migrating to MODE would write, free and leave (metadata only).
+    /// Predict what migrating to MODE would write, free and leave (metadata only); with
+    /// --by-holder, what flipping each rights holder's licence would.
     WhatIf {
-        mode: LicenseMode,
+        #[arg(required_unless_present = "by_holder", conflicts_with = "by_holder")]
+        mode: Option<LicenseMode>,
+        /// For every rights holder with tracks: flip its licence (shared <-> per-user), migrate;
+        /// sorted by what it saves, largest first.
+        #[arg(long)]
+        by_holder: bool,
         #[arg(long)]
         json: bool,
     },
@@ -233,7 +266,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Prove which state the bytes are in; exit 1 if the layout does not match the mode.
+    /// Prove which state the bytes are in, for the store and per rights holder; exit 1 if the
+    /// layout does not match the licences.
     Audit {
         #[arg(long)]
         json: bool,
@@ -450,10 +484,18 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             key,
             file,
             exempt,
+            rights_holder,
         } => {
             let (user, key) = (user_arg(user)?, key_arg(key)?);
+            let holder = rights_holder
+                .as_ref()
+                .map(licences::holder_arg)
+                .transpose()?;
             let store = open_existing(&cli)?;
-            let options = PutOptions::default().quota_exempt(*exempt);
+            let mut options = PutOptions::default().quota_exempt(*exempt);
+            if let Some(h) = holder {
+                options = options.rights_holder(h);
+            }
             let out = if file.as_os_str() == "-" {
                 store.put_with(&user, &key, io::stdin().lock(), &options)?
             } else {
@@ -462,13 +504,19 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 let reader = io::BufReader::with_capacity(1 << 20, f);
                 store.put_with(&user, &key, reader, &options)?
             };
+            // The holder as recorded: the one given, or the one the tags named.
+            let holder = store.track_info(&user, &key)?.rights_holder;
             outln!(
-                "{} bytes, {} chunks ({} new, {} new bytes: operator-only), fingerprint {}{}",
+                "{} bytes, {} chunks ({} new, {} new bytes: operator-only), fingerprint {}, \
+                 {}{}",
                 out.len,
                 out.chunks,
                 out.new_chunks,
                 out.new_bytes,
                 out.fingerprint,
+                holder.map_or("no rights holder".to_string(), |h| format!(
+                    "rights holder {h}"
+                )),
                 if out.replaced { ", replaced" } else { "" }
             );
         }
@@ -552,16 +600,26 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                             "format": t.format,
                             "audio_fingerprint": t.audio_fingerprint.map(|f| f.to_hex()),
                             "audio_len": t.audio_len,
+                            "rights_holder": t.rights_holder.as_ref().map(|h| h.as_str()),
                         })
                     })
                     .collect();
                 outln!("{}", serde_json::Value::Array(v));
             } else {
+                // The rights holder before the key: a key may hold anything, so it comes last.
+                let width = tracks
+                    .iter()
+                    .filter_map(|t| t.rights_holder.as_ref())
+                    .map(|h| h.as_str().chars().count())
+                    .max()
+                    .unwrap_or(1)
+                    .min(32);
                 for t in tracks {
                     outln!(
-                        "{:>12}  {}  {}",
+                        "{:>12}  {}  {:<width$}  {}",
                         t.size,
                         &t.fingerprint.to_hex()[..16],
+                        t.rights_holder.as_ref().map_or("-", |h| h.as_str()),
                         t.key
                     );
                 }
@@ -577,6 +635,22 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 store.set_mode(*m)?;
             }
             outln!("{}", store.mode());
+        }
+        Command::License { action } => licences::license(&open_existing(&cli)?, action)?,
+        Command::Holder {
+            user,
+            key,
+            name,
+            none,
+            json,
+        } => {
+            let (user, key) = (user_arg(user)?, key_arg(key)?);
+            let set = match (name, none) {
+                (Some(n), _) => Some(Some(licences::holder_arg(n)?)),
+                (None, true) => Some(None),
+                (None, false) => None,
+            };
+            licences::holder(&open_existing(&cli)?, &user, &key, set, *json)?;
         }
         Command::Quota {
             user,
@@ -774,12 +848,31 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 return Ok(ExitCode::from(1));
             }
         }
-        Command::WhatIf { mode, json } => {
-            let w = open_existing(&cli)?.what_if(*mode)?;
-            if *json {
-                outln!("{}", what_if_json(&w));
-            } else {
-                print_what_if(&w)?;
+        Command::WhatIf {
+            mode,
+            by_holder,
+            json,
+        } => {
+            let store = open_existing(&cli)?;
+            match mode {
+                // clap requires MODE unless --by-holder, and refuses both.
+                Some(mode) => {
+                    let w = store.what_if(*mode)?;
+                    if *json {
+                        outln!("{}", what_if_json(&w));
+                    } else {
+                        print_what_if(&w)?;
+                    }
+                }
+                None => {
+                    debug_assert!(*by_holder);
+                    let w = store.what_if_by_holder()?;
+                    if *json {
+                        outln!("{}", licences::what_if_by_holder_json(&w));
+                    } else {
+                        licences::print_what_if_by_holder(&w)?;
+                    }
+                }
             }
         }
         Command::Migrate { json } => {
@@ -808,7 +901,8 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 );
             } else {
                 outln!(
-                    "migrated {} tracks to {} in {secs:.2} s: {} records promoted, {} copied ({:.1} MB written)",
+                    "migrated {} tracks to the domains their licences ask for (default {}) in \
+                     {secs:.2} s: {} records promoted, {} copied ({:.1} MB written)",
                     report.tracks_migrated,
                     report.mode.map_or("?", |m| m.as_str()),
                     report.records_promoted,
@@ -828,8 +922,11 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     "duplicate_records": a.duplicate_records,
                     "foreign_records": a.foreign_records,
                     "aliased_records": a.aliased_records,
+                    "misplaced_records": a.misplaced_records,
+                    "unshareable_records": a.unshareable_records,
                     "shared_domain_records": a.shared_domain_records,
                     "user_domain_records": a.user_domain_records,
+                    "holders": licences::audit_holders_json(&a),
                 });
                 if *records {
                     v["records"] = a
@@ -858,11 +955,14 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 outln!("duplicate records            {}", a.duplicate_records);
                 outln!("foreign records              {}", a.foreign_records);
                 outln!("aliased records              {}", a.aliased_records);
+                outln!("misplaced records            {}", a.misplaced_records);
+                outln!("unshareable records          {}", a.unshareable_records);
                 outln!(
                     "live records                 {} shared domain, {} user domains",
                     a.shared_domain_records,
                     a.user_domain_records
                 );
+                licences::print_audit_holders(&a)?;
             }
             if !a.conforming {
                 return Ok(ExitCode::from(1));
