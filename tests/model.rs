@@ -180,7 +180,7 @@ struct Track {
 }
 
 /// Records (bytes including headers, count) a content needs in one domain, learned on first store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Footprint {
     bytes: u64,
     records: u64,
@@ -1415,4 +1415,931 @@ fn scripted_flips_migrations_and_gc_match_the_model() {
     assert!(cov.gc_entries_removed > 0, "{cov:?}");
     assert!(cov.packs_rewritten > 0, "{cov:?}");
     assert!(cov.rewritten_after_gc > 0, "{cov:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rights holders and licences per holder.
+//
+// A second model: every track carries a rights holder (from the put's options, from the
+// upload's ID3v2 `TPUB` frame, or none), the policy is a default mode plus an entry per holder,
+// and a track's copy domain follows its holder's licence. Contents are chunk-independent as
+// above, so the model predicts the physical layout exactly: which (domain, content) pairs are
+// indexed, which are live, what migration copies, promotes and revives (collapse copies a
+// content into the shared domain when other tracks of the user, of holders without a shared
+// licence, still need the user's entry), and what the audit says per holder.
+// ---------------------------------------------------------------------------------------------
+
+const HOLDER_NAMES: [&str; 3] = ["EMI", "Sony Music", "Warp"];
+
+/// A licence operation on one holder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lic {
+    Shared,
+    PerUser,
+    /// A shared entry whose end has passed: the holder follows the default.
+    SharedExpired,
+    /// No entry.
+    Removed,
+}
+
+impl Lic {
+    fn licence(self) -> Option<lockerstore::Licence> {
+        use lockerstore::Licence;
+        match self {
+            Lic::Shared => Some(Licence::new(LicenseMode::SingleMaster)),
+            Lic::PerUser => Some(Licence::new(LicenseMode::PerUserCopy)),
+            Lic::SharedExpired => Some(Licence::new(LicenseMode::SingleMaster).until(1)),
+            Lic::Removed => None,
+        }
+    }
+}
+
+/// Track contents for the holder model: the pool and random contents above, and uploads whose
+/// ID3v2 tag names a holder (audio of their own, so chunk-independent of every other content).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum HContent {
+    Plain(Content),
+    Tagged { holder: u8, body: u8 },
+}
+
+/// An MP3-shaped upload: an ID3v2.3 tag with a `TPUB` (label) frame naming `label`, an MPEG-1
+/// Layer III frame header, then `audio`.
+fn id3_tagged(label: &str, audio: &[u8]) -> Vec<u8> {
+    let mut text = vec![0u8]; // ISO-8859-1
+    text.extend_from_slice(label.as_bytes());
+    let mut frames = b"TPUB".to_vec();
+    frames.extend_from_slice(&(text.len() as u32).to_be_bytes());
+    frames.extend_from_slice(&[0, 0]);
+    frames.extend_from_slice(&text);
+    // Some padding, as tag editors leave.
+    frames.extend_from_slice(&[0u8; 64]);
+    let n = frames.len();
+    let mut out = b"ID3\x03\x00\x00".to_vec();
+    out.extend_from_slice(&[
+        ((n >> 21) & 0x7f) as u8,
+        ((n >> 14) & 0x7f) as u8,
+        ((n >> 7) & 0x7f) as u8,
+        (n & 0x7f) as u8,
+    ]);
+    out.extend_from_slice(&frames);
+    out.extend_from_slice(&[0xFF, 0xFB, 0x90, 0x00]);
+    out.extend_from_slice(audio);
+    out
+}
+
+impl HContent {
+    fn bytes(self) -> Vec<u8> {
+        match self {
+            HContent::Plain(c) => c.bytes(),
+            HContent::Tagged { holder, body } => {
+                let label = HOLDER_NAMES[holder as usize];
+                let audio = noise(
+                    8,
+                    &format!("tagged {label} {body}"),
+                    150_000 + 90_000 * body as usize,
+                );
+                id3_tagged(label, &audio)
+            }
+        }
+    }
+
+    /// The holder the upload's tags name.
+    fn tag_holder(self) -> Option<u8> {
+        match self {
+            HContent::Plain(_) => None,
+            HContent::Tagged { holder, .. } => Some(holder),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum HOp {
+    /// A put; `holder` is the put's option (an upload's tags name one if it has none).
+    Put {
+        user: u8,
+        key: u8,
+        content: HContent,
+        holder: Option<u8>,
+    },
+    Delete {
+        pick: u16,
+    },
+    /// Reads every track in `buf`-byte reads.
+    ReadAll {
+        buf: u16,
+    },
+    SetLicence {
+        holder: u8,
+        lic: Lic,
+    },
+    /// The what-if by holder, then the licence change, then a migration: the prediction for
+    /// the holder is exact.
+    LicenceThenMigrate {
+        holder: u8,
+        lic: Lic,
+    },
+    SetDefault {
+        single_master: bool,
+    },
+    SetHolder {
+        pick: u16,
+        holder: Option<u8>,
+    },
+    Migrate,
+    Gc {
+        threshold: f64,
+    },
+    Reopen,
+    /// A process kill: the store's files as they are while it runs, opened by a new process.
+    KillReopen,
+}
+
+fn h_content() -> impl Strategy<Value = HContent> {
+    prop_oneof![
+        // Few contents, so a user often holds one content under two holders (collapse copies).
+        4 => prop::sample::select(vec![3u8, 6, 7]).prop_map(|i| HContent::Plain(Content::Pool(i))),
+        3 => content().prop_map(HContent::Plain),
+        1 => (0..HOLDER_NAMES.len() as u8, 0u8..2)
+            .prop_map(|(holder, body)| HContent::Tagged { holder, body }),
+    ]
+}
+
+fn lic() -> impl Strategy<Value = Lic> {
+    prop_oneof![
+        3 => Just(Lic::Shared),
+        2 => Just(Lic::PerUser),
+        1 => Just(Lic::SharedExpired),
+        2 => Just(Lic::Removed),
+    ]
+}
+
+fn h_holder() -> impl Strategy<Value = Option<u8>> {
+    prop_oneof![1 => Just(None), 3 => (0..HOLDER_NAMES.len() as u8).prop_map(Some)]
+}
+
+fn h_op() -> impl Strategy<Value = HOp> {
+    let u = 0..USERS.len() as u8;
+    let k = 0..KEYS.len() as u8;
+    let h = 0..HOLDER_NAMES.len() as u8;
+    prop_oneof![
+        8 => (u, k, h_content(), h_holder())
+            .prop_map(|(user, key, content, holder)| HOp::Put { user, key, content, holder }),
+        1 => any::<u16>().prop_map(|pick| HOp::Delete { pick }),
+        1 => (1u16..u16::MAX).prop_map(|buf| HOp::ReadAll { buf }),
+        2 => (h.clone(), lic()).prop_map(|(holder, lic)| HOp::SetLicence { holder, lic }),
+        4 => (h, lic()).prop_map(|(holder, lic)| HOp::LicenceThenMigrate { holder, lic }),
+        1 => any::<bool>().prop_map(|single_master| HOp::SetDefault { single_master }),
+        2 => (any::<u16>(), h_holder()).prop_map(|(pick, holder)| HOp::SetHolder { pick, holder }),
+        3 => Just(HOp::Migrate),
+        1 => threshold().prop_map(|threshold| HOp::Gc { threshold }),
+        1 => Just(HOp::Reopen),
+        1 => Just(HOp::KillReopen),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct HTrack {
+    content: HContent,
+    fingerprint: Fingerprint,
+    len: u64,
+    holder: Option<u8>,
+    dom: Dom,
+}
+
+/// What a migration did, as the model predicts it.
+#[derive(Debug, Default)]
+struct HMigration {
+    pending: u64,
+    written: Footprint,
+    promoted: u64,
+    revived: u64,
+}
+
+struct HModel {
+    default: LicenseMode,
+    /// Entries by holder index: (mode, in force).
+    licences: BTreeMap<u8, (LicenseMode, bool)>,
+    tracks: BTreeMap<(String, String), HTrack>,
+    known_users: BTreeSet<String>,
+    user_order: Vec<String>,
+    /// (domain, content) pairs whose entries are indexed, live or garbage.
+    indexed: HashSet<(Dom, Fingerprint)>,
+    /// Bytes of all chunk records in the packs.
+    record_bytes: u64,
+    footprint: HashMap<Fingerprint, Footprint>,
+    cache: HashMap<HContent, Vec<u8>>,
+    /// Coverage: (what-if checks where the holder's mode changed, collapse copies, promotions,
+    /// holders from tags).
+    whatif_checked: u64,
+    collapse_copies: u64,
+    promotions: u64,
+    tag_holders: u64,
+}
+
+impl HModel {
+    fn bytes(&mut self, c: HContent) -> Vec<u8> {
+        self.cache.entry(c).or_insert_with(|| c.bytes()).clone()
+    }
+
+    fn pick(&self, pick: u16) -> Option<(String, String)> {
+        if self.tracks.is_empty() {
+            return None;
+        }
+        self.tracks
+            .keys()
+            .nth(pick as usize % self.tracks.len())
+            .cloned()
+    }
+
+    fn mode_of(&self, holder: Option<u8>) -> LicenseMode {
+        holder
+            .and_then(|h| self.licences.get(&h))
+            .filter(|(_, in_force)| *in_force)
+            .map_or(self.default, |(mode, _)| *mode)
+    }
+
+    fn target(&self, u: &str, holder: Option<u8>) -> Dom {
+        match self.mode_of(holder) {
+            LicenseMode::SingleMaster => Dom::Shared,
+            _ => Dom::User(u.to_owned()),
+        }
+    }
+
+    fn is_pending(&self, (u, _): &(String, String), t: &HTrack) -> bool {
+        t.dom != self.target(u, t.holder)
+    }
+
+    fn live(&self) -> HashSet<(Dom, Fingerprint)> {
+        self.tracks
+            .values()
+            .map(|t| (t.dom.clone(), t.fingerprint))
+            .collect()
+    }
+
+    fn size_of<'a>(&self, set: impl IntoIterator<Item = &'a (Dom, Fingerprint)>) -> Footprint {
+        let mut total = Footprint::ZERO;
+        for (_, fp) in set {
+            total.add(self.footprint[fp]);
+        }
+        total
+    }
+
+    fn domain(&self, d: &Dom) -> Domain {
+        match d {
+            Dom::Shared => Domain::Shared,
+            Dom::User(u) => {
+                let at = self.user_order.iter().position(|x| x == u).unwrap();
+                Domain::User(UserNo(at as u64 + 1))
+            }
+        }
+    }
+
+    /// The model's migration: collapse users in the order of their numbers, then expand.
+    fn migrate(&mut self) -> HMigration {
+        let live_before = self.live();
+        let indexed_before = self.indexed.clone();
+        let mut out = HMigration::default();
+        let pending: Vec<(String, String)> = self
+            .tracks
+            .iter()
+            .filter(|(id, t)| self.is_pending(id, t))
+            .map(|(id, _)| id.clone())
+            .collect();
+        out.pending = pending.len() as u64;
+        for u in self.user_order.clone() {
+            let moving: Vec<&(String, String)> = pending
+                .iter()
+                .filter(|id| id.0 == u && self.target(&u, self.tracks[*id].holder) == Dom::Shared)
+                .collect();
+            let fps: BTreeSet<Fingerprint> = moving
+                .iter()
+                .map(|id| self.tracks[*id].fingerprint)
+                .collect();
+            for fp in fps {
+                if self.indexed.contains(&(Dom::Shared, fp)) {
+                    continue;
+                }
+                // Tracks of the user that stay in the user's domain with this content.
+                let stays = self.tracks.iter().any(|(id, t)| {
+                    id.0 == u
+                        && t.dom == Dom::User(u.clone())
+                        && t.fingerprint == fp
+                        && !moving.contains(&id)
+                });
+                let f = self.footprint[&fp];
+                if stays {
+                    out.written.add(f);
+                    if f.records > 0 {
+                        self.collapse_copies += 1;
+                    }
+                } else {
+                    assert!(self.indexed.remove(&(Dom::User(u.clone()), fp)));
+                    out.promoted += f.records;
+                }
+                self.indexed.insert((Dom::Shared, fp));
+            }
+            for id in moving {
+                self.tracks.get_mut(id).unwrap().dom = Dom::Shared;
+            }
+        }
+        for id in &pending {
+            let t = &self.tracks[id];
+            let dest = self.target(&id.0, t.holder);
+            if dest == Dom::Shared {
+                continue;
+            }
+            let fp = t.fingerprint;
+            if self.indexed.insert((dest.clone(), fp)) {
+                out.written.add(self.footprint[&fp]);
+            }
+            self.tracks.get_mut(id).unwrap().dom = dest;
+        }
+        self.promotions += out.promoted;
+        let live_after = self.live();
+        out.revived = self
+            .size_of(
+                live_after
+                    .iter()
+                    .filter(|x| indexed_before.contains(*x) && !live_before.contains(*x)),
+            )
+            .bytes;
+        self.record_bytes += out.written.bytes;
+        out
+    }
+}
+
+fn holder_name(h: Option<u8>) -> Option<lockerstore::RightsHolder> {
+    h.map(|h| lockerstore::RightsHolder::new(HOLDER_NAMES[h as usize]).unwrap())
+}
+
+fn h_put(
+    store: &Store,
+    m: &mut HModel,
+    u: &str,
+    k: &str,
+    c: HContent,
+    holder: Option<u8>,
+    step: &str,
+) {
+    let data = m.bytes(c);
+    let fingerprint = Fingerprint::of(&data);
+    let holder_after = holder.or(c.tag_holder());
+    let dom = m.target(u, holder_after);
+    let mut options = lockerstore::PutOptions::default();
+    if let Some(h) = holder_name(holder) {
+        options = options.rights_holder(h);
+    }
+    let before = store.stats().unwrap();
+    let out = store
+        .put_with(&user(u), &key(k), &data[..], &options)
+        .unwrap();
+    let after = store.stats().unwrap();
+    let ctx = format!("{step}: put {u}/{k} {c:?} holder {holder_after:?} in {dom:?}");
+    assert_eq!(out.fingerprint, fingerprint, "{ctx}");
+    let written = Footprint {
+        bytes: (after.physical_bytes + after.garbage_bytes)
+            - (before.physical_bytes + before.garbage_bytes),
+        records: (after.chunks + after.garbage_chunks) - (before.chunks + before.garbage_chunks),
+    };
+    if m.indexed.contains(&(dom.clone(), fingerprint)) {
+        assert_eq!(
+            written,
+            Footprint::ZERO,
+            "{ctx}: a dedup hit writes nothing"
+        );
+    } else {
+        match m.footprint.get(&fingerprint) {
+            Some(&f) => assert_eq!(written, f, "{ctx}: same content, same records"),
+            None => {
+                m.footprint.insert(fingerprint, written);
+            }
+        }
+        m.indexed.insert((dom.clone(), fingerprint));
+        m.record_bytes += written.bytes;
+    }
+    if holder.is_none() && c.tag_holder().is_some() {
+        m.tag_holders += 1;
+    }
+    if m.known_users.insert(u.to_owned()) {
+        m.user_order.push(u.to_owned());
+    }
+    m.tracks.insert(
+        (u.to_owned(), k.to_owned()),
+        HTrack {
+            content: c,
+            fingerprint,
+            len: data.len() as u64,
+            holder: holder_after,
+            dom,
+        },
+    );
+}
+
+fn h_read_all(store: &Store, m: &mut HModel, buf: usize, step: &str) {
+    for ((u, k), t) in m.tracks.clone() {
+        let want = m.bytes(t.content);
+        let got = store.read_track(&user(&u), &key(&k)).unwrap();
+        assert!(got == want, "{step}: read_track {u}/{k}");
+        let mut r = store.open_track(&user(&u), &key(&k)).unwrap();
+        let mut got = Vec::with_capacity(want.len());
+        let mut chunk = vec![0u8; buf];
+        loop {
+            let n = r.read(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(got == want, "{step}: reader in {buf}-byte reads {u}/{k}");
+    }
+}
+
+fn h_verify(store: &Store, m: &HModel, step: &str) {
+    let r = store.verify().unwrap();
+    assert!(r.is_ok(), "{step}: verify: {:?}", r.problems);
+    assert_eq!(r.tracks_checked, m.tracks.len() as u64, "{step}");
+    assert_eq!(
+        r.chunks_checked,
+        m.size_of(&m.indexed).records,
+        "{step}: every record re-hashed"
+    );
+}
+
+/// Everything observable, against the model: the policy, the lockers and each track's holder,
+/// the accounting, and the audit (exact, per holder), with invariant 2 read from its records.
+fn h_check(store: &Store, m: &HModel, step: &str) {
+    // The policy.
+    let l = store.licences();
+    assert_eq!(l.default, m.default, "{step}: default mode");
+    assert_eq!(store.mode(), m.default, "{step}: mode");
+    let want: BTreeMap<String, LicenseMode> = m
+        .licences
+        .iter()
+        .map(|(h, (mode, _))| (HOLDER_NAMES[*h as usize].to_owned(), *mode))
+        .collect();
+    let got: BTreeMap<String, LicenseMode> = l
+        .entries
+        .iter()
+        .map(|(h, e)| (h.as_str().to_owned(), e.mode))
+        .collect();
+    assert_eq!(got, want, "{step}: licence entries");
+
+    // The lockers, and each track's holder.
+    for u in USERS {
+        let listed = store.list(&user(u));
+        if !m.known_users.contains(u) {
+            assert!(matches!(listed, Err(Error::UnknownUser(_))), "{step}: {u}");
+            continue;
+        }
+        let got: Vec<(String, u64, Fingerprint, Option<String>)> = listed
+            .unwrap()
+            .into_iter()
+            .map(|t| {
+                (
+                    t.key.as_str().to_owned(),
+                    t.size,
+                    t.fingerprint,
+                    t.rights_holder.map(|h| h.as_str().to_owned()),
+                )
+            })
+            .collect();
+        let want: Vec<(String, u64, Fingerprint, Option<String>)> = m
+            .tracks
+            .iter()
+            .filter(|((tu, _), _)| tu == u)
+            .map(|((_, k), t)| {
+                (
+                    k.clone(),
+                    t.len,
+                    t.fingerprint,
+                    t.holder.map(|h| HOLDER_NAMES[h as usize].to_owned()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got, want,
+            "{step}: list {u} (key, size, fingerprint, holder)"
+        );
+        for (k, ..) in &want {
+            let info = store.track_info(&user(u), &key(k)).unwrap();
+            let t = &m.tracks[&(u.to_owned(), k.clone())];
+            assert_eq!(info.rights_holder, holder_name(t.holder), "{step}: {u}/{k}");
+        }
+    }
+
+    // Accounting, exact.
+    let s = store.stats().unwrap();
+    assert_eq!(s.tracks, m.tracks.len() as u64, "{step}: tracks");
+    let mut per_user: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for ((u, _), t) in &m.tracks {
+        let e = per_user.entry(u.clone()).or_default();
+        e.0 += t.len;
+        e.1 += 1;
+    }
+    let got_per_user: BTreeMap<String, (u64, u64)> = s
+        .per_user
+        .iter()
+        .map(|u| (u.user.clone(), (u.logical_bytes, u.tracks)))
+        .collect();
+    assert_eq!(got_per_user, per_user, "{step}: per user");
+    assert_eq!(
+        s.logical_bytes,
+        m.tracks.values().map(|t| t.len).sum::<u64>(),
+        "{step}: logical bytes"
+    );
+    let live = m.live();
+    assert!(live.is_subset(&m.indexed), "{step}: model");
+    let live_size = m.size_of(&live);
+    assert_eq!(
+        (s.physical_bytes, s.chunks),
+        (live_size.bytes, live_size.records),
+        "{step}: live records ({s:?})"
+    );
+    assert_eq!(
+        (s.garbage_bytes, s.garbage_chunks),
+        (
+            m.record_bytes - live_size.bytes,
+            m.size_of(m.indexed.difference(&live)).records
+        ),
+        "{step}: garbage ({s:?})"
+    );
+
+    // The audit. Records by (domain, users), from the model's layout.
+    let a = store.audit(true).unwrap();
+    let mut users_of: HashMap<(Dom, Fingerprint), BTreeSet<String>> = HashMap::new();
+    for ((u, _), t) in &m.tracks {
+        users_of
+            .entry((t.dom.clone(), t.fingerprint))
+            .or_default()
+            .insert(u.clone());
+    }
+    let mut want: BTreeMap<(Domain, Vec<String>), u64> = BTreeMap::new();
+    for ((d, fp), users) in &users_of {
+        let n = m.footprint[fp].records;
+        if n > 0 {
+            *want
+                .entry((m.domain(d), users.iter().cloned().collect()))
+                .or_default() += n;
+        }
+    }
+    let mut got: BTreeMap<(Domain, Vec<String>), u64> = BTreeMap::new();
+    for r in &a.records {
+        *got.entry((r.domain, r.users.clone())).or_default() += 1;
+    }
+    assert_eq!(got, want, "{step}: audit records by (domain, users)");
+    // A pending track breaks its licence and makes the record it reads misplaced, so every
+    // track reading that record breaks its licence too.
+    let pending_pairs: HashSet<(Dom, Fingerprint)> = m
+        .tracks
+        .iter()
+        .filter(|(id, t)| m.is_pending(id, t) && m.footprint[&t.fingerprint].records > 0)
+        .map(|(_, t)| (t.dom.clone(), t.fingerprint))
+        .collect();
+    let mut per_holder: BTreeMap<Option<String>, (LicenseMode, u64, u64, u64)> = BTreeMap::new();
+    for (id, t) in &m.tracks {
+        let e = per_holder
+            .entry(t.holder.map(|h| HOLDER_NAMES[h as usize].to_owned()))
+            .or_insert((m.mode_of(t.holder), 0, 0, 0));
+        e.1 += 1;
+        let pending = m.is_pending(id, t);
+        e.2 += u64::from(pending);
+        e.3 += u64::from(pending || pending_pairs.contains(&(t.dom.clone(), t.fingerprint)));
+    }
+    let got: BTreeMap<Option<String>, (LicenseMode, u64, u64, u64)> = a
+        .holders
+        .iter()
+        .map(|h| {
+            assert_eq!(h.conforming, h.breaking_tracks == 0, "{step}: {h:?}");
+            (
+                h.holder.as_ref().map(|h| h.as_str().to_owned()),
+                (h.mode, h.tracks, h.pending_tracks, h.breaking_tracks),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got, per_holder,
+        "{step}: audit per holder (mode, tracks, pending, breaking)"
+    );
+    let pending = m
+        .tracks
+        .iter()
+        .filter(|(id, t)| m.is_pending(id, t))
+        .count() as u64;
+    assert_eq!(a.pending_tracks, pending, "{step}: pending tracks");
+    assert_eq!(a.conforming, pending == 0, "{step}: conforming ({a:?})");
+    assert_eq!(
+        (a.foreign_records, a.aliased_records),
+        (0, 0),
+        "{step}: {a:?}"
+    );
+
+    // Invariant 2, from the store's own answers: a live record that tracks of two users read
+    // is in the shared domain, and every track in the shared domain (the only ones that can
+    // read it) is of a holder licensed shared, unless it is pending (a migration moves it).
+    for r in a.records.iter().filter(|r| r.users.len() > 1) {
+        assert_eq!(r.domain, Domain::Shared, "{step}: {r:?} read across users");
+    }
+    for ((u, k), t) in &m.tracks {
+        if t.dom == Dom::Shared {
+            let holder = store.track_info(&user(u), &key(k)).unwrap().rights_holder;
+            let h =
+                holder.map(|h| HOLDER_NAMES.iter().position(|n| *n == h.as_str()).unwrap() as u8);
+            assert!(
+                m.mode_of(h) == LicenseMode::SingleMaster
+                    || m.is_pending(&(u.clone(), k.clone()), t),
+                "{step}: {u}/{k} of holder {h:?} reads the shared domain"
+            );
+        }
+    }
+}
+
+/// Migrates; checks the report, the what-if for the current policy, and the model's migration.
+fn h_migrate(store: &Store, m: &mut HModel, step: &str) -> (lockerstore::Stats, HMigration) {
+    let before = store.stats().unwrap();
+    let w = store.what_if(m.default).unwrap();
+    let report = store.migrate(&mut |_| {}).unwrap();
+    let after = store.stats().unwrap();
+    let mm = m.migrate();
+    assert_eq!(report.tracks_migrated, mm.pending, "{step}: {report:?}");
+    assert_eq!(report.records_promoted, mm.promoted, "{step}: {report:?}");
+    assert_eq!(
+        (report.records_copied, report.bytes_written),
+        (mm.written.records, mm.written.bytes),
+        "{step}: {report:?}"
+    );
+    let written = (after.physical_bytes + after.garbage_bytes)
+        - (before.physical_bytes + before.garbage_bytes);
+    assert_eq!(written, mm.written.bytes, "{step}: bytes written");
+    // The what-if for the policy as it is, exact.
+    assert_eq!(w.pending_tracks, mm.pending, "{step}: {w:?}");
+    assert_eq!(
+        (w.physical_bytes, w.bytes_to_write, w.records_to_write),
+        (after.physical_bytes, written, mm.written.records),
+        "{step}: what-if ({w:?})"
+    );
+    assert_eq!(
+        w.bytes_to_free,
+        before.physical_bytes + written + mm.revived - after.physical_bytes,
+        "{step}: what-if bytes to free ({w:?}, {mm:?})"
+    );
+    // After a migration the layout is the policy's, for every holder.
+    let a = store.audit(false).unwrap();
+    assert!(a.conforming, "{step}: {a:?}");
+    for h in &a.holders {
+        assert!(h.conforming && h.pending_tracks == 0, "{step}: {h:?}");
+    }
+    (after, mm)
+}
+
+/// Options for reopening: the store keeps its own policy whatever they say.
+fn h_options() -> Options {
+    options(LicenseMode::PerUserCopy)
+}
+
+fn run_holders(initial: LicenseMode, ops: Vec<HOp>) -> HModel {
+    let mut dirs = vec![tempfile::tempdir().unwrap()];
+    let mut store = Store::open(dirs[0].path(), options(initial)).unwrap();
+    let mut m = HModel {
+        default: initial,
+        licences: BTreeMap::new(),
+        tracks: BTreeMap::new(),
+        known_users: BTreeSet::new(),
+        user_order: Vec::new(),
+        indexed: HashSet::new(),
+        record_bytes: 0,
+        footprint: HashMap::new(),
+        cache: HashMap::new(),
+        whatif_checked: 0,
+        collapse_copies: 0,
+        promotions: 0,
+        tag_holders: 0,
+    };
+    h_check(&store, &m, "fresh store");
+    for (i, op) in ops.iter().enumerate() {
+        let step = format!("step {i} {op:?}");
+        match *op {
+            HOp::Put {
+                user: u,
+                key: k,
+                content,
+                holder,
+            } => {
+                let (u, k) = (USERS[u as usize], KEYS[k as usize]);
+                h_put(&store, &mut m, u, k, content, holder, &step);
+            }
+            HOp::Delete { pick } => {
+                if let Some((u, k)) = m.pick(pick) {
+                    store.delete(&user(&u), &key(&k)).unwrap();
+                    m.tracks.remove(&(u, k));
+                }
+            }
+            HOp::ReadAll { buf } => h_read_all(&store, &mut m, buf as usize, &step),
+            HOp::SetLicence { holder, lic } => {
+                store
+                    .set_licence(&holder_name(Some(holder)).unwrap(), lic.licence())
+                    .unwrap();
+                set_model_licence(&mut m, holder, lic);
+            }
+            HOp::LicenceThenMigrate { holder, lic } => {
+                let w = store.what_if_by_holder().unwrap();
+                let name = holder_name(Some(holder)).unwrap();
+                let entry = w.holders.iter().find(|e| e.holder == name).cloned();
+                let mode_before = m.mode_of(Some(holder));
+                store.set_licence(&name, lic.licence()).unwrap();
+                set_model_licence(&mut m, holder, lic);
+                let mode_after = m.mode_of(Some(holder));
+                let before = store.stats().unwrap();
+                let (after, _) = h_migrate(&store, &mut m, &step);
+                let written = (after.physical_bytes + after.garbage_bytes)
+                    - (before.physical_bytes + before.garbage_bytes);
+                match entry {
+                    // A holder without tracks is not listed; its change moves nothing.
+                    None => assert!(
+                        m.tracks.values().all(|t| t.holder != Some(holder)),
+                        "{step}: {name} has tracks but no what-if entry: {w:?}"
+                    ),
+                    Some(e) if mode_after != mode_before => {
+                        assert_eq!(
+                            (e.mode_now, e.mode_after),
+                            (mode_before, mode_after),
+                            "{step}: {e:?}"
+                        );
+                        assert_eq!(
+                            (e.physical_bytes_after, e.bytes_to_write),
+                            (after.physical_bytes, written),
+                            "{step}: the prediction for {name} ({e:?})"
+                        );
+                        assert_eq!(
+                            e.savings,
+                            e.physical_bytes_baseline as i64 - after.physical_bytes as i64,
+                            "{step}: {e:?}"
+                        );
+                        m.whatif_checked += 1;
+                    }
+                    Some(e) => {
+                        assert_eq!(e.mode_now, mode_before, "{step}: {e:?}");
+                        assert_eq!(
+                            (e.physical_bytes_baseline, w.baseline.bytes_to_write),
+                            (after.physical_bytes, written),
+                            "{step}: the baseline ({e:?}, {w:?})"
+                        );
+                    }
+                }
+                h_verify(&store, &m, &step);
+            }
+            HOp::SetDefault { single_master } => {
+                store.set_mode(mode_of(single_master)).unwrap();
+                m.default = mode_of(single_master);
+            }
+            HOp::SetHolder { pick, holder } => {
+                if let Some((u, k)) = m.pick(pick) {
+                    store
+                        .set_rights_holder(&user(&u), &key(&k), holder_name(holder))
+                        .unwrap();
+                    m.tracks.get_mut(&(u, k)).unwrap().holder = holder;
+                }
+            }
+            HOp::Migrate => {
+                h_migrate(&store, &mut m, &step);
+                h_verify(&store, &m, &step);
+            }
+            HOp::Gc { threshold } => {
+                let r = store.gc(GcOptions { threshold }, &mut |_| {}).unwrap();
+                let live = m.live();
+                assert_eq!(
+                    r.entries_removed,
+                    m.size_of(m.indexed.difference(&live)).records,
+                    "{step}: {r:?}"
+                );
+                m.indexed.retain(|x| live.contains(x));
+                let files = pack_files(store.dir());
+                m.record_bytes = files.values().map(|s| s - PACK_HEADER).sum();
+            }
+            HOp::Reopen => {
+                drop(store);
+                store = Store::open(dirs.last().unwrap().path(), h_options()).unwrap();
+                assert_eq!(store.recovery(), &RecoveryReport::default(), "{step}");
+                h_verify(&store, &m, &step);
+            }
+            HOp::KillReopen => {
+                // The files as the running store left them: what a process killed now leaves
+                // (every write is in the page cache, nothing more).
+                let copy = tempfile::tempdir().unwrap();
+                common::copy_dir(dirs.last().unwrap().path(), copy.path());
+                drop(store);
+                dirs.push(copy);
+                store = Store::open(dirs.last().unwrap().path(), h_options()).unwrap();
+                h_verify(&store, &m, &step);
+            }
+        }
+        h_read_all(&store, &mut m, 1 << 20, &step);
+        h_check(&store, &m, &step);
+    }
+    h_verify(&store, &m, "end");
+    m
+}
+
+fn set_model_licence(m: &mut HModel, holder: u8, lic: Lic) {
+    match lic {
+        Lic::Shared => m.licences.insert(holder, (LicenseMode::SingleMaster, true)),
+        Lic::PerUser => m.licences.insert(holder, (LicenseMode::PerUserCopy, true)),
+        Lic::SharedExpired => m
+            .licences
+            .insert(holder, (LicenseMode::SingleMaster, false)),
+        Lic::Removed => m.licences.remove(&holder),
+    };
+}
+
+#[test]
+fn store_with_rights_holders_matches_the_model() {
+    use proptest::test_runner::{Config, TestRunner};
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        max_shrink_time: 120_000,
+        ..Config::default()
+    });
+    let totals = std::cell::RefCell::new((0u64, 0u64, 0u64, 0u64));
+    let strategy = (any::<bool>(), prop::collection::vec(h_op(), 1..=40));
+    let result = runner.run(&strategy, |(single_master, ops)| {
+        let m = run_holders(mode_of(single_master), ops);
+        let mut t = totals.borrow_mut();
+        t.0 += m.whatif_checked;
+        t.1 += m.collapse_copies;
+        t.2 += m.promotions;
+        t.3 += m.tag_holders;
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let t = totals.into_inner();
+    println!(
+        "{cases} cases: {} exact what-if checks, {} collapse copies, {} promotions, {} holders \
+         from tags",
+        t.0, t.1, t.2, t.3
+    );
+    assert!(t.0 > 0 && t.1 > 0 && t.2 > 0 && t.3 > 0, "{t:?}");
+}
+
+/// A fixed holder sequence, so the paths that matter run on every test run: one user holds a
+/// content under two holders (collapse copies into the shared domain and keeps the user's
+/// record), an expired entry, a holder named by the tags, a holder changed in place, both ways.
+#[test]
+fn scripted_holder_sequence_matches_the_model() {
+    use HOp::*;
+    let put = |user, key, content, holder| Put {
+        user,
+        key,
+        content,
+        holder,
+    };
+    let pool = |i| HContent::Plain(Content::Pool(i));
+    let ops = vec![
+        put(0, 0, pool(5), Some(0)),
+        put(0, 1, pool(5), Some(1)),
+        put(1, 0, pool(5), Some(0)),
+        put(1, 1, pool(4), Some(2)),
+        put(2, 2, HContent::Tagged { holder: 0, body: 1 }, None),
+        put(2, 3, pool(6), None),
+        LicenceThenMigrate {
+            holder: 0,
+            lic: Lic::Shared,
+        },
+        LicenceThenMigrate {
+            holder: 2,
+            lic: Lic::SharedExpired,
+        },
+        SetHolder {
+            pick: 1,
+            holder: Some(0),
+        },
+        Migrate,
+        KillReopen,
+        LicenceThenMigrate {
+            holder: 0,
+            lic: Lic::PerUser,
+        },
+        Gc { threshold: 1.0 },
+        SetDefault {
+            single_master: true,
+        },
+        LicenceThenMigrate {
+            holder: 1,
+            lic: Lic::PerUser,
+        },
+        Reopen,
+        LicenceThenMigrate {
+            holder: 0,
+            lic: Lic::Removed,
+        },
+        Gc { threshold: 0.5 },
+    ];
+    let m = run_holders(LicenseMode::PerUserCopy, ops);
+    assert!(m.whatif_checked >= 4, "{}", m.whatif_checked);
+    assert!(m.collapse_copies > 0 && m.promotions > 0 && m.tag_holders > 0);
 }
