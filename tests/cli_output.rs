@@ -176,6 +176,9 @@ fn a_closed_pipe_ends_the_command_quietly_with_status_141() {
         &["stats", "--json"],
         &["verify"],
         &["what-if", "single-master"],
+        &["what-if", "--by-holder"],
+        &["license", "list"],
+        &["audit"],
     ] {
         let out = run_into_closed_pipe(&store, args);
         assert_eq!(
