@@ -307,3 +307,295 @@ fn creation_syncs_to_last_dir_sync(fs: &FaultFs, creation_syncs: u64) -> u64 {
         })
         .expect("creation syncs the store directory")
 }
+
+/// Licences per rights holder: the tracks of three holders, stored per user; one user holds the
+/// same bytes under EMI and under Sony, so collapsing EMI must copy them into the shared domain
+/// and leave the user's record to the Sony track.
+mod holders {
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+
+    use super::faultfs::harness::{DIR, assert_none_failed, data, open, options, verified};
+    use super::faultfs::{FaultFs, Image, Op};
+    use lockerstore::{
+        Error, HolderWhatIf, Licence, LicenseMode, PutOptions, RightsHolder, Store, TrackKey,
+        UserId,
+    };
+
+    const EMI: &str = "EMI";
+    const OTHERS: [&str; 2] = ["Sony Music", "Warp"];
+
+    fn holder(name: &str) -> RightsHolder {
+        RightsHolder::new(name).unwrap()
+    }
+
+    fn ids(u: &str, k: &str) -> (UserId, TrackKey) {
+        (UserId::new(u).unwrap(), TrackKey::new(k).unwrap())
+    }
+
+    /// (user, key) -> (holder, bytes).
+    type Tracks = BTreeMap<(String, String), (&'static str, Vec<u8>)>;
+
+    fn tracks() -> Tracks {
+        let rows: [(&str, &str, &'static str, &str, usize); 9] = [
+            ("alice", "a0", EMI, "A", 300_000),
+            ("alice", "a1", OTHERS[0], "A", 300_000),
+            ("alice", "a2", EMI, "B", 200_000),
+            ("alice", "a3", OTHERS[1], "C", 150_000),
+            ("bob", "b0", EMI, "A", 300_000),
+            ("bob", "b1", OTHERS[0], "D", 180_000),
+            ("bob", "b2", OTHERS[1], "C", 150_000),
+            ("carol", "c0", EMI, "B", 200_000),
+            ("carol", "c1", OTHERS[0], "E", 120_000),
+        ];
+        rows.iter()
+            .map(|(u, k, h, label, n)| ((u.to_string(), k.to_string()), (*h, data(label, *n))))
+            .collect()
+    }
+
+    /// One direction of the move: `set_licence(EMI, licence)` then `migrate`.
+    fn steps(store: &Store, licence: LicenseMode, acked: &mut usize) -> lockerstore::Result<()> {
+        store.set_licence(&holder(EMI), Some(Licence::new(licence)))?;
+        *acked = 1;
+        store.migrate(&mut |_| {})?;
+        *acked = 2;
+        Ok(())
+    }
+
+    /// The what-if entries of the other holders.
+    fn others(store: &Store) -> Result<Vec<HolderWhatIf>, String> {
+        let w = store
+            .what_if_by_holder()
+            .map_err(|e| format!("what-if by holder: {e}"))?;
+        let mut v: Vec<HolderWhatIf> = w
+            .holders
+            .into_iter()
+            .filter(|h| OTHERS.contains(&h.holder.as_str()))
+            .collect();
+        v.sort_by(|a, b| a.holder.cmp(&b.holder));
+        Ok(v)
+    }
+
+    /// Every track reads back exactly, with its holder; verify is clean; no record is read
+    /// across users outside the shared domain; the other holders' tracks are never pending.
+    fn sound(store: &Store, tracks: &Tracks) -> Result<(), String> {
+        for ((u, k), (h, bytes)) in tracks {
+            let (uid, key) = ids(u, k);
+            match store.read_track(&uid, &key) {
+                Ok(got) if got == *bytes => {}
+                Ok(_) => return Err(format!("{u}/{k}: other bytes")),
+                Err(e) => return Err(format!("{u}/{k}: {e}")),
+            }
+            let info = store
+                .track_info(&uid, &key)
+                .map_err(|e| format!("{u}/{k}: {e}"))?;
+            if info.rights_holder.as_ref().map(|h| h.as_str()) != Some(h) {
+                return Err(format!("{u}/{k}: holder {:?}", info.rights_holder));
+            }
+        }
+        verified(store)?;
+        let a = store.audit(true).map_err(|e| format!("audit: {e}"))?;
+        if a.foreign_records != 0 || a.aliased_records != 0 {
+            return Err(format!("foreign or aliased records: {a:?}"));
+        }
+        if let Some(r) = a
+            .records
+            .iter()
+            .find(|r| r.users.len() > 1 && r.domain != lockerstore::Domain::Shared)
+        {
+            return Err(format!("a user's record read across users: {r:?}"));
+        }
+        for h in &a.holders {
+            let name = h.holder.as_ref().map(|h| h.as_str());
+            if name.is_some_and(|n| OTHERS.contains(&n)) && h.pending_tracks != 0 {
+                return Err(format!("another holder's tracks are pending: {h:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// After the move is finished: the layout is the policy's for every holder, and the other
+    /// holders are where they were.
+    fn finished(
+        store: &Store,
+        licence: LicenseMode,
+        reference: &[HolderWhatIf],
+    ) -> Result<(), String> {
+        let l = store.licences();
+        if l.entries.get(&holder(EMI)).map(|e| e.mode) != Some(licence) {
+            return Err(format!("licences after the move: {l:?}"));
+        }
+        let a = store.audit(false).map_err(|e| format!("audit: {e}"))?;
+        if !a.conforming || a.holders.iter().any(|h| !h.conforming || h.pending_tracks > 0) {
+            return Err(format!("not conforming after migrate: {a:?}"));
+        }
+        let got = others(store)?;
+        if got != reference {
+            return Err(format!(
+                "the other holders' what-if changed: {got:#?}, expected {reference:#?}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// One crash point: run the move from `start` with `arm`, crash (power loss, or kill and
+    /// later power loss), reopen and check, finish the move and check, then a second power
+    /// loss. Returns whether the crash happened.
+    fn crash_run(
+        start: &Image,
+        tracks: &Tracks,
+        licence: LicenseMode,
+        reference: &[HolderWhatIf],
+        arm: &dyn Fn(&FaultFs),
+        kill: bool,
+    ) -> Result<bool, String> {
+        let fs = FaultFs::from_image(start);
+        let store = open(&fs, LicenseMode::PerUserCopy).map_err(|e| format!("open: {e}"))?;
+        arm(&fs);
+        let mut acked = 0;
+        let r = steps(&store, licence, &mut acked);
+        let crashed = fs.crashed();
+        match (&r, &crashed) {
+            (Err(e), None) => return Err(format!("failed without a crash: {e}")),
+            (Err(e), Some(_)) if !matches!(e, Error::Io { .. } | Error::Poisoned(_)) => {
+                return Err(format!("unexpected error kind at the crash: {e:?}"));
+            }
+            _ => {}
+        }
+        let what = crashed.clone().unwrap_or_else(|| "no crash".into());
+        let ctx = |e: String| format!("{what} (steps acknowledged: {acked}): {e}");
+        let fs2 = if kill {
+            fs.after_kill()
+        } else {
+            FaultFs::from_image(&fs.crash_image())
+        };
+        drop(store);
+        let store2 = open(&fs2, LicenseMode::PerUserCopy).map_err(|e| ctx(format!("reopen: {e}")))?;
+        sound(&store2, tracks).map_err(|e| ctx(format!("after the crash: {e}")))?;
+        if acked >= 1 {
+            let l = store2.licences();
+            if l.entries.get(&holder(EMI)).map(|e| e.mode) != Some(licence) {
+                return Err(ctx(format!("the acknowledged licence is lost: {l:?}")));
+            }
+        }
+        if acked == 2 {
+            finished(&store2, licence, reference).map_err(|e| ctx(format!("acknowledged: {e}")))?;
+        }
+        // Finish the move.
+        steps(&store2, licence, &mut 0).map_err(|e| ctx(format!("finishing the move: {e}")))?;
+        sound(&store2, tracks).map_err(|e| ctx(format!("after finishing: {e}")))?;
+        finished(&store2, licence, reference).map_err(ctx)?;
+        // A second power loss keeps the finished move.
+        let image = fs2.crash_image();
+        drop(store2);
+        let store3 = open(&FaultFs::from_image(&image), LicenseMode::PerUserCopy)
+            .map_err(|e| ctx(format!("second reopen: {e}")))?;
+        sound(&store3, tracks).map_err(|e| ctx(format!("after a second crash: {e}")))?;
+        finished(&store3, licence, reference)
+            .map_err(|e| ctx(format!("after a second crash: {e}")))?;
+        Ok(crashed.is_some())
+    }
+
+    /// Runs the move from `start` cleanly (for its sync count, its end state, and the other
+    /// holders' what-if after it), then crashes at every sync point in three ways. Returns the
+    /// image after the clean run.
+    fn move_with_crashes(start: &Image, tracks: &Tracks, licence: LicenseMode) -> Image {
+        let t0 = Instant::now();
+        let fs = FaultFs::from_image(start);
+        let store = open(&fs, LicenseMode::PerUserCopy).unwrap();
+        let before = others(&store).unwrap();
+        // The move writes: copies for the shared domain (alice's Sony track keeps her record of
+        // "A"), or per-user copies back.
+        let emi = store.what_if_by_holder().unwrap();
+        let emi = emi.holders.iter().find(|h| h.holder.as_str() == EMI).unwrap();
+        assert!(emi.mode_after == licence && emi.bytes_to_write > 0, "{emi:?}");
+        let c0 = fs.counts();
+        steps(&store, licence, &mut 0).unwrap();
+        let syncs = fs.counts().since(&c0).syncs();
+        let writes = fs.counts().since(&c0).get(Op::Write);
+        let reference = others(&store).unwrap();
+        sound(&store, tracks).unwrap();
+        finished(&store, licence, &reference).unwrap();
+        // The other holders did not move: same tracks, same bytes, same records read, same
+        // mode.
+        let key = |w: &HolderWhatIf| {
+            (
+                w.holder.clone(),
+                w.mode_now,
+                w.tracks,
+                w.logical_bytes,
+                w.physical_bytes_now,
+            )
+        };
+        assert_eq!(
+            before.iter().map(key).collect::<Vec<_>>(),
+            reference.iter().map(key).collect::<Vec<_>>(),
+            "the other holders' tracks moved"
+        );
+        assert!(reference.iter().all(|w| w.mode_now == LicenseMode::PerUserCopy));
+        drop(store);
+        let end = fs.image_now();
+
+        let mut failures = Vec::new();
+        let mut checked = 0;
+        let kinds: [(&str, bool, bool); 3] = [
+            ("power loss at sync", false, false),
+            ("power loss after sync", true, false),
+            ("kill at sync, restart, power loss", false, true),
+        ];
+        for k in 1..=syncs {
+            for (name, landed, kill) in kinds {
+                let arm = |fs: &FaultFs| {
+                    if landed {
+                        fs.crash_after_syncs_landed(k)
+                    } else {
+                        fs.crash_after_syncs(k)
+                    }
+                };
+                match crash_run(start, tracks, licence, &reference, &arm, kill) {
+                    Ok(true) => checked += 1,
+                    Ok(false) => failures.push(format!("{name} {k}: not reached")),
+                    Err(e) => failures.push(format!("{name} {k}: {e}")),
+                }
+            }
+        }
+        // Every write, torn at three sizes.
+        for k in 1..=writes {
+            for j in 0..3 {
+                let tear = super::TEARS[(3 * k as usize + j) % super::TEARS.len()];
+                let arm = |fs: &FaultFs| fs.crash_after_writes(k, tear);
+                match crash_run(start, tracks, licence, &reference, &arm, false) {
+                    Ok(true) => checked += 1,
+                    Ok(false) => failures.push(format!("write {k} (tear {tear}): not reached")),
+                    Err(e) => failures.push(format!("write {k} (tear {tear}): {e}")),
+                }
+            }
+        }
+        println!(
+            "EMI to {licence:?}: {syncs} syncs, {writes} writes, {checked} crash points checked \
+             (power loss at and after each sync, kill at each sync, each write torn three ways), \
+             {} failed, {:.1}s",
+            failures.len(),
+            t0.elapsed().as_secs_f64()
+        );
+        assert_none_failed(&format!("EMI to {licence:?}: crash points"), &failures);
+        end
+    }
+
+    #[test]
+    fn crash_points_per_holder_collapse_and_expand() {
+        let tracks = tracks();
+        let fs = FaultFs::new();
+        let store = Store::open(DIR, options(&fs, LicenseMode::PerUserCopy)).unwrap();
+        for ((u, k), (h, bytes)) in &tracks {
+            let (uid, key) = ids(u, k);
+            let o = PutOptions::default().rights_holder(holder(h));
+            store.put_with(&uid, &key, &bytes[..], &o).unwrap();
+        }
+        sound(&store, &tracks).unwrap();
+        drop(store);
+        let start = fs.image_now();
+        let collapsed = move_with_crashes(&start, &tracks, LicenseMode::SingleMaster);
+        move_with_crashes(&collapsed, &tracks, LicenseMode::PerUserCopy);
+    }
+}
