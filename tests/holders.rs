@@ -568,7 +568,7 @@ fn labelled(
     std::fs::copy(&src, &path).unwrap();
     for (tag_type, item, text) in tags {
         let mut tag = Tag::new(*tag_type);
-        tag.insert_text(item.clone(), (*text).to_owned());
+        tag.insert_text(*item, (*text).to_owned());
         tag.save_to_path(&path, WriteOptions::default()).unwrap();
     }
     std::fs::read(&path).unwrap()

@@ -55,7 +55,8 @@ pub struct MigrationProgress {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MigrationReport {
-    /// The mode the layout now matches.
+    /// The policy's default mode when the migration finished (the layout then matches the
+    /// whole policy: the default and every entry per rights holder).
     pub mode: Option<LicenseMode>,
     /// Tracks moved to their new domain.
     pub tracks_migrated: u64,

@@ -98,6 +98,7 @@ pub(crate) fn chunk_upload(
     Ok(Some(info))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn cut_upload(
     chunker: &Chunker,
     cores: &Cores,
