@@ -125,6 +125,7 @@ impl RightsHolder {
     /// The name a tag gives, made valid: control characters dropped, whitespace runs made one
     /// space, trimmed, cut to [`MAX_HOLDER_LEN`] bytes at a character boundary. `None` when
     /// nothing is left.
+    #[cfg_attr(not(feature = "tags"), allow(dead_code))]
     pub(crate) fn from_tag(text: &str) -> Option<RightsHolder> {
         let mut clean = String::new();
         for word in text
