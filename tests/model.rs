@@ -2033,6 +2033,83 @@ fn h_check(store: &Store, m: &HModel, step: &str) {
         "{step}: {a:?}"
     );
 
+    // The what-if by holder describes every holder with tracks as the model sees it.
+    let w = store.what_if_by_holder().unwrap();
+    assert_eq!(
+        w.baseline,
+        store.what_if(m.default).unwrap(),
+        "{step}: the baseline is the what-if of the policy as it is"
+    );
+    let mut want: BTreeMap<String, (u64, u64, u64, LicenseMode)> = BTreeMap::new();
+    let mut pairs: BTreeMap<String, HashSet<(Dom, Fingerprint)>> = BTreeMap::new();
+    let (mut unassigned, mut unassigned_bytes) = (0, 0);
+    for t in m.tracks.values() {
+        let Some(h) = t.holder else {
+            unassigned += 1;
+            unassigned_bytes += t.len;
+            continue;
+        };
+        let name = HOLDER_NAMES[h as usize].to_owned();
+        let e = want
+            .entry(name.clone())
+            .or_insert((0, 0, 0, m.mode_of(Some(h))));
+        e.0 += 1;
+        e.1 += t.len;
+        pairs
+            .entry(name)
+            .or_default()
+            .insert((t.dom.clone(), t.fingerprint));
+    }
+    for (name, set) in &pairs {
+        want.get_mut(name).unwrap().2 = m.size_of(set).bytes;
+    }
+    let got: BTreeMap<String, (u64, u64, u64, LicenseMode)> = w
+        .holders
+        .iter()
+        .map(|h| {
+            (
+                h.holder.as_str().to_owned(),
+                (h.tracks, h.logical_bytes, h.physical_bytes_now, h.mode_now),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got, want,
+        "{step}: what-if by holder (tracks, logical, physical now, mode now)"
+    );
+    assert_eq!(
+        (w.unassigned_tracks, w.unassigned_bytes),
+        (unassigned, unassigned_bytes),
+        "{step}"
+    );
+    for h in &w.holders {
+        let i = HOLDER_NAMES
+            .iter()
+            .position(|n| *n == h.holder.as_str())
+            .unwrap() as u8;
+        assert_eq!(h.mode_after, other_mode(h.mode_now), "{step}: {h:?}");
+        assert_eq!(
+            h.licence.map(|l| l.mode),
+            m.licences.get(&i).map(|(mode, _)| *mode),
+            "{step}: {h:?}"
+        );
+        assert_eq!(
+            h.savings,
+            h.physical_bytes_baseline as i64 - h.physical_bytes_after as i64,
+            "{step}: {h:?}"
+        );
+        assert_eq!(
+            h.physical_bytes_baseline, w.baseline.physical_bytes,
+            "{step}"
+        );
+    }
+    assert!(
+        w.holders
+            .windows(2)
+            .all(|p| (-p[0].savings, &p[0].holder) < (-p[1].savings, &p[1].holder)),
+        "{step}: holders by savings, largest first"
+    );
+
     // Invariant 2, from the store's own answers: a live record that tracks of two users read
     // is in the shared domain, and every track in the shared domain (the only ones that can
     // read it) is of a holder licensed shared, unless it is pending (a migration moves it).
@@ -2149,7 +2226,7 @@ fn run_holders(initial: LicenseMode, ops: Vec<HOp>) -> HModel {
                 set_model_licence(&mut m, holder, lic);
                 let mode_after = m.mode_of(Some(holder));
                 let before = store.stats().unwrap();
-                let (after, _) = h_migrate(&store, &mut m, &step);
+                let (after, mm) = h_migrate(&store, &mut m, &step);
                 let written = (after.physical_bytes + after.garbage_bytes)
                     - (before.physical_bytes + before.garbage_bytes);
                 match entry {
@@ -2173,6 +2250,11 @@ fn run_holders(initial: LicenseMode, ops: Vec<HOp>) -> HModel {
                             e.savings,
                             e.physical_bytes_baseline as i64 - after.physical_bytes as i64,
                             "{step}: {e:?}"
+                        );
+                        assert_eq!(
+                            e.bytes_to_free,
+                            before.physical_bytes + written + mm.revived - after.physical_bytes,
+                            "{step}: the bytes {name}'s change frees ({e:?}, {mm:?})"
                         );
                         m.whatif_checked += 1;
                     }
