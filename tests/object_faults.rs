@@ -820,6 +820,23 @@ fn a_rebuild_from_the_bucket_alone_recreates_the_store() {
         )
         .unwrap();
     held.push(("bob".into(), "bought".into(), audio("bought", 50_000)));
+    // Rights holders and licences per holder are journaled like everything else.
+    let emi = lockerstore::RightsHolder::new("EMI").unwrap();
+    store
+        .put_with(
+            &user("carol"),
+            &key("labelled"),
+            &audio("labelled", 40_000)[..],
+            &lockerstore::PutOptions::default().rights_holder(emi.clone()),
+        )
+        .unwrap();
+    held.push(("carol".into(), "labelled".into(), audio("labelled", 40_000)));
+    store
+        .set_licence(
+            &emi,
+            Some(lockerstore::Licence::new(LicenseMode::PerUserCopy).until(4_102_444_800)),
+        )
+        .unwrap();
     store.delete(&user("alice"), &key("big")).unwrap();
     held.retain(|(u, k, _)| !(u == "alice" && k == "big"));
     let at = store
@@ -844,6 +861,7 @@ fn a_rebuild_from_the_bucket_alone_recreates_the_store() {
         .collect();
     let quota = store.quota(&user("bob")).unwrap();
     let audit = store.audit(true).unwrap();
+    let licences = store.licences();
     drop(store);
     drop(dir);
 
@@ -855,6 +873,15 @@ fn a_rebuild_from_the_bucket_alone_recreates_the_store() {
     let store = open_on(&target, Faulty::new(bucket.clone(), None), false).unwrap();
     assert_eq!(comparable(store.stats().unwrap()), stats);
     assert_eq!(store.mode(), LicenseMode::SingleMaster);
+    assert_eq!(store.licences(), licences);
+    assert_eq!(licences.entries.len(), 1);
+    assert_eq!(
+        store
+            .track_info(&user("carol"), &key("labelled"))
+            .unwrap()
+            .rights_holder,
+        Some(emi)
+    );
     for (u, list) in ["alice", "bob", "carol"].iter().zip(&lists) {
         assert_eq!(&store.list(&user(u)).unwrap(), list, "{u}");
     }
