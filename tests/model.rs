@@ -1440,6 +1440,16 @@ enum Lic {
     SharedExpired,
     /// No entry.
     Removed,
+    /// A shared entry that ends this many seconds from now (scripted sequences only: they
+    /// sleep past its end).
+    SharedFor(u8),
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 impl Lic {
@@ -1450,6 +1460,9 @@ impl Lic {
             Lic::PerUser => Some(Licence::new(LicenseMode::PerUserCopy)),
             Lic::SharedExpired => Some(Licence::new(LicenseMode::SingleMaster).until(1)),
             Lic::Removed => None,
+            Lic::SharedFor(secs) => {
+                Some(Licence::new(LicenseMode::SingleMaster).until(unix_now() + u64::from(secs)))
+            }
         }
     }
 }
@@ -1550,6 +1563,15 @@ enum HOp {
         threshold: f64,
     },
     Reopen,
+    /// Takes the what-if by holder's prediction for flipping `holder`; the next migration must
+    /// match it if only time (an entry's end), reads and reopens came in between (scripted).
+    PredictFlip {
+        holder: u8,
+    },
+    /// Sleeps (scripted sequences: past the end of an entry).
+    Sleep {
+        secs: u8,
+    },
     /// A process kill: the store's files as they are while it runs, opened by a new process.
     KillReopen,
 }
@@ -1617,8 +1639,8 @@ struct HMigration {
 
 struct HModel {
     default: LicenseMode,
-    /// Entries by holder index: (mode, in force).
-    licences: BTreeMap<u8, (LicenseMode, bool)>,
+    /// Entries by holder index: (mode, end).
+    licences: BTreeMap<u8, (LicenseMode, Option<u64>)>,
     tracks: BTreeMap<(String, String), HTrack>,
     known_users: BTreeSet<String>,
     user_order: Vec<String>,
@@ -1628,6 +1650,8 @@ struct HModel {
     record_bytes: u64,
     footprint: HashMap<Fingerprint, Footprint>,
     cache: HashMap<HContent, Vec<u8>>,
+    /// A prediction of `PredictFlip`: (holder, physical bytes after).
+    flip_prediction: Option<(u8, u64)>,
     /// Coverage: (what-if checks where the holder's mode changed, collapse copies, promotions,
     /// holders from tags).
     whatif_checked: u64,
@@ -1654,7 +1678,7 @@ impl HModel {
     fn mode_of(&self, holder: Option<u8>) -> LicenseMode {
         holder
             .and_then(|h| self.licences.get(&h))
-            .filter(|(_, in_force)| *in_force)
+            .filter(|(_, until)| until.is_none_or(|u| unix_now() < u))
             .map_or(self.default, |(mode, _)| *mode)
     }
 
@@ -2186,6 +2210,7 @@ fn run_holders(initial: LicenseMode, ops: Vec<HOp>) -> HModel {
         record_bytes: 0,
         footprint: HashMap::new(),
         cache: HashMap::new(),
+        flip_prediction: None,
         whatif_checked: 0,
         collapse_copies: 0,
         promotions: 0,
@@ -2194,7 +2219,21 @@ fn run_holders(initial: LicenseMode, ops: Vec<HOp>) -> HModel {
     h_check(&store, &m, "fresh store");
     for (i, op) in ops.iter().enumerate() {
         let step = format!("step {i} {op:?}");
+        let prediction = m.flip_prediction.take();
         match *op {
+            HOp::PredictFlip { holder } => {
+                let name = holder_name(Some(holder)).unwrap();
+                let w = store.what_if_by_holder().unwrap();
+                let e = w.holders.iter().find(|e| e.holder == name).unwrap();
+                m.flip_prediction = Some((holder, e.physical_bytes_after));
+            }
+            HOp::Sleep { .. } | HOp::ReadAll { .. } | HOp::Reopen if prediction.is_some() => {
+                m.flip_prediction = prediction;
+            }
+            _ => {}
+        }
+        match *op {
+            HOp::PredictFlip { .. } => {}
             HOp::Put {
                 user: u,
                 key: k,
@@ -2282,7 +2321,15 @@ fn run_holders(initial: LicenseMode, ops: Vec<HOp>) -> HModel {
                 }
             }
             HOp::Migrate => {
-                h_migrate(&store, &mut m, &step);
+                let (after, _) = h_migrate(&store, &mut m, &step);
+                if let Some((h, physical_after)) = prediction {
+                    assert_eq!(
+                        after.physical_bytes, physical_after,
+                        "{step}: predicted by the what-if for {}",
+                        HOLDER_NAMES[h as usize]
+                    );
+                    m.whatif_checked += 1;
+                }
                 h_verify(&store, &m, &step);
             }
             HOp::Gc { threshold } => {
@@ -2297,6 +2344,7 @@ fn run_holders(initial: LicenseMode, ops: Vec<HOp>) -> HModel {
                 let files = pack_files(store.dir());
                 m.record_bytes = files.values().map(|s| s - PACK_HEADER).sum();
             }
+            HOp::Sleep { secs } => std::thread::sleep(std::time::Duration::from_secs(secs.into())),
             HOp::Reopen => {
                 drop(store);
                 store = Store::open(dirs.last().unwrap().path(), h_options()).unwrap();
@@ -2322,13 +2370,17 @@ fn run_holders(initial: LicenseMode, ops: Vec<HOp>) -> HModel {
 }
 
 fn set_model_licence(m: &mut HModel, holder: u8, lic: Lic) {
-    match lic {
-        Lic::Shared => m.licences.insert(holder, (LicenseMode::SingleMaster, true)),
-        Lic::PerUser => m.licences.insert(holder, (LicenseMode::PerUserCopy, true)),
-        Lic::SharedExpired => m
-            .licences
-            .insert(holder, (LicenseMode::SingleMaster, false)),
-        Lic::Removed => m.licences.remove(&holder),
+    let entry = |mode, until| Some((mode, until));
+    let e = match lic {
+        Lic::Shared => entry(LicenseMode::SingleMaster, None),
+        Lic::PerUser => entry(LicenseMode::PerUserCopy, None),
+        Lic::SharedExpired => entry(LicenseMode::SingleMaster, Some(1)),
+        Lic::SharedFor(secs) => entry(LicenseMode::SingleMaster, Some(unix_now() + u64::from(secs))),
+        Lic::Removed => None,
+    };
+    match e {
+        Some(e) => m.licences.insert(holder, e),
+        None => m.licences.remove(&holder),
     };
 }
 
@@ -2424,4 +2476,41 @@ fn scripted_holder_sequence_matches_the_model() {
     let m = run_holders(LicenseMode::PerUserCopy, ops);
     assert!(m.whatif_checked >= 4, "{}", m.whatif_checked);
     assert!(m.collapse_copies > 0 && m.promotions > 0 && m.tag_holders > 0);
+}
+
+/// A licence with an end: while it runs the holder's tracks are stored once; once it ended the
+/// audit finds them pending, the what-if made while it ran predicts the expansion exactly, and
+/// the migration moves them back to per-user copies. The entry and its end survive a reopen.
+#[test]
+fn a_licence_that_ends_sends_its_tracks_back_to_per_user_copies() {
+    use HOp::*;
+    let put = |user, key, content, holder| Put {
+        user,
+        key,
+        content,
+        holder,
+    };
+    let pool = |i| HContent::Plain(Content::Pool(i));
+    let ops = vec![
+        put(0, 0, pool(5), Some(0)),
+        put(1, 1, pool(4), Some(1)),
+        // EMI licensed for 3 seconds: its tracks collapse, new ones go to the shared domain.
+        LicenceThenMigrate {
+            holder: 0,
+            lic: Lic::SharedFor(3),
+        },
+        put(1, 0, pool(5), Some(0)),
+        put(2, 0, pool(5), Some(0)),
+        put(0, 1, pool(4), Some(0)),
+        PredictFlip { holder: 0 },
+        Reopen,
+        Sleep { secs: 4 },
+        // Ended: pending until a migration expands them.
+        ReadAll { buf: 1000 },
+        Migrate,
+        Reopen,
+        put(2, 1, pool(5), Some(0)),
+    ];
+    let m = run_holders(LicenseMode::PerUserCopy, ops);
+    assert!(m.whatif_checked >= 2);
 }
