@@ -353,13 +353,51 @@ mod holders {
             .collect()
     }
 
-    /// One direction of the move: `set_licence(EMI, licence)` then `migrate`.
-    fn steps(store: &Store, licence: LicenseMode, acked: &mut usize) -> lockerstore::Result<()> {
-        store.set_licence(&holder(EMI), Some(Licence::new(licence)))?;
-        *acked = 1;
-        store.migrate(&mut |_| {})?;
-        *acked = 2;
+    /// One step of a move.
+    #[derive(Clone, Copy, Debug)]
+    enum Step {
+        /// `set_licence(EMI, mode)`.
+        Licence(LicenseMode),
+        /// `set_rights_holder(user, key, holder)`.
+        Holder(&'static str, &'static str, &'static str),
+        Migrate,
+    }
+
+    impl Step {
+        fn run(self, store: &Store) -> lockerstore::Result<()> {
+            match self {
+                Step::Licence(mode) => store.set_licence(&holder(EMI), Some(Licence::new(mode))),
+                Step::Holder(u, k, h) => {
+                    let (uid, key) = ids(u, k);
+                    store.set_rights_holder(&uid, &key, Some(holder(h)))
+                }
+                Step::Migrate => store.migrate(&mut |_| {}).map(|_| ()),
+            }
+        }
+
+        fn apply(self, tracks: &mut Tracks) {
+            if let Step::Holder(u, k, h) = self {
+                tracks.get_mut(&(u.to_owned(), k.to_owned())).unwrap().0 = h;
+            }
+        }
+    }
+
+    /// Runs `steps`, counting those that returned Ok in `acked`.
+    fn run(store: &Store, steps: &[Step], acked: &mut usize) -> lockerstore::Result<()> {
+        for s in steps {
+            s.run(store)?;
+            *acked += 1;
+        }
         Ok(())
+    }
+
+    /// What the move leads to.
+    struct Move {
+        steps: Vec<Step>,
+        /// EMI's licence at the end.
+        licence: LicenseMode,
+        /// The other holders' tracks are the same before and after (a licence move).
+        others_fixed: bool,
     }
 
     /// The what-if entries of the other holders.
@@ -377,8 +415,9 @@ mod holders {
     }
 
     /// Every track reads back exactly, with its holder; verify is clean; no record is read
-    /// across users outside the shared domain; the other holders' tracks are never pending.
-    fn sound(store: &Store, tracks: &Tracks) -> Result<(), String> {
+    /// across users outside the shared domain; the other holders' tracks are never pending
+    /// in a licence move.
+    fn sound(store: &Store, tracks: &Tracks, others_fixed: bool) -> Result<(), String> {
         for ((u, k), (h, bytes)) in tracks {
             let (uid, key) = ids(u, k);
             match store.read_track(&uid, &key) {
@@ -407,7 +446,7 @@ mod holders {
         }
         for h in &a.holders {
             let name = h.holder.as_ref().map(|h| h.as_str());
-            if name.is_some_and(|n| OTHERS.contains(&n)) && h.pending_tracks != 0 {
+            if others_fixed && name.is_some_and(|n| OTHERS.contains(&n)) && h.pending_tracks != 0 {
                 return Err(format!("another holder's tracks are pending: {h:?}"));
             }
         }
@@ -415,14 +454,10 @@ mod holders {
     }
 
     /// After the move is finished: the layout is the policy's for every holder, and the other
-    /// holders are where they were.
-    fn finished(
-        store: &Store,
-        licence: LicenseMode,
-        reference: &[HolderWhatIf],
-    ) -> Result<(), String> {
+    /// holders are where the clean run left them.
+    fn finished(store: &Store, mv: &Move, reference: &[HolderWhatIf]) -> Result<(), String> {
         let l = store.licences();
-        if l.entries.get(&holder(EMI)).map(|e| e.mode) != Some(licence) {
+        if l.entries.get(&holder(EMI)).map(|e| e.mode) != Some(mv.licence) {
             return Err(format!("licences after the move: {l:?}"));
         }
         let a = store.audit(false).map_err(|e| format!("audit: {e}"))?;
@@ -444,7 +479,7 @@ mod holders {
     fn crash_run(
         start: &Image,
         tracks: &Tracks,
-        licence: LicenseMode,
+        mv: &Move,
         reference: &[HolderWhatIf],
         arm: &dyn Fn(&FaultFs),
         kill: bool,
@@ -453,7 +488,7 @@ mod holders {
         let store = open(&fs, LicenseMode::PerUserCopy).map_err(|e| format!("open: {e}"))?;
         arm(&fs);
         let mut acked = 0;
-        let r = steps(&store, licence, &mut acked);
+        let r = run(&store, &mv.steps, &mut acked);
         let crashed = fs.crashed();
         match (&r, &crashed) {
             (Err(e), None) => return Err(format!("failed without a crash: {e}")),
@@ -470,69 +505,90 @@ mod holders {
             FaultFs::from_image(&fs.crash_image())
         };
         drop(store);
-        let store2 = open(&fs2, LicenseMode::PerUserCopy).map_err(|e| ctx(format!("reopen: {e}")))?;
-        sound(&store2, tracks).map_err(|e| ctx(format!("after the crash: {e}")))?;
-        if acked >= 1 {
+        let store2 =
+            open(&fs2, LicenseMode::PerUserCopy).map_err(|e| ctx(format!("reopen: {e}")))?;
+        // The acknowledged steps hold; the one in flight wholly or not at all.
+        let mut before = tracks.clone();
+        mv.steps[..acked].iter().for_each(|s| s.apply(&mut before));
+        if let Err(e) = sound(&store2, &before, mv.others_fixed) {
+            let mut with = before.clone();
+            match mv.steps.get(acked) {
+                Some(s @ Step::Holder(..)) => s.apply(&mut with),
+                _ => return Err(ctx(format!("after the crash: {e}"))),
+            }
+            sound(&store2, &with, mv.others_fixed)
+                .map_err(|e2| ctx(format!("after the crash: neither {e} nor {e2}")))?;
+        }
+        let licence_acked = mv.steps[..acked]
+            .iter()
+            .any(|s| matches!(s, Step::Licence(_)));
+        if licence_acked {
             let l = store2.licences();
-            if l.entries.get(&holder(EMI)).map(|e| e.mode) != Some(licence) {
+            if l.entries.get(&holder(EMI)).map(|e| e.mode) != Some(mv.licence) {
                 return Err(ctx(format!("the acknowledged licence is lost: {l:?}")));
             }
         }
-        if acked == 2 {
-            finished(&store2, licence, reference).map_err(|e| ctx(format!("acknowledged: {e}")))?;
+        if acked == mv.steps.len() {
+            finished(&store2, mv, reference).map_err(|e| ctx(format!("acknowledged: {e}")))?;
         }
         // Finish the move.
-        steps(&store2, licence, &mut 0).map_err(|e| ctx(format!("finishing the move: {e}")))?;
-        sound(&store2, tracks).map_err(|e| ctx(format!("after finishing: {e}")))?;
-        finished(&store2, licence, reference).map_err(ctx)?;
+        let mut after = tracks.clone();
+        mv.steps.iter().for_each(|s| s.apply(&mut after));
+        run(&store2, &mv.steps, &mut 0).map_err(|e| ctx(format!("finishing the move: {e}")))?;
+        sound(&store2, &after, mv.others_fixed)
+            .map_err(|e| ctx(format!("after finishing: {e}")))?;
+        finished(&store2, mv, reference).map_err(ctx)?;
         // A second power loss keeps the finished move.
         let image = fs2.crash_image();
         drop(store2);
         let store3 = open(&FaultFs::from_image(&image), LicenseMode::PerUserCopy)
             .map_err(|e| ctx(format!("second reopen: {e}")))?;
-        sound(&store3, tracks).map_err(|e| ctx(format!("after a second crash: {e}")))?;
-        finished(&store3, licence, reference)
+        sound(&store3, &after, mv.others_fixed)
             .map_err(|e| ctx(format!("after a second crash: {e}")))?;
+        finished(&store3, mv, reference).map_err(|e| ctx(format!("after a second crash: {e}")))?;
         Ok(crashed.is_some())
     }
 
-    /// Runs the move from `start` cleanly (for its sync count, its end state, and the other
-    /// holders' what-if after it), then crashes at every sync point in three ways. Returns the
-    /// image after the clean run.
-    fn move_with_crashes(start: &Image, tracks: &Tracks, licence: LicenseMode) -> Image {
+    /// Runs the move from `start` cleanly (for its sync and write counts, its end state, and
+    /// the other holders' what-if after it), then crashes at every sync point in three ways and
+    /// at every write torn three ways. Returns the image after the clean run, and its tracks.
+    fn move_with_crashes(start: &Image, tracks: &Tracks, mv: &Move) -> (Image, Tracks) {
         let t0 = Instant::now();
+        let name = format!("{:?}", mv.steps);
         let fs = FaultFs::from_image(start);
         let store = open(&fs, LicenseMode::PerUserCopy).unwrap();
         let before = others(&store).unwrap();
-        // The move writes: copies for the shared domain (alice's Sony track keeps her record of
-        // "A"), or per-user copies back.
-        let emi = store.what_if_by_holder().unwrap();
-        let emi = emi.holders.iter().find(|h| h.holder.as_str() == EMI).unwrap();
-        assert!(emi.mode_after == licence && emi.bytes_to_write > 0, "{emi:?}");
         let c0 = fs.counts();
-        steps(&store, licence, &mut 0).unwrap();
-        let syncs = fs.counts().since(&c0).syncs();
-        let writes = fs.counts().since(&c0).get(Op::Write);
+        run(&store, &mv.steps, &mut 0).unwrap();
+        let n = fs.counts().since(&c0);
+        let (syncs, writes) = (n.syncs(), n.get(Op::Write));
         let reference = others(&store).unwrap();
-        sound(&store, tracks).unwrap();
-        finished(&store, licence, &reference).unwrap();
-        // The other holders did not move: same tracks, same bytes, same records read, same
-        // mode.
-        let key = |w: &HolderWhatIf| {
-            (
-                w.holder.clone(),
-                w.mode_now,
-                w.tracks,
-                w.logical_bytes,
-                w.physical_bytes_now,
-            )
-        };
-        assert_eq!(
-            before.iter().map(key).collect::<Vec<_>>(),
-            reference.iter().map(key).collect::<Vec<_>>(),
-            "the other holders' tracks moved"
+        let mut after = tracks.clone();
+        mv.steps.iter().for_each(|s| s.apply(&mut after));
+        sound(&store, &after, mv.others_fixed).unwrap();
+        finished(&store, mv, &reference).unwrap();
+        if mv.others_fixed {
+            // The other holders did not move: same tracks, bytes, records read, mode.
+            let key = |w: &HolderWhatIf| {
+                (
+                    w.holder.clone(),
+                    w.mode_now,
+                    w.tracks,
+                    w.logical_bytes,
+                    w.physical_bytes_now,
+                )
+            };
+            assert_eq!(
+                before.iter().map(key).collect::<Vec<_>>(),
+                reference.iter().map(key).collect::<Vec<_>>(),
+                "{name}: the other holders' tracks moved"
+            );
+        }
+        assert!(
+            reference
+                .iter()
+                .all(|w| w.mode_now == LicenseMode::PerUserCopy)
         );
-        assert!(reference.iter().all(|w| w.mode_now == LicenseMode::PerUserCopy));
         drop(store);
         let end = fs.image_now();
 
@@ -544,7 +600,7 @@ mod holders {
             ("kill at sync, restart, power loss", false, true),
         ];
         for k in 1..=syncs {
-            for (name, landed, kill) in kinds {
+            for (kind, landed, kill) in kinds {
                 let arm = |fs: &FaultFs| {
                     if landed {
                         fs.crash_after_syncs_landed(k)
@@ -552,10 +608,10 @@ mod holders {
                         fs.crash_after_syncs(k)
                     }
                 };
-                match crash_run(start, tracks, licence, &reference, &arm, kill) {
+                match crash_run(start, tracks, mv, &reference, &arm, kill) {
                     Ok(true) => checked += 1,
-                    Ok(false) => failures.push(format!("{name} {k}: not reached")),
-                    Err(e) => failures.push(format!("{name} {k}: {e}")),
+                    Ok(false) => failures.push(format!("{kind} {k}: not reached")),
+                    Err(e) => failures.push(format!("{kind} {k}: {e}")),
                 }
             }
         }
@@ -564,7 +620,7 @@ mod holders {
             for j in 0..3 {
                 let tear = super::TEARS[(3 * k as usize + j) % super::TEARS.len()];
                 let arm = |fs: &FaultFs| fs.crash_after_writes(k, tear);
-                match crash_run(start, tracks, licence, &reference, &arm, false) {
+                match crash_run(start, tracks, mv, &reference, &arm, false) {
                     Ok(true) => checked += 1,
                     Ok(false) => failures.push(format!("write {k} (tear {tear}): not reached")),
                     Err(e) => failures.push(format!("write {k} (tear {tear}): {e}")),
@@ -572,18 +628,18 @@ mod holders {
             }
         }
         println!(
-            "EMI to {licence:?}: {syncs} syncs, {writes} writes, {checked} crash points checked \
-             (power loss at and after each sync, kill at each sync, each write torn three ways), \
-             {} failed, {:.1}s",
+            "{name}: {syncs} syncs, {writes} writes, {checked} crash points checked (power loss \
+             at and after each sync, kill at each sync, each write torn three ways), {} failed, \
+             {:.1}s",
             failures.len(),
             t0.elapsed().as_secs_f64()
         );
-        assert_none_failed(&format!("EMI to {licence:?}: crash points"), &failures);
-        end
+        assert_none_failed(&format!("{name}: crash points"), &failures);
+        (end, after)
     }
 
     #[test]
-    fn crash_points_per_holder_collapse_and_expand() {
+    fn crash_points_per_holder_collapse_expand_and_holder_change() {
         let tracks = tracks();
         let fs = FaultFs::new();
         let store = Store::open(DIR, options(&fs, LicenseMode::PerUserCopy)).unwrap();
@@ -592,10 +648,32 @@ mod holders {
             let o = PutOptions::default().rights_holder(holder(h));
             store.put_with(&uid, &key, &bytes[..], &o).unwrap();
         }
-        sound(&store, &tracks).unwrap();
+        sound(&store, &tracks, true).unwrap();
+        // The collapse writes: alice's Sony track keeps her record of "A", so EMI's needs a
+        // copy in the shared domain.
+        let w = store.what_if_by_holder().unwrap();
+        let emi = w.holders.iter().find(|h| h.holder.as_str() == EMI).unwrap();
+        assert!(emi.bytes_to_write > 0, "{emi:?}");
         drop(store);
         let start = fs.image_now();
-        let collapsed = move_with_crashes(&start, &tracks, LicenseMode::SingleMaster);
-        move_with_crashes(&collapsed, &tracks, LicenseMode::PerUserCopy);
+        let collapse = Move {
+            steps: vec![Step::Licence(LicenseMode::SingleMaster), Step::Migrate],
+            licence: LicenseMode::SingleMaster,
+            others_fixed: true,
+        };
+        let (collapsed, tracks) = move_with_crashes(&start, &tracks, &collapse);
+        // A Sony track of bob's becomes EMI's: it joins the shared domain.
+        let change = Move {
+            steps: vec![Step::Holder("bob", "b1", EMI), Step::Migrate],
+            licence: LicenseMode::SingleMaster,
+            others_fixed: false,
+        };
+        move_with_crashes(&collapsed, &tracks, &change);
+        let expand = Move {
+            steps: vec![Step::Licence(LicenseMode::PerUserCopy), Step::Migrate],
+            licence: LicenseMode::PerUserCopy,
+            others_fixed: true,
+        };
+        move_with_crashes(&collapsed, &tracks, &expand);
     }
 }
