@@ -461,7 +461,11 @@ mod holders {
             return Err(format!("licences after the move: {l:?}"));
         }
         let a = store.audit(false).map_err(|e| format!("audit: {e}"))?;
-        if !a.conforming || a.holders.iter().any(|h| !h.conforming || h.pending_tracks > 0) {
+        if !a.conforming
+            || a.holders
+                .iter()
+                .any(|h| !h.conforming || h.pending_tracks > 0)
+        {
             return Err(format!("not conforming after migrate: {a:?}"));
         }
         let got = others(store)?;

@@ -2375,7 +2375,10 @@ fn set_model_licence(m: &mut HModel, holder: u8, lic: Lic) {
         Lic::Shared => entry(LicenseMode::SingleMaster, None),
         Lic::PerUser => entry(LicenseMode::PerUserCopy, None),
         Lic::SharedExpired => entry(LicenseMode::SingleMaster, Some(1)),
-        Lic::SharedFor(secs) => entry(LicenseMode::SingleMaster, Some(unix_now() + u64::from(secs))),
+        Lic::SharedFor(secs) => entry(
+            LicenseMode::SingleMaster,
+            Some(unix_now() + u64::from(secs)),
+        ),
         Lic::Removed => None,
     };
     match e {
