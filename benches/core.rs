@@ -167,5 +167,54 @@ fn reingest(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, chunk_and_hash, ingest, reingest, read);
+/// Reading the rights holder from the tags, which every put without a caller-given holder does
+/// on its window, beside hashing the same bytes (which every put does too).
+fn rights_holder(c: &mut Criterion) {
+    use lofty::config::WriteOptions;
+    use lofty::tag::{ItemKey, Tag, TagExt, TagType};
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = c.benchmark_group("rights holder from tags");
+    for (name, tag_type) in [
+        ("mp3-cbr-id3v23-cover-eyed3.mp3", TagType::Id3v2),
+        (
+            "flac-vorbiscomment-picture-padding-metaflac.flac",
+            TagType::VorbisComments,
+        ),
+        (
+            "m4a-aac-moov-front-tags-cover-mdat-moved-mutagen.m4a",
+            TagType::Mp4Ilst,
+        ),
+        ("m4a-aac-moov-end-tags-cover-mutagen.m4a", TagType::Mp4Ilst),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::copy(fixtures.join(name), &path).unwrap();
+        let mut tag = Tag::new(tag_type);
+        tag.insert_text(ItemKey::Label, "Bench Records".into());
+        tag.save_to_path(&path, WriteOptions::default()).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            lockerstore::fuzzing::rights_holder(&bytes).as_deref(),
+            Some("Bench Records"),
+            "{name}"
+        );
+        g.throughput(Throughput::Bytes(bytes.len() as u64));
+        g.bench_function(BenchmarkId::new("baseline: blake3", name), |b| {
+            b.iter(|| blake3::hash(black_box(&bytes)))
+        });
+        g.bench_function(BenchmarkId::new("read the holder", name), |b| {
+            b.iter(|| lockerstore::fuzzing::rights_holder(black_box(&bytes)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    chunk_and_hash,
+    ingest,
+    reingest,
+    read,
+    rights_holder
+);
 criterion_main!(benches);

@@ -18,3 +18,8 @@ pub fn max_chunks(len: u64, min: u32) -> u64 {
 pub fn compress_decision(plain: &[u8], level: i32) -> bool {
     crate::pack::codec::encode(plain, level).0 == crate::format::Codec::Zstd
 }
+
+/// The rights holder an upload's tags name, for the benchmarks and fuzz targets.
+pub fn rights_holder(upload: &[u8]) -> Option<String> {
+    crate::tags::rights_holder(upload).map(|h| h.as_str().to_owned())
+}
