@@ -1558,6 +1558,12 @@ enum HOp {
         pick: u16,
         holder: Option<u8>,
     },
+    /// Sets the holder of a track that does not exist (if it does not): refused, nothing changes.
+    SetHolderMissing {
+        user: u8,
+        key: u8,
+        holder: Option<u8>,
+    },
     Migrate,
     Gc {
         threshold: f64,
@@ -1612,6 +1618,8 @@ fn h_op() -> impl Strategy<Value = HOp> {
         4 => (h, lic()).prop_map(|(holder, lic)| HOp::LicenceThenMigrate { holder, lic }),
         1 => any::<bool>().prop_map(|single_master| HOp::SetDefault { single_master }),
         2 => (any::<u16>(), h_holder()).prop_map(|(pick, holder)| HOp::SetHolder { pick, holder }),
+        1 => (0..USERS.len() as u8, 0..KEYS.len() as u8, h_holder())
+            .prop_map(|(user, key, holder)| HOp::SetHolderMissing { user, key, holder }),
         3 => Just(HOp::Migrate),
         1 => threshold().prop_map(|threshold| HOp::Gc { threshold }),
         1 => Just(HOp::Reopen),
@@ -2318,6 +2326,21 @@ fn run_holders(initial: LicenseMode, ops: Vec<HOp>) -> HModel {
                         .set_rights_holder(&user(&u), &key(&k), holder_name(holder))
                         .unwrap();
                     m.tracks.get_mut(&(u, k)).unwrap().holder = holder;
+                }
+            }
+            HOp::SetHolderMissing {
+                user: u,
+                key: k,
+                holder,
+            } => {
+                let (u, k) = (USERS[u as usize], KEYS[k as usize]);
+                if !m.tracks.contains_key(&(u.to_owned(), k.to_owned())) {
+                    let r = store.set_rights_holder(&user(u), &key(k), holder_name(holder));
+                    match r {
+                        Err(Error::UnknownUser(_)) if !m.known_users.contains(u) => {}
+                        Err(Error::TrackNotFound { .. }) if m.known_users.contains(u) => {}
+                        other => panic!("{step}: {u}/{k} is missing, got {other:?}"),
+                    }
                 }
             }
             HOp::Migrate => {
