@@ -700,3 +700,83 @@ fn the_tags_name_the_holder_unless_the_caller_does() {
     assert!(grew < flac.len() as u64 / 10, "grew by {grew}");
     assert!(store.audit(false).unwrap().conforming);
 }
+
+/// Answers a challenge for `file` as a client holding it would.
+fn prove(store: &Store, u: &str, k: &str, file: &[u8]) -> lockerstore::ProofOutcome {
+    let client = lockerstore::ClientTrack::from_file_bytes(file).expect("a recognised MP3");
+    let ch = store.challenge(&user(u), &key(k), &client.claim).unwrap();
+    store
+        .prove(ch.id, client.answer(&ch), &client.head, &client.tail)
+        .unwrap()
+}
+
+#[test]
+fn upload_avoidance_links_only_tracks_whose_own_tags_name_a_shared_holder() {
+    use lofty::tag::{ItemKey, TagType};
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), LicenseMode::PerUserCopy);
+    store
+        .set_licence(
+            &holder("EMI"),
+            Some(Licence::new(LicenseMode::SingleMaster)),
+        )
+        .unwrap();
+    let emi = labelled(
+        files.path(),
+        "mp3-cbr-untagged-lame.mp3",
+        &[(TagType::Id3v2, ItemKey::Label, "EMI")],
+    );
+    let sony_dir = tempfile::tempdir().unwrap();
+    // The same recording, its tags naming an unlicensed label.
+    let sony = labelled(
+        sony_dir.path(),
+        "mp3-cbr-untagged-lame.mp3",
+        &[(TagType::Id3v2, ItemKey::Label, "Sony Music")],
+    );
+    store
+        .put(&user("alice"), &key("song.mp3"), &emi[..])
+        .unwrap();
+    let before = store.stats().unwrap().physical_bytes;
+    // bob's copy names EMI: linked to the shared record, nothing stored again.
+    match prove(&store, "bob", "song.mp3", &emi) {
+        lockerstore::ProofOutcome::Linked(_) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.read_track(&user("bob"), &key("song.mp3")).unwrap(),
+        emi
+    );
+    assert_eq!(
+        store
+            .track_info(&user("bob"), &key("song.mp3"))
+            .unwrap()
+            .rights_holder
+            .unwrap()
+            .as_str(),
+        "EMI"
+    );
+    assert!(store.stats().unwrap().physical_bytes - before < emi.len() as u64 / 4);
+    // carol's copy names Sony, whose tracks are per-user copies: refused, nothing stored.
+    let refused = prove(&store, "carol", "song.mp3", &sony);
+    assert!(
+        matches!(refused, lockerstore::ProofOutcome::Refused),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        store.read_track(&user("carol"), &key("song.mp3")),
+        Err(Error::UnknownUser(_) | Error::TrackNotFound { .. })
+    ));
+    // A recording stored only under an unlicensed holder is never a source.
+    store
+        .put(&user("dave"), &key("sony.mp3"), &sony[..])
+        .unwrap();
+    store.delete(&user("alice"), &key("song.mp3")).unwrap();
+    store.delete(&user("bob"), &key("song.mp3")).unwrap();
+    let refused = prove(&store, "erin", "sony.mp3", &sony);
+    assert!(
+        matches!(refused, lockerstore::ProofOutcome::Refused),
+        "{refused:?}"
+    );
+    assert!(store.audit(false).unwrap().conforming);
+}
