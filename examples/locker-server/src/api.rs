@@ -1,14 +1,15 @@
 //! The upload API: `/api/v1/tracks/{key}` (PUT streams the body into `Store::put`; GET and HEAD
 //! with single byte ranges, ETag = the track's fingerprint; DELETE) and `/api/v1/tracks` (the
 //! caller's tracks), authenticated with `Authorization: Bearer KEY` or a browser session
-//! ([`crate::auth`]). A caller only ever names tracks of their own locker.
+//! ([`crate::auth`]). A caller only ever names tracks of their own locker. A PUT may name the
+//! track's rights holder (`?rightsHolder=NAME`); without it the engine reads it from the tags.
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use lockerstore::{PutOptions, TrackInfo, TrackKey};
+use lockerstore::{PutOptions, RightsHolder, TrackInfo, TrackKey};
 use serde_json::json;
 
 use crate::app::App;
@@ -31,8 +32,66 @@ fn track_key(raw: &str) -> Result<TrackKey, ApiError> {
     TrackKey::new(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
+/// The rights holder a client names for an upload (`rightsHolder`, in the PUT's query or in
+/// tus `Upload-Metadata`): a valid name, or a 400 that says why.
+pub(crate) fn rights_holder(raw: &[u8]) -> Result<RightsHolder, ApiError> {
+    RightsHolder::from_bytes(raw).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("rightsHolder is not a valid rights holder: {e}"),
+        )
+    })
+}
+
+/// A query value's bytes: `+` is a space, `%XX` a byte. Not `form_urlencoded::parse`, which
+/// turns bytes that are not UTF-8 into U+FFFD: a name must be refused, not silently changed.
+fn query_bytes(raw: &str) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bytes = raw.bytes();
+    while let Some(b) = bytes.next() {
+        out.push(match b {
+            b'+' => b' ',
+            b'%' => {
+                let hex = [bytes.next(), bytes.next()];
+                let digit = |d: Option<u8>| (d? as char).to_digit(16);
+                match (digit(hex[0]), digit(hex[1])) {
+                    (Some(h), Some(l)) => (h * 16 + l) as u8,
+                    _ => {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "rightsHolder has a bad %-escape",
+                        ));
+                    }
+                }
+            }
+            b => b,
+        });
+    }
+    Ok(out)
+}
+
+/// `rightsHolder` in a query string, if present (once at most).
+fn holder_in_query(query: Option<&str>) -> Result<Option<RightsHolder>, ApiError> {
+    let mut found = None;
+    for pair in query.unwrap_or_default().split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name != "rightsHolder" {
+            continue;
+        }
+        if found.is_some() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "rightsHolder is given twice",
+            ));
+        }
+        found = Some(rights_holder(&query_bytes(value)?)?);
+    }
+    Ok(found)
+}
+
 pub(crate) fn describe(t: &TrackInfo) -> serde_json::Value {
     json!({
+        "rights_holder": t.rights_holder.as_ref().map(RightsHolder::as_str),
         "key": t.key.as_str(),
         "size": t.size,
         "fingerprint": t.fingerprint.to_hex(),
@@ -65,6 +124,7 @@ async fn put(
 ) -> Result<Response, ApiError> {
     let user = user_of(&app, request.method(), request.headers())?;
     let key = track_key(&key)?;
+    let holder = holder_in_query(request.uri().query())?;
     // The declared length sizes the engine's buffer once (a hint: a body of another length is
     // stored as it is, or cut off by hyper when it is shorter).
     let mut options = PutOptions::default();
@@ -74,6 +134,9 @@ async fn put(
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
     {
         options = options.expected_len(len);
+    }
+    if let Some(h) = holder {
+        options = options.rights_holder(h);
     }
     let reader = upload_reader(request.into_body());
     let info = blocking_op("put", move || {

@@ -2,7 +2,9 @@
 //! `PATCH` appends) with the creation and termination extensions, and expiration.
 //!
 //! - `POST` creates an upload of `Upload-Length` bytes. `Upload-Metadata` names the track: its
-//!   `key` pair is the track key; without one, its `filename` pair is used as the key.
+//!   `key` pair is the track key; without one, its `filename` pair is used as the key. An
+//!   optional `rightsHolder` pair names the track's rights holder (checked here, a bad name is
+//!   a 400; without it the engine reads the holder from the tags).
 //! - `PATCH` appends the streamed body at `Upload-Offset` to a staging file and answers only
 //!   after the bytes are synced: the offset a client is told is always durable. A body cut off
 //!   (the client went away, the body stream failed, or it broke the upload rules of
@@ -190,6 +192,16 @@ fn key_of(metadata: &HashMap<String, Vec<u8>>) -> Result<TrackKey, ApiError> {
     TrackKey::new(raw).map_err(|e| bad(e.to_string()))
 }
 
+/// The rights holder an upload's metadata names (`rightsHolder`), if any.
+fn holder_of(
+    metadata: &HashMap<String, Vec<u8>>,
+) -> Result<Option<lockerstore::RightsHolder>, ApiError> {
+    metadata
+        .get("rightsHolder")
+        .map(|raw| crate::api::rights_holder(raw))
+        .transpose()
+}
+
 /// The track's URL in the upload API, percent-encoded.
 fn track_location(key: &str) -> String {
     let mut s = String::from("/api/v1/tracks/");
@@ -253,7 +265,10 @@ async fn create(State(app): State<App>, headers: HeaderMap) -> Result<Response, 
             .map_err(|_| bad("Upload-Metadata is not ASCII"))?
             .to_owned(),
     };
-    let key = key_of(&parse_metadata(&metadata).map_err(bad)?)?;
+    let parsed = parse_metadata(&metadata).map_err(bad)?;
+    let key = key_of(&parsed)?;
+    // Checked now so a bad name fails before any byte is sent; `finish` reads it again.
+    holder_of(&parsed)?;
     let usage = {
         let (store, user, key) = (app.store.clone(), user.clone(), key.clone());
         blocking(move || {
@@ -570,12 +585,28 @@ fn finish(app: &App, claim: &Claim) -> Result<Progress, ApiError> {
             return Err(bad("the upload's user or key is invalid"));
         }
     };
+    // The metadata was checked when the upload was created (a record from an older server
+    // that fails the check now is refused like a bad key).
+    let holder = match parse_metadata(&up.metadata)
+        .map_err(bad)
+        .and_then(|m| holder_of(&m))
+    {
+        Ok(h) => h,
+        Err(e) => {
+            uploads.remove(claim);
+            return Err(e);
+        }
+    };
+    let mut options = lockerstore::PutOptions::default().expected_len(up.length);
+    if let Some(h) = holder {
+        options = options.rights_holder(h);
+    }
     let file = File::open(uploads.bin(&up.id)).map_err(io_error)?;
     let put = app.store.put_with(
         &user,
         &key,
         io::BufReader::new(file).take(up.length),
-        &lockerstore::PutOptions::default().expected_len(up.length),
+        &options,
     );
     match put {
         Ok(_) => {}
