@@ -4,6 +4,10 @@
 //! `<store>/server/admin.sock` (a Unix socket, mode 0600: only the operator's account reaches
 //! it). Either way the same code changes the accounts and the store, so the running server sees
 //! a new user or a revoked key at once.
+//!
+//! Licences per rights holder are operated here too: `holders` (what changing each holder's
+//! licence would save or cost, its licence and its audit verdict), `licences` (the policy), and
+//! setting or removing one holder's licence.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +16,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use lockerstore::{LicenseMode, Quota, QuotaUsage, Stats, Store, UserId};
+use lockerstore::{
+    HolderAudit, Licence, Licences, LicenseMode, Quota, QuotaUsage, RightsHolder, Stats, Store,
+    UserId, WhatIf,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -113,6 +120,93 @@ pub struct QuotaChange {
 /// A field that is present: `null` is `Some(None)` (lift the limit), not "left out".
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
     Option::<u64>::deserialize(d).map(Some)
+}
+
+/// A licence to give a rights holder (`PUT /licences`): `mode` is `shared` (or
+/// `single-master`) or `per-user` (or `per-user-copy`); `until`, seconds since the Unix epoch
+/// after which the entry no longer applies (it must lie ahead), or absent for no end.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicenceChange {
+    pub holder: String,
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+}
+
+/// A request naming one rights holder (`POST /licences/unset`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedHolder {
+    pub holder: String,
+}
+
+fn rights_holder(name: &str) -> Result<RightsHolder, AdminError> {
+    RightsHolder::new(name)
+        .map_err(|e| AdminError::BadInput(format!("rights holder {name:?}: {e}")))
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A licence entry as the API shows it: the names of `lockerstore license list --json`.
+fn licence_json(l: &Licence, at: u64) -> serde_json::Value {
+    json!({
+        "mode": l.mode.as_str(),
+        "until": l.until,
+        "expired": !l.in_force(at),
+    })
+}
+
+/// The policy as the API shows it (`lockerstore license list --json`).
+fn licences_json(l: &Licences, at: u64) -> serde_json::Value {
+    let entries: Vec<_> = l
+        .entries
+        .iter()
+        .map(|(h, e)| {
+            let mut v = licence_json(e, at);
+            v["holder"] = json!(h.as_str());
+            v["mode_now"] = json!(l.mode_of(Some(h), at).as_str());
+            v
+        })
+        .collect();
+    json!({ "default": l.default.as_str(), "entries": entries })
+}
+
+/// A what-if as `lockerstore what-if --json` prints it.
+fn what_if_json(w: &WhatIf) -> serde_json::Value {
+    json!({
+        "mode": w.mode.as_str(),
+        "physical_bytes": w.physical_bytes,
+        "chunks": w.chunks,
+        "bytes_to_write": w.bytes_to_write,
+        "records_to_write": w.records_to_write,
+        "pack_overhead_bytes": w.pack_overhead_bytes,
+        "bytes_to_free": w.bytes_to_free,
+        "pending_tracks": w.pending_tracks,
+        "physical_bytes_now": w.physical_bytes_now,
+        "garbage_bytes_now": w.garbage_bytes_now,
+    })
+}
+
+/// A holder's audit verdict (`lockerstore audit --json`, `holders`).
+fn audit_json(a: &HolderAudit) -> serde_json::Value {
+    json!({
+        "mode": a.mode.as_str(),
+        "tracks": a.tracks,
+        "pending_tracks": a.pending_tracks,
+        "breaking_tracks": a.breaking_tracks,
+        "conforming": a.conforming,
+        "examples": a
+            .examples
+            .iter()
+            .map(|(u, k)| json!({ "user": u, "key": k }))
+            .collect::<Vec<_>>(),
+    })
 }
 
 /// The operations, over one store and its accounts.
@@ -217,21 +311,96 @@ impl Admin<'_> {
             LicenseMode::SingleMaster
         };
         let w = self.store.what_if(other)?;
+        Ok(json!({ "mode": mode.as_str(), "other": what_if_json(&w) }))
+    }
+
+    /// Every rights holder with tracks: what flipping its licence then migrating would do (the
+    /// fields of `lockerstore what-if --by-holder --json`, by savings, largest first), with its
+    /// audit verdict; the tracks with no holder; and every licence entry (also of holders
+    /// without tracks). The what-if and the audit are two reads: a put between them may show
+    /// in one and not the other.
+    pub fn holders(&self) -> Result<serde_json::Value, AdminError> {
+        let at = unix_now();
+        let w = self.store.what_if_by_holder()?;
+        let audit = self.store.audit(false)?;
+        let licences = self.store.licences();
+        let verdict = |h: Option<&RightsHolder>| {
+            audit
+                .holders
+                .iter()
+                .find(|a| a.holder.as_ref() == h)
+                .map(audit_json)
+        };
+        let holders: Vec<_> = w
+            .holders
+            .iter()
+            .map(|h| {
+                json!({
+                    "holder": h.holder.as_str(),
+                    "licence": h.licence.as_ref().map(|l| licence_json(l, at)),
+                    "mode_now": h.mode_now.as_str(),
+                    "mode_after": h.mode_after.as_str(),
+                    "tracks": h.tracks,
+                    "logical_bytes": h.logical_bytes,
+                    "physical_bytes_now": h.physical_bytes_now,
+                    "physical_bytes_after": h.physical_bytes_after,
+                    "physical_bytes_baseline": h.physical_bytes_baseline,
+                    "bytes_to_write": h.bytes_to_write,
+                    "bytes_to_free": h.bytes_to_free,
+                    "savings": h.savings,
+                    "audit": verdict(Some(&h.holder)),
+                })
+            })
+            .collect();
         Ok(json!({
-            "mode": mode.as_str(),
-            "other": {
-                "mode": w.mode.as_str(),
-                "physical_bytes": w.physical_bytes,
-                "chunks": w.chunks,
-                "bytes_to_write": w.bytes_to_write,
-                "records_to_write": w.records_to_write,
-                "pack_overhead_bytes": w.pack_overhead_bytes,
-                "bytes_to_free": w.bytes_to_free,
-                "pending_tracks": w.pending_tracks,
-                "physical_bytes_now": w.physical_bytes_now,
-                "garbage_bytes_now": w.garbage_bytes_now,
-            },
+            "default": licences.default.as_str(),
+            "baseline": what_if_json(&w.baseline),
+            "holders": holders,
+            "unassigned_tracks": w.unassigned_tracks,
+            "unassigned_bytes": w.unassigned_bytes,
+            "unassigned_audit": verdict(None),
+            "conforming": audit.conforming,
+            "licences": licences_json(&licences, at),
         }))
+    }
+
+    /// The licence policy: the default and every entry.
+    pub fn licences(&self) -> Result<serde_json::Value, AdminError> {
+        Ok(licences_json(&self.store.licences(), unix_now()))
+    }
+
+    /// Gives a rights holder a licence (replacing its entry); returns the policy as it is now.
+    /// New uploads follow it at once; a migration moves the tracks already stored. Everything
+    /// is checked before anything changes.
+    pub fn set_licence(&self, change: &LicenceChange) -> Result<serde_json::Value, AdminError> {
+        let holder = rights_holder(&change.holder)?;
+        let mode: LicenseMode = change.mode.parse().map_err(AdminError::BadInput)?;
+        let mut licence = Licence::new(mode);
+        if let Some(until) = change.until {
+            let now = unix_now();
+            if until <= now {
+                return Err(AdminError::BadInput(format!(
+                    "until {until} has already passed (now {now}, seconds since the Unix epoch)"
+                )));
+            }
+            licence = licence.until(until);
+        }
+        self.store.set_licence(&holder, Some(licence))?;
+        self.licences()
+    }
+
+    /// Removes a rights holder's licence: its tracks follow the default again. Returns the
+    /// policy as it is now.
+    pub fn unset_licence(&self, holder: &str) -> Result<serde_json::Value, AdminError> {
+        let holder = rights_holder(holder)?;
+        if !self.store.licences().entries.contains_key(&holder) {
+            return Err(AdminError::NotFound(format!(
+                "{:?} has no licence to unset",
+                holder.as_str()
+            )));
+        }
+        self.store.set_licence(&holder, None)?;
+        self.licences()
     }
 }
 
@@ -431,6 +600,33 @@ pub fn routes() -> Router<App> {
             get(|State(app): State<App>| async move {
                 run(app, |a| a.what_if()).await.map(axum::Json)
             }),
+        )
+        .route(
+            "/holders",
+            get(|State(app): State<App>| async move {
+                run(app, |a| a.holders()).await.map(axum::Json)
+            }),
+        )
+        .route(
+            "/licences",
+            get(|State(app): State<App>| async move {
+                run(app, |a| a.licences()).await.map(axum::Json)
+            })
+            .put(
+                |State(app): State<App>, Body(c): Body<LicenceChange>| async move {
+                    run(app, move |a| a.set_licence(&c)).await.map(axum::Json)
+                },
+            ),
+        )
+        .route(
+            "/licences/unset",
+            post(
+                |State(app): State<App>, Body(n): Body<NamedHolder>| async move {
+                    run(app, move |a| a.unset_licence(&n.holder))
+                        .await
+                        .map(axum::Json)
+                },
+            ),
         )
         .route(
             "/jobs",

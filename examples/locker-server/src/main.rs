@@ -15,6 +15,10 @@
 //! locker-server --store DIR user revoke-key NAME [--json]
 //! locker-server --store DIR operator add NAME [--json]             a key for /admin
 //! locker-server --store DIR operator revoke-key NAME [--json]
+//! locker-server --store DIR license set HOLDER shared|per-user [--until UNIX_SECONDS] [--json]
+//! locker-server --store DIR license unset HOLDER [--json]
+//! locker-server --store DIR license list [--json]
+//! locker-server --store DIR holders [--json]                     savings and audit per holder
 //! ```
 
 mod accounts;
@@ -143,6 +147,14 @@ enum Command {
     /// Operators: who may use /admin and /api/v1/admin.
     #[command(subcommand)]
     Operator(users_cli::OperatorCommand),
+    /// Licences per rights holder (which labels' tracks share one copy).
+    #[command(subcommand)]
+    License(users_cli::LicenseCommand),
+    /// Per rights holder: its licence, what changing it would save or cost, its audit verdict.
+    Holders {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Parses a duration: a number with a unit `s`, `m`, `h` or `d` (a bare number is seconds).
@@ -206,6 +218,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let command = match command {
         Command::User(cmd) => return users_cli::run(cmd, &cli.store, options),
         Command::Operator(cmd) => return users_cli::run_operator(cmd, &cli.store, options),
+        Command::License(cmd) => return users_cli::run_license(cmd, &cli.store, options),
+        Command::Holders { json } => return users_cli::run_holders(json, &cli.store, options),
         other => other,
     };
     let store = Store::open(&cli.store, options)?;

@@ -1,4 +1,5 @@
-//! `locker-server user ...` and `operator ...`: account commands. They work on the store directly when no server
+//! `locker-server user ...`, `operator ...`, `license ...` and `holders`: account and licence
+//! commands. They work on the store directly when no server
 //! runs, and through the running server's admin socket when one holds the store (see admin.rs),
 //! with the same operations and the same output either way.
 
@@ -10,7 +11,7 @@ use lockerstore::{Options, Store};
 use serde_json::{Value, json};
 
 use crate::accounts::Accounts;
-use crate::admin::{Admin, Named, NamedOperator, NewUser, QuotaChange};
+use crate::admin::{Admin, LicenceChange, Named, NamedHolder, NamedOperator, NewUser, QuotaChange};
 
 #[derive(Subcommand)]
 pub enum UserCommand {
@@ -62,6 +63,36 @@ pub enum OperatorCommand {
     /// Revoke an operator's keys (and end their sessions) and issue a new one.
     RevokeKey {
         name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LicenseCommand {
+    /// Give HOLDER's tracks a licence: `shared` (identical content stored once for all users)
+    /// or `per-user` (every user keeps their own copy). New uploads follow it at once; a
+    /// migration (the page's button, or `lockerstore migrate` on a stopped store) moves the
+    /// tracks already stored.
+    Set {
+        holder: String,
+        /// shared (single-master) or per-user (per-user-copy).
+        mode: String,
+        /// The licence holds until then (seconds since the Unix epoch, such as
+        /// `$(date -d 2027-02-01 +%s)`), then the holder's tracks follow the default again.
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        until: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove HOLDER's licence: its tracks follow the default again.
+    Unset {
+        holder: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The default and every holder's licence, with its end.
+    List {
         #[arg(long)]
         json: bool,
     },
@@ -172,6 +203,13 @@ fn direct(
         ("POST", "/users/revoke-key") => {
             let n: Named = serde_json::from_value(body)?;
             serde_json::to_value(admin.revoke_key(&n.name)?)?
+        }
+        ("GET", "/holders") => admin.holders()?,
+        ("GET", "/licences") => admin.licences()?,
+        ("PUT", "/licences") => admin.set_licence(&serde_json::from_value(body)?)?,
+        ("POST", "/licences/unset") => {
+            let n: NamedHolder = serde_json::from_value(body)?;
+            admin.unset_licence(&n.holder)?
         }
         ("POST", "/operators" | "/operators/revoke-key") => {
             let n: NamedOperator = serde_json::from_value(body)?;
@@ -294,5 +332,101 @@ pub fn run(
         }
         UserCommand::Quota { .. } => println!("{}", user_line(&value)),
     }
+    Ok(())
+}
+
+/// The licence policy as lines: the default, then each entry with its end.
+fn print_licences(v: &Value) {
+    println!("(default)  {}", v["default"].as_str().unwrap_or_default());
+    for e in v["entries"].as_array().into_iter().flatten() {
+        let end = match (e["until"].as_u64(), e["expired"].as_bool()) {
+            (None, _) => "no end".to_owned(),
+            (Some(u), Some(true)) => format!("ended at {u}: its tracks follow the default"),
+            (Some(u), _) => format!("until {u}"),
+        };
+        println!(
+            "{}  {}  {end}",
+            e["holder"].as_str().unwrap_or_default(),
+            e["mode"].as_str().unwrap_or_default()
+        );
+    }
+}
+
+/// Runs a licence command.
+pub fn run_license(
+    cmd: LicenseCommand,
+    store_dir: &Path,
+    options: Options,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (request, json) = match cmd {
+        LicenseCommand::Set {
+            holder,
+            mode,
+            until,
+            json,
+        } => {
+            let body = LicenceChange {
+                holder,
+                mode,
+                until,
+            };
+            let body = serde_json::to_value(body).expect("plain JSON");
+            ((Method::PUT, "/licences", Some(body)), json)
+        }
+        LicenseCommand::Unset { holder, json } => {
+            let body = serde_json::to_value(NamedHolder { holder }).expect("plain JSON");
+            ((Method::POST, "/licences/unset", Some(body)), json)
+        }
+        LicenseCommand::List { json } => ((Method::GET, "/licences", None), json),
+    };
+    let value = execute(store_dir, options, request)?;
+    if json {
+        println!("{value}");
+    } else {
+        print_licences(&value);
+    }
+    Ok(())
+}
+
+/// `holders`: what changing each rights holder's licence would do, and its audit verdict.
+pub fn run_holders(
+    json: bool,
+    store_dir: &Path,
+    options: Options,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let value = execute(store_dir, options, (Method::GET, "/holders", None))?;
+    if json {
+        println!("{value}");
+        return Ok(());
+    }
+    println!(
+        "{:<30}  {:<13}  {:<13}  {:>7}  {:>14}  {:>14}  verdict",
+        "holder", "mode now", "after", "tracks", "logical bytes", "savings"
+    );
+    for h in value["holders"].as_array().into_iter().flatten() {
+        let verdict = match (
+            h["audit"]["conforming"].as_bool(),
+            h["audit"]["breaking_tracks"].as_u64(),
+        ) {
+            (Some(true), _) => "conforming".to_owned(),
+            (Some(false), Some(n)) => format!("{n} tracks break it"),
+            _ => "not audited".to_owned(),
+        };
+        println!(
+            "{:<30}  {:<13}  {:<13}  {:>7}  {:>14}  {:>14}  {verdict}",
+            h["holder"].as_str().unwrap_or_default(),
+            h["mode_now"].as_str().unwrap_or_default(),
+            h["mode_after"].as_str().unwrap_or_default(),
+            h["tracks"],
+            h["logical_bytes"],
+            h["savings"],
+        );
+    }
+    println!(
+        "unassigned (no rights holder, follow the default {}): {} tracks, {} bytes",
+        value["default"].as_str().unwrap_or_default(),
+        value["unassigned_tracks"],
+        value["unassigned_bytes"]
+    );
     Ok(())
 }

@@ -99,3 +99,16 @@ pub async fn tracks_of(http: &reqwest::Client, base: &str, key: &str) -> usize {
         .unwrap();
     listed["tracks"].as_array().unwrap().len()
 }
+
+/// Creates the operator `name` and returns its key.
+pub fn operator_key(store: &Path, name: &str) -> String {
+    let out = bin()
+        .arg("--store")
+        .arg(store)
+        .args(["operator", "add", name, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["operator_key"].as_str().unwrap().to_owned()
+}
