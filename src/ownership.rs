@@ -275,6 +275,10 @@ fn decoy_work(engine: &Engine, p: &Pending) {
     std::hint::black_box(h.finalize());
 }
 
+/// Tracks of one recording looked at for a source of upload avoidance: a recording with more
+/// per-user copies ahead of (lower user numbers than) its first shared copy is refused.
+const MAX_SOURCES_LOOKED_AT: usize = 256;
+
 /// A track holding the claimed recording whose records the policy lets user `prover` share,
 /// read once: a reader of exactly its record's payload, and its owner. `None` when no track
 /// qualifies (none holds the fingerprint, the first one's payload length differs from the
@@ -287,25 +291,32 @@ fn holder(
     prover: UserNo,
 ) -> Result<Option<(PayloadReader, TrackOwner)>> {
     let snap = engine.meta().read()?;
-    let Some((no, key)) = snap
-        .recording_holders(&claim.audio_fingerprint, 1)?
-        .into_iter()
-        .next()
-    else {
+    let policy = engine.policy().current();
+    // Only a track in the shared domain, which the policy keeps shared, can be a source: the
+    // first such one among the recording's tracks. Tracks kept as per-user copies are skipped
+    // without a trace, so the outcome never depends on whether some user keeps one
+    // (invariant 7), within the bound (DESIGN 11.2).
+    let mut source = None;
+    for (no, key) in snap.recording_holders(&claim.audio_fingerprint, MAX_SOURCES_LOOKED_AT)? {
+        let Some(track) = snap.track(no, &key)? else {
+            continue;
+        };
+        let owner = TrackOwner {
+            user: no,
+            holder: track.holder.clone(),
+        };
+        if track.domain == crate::ids::Domain::Shared && policy.domain(&owner) == track.domain {
+            source = Some((no, key, track, owner));
+            break;
+        }
+    }
+    let Some((no, key, track, owner)) = source else {
         return Ok(None);
-    };
-    let Some(track) = snap.track(no, &key)? else {
-        return Ok(None);
-    };
-    let owner = TrackOwner {
-        user: no,
-        holder: track.holder.clone(),
     };
     let prover = TrackOwner {
         user: prover,
         holder: track.holder.clone(),
     };
-    let policy = engine.policy().current();
     if !policy.avoids_uploads(&prover) || !policy.may_share(&owner, &prover) {
         return Ok(None);
     }

@@ -780,3 +780,45 @@ fn upload_avoidance_links_only_tracks_whose_own_tags_name_a_shared_holder() {
     );
     assert!(store.audit(false).unwrap().conforming);
 }
+
+/// Invariant 7 with holders: whether another user keeps a per-user copy of the recording never
+/// changes a proof's outcome.
+#[test]
+fn a_per_user_copy_of_the_recording_changes_no_proof() {
+    use lofty::tag::{ItemKey, TagType};
+    let files = tempfile::tempdir().unwrap();
+    let emi = labelled(
+        files.path(),
+        "mp3-cbr-untagged-lame.mp3",
+        &[(TagType::Id3v2, ItemKey::Label, "EMI")],
+    );
+    let other = tempfile::tempdir().unwrap();
+    let sony = labelled(
+        other.path(),
+        "mp3-cbr-untagged-lame.mp3",
+        &[(TagType::Id3v2, ItemKey::Label, "Sony Music")],
+    );
+    let mut outcomes = Vec::new();
+    for with_copy in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), LicenseMode::PerUserCopy);
+        store
+            .set_licence(
+                &holder("EMI"),
+                Some(Licence::new(LicenseMode::SingleMaster)),
+            )
+            .unwrap();
+        // alice is user number 1, ahead of bob's shared copy.
+        if with_copy {
+            store.put(&user("alice"), &key("a.mp3"), &sony[..]).unwrap();
+        } else {
+            store
+                .put(&user("alice"), &key("other"), &audio("x", 1000)[..])
+                .unwrap();
+        }
+        store.put(&user("bob"), &key("b.mp3"), &emi[..]).unwrap();
+        let out = prove(&store, "erin", "song.mp3", &emi);
+        outcomes.push(matches!(out, lockerstore::ProofOutcome::Linked(_)));
+    }
+    assert_eq!(outcomes, [true, true]);
+}
