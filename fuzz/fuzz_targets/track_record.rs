@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let enc = t.encode();
     assert_eq!(enc.as_slice(), data, "re-encoding differs from the input");
-    assert_eq!(enc.len(), 64 + 36 * t.chunks.len());
+    // Fixed part, audio section (40 + 16 per range), holder (2 + its length), chunk refs.
+    let audio = t.audio.as_ref().map_or(0, |a| 40 + 16 * a.ranges.len());
+    let holder = t.holder.as_ref().map_or(0, |h| 2 + h.as_str().len());
+    assert_eq!(enc.len(), 64 + audio + holder + 36 * t.chunks.len());
     let mut total = 0u64;
     for c in &t.chunks {
         assert!(c.len > 0 && c.len <= MAX_CHUNK_LEN, "chunk length {} accepted", c.len);
