@@ -1,4 +1,5 @@
-// The operator's page (/admin): figures, charts, what-if, maintenance jobs and users, over the
+// The operator's page (/admin): figures, charts, what-if, licences by rights holder, maintenance
+// jobs and users, over the
 // operator API of contract-web.md. No framework and no build step. The CSP forbids inline
 // script and style attributes, so every handler is attached here and every size is either an SVG
 // presentation attribute or a CSSOM property.
@@ -17,6 +18,8 @@ const state = {
   current: null,    // the refresh under way (a promise)
   next: null,       // the one queued behind it
   editing: null,    // user whose quota form is open (auto-refresh leaves that table alone)
+  holders: null,    // the last GET /holders
+  holderLoads: 0,   // completed loads of it (#holders carries the count for scripts and tests)
 };
 
 const $ = (id) => document.getElementById(id);
@@ -97,6 +100,7 @@ function signedIn(session) {
   $('signin').hidden = true;
   $('app').hidden = false;
   refreshAll();
+  loadHolders();
   clearInterval(state.timer);
   state.timer = setInterval(() => {
     if (document.visibilityState === 'visible') refreshAll();
@@ -282,6 +286,211 @@ function renderCharts(stats, whatIf) {
   drawUsers($('chart-users'), $('chart-users-legend'), stats.per_user || []);
 }
 
+// ---------------------------------------------------------------- licences by rights holder
+
+// The what-if per holder and the audit read every track: they load when the page opens, on
+// Refresh, after a job and after a licence change, not on the 10 s timer.
+
+const MODE_WORD = { 'single-master': 'shared', 'per-user-copy': 'per-user' };
+const fmtSigned = (n) => (n > 0 ? '+' : n < 0 ? '−' : '') + fmtBytes(Math.abs(n));
+const fmtUtc = (secs) => `${new Date(secs * 1000).toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+const shortName = (name, max = 22) => (name.length > max ? `${name.slice(0, max - 1)}…` : name);
+
+// A licence as the table says it; kind is what data-licence carries: shared, per-user or default.
+function licenceText(licence, defaultMode) {
+  const dflt = `default (${MODE_WORD[defaultMode]})`;
+  if (!licence) return { kind: 'default', text: dflt };
+  const word = MODE_WORD[licence.mode];
+  if (licence.expired) return { kind: 'default', text: `${dflt}; its ${word} licence ended ${fmtUtc(licence.until)}` };
+  return { kind: word, text: licence.until === null ? word : `${word} until ${fmtUtc(licence.until)}` };
+}
+
+function verdictText(audit) {
+  if (!audit) return { cls: '', text: 'not audited' };
+  if (audit.conforming) return { cls: 'verdict-ok', text: 'conforming' };
+  const parts = [];
+  if (audit.pending_tracks) parts.push(`${fmtInt(audit.pending_tracks)} to migrate`);
+  const other = audit.breaking_tracks - audit.pending_tracks;
+  if (other > 0) parts.push(`${fmtInt(other)} breaking`);
+  return { cls: 'verdict-bad', text: parts.join(', ') || 'breaking' };
+}
+
+const HCHART = { width: 560, labelW: 150, valueW: 104, rowH: 28, barH: 16 };
+
+// One bar per holder from a zero line: savings to the right, costs (negative savings: a shared
+// holder flipped back to per-user copies) to the left. data-zero-x, data-scale-max (the bytes
+// the plot's width stands for) and data-plot-width let a test check every bar.
+function drawHolders(svg, holders) {
+  const plotW = HCHART.width - HCHART.labelW - HCHART.valueW;
+  const pos = Math.max(0, ...holders.map((h) => h.savings));
+  const neg = Math.max(0, ...holders.map((h) => -h.savings));
+  const span = pos + neg || 1;
+  const zeroX = HCHART.labelW + (neg / span) * plotW;
+  const says = (h) => `${h.holder} ${h.savings < 0 ? 'costs' : 'saves'} ${fmtBytes(Math.abs(h.savings))} (to ${MODE_WORD[h.mode_after]})`;
+  const summary = holders.length
+    ? `What changing each holder's licence would save: ${holders.map(says).join('; ')}`
+    : 'No track names a rights holder yet.';
+  const height = Math.max(1, holders.length) * HCHART.rowH + 8;
+  svg.replaceChildren(svgEl('title', {}, summary));
+  svg.setAttribute('viewBox', `0 0 ${HCHART.width} ${height}`);
+  svg.setAttribute('aria-label', summary);
+  svg.dataset.scaleMax = String(span);
+  svg.dataset.plotWidth = String(plotW);
+  svg.dataset.zeroX = String(zeroX);
+  holders.forEach((h, i) => {
+    const y = 4 + i * HCHART.rowH + (HCHART.rowH - HCHART.barH) / 2;
+    const w = (Math.abs(h.savings) / span) * plotW;
+    const cost = h.savings < 0;
+    const label = svgEl('text', { x: HCHART.labelW - 8, y: y + HCHART.barH - 4, class: 'label', 'text-anchor': 'end', 'data-holder': h.holder }, shortName(h.holder));
+    if (h.holder.length > 22) label.append(svgEl('title', {}, h.holder));
+    svg.append(label);
+    const bar = svgEl('rect', { x: cost ? zeroX - w : zeroX, y, width: w, height: HCHART.barH, class: `bar ${cost ? 'bar-cost' : 'bar-saved'}`, 'data-bar': h.holder, 'data-holder': h.holder, 'data-value': h.savings });
+    bar.append(svgEl('title', {}, says(h)));
+    svg.append(bar);
+    const valueX = cost ? zeroX + 6 : zeroX + w + 6;
+    svg.append(svgEl('text', { x: valueX, y: y + HCHART.barH - 4, class: 'value', 'data-value-for': h.holder }, cost ? `${fmtSigned(h.savings)} cost` : `${fmtSigned(h.savings)} saved`));
+  });
+  if (!holders.length) svg.append(svgEl('text', { x: HCHART.width / 2, y: HCHART.rowH / 2 + 8, class: 'tick', 'text-anchor': 'middle' }, summary));
+  svg.append(svgEl('line', { x1: zeroX, x2: zeroX, y1: 0, y2: height, class: 'zero' }));
+}
+
+function holderRow(cells, attrs) {
+  const row = el('tr', attrs);
+  for (const [i, c] of cells.entries()) {
+    if (i === 0) row.append(el('th', { scope: 'row' }, c));
+    else if (c instanceof Node) row.append(c);
+    else row.append(el('td', { class: typeof c === 'number' ? 'num' : '' }, typeof c === 'number' ? fmtInt(c) : c));
+  }
+  return row;
+}
+
+// What changing the holder's licence, then migrating, would do: the store's physical bytes
+// after, and what the migration writes and frees (exact numbers in data attributes).
+function changeCell(h) {
+  return el('td', { class: 'change', 'data-after': String(h.physical_bytes_after), 'data-write': String(h.bytes_to_write), 'data-free': String(h.bytes_to_free) },
+    `to ${MODE_WORD[h.mode_after]}: store ${fmtBytes(h.physical_bytes_after)}`, el('br'),
+    `writes ${fmtBytes(h.bytes_to_write)}, frees ${fmtBytes(h.bytes_to_free)}`);
+}
+
+// A byte figure: the text for people, data-value and the title with the exact number.
+function bytesCell(n) {
+  return el('td', { class: 'num', 'data-value': String(n), title: `${fmtInt(n)} bytes` }, fmtBytes(n));
+}
+
+function renderHolders(data) {
+  const dflt = data.default;
+  const b = data.baseline;
+  $('holders-summary').textContent = `Default licence: ${MODE_WORD[dflt]} (${dflt}). `
+    + `${fmtInt(data.holders.length)} rights holders hold tracks; ${fmtInt(data.unassigned_tracks)} tracks (${fmtBytes(data.unassigned_bytes)}) name none and follow the default. `
+    + (data.conforming ? 'The layout conforms to every licence.'
+      : `${fmtInt(b.pending_tracks)} tracks wait for a migration: it would write ${fmtBytes(b.bytes_to_write)} and free ${fmtBytes(b.bytes_to_free)}.`);
+  drawHolders($('chart-holders'), data.holders);
+  const edit = (name, licence) => {
+    const button = el('button', { type: 'button', class: 'btn btn-small', 'data-action': 'licence' }, 'Change');
+    button.setAttribute('aria-label', `Change ${name}'s licence`);
+    button.addEventListener('click', () => editLicence(name, licence));
+    return el('td', { class: 'row-actions' }, button);
+  };
+  const licenceCell = (licence) => {
+    const l = licenceText(licence, dflt);
+    return el('td', { 'data-licence': l.kind, 'data-until': licence && !licence.expired && licence.until !== null ? String(licence.until) : '' }, l.text);
+  };
+  const verdictCell = (audit) => {
+    const v = verdictText(audit);
+    return el('td', { class: v.cls, 'data-conforming': audit ? String(audit.conforming) : '' }, v.text);
+  };
+  const rows = data.holders.map((h) => holderRow([
+    h.holder, licenceCell(h.licence), h.tracks, bytesCell(h.logical_bytes), bytesCell(h.physical_bytes_now),
+    changeCell(h),
+    el('td', { class: 'num', 'data-value': String(h.savings), title: `${fmtInt(h.savings)} bytes` }, fmtSigned(h.savings)),
+    verdictCell(h.audit), edit(h.holder, h.licence),
+  ], { 'data-holder': h.holder }));
+  // Licences of holders without a track yet.
+  const withTracks = new Set(data.holders.map((h) => h.holder));
+  for (const e of data.licences.entries.filter((x) => !withTracks.has(x.holder))) {
+    rows.push(holderRow([e.holder, licenceCell(e), 0, '—', '—', '—', '—', 'no tracks', edit(e.holder, e)], { 'data-holder': e.holder }));
+  }
+  if (data.unassigned_tracks > 0) {
+    rows.push(holderRow(['(no rights holder)', licenceCell(null), data.unassigned_tracks, bytesCell(data.unassigned_bytes), '—', '—', '—',
+      verdictCell(data.unassigned_audit), el('td')], { class: 'unassigned', 'data-unassigned': 'true' }));
+  }
+  if (!rows.length) rows.push(el('tr', {}, el('td', { colspan: '9', class: 'hint' }, 'No track names a rights holder, and no licence is set.')));
+  $('holders').tBodies[0].replaceChildren(...rows);
+  $('holder-names').replaceChildren(...[...withTracks, ...data.licences.entries.map((e) => e.holder)]
+    .filter((n, i, all) => all.indexOf(n) === i).map((n) => el('option', { value: n })));
+}
+
+async function loadHolders() {
+  if (!state.csrf) return;
+  try {
+    state.holders = await api('GET', '/holders');
+    renderHolders(state.holders);
+    $('holders-error').textContent = '';
+    state.holderLoads += 1;
+    $('holders').dataset.loaded = String(state.holderLoads);
+  } catch (e) {
+    if (e.status !== 401) $('holders-error').textContent = `Could not load the rights holders: ${e.message}`;
+  }
+}
+
+// The form, filled in with a holder's licence (an end is shown as its last day, UTC).
+function editLicence(name, licence) {
+  const f = $('set-licence').elements;
+  f.holder.value = name;
+  f.mode.value = licence && !licence.expired ? licence.mode : 'default';
+  f.until.value = licence && !licence.expired && licence.until !== null
+    ? new Date((licence.until - 1) * 1000).toISOString().slice(0, 10) : '';
+  $('licence-status').textContent = '';
+  f.mode.focus();
+}
+
+async function saveLicence(event) {
+  event.preventDefault();
+  const form = event.target;
+  const f = form.elements;
+  const holder = f.holder.value.trim();
+  $('holders-error').textContent = '';
+  $('licence-status').textContent = '';
+  try {
+    if (f.mode.value === 'default') {
+      await api('POST', '/licences/unset', { holder });
+      $('licence-status').textContent = `${holder} has no licence now: its tracks follow the default.`;
+    } else {
+      const body = { holder, mode: f.mode.value };
+      if (f.until.value) {
+        // Through that day, UTC: the licence ends at the next midnight (as `lockerstore license set --until`).
+        const [y, m, d] = f.until.value.split('-').map(Number);
+        body.until = Date.UTC(y, m - 1, d + 1) / 1000;
+      }
+      await api('PUT', '/licences', body);
+      $('licence-status').textContent = `${holder}: ${MODE_WORD[f.mode.value]}${body.until ? ` until ${fmtUtc(body.until)}` : ''}.`;
+    }
+    form.reset();
+    await Promise.all([loadHolders(), refreshAll()]);
+  } catch (e) {
+    if (e.status !== 401) $('holders-error').textContent = `Licence not saved: ${e.message}`;
+  }
+}
+
+// A migration under the current licences: the default stays, the holders' tracks move.
+async function applyLicences() {
+  let data;
+  try { data = await api('GET', '/holders'); } catch (e) {
+    if (e.status !== 401) $('job-error').textContent = `No what-if: ${e.message}`;
+    return;
+  }
+  const b = data.baseline;
+  const body = el('dl', { class: 'report' },
+    ...[['Tracks to move', fmtInt(b.pending_tracks)], ['Physical bytes now', fmtBytes(b.physical_bytes_now)],
+      ['Physical bytes after', fmtBytes(b.physical_bytes)], ['Bytes to write', fmtBytes(b.bytes_to_write)],
+      ['Bytes freed by the next GC', fmtBytes(b.bytes_to_free)]]
+      .map(([k, v]) => el('div', {}, el('dt', {}, k), el('dd', {}, v))));
+  const note = `Moves every track whose holder's licence asks for another layout; the default stays ${data.default}.`;
+  if (await confirmDialog('Apply the licences?', [el('p', {}, note), body], 'Migrate')) {
+    startJob({ kind: 'migrate', mode: data.default });
+  }
+}
+
 // ---------------------------------------------------------------- jobs
 
 const jobTitle = (job) => (job.kind === 'migrate' ? `Migrate to ${job.mode}` : 'GC') + ` #${job.id}`;
@@ -306,6 +515,7 @@ function renderJobs(jobs) {
 function setJobButtons(busy) {
   $('run-gc').disabled = busy;
   $('run-migrate').disabled = busy;
+  $('apply-licences').disabled = busy;
 }
 
 function showJob(job) {
@@ -363,7 +573,7 @@ async function followJob(job) {
     if (state.polling === job.id) state.polling = null;
     setJobButtons(false);
   }
-  await refreshAll(); // the figures (and the charts) after the job
+  await Promise.all([refreshAll(), loadHolders()]); // the figures (and the charts) after the job
   // A hook for scripts and tests: the page now shows the figures as of after this job.
   if ($('job').dataset.jobId === String(job.id)) $('job').dataset.refreshed = String(job.id);
 }
@@ -551,7 +761,9 @@ async function revokeKey(name) {
 async function start() {
   $('signin-form').addEventListener('submit', signIn);
   $('sign-out').addEventListener('click', signOut);
-  $('refresh').addEventListener('click', refreshAll);
+  $('refresh').addEventListener('click', () => { refreshAll(); loadHolders(); });
+  $('set-licence').addEventListener('submit', saveLicence);
+  $('apply-licences').addEventListener('click', applyLicences);
   $('run-gc').addEventListener('click', () => startJob({ kind: 'gc' }));
   $('run-migrate').addEventListener('click', migrate);
   $('add-user').addEventListener('submit', addUser);
