@@ -85,10 +85,12 @@ def fixtures():
     return out
 
 
-def upload(base, api_key, key, data):
-    """PUT through the upload API; returns the JSON answer."""
+def upload(base, api_key, key, data, rights_holder=None):
+    """PUT through the upload API (naming the track's rights holder when given); returns the
+    JSON answer."""
+    query = "" if rights_holder is None else "?rightsHolder=" + urllib.request.quote(rights_holder, safe="")
     req = urllib.request.Request(
-        f"{base}/api/v1/tracks/{urllib.request.quote(key)}",
+        f"{base}/api/v1/tracks/{urllib.request.quote(key)}{query}",
         data=data,
         method="PUT",
         headers={"Authorization": f"Bearer {api_key}"},

@@ -4,7 +4,11 @@ Alice and bob hold the same MP3s (retagged copies of one recording) in a per-use
 and a deleted track leaves garbage. Through the page an operator signs in, reads the figures
 (compared with `lockerstore stats --json` on the stopped store), reads the charts (bar sizes
 against the figures), migrates to single-master (physical bytes land where the what-if said),
-runs GC (garbage to 0), edits a quota, adds a user and revokes a key. Users' keys and cookies
+runs GC (garbage to 0), edits a quota, adds a user and revokes a key. Tracks of three rights
+holders (named through the upload API's rightsHolder) fill the section "Licences by rights
+holder": its SVG chart has one bar per holder (a saving to the right, a cost to the left, each
+labelled), its table the licence each holder has; a licence set through the form shows at once,
+a bad one is refused with the reason, and after the migration every holder's audit conforms. Users' keys and cookies
 get 401, the cookie without the CSRF header gets 403, and the page raises no console error and
 no CSP violation. Screenshots at 1280x800 and 375x667.
 
@@ -17,6 +21,7 @@ them; <repo>/target/screenshots by default).
 
 import json
 import os
+import time
 import re
 import subprocess
 import sys
@@ -177,6 +182,53 @@ def check_charts(snap, stats_api):
     check(users["role"] == "img" and all(u in (users["label"] or "") for u in expect), f"users chart label {users['label']!r}")
 
 
+def check_holders(h, api, when):
+    """The section "Licences by rights holder" against GET /api/v1/admin/holders."""
+    chart = h["chart"]
+    check(chart["role"] == "img" and bool(chart["label"]) and bool(chart["title"]), f"{when}: holders chart has no role/aria-label/<title>: {chart}")
+    expect = {x["holder"]: x["savings"] for x in api["holders"]}
+    bars = {b["holder"]: b for b in chart["bars"]}
+    check(len(chart["bars"]) == len(expect) and set(bars) == set(expect), f"{when}: bars {sorted(bars)}, holders {sorted(expect)}")
+    labels = {t["holder"]: t["text"] for t in chart["labels"]}
+    scale, plot, zero = chart["scale_max"], chart["plot_width"], chart["zero_x"]
+    for name, savings in expect.items():
+        bar = bars.get(name)
+        if bar is None:
+            continue
+        check(bar["value"] == savings, f"{when}: {name}'s bar holds {bar['value']}, the what-if says {savings}")
+        check(labels.get(name) == name, f"{when}: {name}'s bar is labelled {labels.get(name)!r}")
+        check(name in chart["label"] and fmt_bytes(abs(savings)) in chart["label"], f"{when}: the chart's label does not state {name}: {chart['label']!r}")
+        want = abs(savings) / scale * plot
+        check(abs(bar["width"] - want) < 0.01, f"{when}: {name}'s bar is {bar['width']:.2f} wide, {want:.2f} expected")
+        if savings < 0:
+            check(abs(bar["x"] + bar["width"] - zero) < 0.01 and "bar-cost" in bar["cls"], f"{when}: {name}'s cost is not drawn leftwards from the zero line: {bar} zero {zero}")
+        else:
+            check(abs(bar["x"] - zero) < 0.01 and "bar-saved" in bar["cls"], f"{when}: {name}'s saving is not drawn rightwards from the zero line: {bar} zero {zero}")
+        value = next((v["text"] for v in chart["values"] if v["holder"] == name), "")
+        check(fmt_bytes(abs(savings)) in value and (("cost" in value) == (savings < 0)), f"{when}: {name}'s bar says {value!r}")
+    check(chart["rendered_width"] > 100, f"{when}: the holders chart is drawn {chart['rendered_width']} px wide")
+    # The table carries the same numbers and every holder's licence.
+    rows = {r["holder"]: r for r in h["rows"] if r["holder"]}
+    words = {"single-master": "shared", "per-user-copy": "per-user"}
+    entries = {e["holder"]: e for e in api["licences"]["entries"]}
+    for x in api["holders"]:
+        row = rows.get(x["holder"])
+        if not check(row is not None, f"{when}: no table row for {x['holder']}"):
+            continue
+        check(row["savings"] == x["savings"] and row["tracks"] == str(x["tracks"]), f"{when}: {x['holder']}'s row {row} vs {x}")
+        lic = x["licence"]
+        want = "default" if lic is None or lic["expired"] else words[lic["mode"]]
+        check(row["licence"] == want, f"{when}: {x['holder']}'s licence shows {row['licence']!r}, expected {want!r}")
+        check(row["conforming"] == ("true" if x["audit"]["conforming"] else "false"), f"{when}: {x['holder']}'s verdict {row['verdict']!r} vs {x['audit']}")
+    for name, e in entries.items():
+        check(name in rows and rows[name]["licence"] == words[e["mode"]] and rows[name]["until"] == e["until"],
+              f"{when}: the licence of {name} ({e}) is not in the table: {rows.get(name)}")
+    unassigned = [r for r in h["rows"] if r["unassigned"]]
+    check(len(unassigned) == (1 if api["unassigned_tracks"] else 0) and (not unassigned or unassigned[0]["tracks"] == str(api["unassigned_tracks"])),
+          f"{when}: unassigned row {unassigned} vs {api['unassigned_tracks']} tracks")
+    return rows
+
+
 def main():
     store = os.path.join(harness.WORK, "store")
     web_dir = os.environ.get("LOCKER_WEB_DIR")
@@ -198,6 +250,19 @@ def main():
     for name, data in mp3s:
         for who in (alice, bob):
             harness.upload(base, who["api_key"], f"Fixtures/{name}", data)
+    # Tracks whose rights holders the uploads name: EMI's recording in both lockers (tagged
+    # apart), Sony Music's in both, Warner's release of that one in bob's only. Small files, so
+    # the pack's live share after the migration stays under GC's threshold (GC to 0 below).
+    fx = dict(harness.fixtures())
+    harness.upload(base, alice["api_key"], "Labels/emi.ogg", fx["ogg-vorbis-tags-vorbiscomment.ogg"], rights_holder="EMI")
+    harness.upload(base, bob["api_key"], "Labels/emi.ogg", fx["ogg-vorbis-untagged-oggenc.ogg"], rights_holder="EMI")
+    for who in (alice, bob):
+        harness.upload(base, who["api_key"], "Labels/sony.opus", fx["opus-opusenc.opus"], rights_holder="Sony Music")
+    harness.upload(base, bob["api_key"], "Labels/warner.opus", fx["opus-tags-mutagen.opus"], rights_holder="Warner")
+    # Sony Music is licensed (until a day 30 days ahead): flipping it back would cost.
+    sony_until = (int(time.time()) // 86400 + 31) * 86400
+    status, _ = call(base, "PUT", "/api/v1/admin/licences", root, {"holder": "Sony Music", "mode": "shared", "until": sony_until})
+    assert status == 200, f"PUT licences: {status}"
     # A track of its own, deleted: its chunks become garbage.
     scratch = dict(harness.fixtures())["flac-plain-flac.flac"]
     harness.upload(base, alice["api_key"], "Scratch/plain.flac", scratch)
@@ -245,6 +310,32 @@ def main():
         check("MB" in snap["stats_text"]["logical_bytes"] or "kB" in snap["stats_text"]["logical_bytes"], f"logical bytes shown as {snap['stats_text']['logical_bytes']!r}")
         predicted = int(snap["whatif"]["physical_bytes"])
         check(predicted == whatif0["other"]["physical_bytes"], f"what-if on the page {predicted}, API {whatif0['other']['physical_bytes']}")
+
+        # -- 4b. licences by rights holder: chart and table against the API
+        h = browser("holders")
+        _, api = call(base, "GET", "/api/v1/admin/holders", root)
+        print("  holders:", [(x["holder"], x["savings"], x["licence"] and x["licence"]["mode"]) for x in api["holders"]])
+        check({x["holder"] for x in api["holders"]} == {"EMI", "Sony Music", "Warner"}, f"holders: {api['holders']}")
+        savings = {x["holder"]: x["savings"] for x in api["holders"]}
+        check(savings.get("EMI", 0) > 0 and savings.get("Sony Music", 0) < 0, f"EMI should save, Sony Music cost: {savings}")
+        rows = check_holders(h, api, "holders, per-user-copy")
+        check(rows.get("Sony Music", {}).get("until") == sony_until, f"Sony Music's end: {rows.get('Sony Music')}")
+        check(rows.get("Sony Music", {}).get("conforming") == "false", f"Sony Music's tracks wait for a migration: {rows.get('Sony Music')}")
+        # A licence through the form: EMI signs.
+        set_emi = browser("set_licence", holder="EMI", mode="single-master", until=None)
+        check(set_emi["status"] == 200 and set_emi["method"] == "PUT" and set_emi["csrf_sent"], f"setting EMI's licence: {set_emi}")
+        h = browser("holders", after=h["loaded"])
+        _, api = call(base, "GET", "/api/v1/admin/holders", root)
+        entries = {e["holder"]: e for e in api["licences"]["entries"]}
+        check(entries.get("EMI", {}).get("mode") == "single-master" and entries["EMI"]["until"] is None, f"EMI's licence after the form: {entries}")
+        rows = check_holders(h, api, "holders after EMI signed")
+        check(rows.get("EMI", {}).get("licence") == "shared", f"EMI's row after the form: {rows.get('EMI')}")
+        # A licence that ended before it began is refused with the reason, and nothing changes.
+        bad = browser("set_licence", holder="Warner", mode="single-master", until="2001-01-01")
+        check(bad["status"] == 400 and "passed" in bad["error"], f"a licence ending in 2001: {bad}")
+        _, api2 = call(base, "GET", "/api/v1/admin/licences", root)
+        check(api2 == api["licences"], f"a refused licence changed the policy: {api2}")
+        browser("screenshot_element", selector="#holders-section", path=os.path.join(SHOTS, "admin-holders.png"))
         snap = restart_and_compare(snap, "per-user-copy")
 
         # -- 5. migrate through the UI, then GC
@@ -266,6 +357,10 @@ def main():
         check(bool(mig["snapshot"]["jobs"]) and mig["snapshot"]["jobs"][0]["state"] == "done", f"recent jobs: {mig['snapshot']['jobs']}")
         _, stats_now = call(base, "GET", "/api/v1/admin/stats", root)
         check_charts(mig["snapshot"], stats_now)
+        h = browser("holders")
+        _, api = call(base, "GET", "/api/v1/admin/holders", root)
+        check_holders(h, api, "holders after the migration")
+        check(api["conforming"] and all(r["conforming"] == "true" for r in h["rows"] if r["conforming"]), f"after the migration every holder conforms: {h['rows']}")
         shot = browser("screenshot", path=os.path.join(SHOTS, "admin.png"), width=1280, height=800)
         check(shot["overflow"] <= 0, f"1280x800: the page is {shot['overflow']} px wider than the window")
 
@@ -339,7 +434,8 @@ def main():
         check(not seen["csp"], f"CSP violations: {seen['csp']}")
         expected = {("GET", "/api/v1/admin/session", 401), ("POST", "/api/v1/admin/session", 401),
                     ("POST", "/api/v1/admin/jobs", 401), ("POST", "/api/v1/admin/jobs", 403),
-                    *(("GET", f"/api/v1/admin/{p}", 401) for p in ("stats", "what-if", "users", "jobs"))}
+                    ("PUT", "/api/v1/admin/licences", 400),
+                    *(("GET", f"/api/v1/admin/{p}", 401) for p in ("stats", "what-if", "users", "jobs", "holders"))}
         for r in seen["responses"]:
             path = urllib.parse.urlsplit(r["url"]).path
             if (r["method"], path, r["status"]) in expected:
@@ -355,7 +451,7 @@ def main():
     if failures:
         print("FAIL: web admin:", *failures, sep="\n  ")
         sys.exit(1)
-    print(f"PASS: web admin: sign-in, figures = lockerstore stats (twice), charts, migrate, GC, quota, users, CSRF, CSP; screenshots in {SHOTS}")
+    print(f"PASS: web admin: sign-in, figures = lockerstore stats (twice), charts, licences by rights holder, migrate, GC, quota, users, CSRF, CSP; screenshots in {SHOTS}")
 
 
 main()

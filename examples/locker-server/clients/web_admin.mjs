@@ -273,6 +273,88 @@ const commands = {
     return { order };
   },
 
+  // The section "Licences by rights holder" once loaded (newer than load number `after`): its
+  // chart (every bar, label and value text, and the scale) and its table.
+  async holders({ after = 0 } = {}) {
+    await page.waitForFunction((n) => Number(document.getElementById('holders').dataset.loaded || 0) > n, after);
+    return page.evaluate(() => {
+      const svg = document.getElementById('chart-holders');
+      const table = document.getElementById('holders');
+      return {
+        loaded: Number(table.dataset.loaded),
+        summary: document.getElementById('holders-summary').textContent,
+        chart: {
+          role: svg.getAttribute('role'),
+          label: svg.getAttribute('aria-label'),
+          title: svg.querySelector(':scope > title')?.textContent ?? null,
+          zero_x: Number(svg.dataset.zeroX),
+          scale_max: Number(svg.dataset.scaleMax),
+          plot_width: Number(svg.dataset.plotWidth),
+          rendered_width: svg.getBoundingClientRect().width,
+          bars: [...svg.querySelectorAll('rect[data-bar]')].map((r) => ({
+            holder: r.dataset.holder,
+            value: Number(r.dataset.value),
+            x: Number(r.getAttribute('x')),
+            width: Number(r.getAttribute('width')),
+            cls: r.getAttribute('class'),
+            fill: getComputedStyle(r).fill,
+          })),
+          labels: [...svg.querySelectorAll('text[data-holder]')].map((t) => ({ holder: t.dataset.holder, text: t.textContent })),
+          values: [...svg.querySelectorAll('text[data-value-for]')].map((t) => ({ holder: t.dataset.valueFor, text: t.textContent })),
+        },
+        rows: [...table.tBodies[0].rows].map((tr) => {
+          const cells = [...tr.cells];
+          const licence = tr.querySelector('[data-licence]');
+          const verdict = tr.querySelector('[data-conforming]');
+          return {
+            holder: tr.dataset.holder ?? null,
+            unassigned: tr.dataset.unassigned === 'true',
+            licence: licence?.dataset.licence ?? null,
+            until: licence?.dataset.until ? Number(licence.dataset.until) : null,
+            licence_text: licence?.textContent ?? null,
+            tracks: cells[2] ? cells[2].textContent : null,
+            savings: cells[6]?.dataset.value === undefined ? null : Number(cells[6].dataset.value),
+            conforming: verdict ? verdict.dataset.conforming : null,
+            verdict: verdict?.textContent ?? null,
+          };
+        }),
+        error: document.getElementById('holders-error').textContent,
+      };
+    });
+  },
+
+  // Sets a licence through the form ("default" removes it); `until` is YYYY-MM-DD or null.
+  async set_licence({ holder, mode, until }) {
+    const before = await page.evaluate(() => Number(document.getElementById('holders').dataset.loaded || 0));
+    await page.fill('#set-licence input[name=holder]', holder);
+    await page.selectOption('#set-licence select[name=mode]', mode);
+    await page.fill('#set-licence input[name=until]', until ?? '');
+    const [res] = await Promise.all([
+      page.waitForResponse((r) => /\/api\/v1\/admin\/licences(\/unset)?$/.test(r.url()) && r.request().method() !== 'GET'),
+      page.click('#set-licence button[type=submit]'),
+    ]);
+    if (res.ok()) {
+      await page.waitForFunction((n) => Number(document.getElementById('holders').dataset.loaded || 0) > n, before);
+    } else {
+      await page.waitForFunction(() => document.getElementById('holders-error').textContent !== '');
+    }
+    return {
+      status: res.status(),
+      method: res.request().method(),
+      body: res.request().postDataJSON(),
+      csrf_sent: Boolean(res.request().headers()['x-csrf-token']),
+      error: await page.textContent('#holders-error'),
+      status_text: await page.textContent('#licence-status'),
+    };
+  },
+
+  // A screenshot of one element (the holders' section) at the current viewport.
+  async screenshot_element({ selector, path }) {
+    await page.evaluate(() => document.activeElement?.blur());
+    await page.locator(selector).screenshot({ path });
+    return {};
+  },
+
   async screenshot({ path, width, height }) {
     await page.setViewportSize({ width, height });
     await page.evaluate(() => document.activeElement?.blur());
