@@ -113,12 +113,27 @@ impl Engine {
     /// The committed record of a track.
     pub(crate) fn track_record(&self, user: &UserId, key: &TrackKey) -> Result<TrackRecord> {
         let snap = self.meta.read()?;
-        let no = user_no(snap.as_ref(), user)?;
-        snap.track(no, key)?.ok_or_else(|| Error::TrackNotFound {
+        user_track(snap.as_ref(), user, key).map(|(_, t)| t)
+    }
+}
+
+/// A user's row and track `key` in a snapshot or transaction; `UnknownUser` if the user has no
+/// row, `TrackNotFound` if it has no such track.
+pub(crate) fn user_track(
+    snap: &dyn MetaRead,
+    user: &UserId,
+    key: &TrackKey,
+) -> Result<(crate::format::UserRow, TrackRecord)> {
+    let row = snap
+        .user(user)?
+        .ok_or_else(|| Error::UnknownUser(user.to_string()))?;
+    let track = snap
+        .track(UserNo(row.no), key)?
+        .ok_or_else(|| Error::TrackNotFound {
             user: user.to_string(),
             key: key.to_string(),
-        })
-    }
+        })?;
+    Ok((row, track))
 }
 
 /// A user's number in a snapshot; `UnknownUser` if the user has no row.

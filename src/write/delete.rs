@@ -1,8 +1,7 @@
 //! Deleting a track: one commit drops its references and its user's share of the accounting.
 
-use crate::engine::Engine;
-use crate::error::{Error, Result};
-use crate::ids::UserNo;
+use crate::engine::{Engine, user_track};
+use crate::error::Result;
 use crate::index::refs::{Accounting, unlink_track};
 use crate::index::write_with;
 use crate::names::{TrackKey, UserId};
@@ -13,14 +12,7 @@ pub(crate) fn delete(engine: &Engine, user: &UserId, key: &TrackKey) -> Result<(
     engine.track_record(user, key)?;
     engine.space().room_for_metadata()?;
     write_with(engine.meta(), |w| {
-        let row = w
-            .user(user)?
-            .ok_or_else(|| Error::UnknownUser(user.to_string()))?;
-        let no = UserNo(row.no);
-        let old = w.track(no, key)?.ok_or_else(|| Error::TrackNotFound {
-            user: user.to_string(),
-            key: key.to_string(),
-        })?;
+        let (row, old) = user_track(w, user, key)?;
         let mut acc = Accounting::default();
         unlink_track(w, user, &row, key, &old, &mut acc)?;
         acc.apply(w)

@@ -1,7 +1,7 @@
 //! Changing a track's rights holder: one commit rewrites its record; no chunk moves.
 
-use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::engine::{Engine, user_track};
+use crate::error::Result;
 use crate::format::TrackRecord;
 use crate::ids::UserNo;
 use crate::index::write_with;
@@ -18,19 +18,12 @@ pub(crate) fn set_rights_holder(
     engine.track_record(user, key)?;
     engine.space().room_for_metadata()?;
     write_with(engine.meta(), |w| {
-        let row = w
-            .user(user)?
-            .ok_or_else(|| Error::UnknownUser(user.to_string()))?;
-        let no = UserNo(row.no);
-        let old = w.track(no, key)?.ok_or_else(|| Error::TrackNotFound {
-            user: user.to_string(),
-            key: key.to_string(),
-        })?;
+        let (row, old) = user_track(w, user, key)?;
         if old.holder == holder {
             return Ok(());
         }
         w.put_track(
-            no,
+            UserNo(row.no),
             key,
             &TrackRecord {
                 holder: holder.clone(),
