@@ -38,6 +38,13 @@ seaweedfs_start() {
 seaweedfs_stop() {
     if [ -n "${SEAWEEDFS_PID:-}" ]; then
         kill "$SEAWEEDFS_PID" 2>/dev/null || true
+        # A server that ignores SIGTERM (a full disk can wedge it) must not hang the caller.
+        local i
+        for i in $(seq 1 20); do
+            kill -0 "$SEAWEEDFS_PID" 2>/dev/null || break
+            sleep 0.5
+        done
+        kill -9 "$SEAWEEDFS_PID" 2>/dev/null || true
         wait "$SEAWEEDFS_PID" 2>/dev/null || true
         SEAWEEDFS_PID=""
     fi
