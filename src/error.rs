@@ -206,6 +206,17 @@ pub enum Error {
     /// The metadata database failed in a way that is not corruption or plain I/O.
     #[error("metadata database error: {0}")]
     Metadata(String),
+    /// The PostgreSQL database that holds the metadata failed or refused a statement
+    /// (connection, credentials, the server); `code` is its SQLSTATE when it sent one.
+    #[error("metadata database: {operation}: {message}")]
+    Database {
+        /// What was being done.
+        operation: String,
+        /// The server's SQLSTATE (`40001` a serialisation failure, `28P01` bad credentials).
+        code: Option<String>,
+        /// The client's message.
+        message: String,
+    },
     /// The object store that holds the packs failed (network, credentials, the server).
     #[error("object store: {operation} {key}: {message}")]
     ObjectStore {

@@ -19,6 +19,9 @@
 
 mod common;
 
+#[path = "common/pg.rs"]
+mod pg;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -1104,6 +1107,15 @@ fn verify_ok(store: &Store, m: &Model, step: &str) {
 }
 
 fn run(initial: LicenseMode, ops: Vec<Op>) -> Coverage {
+    run_on(None, initial, ops)
+}
+
+/// Runs `ops` on a store whose metadata is in redb, or (`postgres`: a URL) in PostgreSQL.
+fn run_on(postgres: Option<&str>, initial: LicenseMode, ops: Vec<Op>) -> Coverage {
+    let options = |mode| match postgres {
+        Some(url) => options(mode).postgres(url),
+        None => options(mode),
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path(), options(initial)).unwrap();
     let mut m = Model {
@@ -1241,13 +1253,67 @@ fn store_matches_the_model() {
     );
 }
 
+/// The same random sequences on a store whose metadata is in PostgreSQL (the scratch server
+/// `.ci/postgres.sh` starts), each case in a fresh schema: every accounting, audit, what-if and
+/// read check of the model holds there too.
+#[test]
+fn store_on_postgres_matches_the_model() {
+    use proptest::test_runner::{Config, TestRunner};
+    let Some(server) = pg::server() else { return };
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        max_shrink_time: 120_000,
+        ..Config::default()
+    });
+    let total = std::cell::RefCell::new(Coverage::default());
+    let strategy = (any::<bool>(), prop::collection::vec(op(), 1..=40));
+    let result = runner.run(&strategy, |(single_master, ops)| {
+        let url = pg::fresh_schema(&server, "model");
+        let cov = run_on(Some(&url), mode_of(single_master), ops);
+        total.borrow_mut().merge(&cov);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let total = total.into_inner();
+    println!("{cases} random cases on PostgreSQL: {total:?}");
+    assert!(
+        total.tracks_migrated > 0 && total.gc_entries_removed > 0,
+        "{total:?}"
+    );
+}
+
+/// The scripted sequences below, on PostgreSQL.
+#[test]
+fn scripted_sequences_on_postgres_match_the_model() {
+    let Some(server) = pg::server() else { return };
+    let url = pg::fresh_schema(&server, "scripted");
+    run_on(Some(&url), LicenseMode::PerUserCopy, scripted_sequence());
+    let url = pg::fresh_schema(&server, "flips");
+    check_flip_coverage(run_on(
+        Some(&url),
+        LicenseMode::PerUserCopy,
+        scripted_flips(),
+    ));
+}
+
 /// A fixed sequence through the same machinery, so the interesting paths (dedup across users,
 /// garbage revival, mode switches, in-track repeats, compressed records, sealing, reopen) run on
 /// every test run whatever the random cases draw.
 #[test]
 fn scripted_sequence_matches_the_model() {
+    run(LicenseMode::PerUserCopy, scripted_sequence());
+}
+
+fn scripted_sequence() -> Vec<Op> {
     use Op::*;
-    let ops = vec![
+    vec![
         Put {
             user: 0,
             key: 0,
@@ -1330,8 +1396,7 @@ fn scripted_sequence_matches_the_model() {
         ReadMissing { user: 2, key: 1 },
         Reopen,
         Read { pick: 3, buf: 4097 },
-    ];
-    run(LicenseMode::PerUserCopy, ops);
+    ]
 }
 
 /// A fixed sequence of flips, migrations and GC runs, so every maintenance path runs on every
@@ -1340,10 +1405,24 @@ fn scripted_sequence_matches_the_model() {
 /// GC removed it, and reopens in between.
 #[test]
 fn scripted_flips_migrations_and_gc_match_the_model() {
+    check_flip_coverage(run(LicenseMode::PerUserCopy, scripted_flips()));
+}
+
+fn check_flip_coverage(cov: Coverage) {
+    println!("{cov:?}");
+    assert!(cov.records_promoted > 0, "{cov:?}");
+    assert!(cov.records_copied > 0, "{cov:?}");
+    assert!(cov.records_revived > 0, "{cov:?}");
+    assert!(cov.gc_entries_removed > 0, "{cov:?}");
+    assert!(cov.packs_rewritten > 0, "{cov:?}");
+    assert!(cov.rewritten_after_gc > 0, "{cov:?}");
+}
+
+fn scripted_flips() -> Vec<Op> {
     use Op::*;
     let put = |user, key, content| Put { user, key, content };
     // Sorted track keys decide what a `pick` names; the comments say which track it is.
-    let ops = vec![
+    vec![
         put(0, 0, Content::Pool(5)),
         put(1, 0, Content::Pool(5)),
         put(1, 1, Content::Pool(4)),
@@ -1406,15 +1485,7 @@ fn scripted_flips_migrations_and_gc_match_the_model() {
         Migrate,
         Gc { threshold: 1.0 },
         Reopen,
-    ];
-    let cov = run(LicenseMode::PerUserCopy, ops);
-    println!("{cov:?}");
-    assert!(cov.records_promoted > 0, "{cov:?}");
-    assert!(cov.records_copied > 0, "{cov:?}");
-    assert!(cov.records_revived > 0, "{cov:?}");
-    assert!(cov.gc_entries_removed > 0, "{cov:?}");
-    assert!(cov.packs_rewritten > 0, "{cov:?}");
-    assert!(cov.rewritten_after_gc > 0, "{cov:?}");
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------

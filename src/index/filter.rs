@@ -52,6 +52,15 @@ impl ChunkFilter {
         }
     }
 
+    /// A filter that answers "may contain" for every key: for metadata other processes write
+    /// too, whose entries this process never sees being written.
+    pub(crate) fn everything() -> ChunkFilter {
+        ChunkFilter {
+            words: Box::new([]),
+            mask: 0,
+        }
+    }
+
     /// RAM held by the filter, in bytes.
     pub(crate) fn bytes(&self) -> usize {
         self.words.len() * 8
@@ -70,6 +79,9 @@ impl ChunkFilter {
 
     /// Adds a key. Lock-free; safe from any thread.
     pub(crate) fn insert(&self, domain: Domain, id: &ChunkId) {
+        if self.words.is_empty() {
+            return;
+        }
         for bit in self.probes(domain, id) {
             self.words[(bit / 64) as usize].fetch_or(1 << (bit % 64), Ordering::Release);
         }
@@ -77,6 +89,9 @@ impl ChunkFilter {
 
     /// Whether the key may have an entry; `false` means it certainly has none.
     pub(crate) fn may_contain(&self, domain: Domain, id: &ChunkId) -> bool {
+        if self.words.is_empty() {
+            return true;
+        }
         self.probes(domain, id).all(|bit| {
             self.words[(bit / 64) as usize].load(Ordering::Acquire) & (1 << (bit % 64)) != 0
         })

@@ -47,6 +47,8 @@ pub(crate) mod filter;
 pub(crate) mod group;
 #[cfg(feature = "object-store")]
 pub(crate) mod journal;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 mod redb_meta;
 pub(crate) mod refs;
 

@@ -83,6 +83,10 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
             "compression_level must be 1..=19".into(),
         ));
     }
+    #[cfg(feature = "postgres")]
+    if let Some(url) = options.postgres.clone() {
+        return open_postgres(dir, options, &url);
+    }
     let vfs = options.vfs.clone();
     if !vfs.exists(&dir) {
         if !options.create {
@@ -120,6 +124,13 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
     } else {
         None
     };
+    if vfs.exists(&dir.join(NODE_FILE)) {
+        return Err(Error::InvalidOptions(format!(
+            "{} is a node directory of a store whose metadata is in PostgreSQL: open it with \
+             the database's URL (`--meta`, Options::postgres)",
+            dir.display()
+        )));
+    }
     let layout = classify(vfs.as_ref(), &dir)?;
     if !options.create && !matches!(layout, Layout::Store(_)) {
         return Err(Error::NoStore(dir));
@@ -159,7 +170,243 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
         return Err(Error::corrupted("meta.redb is missing"));
     }
     let meta = RedbMeta::open(vfs.as_ref(), &meta_path, false)?;
-    let snap = meta.read()?;
+    let id = identity(meta.read()?.as_ref(), &meta_path.display().to_string())?;
+    if id
+        .store_file
+        .as_deref()
+        .is_some_and(|c| c != store_file.encode().as_slice())
+    {
+        return Err(Error::corrupted(format!(
+            "STORE names another store than the copy of it in meta.redb (a STORE file from \
+             another store?); if meta.redb is this store's, `lockerstore --store {} repair` \
+             rewrites STORE from it",
+            dir.display()
+        )));
+    }
+    if id.store_file.is_none() {
+        // A store created before the metadata kept a copy of STORE: keep one from now on,
+        // so a lost STORE can be rebuilt (`repair_store_file`).
+        write_with(&meta, |w| w.set_state(sk::STORE_FILE, &store_file.encode()))?;
+    }
+    // The packs' home first: a bucket's journal may bring the metadata up to date.
+    let pack_dir = dir.join(PACK_DIR);
+    let (storage, meta) = pack_storage(
+        &options,
+        &pack_dir,
+        id.object_packs.as_deref(),
+        &store_file,
+        meta,
+    )?;
+    finish_open(
+        Located {
+            dir,
+            lock,
+            is_new,
+            store_file,
+            meta,
+            storage,
+            shared: false,
+        },
+        id,
+        options,
+    )
+}
+
+/// The node directory's file naming the store it belongs to (the 48 bytes of `STORE`), for
+/// stores whose metadata is in PostgreSQL. Known to every build, so none mistakes a node
+/// directory for a store that lost its `STORE`.
+const NODE_FILE: &str = "NODE";
+#[cfg(feature = "postgres")]
+const NODE_TMP: &str = "NODE.tmp";
+
+/// Opens (or creates) a store whose metadata is in PostgreSQL: `dir` is this node's own
+/// directory (created when missing, locked while open), holding this node's open packs and
+/// cache and a `NODE` file naming the store (docs/DESIGN.md section 15).
+#[cfg(feature = "postgres")]
+fn open_postgres(dir: std::path::PathBuf, options: Options, url: &str) -> Result<Opened> {
+    use crate::index::postgres::PgMeta;
+    let vfs = options.vfs.clone();
+    if matches!(
+        options.pack_durability,
+        crate::store::PackDurability::LocalDisk
+    ) {
+        return Err(Error::InvalidOptions(
+            "local-disk pack durability keeps commits on one node's disk: a store whose \
+             metadata is in PostgreSQL needs bucket durability"
+                .into(),
+        ));
+    }
+    if !vfs.exists(&dir) {
+        vfs.create_dir_all(&dir)
+            .map_err(|e| Error::io("create", &dir, e))?;
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        vfs.sync_dir(parent)
+            .map_err(|e| Error::io("sync", parent, e))?;
+    }
+    let dir_lock = vfs
+        .try_lock(&dir)
+        .map_err(|e| Error::io("lock", &dir, e))?
+        .ok_or_else(|| Error::Locked(dir.clone()))?;
+    let (meta, _) = PgMeta::connect(url, options.meta_connections, options.create)?;
+    let place = meta.place().to_owned();
+    let decode = |b: &[u8]| -> Result<StoreFile> {
+        StoreFile::decode(b)?.map_err(|found| Error::UnsupportedVersion {
+            path: place.clone().into(),
+            found,
+            supported: STORE_FORMAT_VERSION,
+        })
+    };
+    let existing = meta.read()?.state(sk::STORE_FILE)?;
+    let (store_file, is_new) = match existing {
+        Some(b) => (decode(&b)?, false),
+        None if options.create => {
+            let f = StoreFile {
+                version: STORE_FORMAT_VERSION,
+                store_id: random_bytes("the store id")?,
+            };
+            // The bucket first: a refused location leaves no half-made store behind.
+            claim_bucket(&options, &f)?;
+            let seed = u64::from_le_bytes(random_bytes("the chunker seed")?);
+            // One transaction; a node that lost a race to create the store uses the winner's.
+            let created = write_with(&meta, |w| {
+                if w.state(sk::STORE_FILE)?.is_some() {
+                    return Ok(false);
+                }
+                initial_state(w, &f, seed, &options)?;
+                Ok(true)
+            })?;
+            if created {
+                (f, true)
+            } else {
+                let b = meta.read()?.state(sk::STORE_FILE)?.ok_or_else(|| {
+                    Error::corrupted("the store's STORE copy vanished from the metadata")
+                })?;
+                (decode(&b)?, false)
+            }
+        }
+        None => return Err(Error::NoStore(place.clone().into())),
+    };
+    // The node directory belongs to one store: another store's leftovers are never mixed in.
+    let node = dir.join(NODE_FILE);
+    if vfs.exists(&node) {
+        let bytes = vfs.read(&node).map_err(|e| Error::io("read", &node, e))?;
+        if bytes.as_slice() != store_file.encode().as_slice() {
+            return Err(Error::InvalidOptions(format!(
+                "{} belongs to another store than the one in {place}",
+                dir.display()
+            )));
+        }
+    } else {
+        write_identity_file(vfs.as_ref(), &dir, &store_file, NODE_FILE, NODE_TMP)?;
+    }
+    let id = identity(meta.read()?.as_ref(), &place)?;
+    let pack_dir = dir.join(PACK_DIR);
+    vfs.create_dir_all(&pack_dir)
+        .map_err(|e| Error::io("create", &pack_dir, e))?;
+    let storage: Box<dyn PackStorage> = match &id.object_packs {
+        #[cfg(feature = "object-store")]
+        Some(kept) => {
+            let location = crate::bucket::ObjectLocation::decode(kept)?;
+            if let Some(asked) = &options.object_packs
+                && asked.url != location.url
+            {
+                return Err(Error::InvalidOptions(format!(
+                    "this store's packs live at {}, not at {}",
+                    location.url, asked.url
+                )));
+            }
+            let bucket = Arc::new(connect(&options, &location)?);
+            bucket.claim(&store_file.encode(), false)?;
+            Box::new(crate::pack::object::ObjectPacks::new(
+                vfs.clone(),
+                pack_dir,
+                bucket,
+                options.cache_bytes,
+                options.read_span_bytes,
+                options.deletion_grace,
+                None,
+            )?)
+        }
+        #[cfg(not(feature = "object-store"))]
+        Some(_) => {
+            return Err(Error::InvalidOptions(
+                "this store's packs live in an object store: this build lacks the \
+                 `object-store` feature"
+                    .into(),
+            ));
+        }
+        None => {
+            #[cfg(feature = "object-store")]
+            if let Some(asked) = &options.object_packs {
+                return Err(Error::InvalidOptions(format!(
+                    "this store's packs live in its node directory, not at {}",
+                    asked.url
+                )));
+            }
+            Box::new(LocalPacks::new(vfs.clone(), pack_dir))
+        }
+    };
+    finish_open(
+        Located {
+            dir,
+            lock: Box::new(dir_lock),
+            is_new,
+            store_file,
+            meta: Box::new(meta),
+            storage,
+            shared: true,
+        },
+        id,
+        options,
+    )
+}
+
+/// The state rows and counters of a new store's metadata.
+fn initial_state(
+    w: &mut dyn crate::index::MetaWrite,
+    store_file: &StoreFile,
+    seed: u64,
+    options: &Options,
+) -> Result<()> {
+    w.set_state(sk::FORMAT, &META_FORMAT_VERSION.to_le_bytes())?;
+    w.set_state(sk::MODE, &[options.mode.to_byte()])?;
+    w.set_state(sk::SEED, &seed.to_le_bytes())?;
+    w.set_state(sk::CHUNKER, &options.chunker.encode())?;
+    w.set_state(sk::STORE_FILE, &store_file.encode())?;
+    #[cfg(feature = "object-store")]
+    if let Some(location) = &options.object_packs {
+        w.set_state(sk::OBJECT_PACKS, &location.encode())?;
+    }
+    w.set_counter(ck::NEXT_USER_NO, 1)
+}
+
+/// What open found: the store, its metadata and its packs' home.
+struct Located {
+    dir: std::path::PathBuf,
+    lock: Box<dyn Send + Sync + Debug>,
+    is_new: bool,
+    store_file: StoreFile,
+    meta: Box<dyn MetaStore>,
+    storage: Box<dyn PackStorage>,
+    /// Other processes write the same metadata (PostgreSQL).
+    shared: bool,
+}
+
+/// The state rows that say what a store is, read and checked.
+struct Identity {
+    format: u32,
+    seed: u64,
+    params: ChunkerParams,
+    /// The copy of `STORE` the metadata keeps (absent in stores made before it did).
+    store_file: Option<Vec<u8>>,
+    /// Where the packs live, when in an object store.
+    object_packs: Option<Vec<u8>>,
+}
+
+fn identity(snap: &dyn crate::index::MetaRead, place: &str) -> Result<Identity> {
     let get = |key: &str| -> Result<Vec<u8>> {
         snap.state(key)?
             .ok_or_else(|| Error::corrupted(format!("metadata state {key} is missing")))
@@ -174,7 +421,7 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
     // Format 1 lacks rights holders and licences per holder; its data is format 2's with none.
     if format != META_FORMAT_VERSION && format != 1 {
         return Err(Error::UnsupportedVersion {
-            path: meta_path,
+            path: place.into(),
             found: format,
             supported: META_FORMAT_VERSION,
         });
@@ -186,35 +433,30 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
             .map_err(|_| Error::corrupted("metadata chunker seed"))?,
     );
     let params = ChunkerParams::decode(&get(sk::CHUNKER)?)?;
-    let copy = snap.state(sk::STORE_FILE)?;
-    if copy
-        .as_deref()
-        .is_some_and(|c| c != store_file.encode().as_slice())
-    {
-        return Err(Error::corrupted(format!(
-            "STORE names another store than the copy of it in meta.redb (a STORE file from \
-             another store?); if meta.redb is this store's, `lockerstore --store {} repair` \
-             rewrites STORE from it",
-            dir.display()
-        )));
-    }
-    let object_packs = snap.state(sk::OBJECT_PACKS)?;
-    drop(snap);
-    if copy.is_none() {
-        // A store created before the metadata kept a copy of STORE: keep one from now on,
-        // so a lost STORE can be rebuilt (`repair_store_file`).
-        write_with(&meta, |w| w.set_state(sk::STORE_FILE, &store_file.encode()))?;
-    }
-    // The packs' home first: a bucket's journal may bring the metadata up to date.
-    let pack_dir = dir.join(PACK_DIR);
-    let (storage, meta) = pack_storage(
-        &options,
-        &pack_dir,
-        object_packs.as_deref(),
-        &store_file,
+    Ok(Identity {
+        format,
+        seed,
+        params,
+        store_file: snap.state(sk::STORE_FILE)?,
+        object_packs: snap.state(sk::OBJECT_PACKS)?,
+    })
+}
+
+/// The rest of open, whatever holds the metadata: the format upgrade, the policy, the chunk
+/// filter, the packs' recovery and the engine.
+fn finish_open(at: Located, id: Identity, options: Options) -> Result<Opened> {
+    let Located {
+        dir,
+        lock,
+        is_new,
+        store_file,
         meta,
-    )?;
-    if format < META_FORMAT_VERSION {
+        storage,
+        shared,
+    } = at;
+    let vfs = options.vfs.clone();
+    let pack_dir = dir.join(PACK_DIR);
+    if id.format < META_FORMAT_VERSION {
         // Upgraded at once (and journaled, with packs in a bucket), so a build that knows only
         // format 1 refuses the store instead of ignoring its licences.
         write_with(meta.as_ref(), |w| {
@@ -236,15 +478,21 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
     let next_pack_id = snap.counter(ck::NEXT_PACK_ID)?;
     drop(snap);
     let store_tag = u64::from_le_bytes(store_file.store_id[..8].try_into().expect("8 bytes"));
-    // The filter of stored chunk keys: watched before it is filled, so no key is missed.
-    let filter = Arc::new(ChunkFilter::for_entries(
-        snap_counters.0.saturating_add(snap_counters.1),
-    ));
-    meta.watch_chunks(filter.clone());
-    meta.read()?.for_each_chunk(&mut |domain, id, _| {
-        filter.insert(domain, &id);
-        Ok(())
-    })?;
+    let filter = if shared {
+        // Other nodes write entries this one never sees: every key needs a lookup.
+        Arc::new(ChunkFilter::everything())
+    } else {
+        // The filter of stored chunk keys: watched before it is filled, so no key is missed.
+        let filter = Arc::new(ChunkFilter::for_entries(
+            snap_counters.0.saturating_add(snap_counters.1),
+        ));
+        meta.watch_chunks(filter.clone());
+        meta.read()?.for_each_chunk(&mut |domain, id, _| {
+            filter.insert(domain, &id);
+            Ok(())
+        })?;
+        filter
+    };
     let (packs, recovery) = Packs::open(
         storage,
         store_tag,
@@ -258,7 +506,10 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
         meta,
         filter,
         packs,
-        chunker: Chunker { params, seed },
+        chunker: Chunker {
+            params: id.params,
+            seed: id.seed,
+        },
         policy: Policy::new(licences),
         lock,
     });
@@ -567,18 +818,7 @@ fn create_metadata(
     }
     let seed = u64::from_le_bytes(random_bytes("the chunker seed")?);
     let meta = RedbMeta::open(vfs, &tmp, true)?;
-    write_with(&meta, |w| {
-        w.set_state(sk::FORMAT, &META_FORMAT_VERSION.to_le_bytes())?;
-        w.set_state(sk::MODE, &[options.mode.to_byte()])?;
-        w.set_state(sk::SEED, &seed.to_le_bytes())?;
-        w.set_state(sk::CHUNKER, &options.chunker.encode())?;
-        w.set_state(sk::STORE_FILE, &store_file.encode())?;
-        #[cfg(feature = "object-store")]
-        if let Some(location) = &options.object_packs {
-            w.set_state(sk::OBJECT_PACKS, &location.encode())?;
-        }
-        w.set_counter(ck::NEXT_USER_NO, 1)
-    })?;
+    write_with(&meta, |w| initial_state(w, store_file, seed, options))?;
     drop(meta);
     let target = dir.join(META_FILE);
     vfs.rename(&tmp, &target)
@@ -650,8 +890,19 @@ pub(crate) fn repair_store_file(
 /// Writes `STORE` atomically and durably: `STORE.tmp` (truncated, written, fdatasynced), renamed
 /// to `STORE`, then the directory fsynced.
 fn write_store_file(vfs: &dyn Vfs, dir: &Path, file: &StoreFile) -> Result<()> {
-    let tmp = dir.join(STORE_TMP);
-    let target = dir.join(STORE_FILE);
+    write_identity_file(vfs, dir, file, STORE_FILE, STORE_TMP)
+}
+
+/// Writes the 48 bytes of `file` as `dir/name` through `dir/tmp`, durably.
+fn write_identity_file(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    file: &StoreFile,
+    name: &str,
+    tmp: &str,
+) -> Result<()> {
+    let tmp = dir.join(tmp);
+    let target = dir.join(name);
     let f = vfs
         .open_rw(&tmp, true)
         .map_err(|e| Error::io("create", &tmp, e))?;

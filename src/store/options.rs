@@ -36,6 +36,13 @@ pub struct Options {
     /// Where a new store's packs live: an object store, or (`None`) the store's `packs/`.
     #[cfg(feature = "object-store")]
     pub(crate) object_packs: Option<crate::bucket::ObjectLocation>,
+    /// The metadata's PostgreSQL database (a libpq URL), shared by every node of the store;
+    /// `None`: `meta.redb` in the store's directory.
+    #[cfg(feature = "postgres")]
+    pub(crate) postgres: Option<String>,
+    /// Most connections to that database.
+    #[cfg(feature = "postgres")]
+    pub(crate) meta_connections: u32,
     /// Most bytes of cached pack copies, for packs in an object store.
     pub(crate) cache_bytes: u64,
     /// Bytes per ranged GET of a large object (`read_span_bytes`).
@@ -64,6 +71,10 @@ impl Default for Options {
             vfs: Arc::new(StdVfs),
             #[cfg(feature = "object-store")]
             object_packs: None,
+            #[cfg(feature = "postgres")]
+            postgres: None,
+            #[cfg(feature = "postgres")]
+            meta_connections: 16,
             cache_bytes: 1 << 30,
             read_span_bytes: 8 << 20,
             deletion_grace: std::time::Duration::from_secs(6 * 3600),
@@ -154,6 +165,27 @@ impl Options {
     #[must_use]
     pub fn object_packs(mut self, location: crate::bucket::ObjectLocation) -> Self {
         self.object_packs = Some(location);
+        self
+    }
+
+    /// Keep the metadata in the PostgreSQL database at `url` (a libpq URL such as
+    /// `postgres://user:password@127.0.0.1/locker`, feature `postgres`) instead of `meta.redb`.
+    /// Many nodes open the same store this way, each with a directory of its own, which then
+    /// holds only that node's open packs and cache (docs/DESIGN.md section 15). Creating such a
+    /// store writes its schema (`ls_*` tables) into the database's first schema on the search
+    /// path.
+    #[cfg(feature = "postgres")]
+    #[must_use]
+    pub fn postgres(mut self, url: impl Into<String>) -> Self {
+        self.postgres = Some(url.into());
+        self
+    }
+
+    /// Most connections this process keeps to the metadata's PostgreSQL database. Default: 16.
+    #[cfg(feature = "postgres")]
+    #[must_use]
+    pub fn meta_connections(mut self, connections: u32) -> Self {
+        self.meta_connections = connections.max(1);
         self
     }
 

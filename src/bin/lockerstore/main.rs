@@ -34,9 +34,20 @@ use serde_json::json;
     about = "Deduplicating storage engine for music lockers"
 )]
 struct Cli {
-    /// The store directory.
+    /// The store directory; with --meta, this node's own directory (its open packs, its cache
+    /// and a file naming the store).
     #[arg(long, global = true, default_value = "./lockerstore-data")]
     store: PathBuf,
+    /// Keep the metadata in this PostgreSQL database (`postgres://user:password@host/db`),
+    /// shared by every node of the store, instead of the store directory's `meta.redb`.
+    #[arg(long, global = true, value_name = "URL")]
+    meta: Option<String>,
+    /// Where the store's packs live (`s3://bucket/prefix`): for `init`, where to keep them
+    /// (see `init`); for other commands, checked against where the store says they are.
+    #[arg(long, global = true, value_name = "URL")]
+    packs: Option<String>,
+    #[command(flatten)]
+    bucket: BucketArgs,
     /// Most bytes of packs kept cached on local disk, for a store whose packs live in an
     /// object store (5GB, 500MiB, ...).
     #[arg(long, global = true, default_value = "1GiB", value_parser = bytes_arg)]
@@ -64,7 +75,14 @@ enum Durability {
 impl Cli {
     /// The options every command opens the store with.
     fn options(&self) -> Options {
-        Options::default()
+        let mut options = Options::default();
+        if let Some(url) = &self.meta {
+            options = options.postgres(url.clone());
+        }
+        if let Some(url) = &self.packs {
+            options = options.object_packs(self.bucket.location(url));
+        }
+        options
             .cache_bytes(self.cache_bytes)
             .deletion_grace(std::time::Duration::from_secs(self.deletion_grace))
             .pack_durability(match self.pack_durability {
@@ -97,16 +115,16 @@ fn bytes_arg(s: &str) -> Result<u64, String> {
 #[derive(clap::Args)]
 struct BucketArgs {
     /// The S3-compatible server's address (`http://127.0.0.1:8333`); AWS when unset.
-    #[arg(long, requires = "packs")]
+    #[arg(long, global = true)]
     endpoint: Option<String>,
     /// The bucket's region (default: AWS_REGION, else us-east-1).
-    #[arg(long, requires = "packs")]
+    #[arg(long, global = true)]
     region: Option<String>,
     /// Allow plain HTTP to the endpoint (loopback test servers).
-    #[arg(long, requires = "packs")]
+    #[arg(long, global = true)]
     allow_http: bool,
     /// Address the bucket virtual-hosted-style (`bucket.host`) instead of path-style.
-    #[arg(long, requires = "packs")]
+    #[arg(long, global = true)]
     virtual_hosted: bool,
 }
 
@@ -133,24 +151,19 @@ enum Command {
         /// License mode of the new store.
         #[arg(long, default_value = "per-user-copy")]
         mode: LicenseMode,
-        /// Keep the packs in an S3-compatible bucket (`s3://bucket/prefix`) instead of the
-        /// store's `packs/` directory; credentials come from AWS_ACCESS_KEY_ID and
-        /// AWS_SECRET_ACCESS_KEY (and the other usual AWS variables). The store's directory
-        /// then holds the metadata, the packs being written and a cache; the bucket holds the
-        /// packs and a journal of the metadata, enough for `rebuild`.
-        #[arg(long)]
-        packs: Option<String>,
-        #[command(flatten)]
-        bucket: BucketArgs,
+        // --packs (global): keep the packs in an S3-compatible bucket (`s3://bucket/prefix`)
+        // instead of the store's `packs/` directory; credentials come from AWS_ACCESS_KEY_ID
+        // and AWS_SECRET_ACCESS_KEY (and the other usual AWS variables). The store's
+        // directory then holds the metadata (unless --meta), the packs being written and a
+        // cache; the bucket holds the packs and, without --meta, a journal of the metadata,
+        // enough for `rebuild`.
     },
     /// Recreate the metadata of the store in a bucket, in an empty --store directory, from the
     /// bucket alone (after the node's disk was lost), then check it.
     Rebuild {
         /// The store's bucket and prefix (`s3://bucket/prefix`), as given to `init --packs`.
         #[arg(long = "from", value_name = "URL")]
-        packs: String,
-        #[command(flatten)]
-        bucket: BucketArgs,
+        from: String,
     },
     /// Write a checkpoint of the metadata to the bucket of a store whose packs live there, and
     /// delete the journal objects it replaces.
@@ -412,18 +425,11 @@ pub(crate) fn mb(bytes: u64) -> f64 {
 
 fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match &cli.command {
-        Command::Init {
-            mode,
-            packs,
-            bucket,
-        } => {
+        Command::Init { mode } => {
             // Open decides: it creates the store in a missing or empty directory (or finishes a
             // creation that was interrupted), refuses a directory holding anything else, and
             // opens an existing store, which init then refuses.
-            let mut options = cli.options().mode(*mode);
-            if let Some(url) = packs {
-                options = options.object_packs(bucket.location(url));
-            }
+            let options = cli.options().mode(*mode);
             let store = Store::open(&cli.store, options)?;
             if !store.is_new() {
                 return Err(Error::InvalidOptions(format!(
@@ -438,14 +444,14 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 store.mode()
             );
         }
-        Command::Rebuild { packs, bucket } => {
-            let options = cli.options().object_packs(bucket.location(packs));
+        Command::Rebuild { from } => {
+            let options = cli.options().object_packs(cli.bucket.location(from));
             let started = std::time::Instant::now();
             let report = Store::rebuild(&cli.store, &options)?;
             let store = Store::open(&cli.store, options)?;
             let stats = store.stats()?;
             outln!(
-                "rebuilt {} from {packs}: checkpoint {} + {} journaled commits ({:.1} MB) up to \
+                "rebuilt {} from {from}: checkpoint {} + {} journaled commits ({:.1} MB) up to \
                  commit {}, in {:.1} s: {} users, {} tracks, {:.1} MB",
                 cli.store.display(),
                 report.checkpoint,
