@@ -2514,7 +2514,11 @@ fn store_with_rights_holders_matches_the_model() {
          from tags",
         t.0, t.1, t.2, t.3
     );
-    assert!(t.0 > 0 && t.1 > 0 && t.2 > 0 && t.3 > 0, "{t:?}");
+    // The paths every few cases reach. Collapse copies need one user holding a content under
+    // two holders with a licence between them: random cases reach it only now and then (none
+    // in one CI run of 100), so `scripted_holder_sequence_matches_the_model` runs it on every
+    // run instead of this check depending on the draw.
+    assert!(t.0 > 0 && t.2 > 0 && t.3 > 0, "{t:?}");
 }
 
 /// A fixed holder sequence, so the paths that matter run on every test run: one user holds a
