@@ -206,6 +206,24 @@ pub enum Error {
     /// The metadata database failed in a way that is not corruption or plain I/O.
     #[error("metadata database error: {0}")]
     Metadata(String),
+    /// A put in a store other nodes share took longer than `Options::ingest_time_limit`; it
+    /// stored nothing. Upload it again.
+    #[error("the upload took {secs} s, longer than the ingest time limit of {limit} s")]
+    IngestTooSlow {
+        /// How long it took.
+        secs: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Another node changed the licence policy while this put ran, and the new policy wants
+    /// the track in another copy domain; the put stored nothing. Upload it again.
+    #[error("the licence policy changed while the upload ran; upload it again")]
+    PolicyChanged,
+    /// A maintenance job (GC, migration) lost the store-wide lease it runs under: it expired
+    /// (the job stalled longer than the lease lasts) or another node took it over. Nothing of
+    /// the job's current step was committed; what it committed before stays.
+    #[error("maintenance lease lost: {0}")]
+    LeaseLost(String),
     /// The PostgreSQL database that holds the metadata failed or refused a statement
     /// (connection, credentials, the server); `code` is its SQLSTATE when it sent one.
     #[error("metadata database: {operation}: {message}")]

@@ -223,7 +223,7 @@ impl Proofs {
         // only where it lets the prover's track share the holder's records.
         // Any failure finding or reading it refuses like everything else: its error would name
         // the holder.
-        let holder = if fresh && engine.policy().current().avoids_any_upload() {
+        let holder = if fresh && engine.fresh_policy()?.current().avoids_any_upload() {
             holder(engine, &p.claim, prover).unwrap_or(None)
         } else {
             None
@@ -291,7 +291,7 @@ fn holder(
     prover: UserNo,
 ) -> Result<Option<(PayloadReader, TrackOwner)>> {
     let snap = engine.meta().read()?;
-    let policy = engine.policy().current();
+    let policy = engine.fresh_policy()?.current();
     // Only a track in the shared domain, which the policy keeps shared, can be a source: the
     // first such one among the recording's tracks. Tracks kept as per-user copies are skipped
     // without a trace, so the outcome never depends on whether some user keeps one

@@ -36,6 +36,8 @@ pub(crate) struct Parts {
     pub(crate) space: Space,
     /// The store's locks; released when the engine is dropped.
     pub(crate) lock: Box<dyn Send + Sync + Debug>,
+    /// In a store other processes share: the longest a put may take.
+    pub(crate) ingest_time_limit: Option<std::time::Duration>,
 }
 
 #[derive(Debug)]
@@ -51,7 +53,24 @@ pub(crate) struct Engine {
     space: Space,
     /// Serialises the maintenance jobs that move records (migration, GC) with each other.
     maintenance: Mutex<()>,
+    /// In a store other processes share: the longest a put may take.
+    ingest_time_limit: Option<std::time::Duration>,
     _lock: Box<dyn Send + Sync + Debug>,
+}
+
+/// The right to run a maintenance job: the in-process mutex, and the store-wide lease when
+/// other processes share the metadata.
+pub(crate) struct Maintenance<'a> {
+    lease: Option<Box<dyn crate::index::Lease>>,
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl Maintenance<'_> {
+    /// `Err(LeaseLost)` once the store-wide lease is lost: the job stops at its next step
+    /// (its commits are fenced by the lease anyway).
+    pub(crate) fn check(&self) -> Result<()> {
+        self.lease.as_ref().map_or(Ok(()), |l| l.check())
+    }
 }
 
 impl Engine {
@@ -66,6 +85,7 @@ impl Engine {
             policy: p.policy,
             space: p.space,
             maintenance: Mutex::new(()),
+            ingest_time_limit: p.ingest_time_limit,
             _lock: p.lock,
         }
     }
@@ -101,13 +121,44 @@ impl Engine {
         &self.policy
     }
 
+    /// The policy, first brought up to date with the stored one where other processes share
+    /// the metadata (a licence set on another node); the same as `policy` otherwise.
+    pub(crate) fn fresh_policy(&self) -> Result<&Policy> {
+        if self.meta.shared() {
+            let snap = self.meta.read()?;
+            let stored = snap
+                .state(crate::index::state_keys::POLICY_VERSION)?
+                .map(|v| v.try_into().map(u64::from_le_bytes))
+                .transpose()
+                .map_err(|_| Error::corrupted("metadata policy version"))?
+                .unwrap_or(0);
+            if stored != self.policy.version() {
+                let (licences, version) = crate::policy::stored(snap.as_ref())?;
+                self.policy.adopt(licences, version);
+            }
+        }
+        Ok(&self.policy)
+    }
+
     pub(crate) fn space(&self) -> &Space {
         &self.space
     }
 
-    /// Excludes the other maintenance job (GC or migration) while held.
-    pub(crate) fn maintenance(&self) -> MutexGuard<'_, ()> {
-        self.maintenance.lock().expect("maintenance lock")
+    /// Excludes every other maintenance job (GC or migration) while held: in this process, and
+    /// in every process sharing the metadata (its lease, waited for while another holds it).
+    pub(crate) fn maintenance(&self) -> Result<Maintenance<'_>> {
+        let guard = self.maintenance.lock().expect("maintenance lock");
+        let holder = format!("{} (pid {})", self.dir.display(), std::process::id());
+        Ok(Maintenance {
+            lease: self.meta.maintenance_lease(&holder)?,
+            _guard: guard,
+        })
+    }
+
+    /// In a store other processes share, the longest a put may take (`None`: no limit).
+    /// (Checked by the put before its commit.)
+    pub(crate) fn ingest_time_limit(&self) -> Option<std::time::Duration> {
+        self.ingest_time_limit
     }
 
     /// The committed record of a track.

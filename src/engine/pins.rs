@@ -40,7 +40,12 @@ impl Pins {
         id: &ChunkId,
     ) -> Result<bool> {
         let mut pins = self.lock();
-        let hit = meta.read()?.chunk(domain, id)?.is_some();
+        let hit = match meta.read()?.chunk(domain, id)? {
+            // A garbage entry another process's GC might remove: touched first, so it waits
+            // another grace period (`false`: already removed, so no hit).
+            Some(e) if e.refcount == 0 && meta.shared() => meta.touch_garbage(domain, id)?,
+            found => found.is_some(),
+        };
         if hit {
             *pins.entry((domain, *id)).or_default() += 1;
         }

@@ -67,6 +67,9 @@ pub(crate) mod state_keys {
     pub const MODE: &str = "mode";
     /// The licence policy's entries per rights holder (`Licences::encode_entries`). Absent: none.
     pub const LICENCES: &str = "licences";
+    /// u64 LE: the stored policy's version, bumped by every change of `mode` or `licences`, so
+    /// nodes sharing the metadata notice one another's changes. Absent: 0.
+    pub const POLICY_VERSION: &str = "policy_version";
     /// u64 LE: the per-store FastCDC gear seed.
     pub const SEED: &str = "chunker_seed";
     /// 3 x u32 LE: FastCDC min, avg, max chunk sizes.
@@ -189,6 +192,20 @@ pub(crate) trait MetaWrite: MetaRead {
         key: &TrackKey,
     ) -> Result<()>;
 
+    /// Reads the entries of `keys` ahead, where a round trip costs (a remote database), so the
+    /// `chunk` calls that follow are answered locally. Nothing to do for a local database.
+    fn prefetch_chunks(&self, _keys: &[(Domain, ChunkId)]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether the garbage entry `(domain, id)` may be removed: no ingest of another process can
+    /// still reference it, because it has been garbage, untouched, for longer than the grace
+    /// period. Always `true` when only this process writes the metadata (its own ingests are
+    /// covered by the pins).
+    fn garbage_settled(&self, _domain: Domain, _id: &ChunkId) -> Result<bool> {
+        Ok(true)
+    }
+
     /// Adds `delta` (which may be negative) to a counter; an underflow is corruption.
     fn add_counter(&mut self, key: &str, delta: i64) -> Result<()> {
         let v = self.counter(key)?;
@@ -216,6 +233,13 @@ pub(crate) trait MetaWrite: MetaRead {
     }
 }
 
+/// A store-wide lease held by this process (`MetaStore::maintenance_lease`); given up when
+/// dropped.
+pub(crate) trait Lease: Send {
+    /// `Err(LeaseLost)` when the lease expired or was taken over.
+    fn check(&self) -> Result<()>;
+}
+
 /// A metadata store.
 pub(crate) trait MetaStore: Send + Sync + std::fmt::Debug {
     /// A read-only snapshot: one committed state (module docs).
@@ -227,6 +251,30 @@ pub(crate) trait MetaStore: Send + Sync + std::fmt::Debug {
     /// From now on, adds the key of every chunk entry written to `filter` before the transaction
     /// that writes it commits.
     fn watch_chunks(&self, filter: std::sync::Arc<crate::index::filter::ChunkFilter>);
+    /// Whether other processes write this metadata too (PostgreSQL shared by nodes): then the
+    /// in-process pins, chunk filter, user-number reservations and maintenance mutex do not
+    /// cover their work, and the methods below do (docs/DESIGN.md section 15).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Takes the store-wide maintenance lease for `holder`, waiting while another process
+    /// holds a live one; `None` when only this process writes the metadata. While the lease
+    /// is held, this thread's write transactions commit only if it is still this holder's
+    /// (they fail with `LeaseLost` otherwise), and dropping it gives it up.
+    fn maintenance_lease(&self, _holder: &str) -> Result<Option<Box<dyn Lease>>> {
+        Ok(None)
+    }
+    /// Marks the garbage entry `(domain, id)` as about to be referenced again by an ingest of
+    /// this process, so GC in another process leaves it for another grace period. `false`:
+    /// the entry is gone (GC removed it since it was read).
+    fn touch_garbage(&self, _domain: Domain, _id: &ChunkId) -> Result<bool> {
+        Ok(true)
+    }
+    /// Another handle on the same metadata, for a part of the engine that writes on its own
+    /// (pack id reservations); `None` for metadata that only one handle may hold (redb).
+    fn handle(&self) -> Option<Box<dyn MetaStore>> {
+        None
+    }
     /// Writes a checkpoint of the journal this metadata keeps in a bucket and returns its
     /// commit number; `None`: this metadata keeps no journal (`journal.rs`).
     fn checkpoint(&self) -> Result<Option<u64>> {

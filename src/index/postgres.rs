@@ -35,7 +35,7 @@ use postgres::types::{ToSql, Type};
 use postgres::{NoTls, Row};
 use r2d2_postgres::PostgresConnectionManager;
 
-use super::{MetaRead, MetaStore, MetaWrite, stored_track_key, stored_user_id};
+use super::{Lease, MetaRead, MetaStore, MetaWrite, stored_track_key, stored_user_id};
 use crate::error::{Error, Result};
 use crate::format::{
     CHUNK_ENTRY_LEN, ChunkEntry, PACK_ROW_LEN, PackRow, QUOTA_ROW_LEN, QuotaRow, TrackRecord,
@@ -81,6 +81,7 @@ pub(crate) const MIGRATIONS: &[&str] = &["
         domain bigint NOT NULL,
         id bytea NOT NULL,
         entry bytea NOT NULL,
+        garbage_since timestamptz,
         PRIMARY KEY (domain, id)
     );
     CREATE TABLE ls_packs (
@@ -102,7 +103,31 @@ pub(crate) const MIGRATIONS: &[&str] = &["
         key text COLLATE \"C\" NOT NULL,
         PRIMARY KEY (user_no, key)
     );
+    CREATE TABLE ls_leases (
+        name text COLLATE \"C\" PRIMARY KEY,
+        holder text NOT NULL,
+        token bigint NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
 "];
+
+/// The name of the lease migration and GC run under.
+const MAINTENANCE: &str = "maintenance";
+
+/// Timing of the coordination between nodes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    /// How long an entry must have been garbage, untouched, before GC may remove it: longer
+    /// than any ingest may take.
+    pub(crate) garbage_grace: Duration,
+    /// How long a lease lasts unless renewed; its holder renews it every third of that.
+    pub(crate) lease_ttl: Duration,
+}
+
+thread_local! {
+    /// The lease this thread's write transactions are fenced by: (name, token).
+    static FENCE: RefCell<Option<(String, i64)>> = const { RefCell::new(None) };
+}
 
 /// Attempts of one write before a run of serialisation failures is reported.
 const WRITE_ATTEMPTS: u32 = 64;
@@ -141,14 +166,17 @@ fn chunk_key(domain: i64, id: &[u8]) -> Result<(Domain, ChunkId)> {
     Ok((d, ChunkId(fixed(id, "chunk id")?)))
 }
 
-/// Metadata in a PostgreSQL database, through a pool of connections.
+/// Metadata in a PostgreSQL database, through a pool of connections. Clones share the pool,
+/// the filter and the poisoned flag.
+#[derive(Clone)]
 pub(crate) struct PgMeta {
     pool: r2d2::Pool<Manager>,
     /// Where the database is, without the password, for messages.
-    place: String,
-    filter: OnceLock<Arc<ChunkFilter>>,
+    place: Arc<str>,
+    filter: Arc<OnceLock<Arc<ChunkFilter>>>,
     /// Set when a `COMMIT` failed without an answer: whether it committed is unknown.
-    poisoned: AtomicBool,
+    poisoned: Arc<AtomicBool>,
+    timing: Timing,
 }
 
 impl std::fmt::Debug for PgMeta {
@@ -176,6 +204,7 @@ impl PgMeta {
         url: &str,
         max_connections: u32,
         create: bool,
+        timing: Timing,
     ) -> Result<(PgMeta, Schema)> {
         let config: postgres::Config = url
             .parse()
@@ -214,9 +243,10 @@ impl PgMeta {
             .build_unchecked(PostgresConnectionManager::new(config, NoTls));
         let meta = PgMeta {
             pool,
-            place,
-            filter: OnceLock::new(),
-            poisoned: AtomicBool::new(false),
+            place: place.into(),
+            filter: Default::default(),
+            poisoned: Default::default(),
+            timing,
         };
         Ok((meta, schema))
     }
@@ -245,8 +275,11 @@ impl PgMeta {
             filter: self.filter.get().cloned(),
             pending: RefCell::new(Pending::default()),
             cache: RefCell::new(Cache::default()),
+            grace_ms: millis(self.timing.garbage_grace),
         };
-        let outcome = f(&mut w).and_then(|()| w.flush());
+        let outcome = f(&mut w)
+            .and_then(|()| w.flush())
+            .and_then(|()| w.check_fence());
         let mut conn = w.txn.conn.into_inner();
         if let Err(e) = outcome {
             // A failed rollback leaves a broken connection, which the pool drops.
@@ -309,6 +342,63 @@ impl MetaStore for PgMeta {
 
     fn watch_chunks(&self, filter: Arc<ChunkFilter>) {
         let _ = self.filter.set(filter);
+    }
+
+    fn handle(&self) -> Option<Box<dyn MetaStore>> {
+        Some(Box::new(self.clone()))
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn maintenance_lease(&self, holder: &str) -> Result<Option<Box<dyn Lease>>> {
+        let ttl = millis(self.timing.lease_ttl);
+        let token = loop {
+            let mut c = self.conn()?;
+            let rows = c
+                .query_typed(
+                    "INSERT INTO ls_leases (name, holder, token, expires_at) \
+                     VALUES ($1, $2, 1, now() + $3::bigint * interval '1 millisecond') \
+                     ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, \
+                     token = ls_leases.token + 1, expires_at = EXCLUDED.expires_at \
+                     WHERE ls_leases.expires_at < now() \
+                     RETURNING token",
+                    &[
+                        (&MAINTENANCE, Type::TEXT),
+                        (&holder, Type::TEXT),
+                        (&ttl, Type::INT8),
+                    ],
+                )
+                .map_err(|e| db_error("take the maintenance lease", e))?;
+            if let Some(r) = rows.first() {
+                break r.get::<_, i64>(0);
+            }
+            drop(c);
+            // Held by a live node: wait for it to give the lease up or to die.
+            std::thread::sleep(self.timing.lease_ttl.min(Duration::from_secs(1)) / 4);
+        };
+        Ok(Some(Box::new(PgLease::start(
+            self.clone(),
+            MAINTENANCE,
+            token,
+        )?)))
+    }
+
+    fn touch_garbage(&self, domain: Domain, id: &ChunkId) -> Result<bool> {
+        let mut c = self.conn()?;
+        let rows = c
+            .query_typed(
+                "UPDATE ls_chunks SET garbage_since = \
+                 CASE WHEN garbage_since IS NULL THEN NULL ELSE now() END \
+                 WHERE domain = $1 AND id = $2 RETURNING 1",
+                &[
+                    (&to_i64(domain.to_u64(), "domain")?, Type::INT8),
+                    (&id.0.as_slice(), Type::BYTEA),
+                ],
+            )
+            .map_err(|e| db_error("touch a garbage entry", e))?;
+        Ok(!rows.is_empty())
     }
 }
 
@@ -386,6 +476,114 @@ fn migrate_once(c: &mut postgres::Client, place: &str, create: bool) -> Result<S
         Err(err) => {
             let _ = c.batch_execute("ROLLBACK");
             Err(err)
+        }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A lease this process holds: renewed every third of its time to live by a thread of its own,
+/// fencing this thread's write transactions (`FENCE`) while held.
+struct PgLease {
+    meta: PgMeta,
+    name: &'static str,
+    token: i64,
+    lost: Arc<AtomicBool>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    renewer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PgLease {
+    fn start(meta: PgMeta, name: &'static str, token: i64) -> Result<PgLease> {
+        let lost = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let renewer = {
+            let (meta, lost) = (meta.clone(), lost.clone());
+            std::thread::Builder::new()
+                .name("lease renewer".into())
+                .spawn(move || {
+                    let every = meta.timing.lease_ttl / 3;
+                    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                        stopped.recv_timeout(every)
+                    {
+                        match meta.renew(name, token) {
+                            Ok(true) => {}
+                            // Gone: another node took it over. A failed renewal is retried
+                            // until the lease would have expired anyway.
+                            Ok(false) => {
+                                lost.store(true, Ordering::SeqCst);
+                                return;
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                })
+                .map_err(|e| Error::Io {
+                    op: "start the lease renewer for",
+                    path: name.into(),
+                    source: e,
+                })?
+        };
+        FENCE.with(|f| *f.borrow_mut() = Some((name.to_owned(), token)));
+        Ok(PgLease {
+            meta,
+            name,
+            token,
+            lost,
+            stop: Some(stop),
+            renewer: Some(renewer),
+        })
+    }
+}
+
+impl PgMeta {
+    /// Extends lease `name` if `token` still holds it; `false` when it does not.
+    fn renew(&self, name: &str, token: i64) -> Result<bool> {
+        let ttl = millis(self.timing.lease_ttl);
+        let mut c = self.conn()?;
+        let rows = c
+            .query_typed(
+                "UPDATE ls_leases SET expires_at = now() + $3::bigint * interval '1 millisecond' \
+                 WHERE name = $1 AND token = $2 AND expires_at > now() RETURNING 1",
+                &[
+                    (&name, Type::TEXT),
+                    (&token, Type::INT8),
+                    (&ttl, Type::INT8),
+                ],
+            )
+            .map_err(|e| db_error("renew a lease", e))?;
+        Ok(!rows.is_empty())
+    }
+}
+
+impl Lease for PgLease {
+    fn check(&self) -> Result<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(Error::LeaseLost(format!(
+                "the {} lease (token {}) expired or was taken over",
+                self.name, self.token
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PgLease {
+    fn drop(&mut self) {
+        FENCE.with(|f| *f.borrow_mut() = None);
+        drop(self.stop.take());
+        if let Some(t) = self.renewer.take() {
+            let _ = t.join();
+        }
+        // Given up at once, so another node need not wait for it to expire.
+        if let Ok(mut c) = self.meta.conn() {
+            let _ = c.query_typed(
+                "UPDATE ls_leases SET expires_at = now() - interval '1 second' \
+                 WHERE name = $1 AND token = $2",
+                &[(&self.name, Type::TEXT), (&self.token, Type::INT8)],
+            );
         }
     }
 }
@@ -545,6 +743,20 @@ impl Txn {
     }
 
     fn chunks(&self, keys: &[(Domain, ChunkId)]) -> Result<Vec<Option<ChunkEntry>>> {
+        Ok(self
+            .lookup(keys, 0)?
+            .into_iter()
+            .map(|e| e.map(|(e, _)| e))
+            .collect())
+    }
+
+    /// The entries of `keys`, each with whether it has been garbage for more than `grace_ms`
+    /// milliseconds (by the server's clock); one round trip.
+    fn lookup(
+        &self,
+        keys: &[(Domain, ChunkId)],
+        grace_ms: i64,
+    ) -> Result<Vec<Option<(ChunkEntry, bool)>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -555,16 +767,22 @@ impl Txn {
         let ids: Vec<&[u8]> = keys.iter().map(|(_, id)| id.0.as_slice()).collect();
         let rows = self.query(
             "look chunks up",
-            "SELECT c.domain, c.id, c.entry FROM ls_chunks c \
+            "SELECT c.domain, c.id, c.entry, \
+             COALESCE(c.garbage_since <= now() - $3::bigint * interval '1 millisecond', false) \
+             FROM ls_chunks c \
              JOIN UNNEST($1::bigint[], $2::bytea[]) AS k(domain, id) \
              ON c.domain = k.domain AND c.id = k.id",
-            &[(&domains, Type::INT8_ARRAY), (&ids, Type::BYTEA_ARRAY)],
+            &[
+                (&domains, Type::INT8_ARRAY),
+                (&ids, Type::BYTEA_ARRAY),
+                (&grace_ms, Type::INT8),
+            ],
         )?;
         let mut found = HashMap::with_capacity(rows.len());
         for r in &rows {
             let key = chunk_key(r.get(0), r.get(1))?;
             let entry = ChunkEntry::decode(&fixed::<CHUNK_ENTRY_LEN>(r.get(2), "chunk entry")?)?;
-            found.insert(key, entry);
+            found.insert(key, (entry, r.get::<_, bool>(3)));
         }
         Ok(keys.iter().map(|k| found.get(k).copied()).collect())
     }
@@ -854,6 +1072,8 @@ struct Cache {
     state: Option<HashMap<String, Vec<u8>>>,
     counters: Option<HashMap<String, u64>>,
     chunks: HashMap<(Domain, ChunkId), Option<ChunkEntry>>,
+    /// Committed garbage entries read, settled past the grace period or not.
+    settled: HashMap<(Domain, ChunkId), bool>,
 }
 
 /// A write transaction: reads see its own changes, which are sent when it ends (or before a
@@ -863,9 +1083,30 @@ struct PgWrite {
     filter: Option<Arc<ChunkFilter>>,
     pending: RefCell<Pending>,
     cache: RefCell<Cache>,
+    /// `Timing::garbage_grace`, in milliseconds.
+    grace_ms: i64,
 }
 
 impl PgWrite {
+    /// Fails unless the lease this thread holds (if any) is still this holder's: run last, in
+    /// the transaction, so a takeover and this commit cannot both succeed (SERIALIZABLE).
+    fn check_fence(&self) -> Result<()> {
+        let Some((name, token)) = FENCE.with(|f| f.borrow().clone()) else {
+            return Ok(());
+        };
+        let rows = self.txn.query(
+            "check the lease",
+            "SELECT 1 FROM ls_leases WHERE name = $1 AND token = $2 AND expires_at > now()",
+            &[(&name.as_str(), Type::TEXT), (&token, Type::INT8)],
+        )?;
+        if rows.is_empty() {
+            return Err(Error::LeaseLost(format!(
+                "the {name} lease (token {token}) expired or was taken over before this commit"
+            )));
+        }
+        Ok(())
+    }
+
     /// Sends every pending change: one statement per table and kind of change.
     fn flush(&self) -> Result<()> {
         let p = std::mem::take(&mut *self.pending.borrow_mut());
@@ -975,15 +1216,23 @@ impl PgWrite {
                 let id: Vec<&[u8]> = put.iter().map(|((_, id), _)| id.0.as_slice()).collect();
                 let e: Vec<[u8; CHUNK_ENTRY_LEN]> = put.iter().map(|(_, e)| e.encode()).collect();
                 let e: Vec<&[u8]> = e.iter().map(|e| e.as_slice()).collect();
+                let garbage: Vec<bool> = put.iter().map(|(_, e)| e.refcount == 0).collect();
+                // An entry's garbage clock starts when it becomes garbage and stops when it is
+                // live again; rewriting a garbage entry (a move) keeps its clock.
                 t.query(
                     "write chunk entries",
-                    "INSERT INTO ls_chunks (domain, id, entry) \
-                     SELECT * FROM UNNEST($1::bigint[], $2::bytea[], $3::bytea[]) \
-                     ON CONFLICT (domain, id) DO UPDATE SET entry = EXCLUDED.entry",
+                    "INSERT INTO ls_chunks (domain, id, entry, garbage_since) \
+                     SELECT d, i, e, CASE WHEN g THEN now() END \
+                     FROM UNNEST($1::bigint[], $2::bytea[], $3::bytea[], $4::bool[]) \
+                     AS u(d, i, e, g) \
+                     ON CONFLICT (domain, id) DO UPDATE SET entry = EXCLUDED.entry, \
+                     garbage_since = CASE WHEN EXCLUDED.garbage_since IS NULL THEN NULL \
+                     ELSE COALESCE(ls_chunks.garbage_since, EXCLUDED.garbage_since) END",
                     &[
                         (&d, Type::INT8_ARRAY),
                         (&id, Type::BYTEA_ARRAY),
                         (&e, Type::BYTEA_ARRAY),
+                        (&garbage, Type::BOOL_ARRAY),
                     ],
                 )?;
             }
@@ -1205,10 +1454,13 @@ impl MetaRead for PgWrite {
                 .collect()
         };
         if !missing.is_empty() {
-            let found = self.txn.chunks(&missing)?;
+            let found = self.txn.lookup(&missing, self.grace_ms)?;
             let mut c = self.cache.borrow_mut();
             for (k, v) in missing.into_iter().zip(found) {
-                c.chunks.insert(k, v);
+                if let Some((_, settled)) = v {
+                    c.settled.insert(k, settled);
+                }
+                c.chunks.insert(k, v.map(|(e, _)| e));
             }
         }
         let p = self.pending.borrow();
@@ -1272,6 +1524,23 @@ impl MetaRead for PgWrite {
 }
 
 impl MetaWrite for PgWrite {
+    fn prefetch_chunks(&self, keys: &[(Domain, ChunkId)]) -> Result<()> {
+        self.chunks(keys).map(drop)
+    }
+    fn garbage_settled(&self, domain: Domain, id: &ChunkId) -> Result<bool> {
+        if self.pending.borrow().chunks.contains_key(&(domain, *id)) {
+            // Changed by this transaction: not garbage for long, whatever it is now.
+            return Ok(false);
+        }
+        self.chunks(&[(domain, *id)])?;
+        Ok(self
+            .cache
+            .borrow()
+            .settled
+            .get(&(domain, *id))
+            .copied()
+            .unwrap_or(false))
+    }
     fn set_state(&mut self, key: &str, value: &[u8]) -> Result<()> {
         self.pending
             .get_mut()

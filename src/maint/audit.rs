@@ -91,7 +91,7 @@ pub struct RecordOwnership {
 /// every live record with its domain and the users referencing it.
 pub(crate) fn audit(engine: &Engine, records: bool) -> Result<AuditReport> {
     let snap = engine.meta().read()?;
-    check_layout(snap.as_ref(), &engine.policy().current(), records)
+    check_layout(snap.as_ref(), &engine.fresh_policy()?.current(), records)
 }
 
 pub(crate) fn check_layout(

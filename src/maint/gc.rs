@@ -108,7 +108,7 @@ pub(crate) fn gc(
             "GC threshold must be in 0.0..=1.0".into(),
         ));
     }
-    let _maintenance = engine.maintenance();
+    let maintenance = engine.maintenance()?;
     let mut report = GcReport::default();
     engine.space().room_for_metadata()?;
     let pack_bytes = |engine: &Engine| -> Result<u64> {
@@ -132,18 +132,28 @@ pub(crate) fn gc(
     })?;
     let total = garbage.len() as u64;
     let mut done = 0;
+    // Bytes of garbage records whose entries stay (pinned, or within the grace period): a pack
+    // is not worth rewriting for them, as the copy would keep them.
+    let mut kept: HashMap<PackId, u64> = HashMap::new();
     for batch in garbage.chunks(ENTRY_BATCH) {
+        maintenance.check()?;
         let pins = engine.pins().hold();
-        let (removed, pinned) = write_with(engine.meta(), |w| {
+        let (removed, pinned, held) = write_with(engine.meta(), |w| {
             let mut acc = Accounting::default();
             let (mut removed, mut pinned) = (0u64, 0u64);
+            let mut held: Vec<(PackId, u64)> = Vec::new();
+            // One round trip for the batch where the metadata is remote.
+            w.chunks(batch)?;
             for (d, id) in batch {
                 let Some(e) = w.chunk(*d, id)? else { continue };
                 if e.refcount != 0 {
                     continue;
                 }
-                if pins.contains(*d, id) {
+                // Pinned by an ingest of this process, or perhaps still wanted by one of
+                // another process sharing the metadata (garbage for less than the grace).
+                if pins.contains(*d, id) || !w.garbage_settled(*d, id)? {
                     pinned += 1;
+                    held.push((e.pack, e.record_len()));
                     continue;
                 }
                 w.remove_chunk(*d, id)?;
@@ -151,9 +161,12 @@ pub(crate) fn gc(
                 removed += 1;
             }
             acc.apply(w)?;
-            Ok((removed, pinned))
+            Ok((removed, pinned, held))
         })?;
         drop(pins);
+        for (pack, len) in held {
+            *kept.entry(pack).or_default() += len;
+        }
         report.entries_removed += removed;
         report.entries_pinned += pinned;
         done += batch.len() as u64;
@@ -169,19 +182,25 @@ pub(crate) fn gc(
     //    at a candidate can appear after the listing (migration, the other source of new
     //    entries, is serialised with GC).
     let rows = engine.meta().read()?.packs()?;
-    let sparse = |row: &PackRow| {
+    let sparse = |pid: &PackId, row: &PackRow| {
         let records = row.committed_len.saturating_sub(PACK_HEADER_LEN as u64);
-        let live = records.saturating_sub(row.dead_bytes);
-        row.dead_bytes > 0 && (live == 0 || (live as f64) < options.threshold * records as f64)
+        let dead = row
+            .dead_bytes
+            .saturating_sub(kept.get(pid).copied().unwrap_or(0));
+        let live = records.saturating_sub(dead);
+        dead > 0 && (live == 0 || (live as f64) < options.threshold * records as f64)
     };
     // In an object store every commit seals its pack, so a put of little new content (a
     // retag) leaves a small object: two or more of them are merged, whatever their live share.
     let objects = engine.packs().seals_on_sync();
     let small = |row: &PackRow| objects && row.sealed && row.committed_len < SMALL_OBJECT;
-    let small_count = rows.iter().filter(|(_, r)| small(r) && !sparse(r)).count();
+    let small_count = rows
+        .iter()
+        .filter(|(p, r)| small(r) && !sparse(p, r))
+        .count();
     let candidates: Vec<_> = rows
         .into_iter()
-        .filter(|(_, row)| sparse(row) || (small(row) && small_count >= 2))
+        .filter(|(p, row)| sparse(p, row) || (small(row) && small_count >= 2))
         .collect();
     let mut taken_packs: HashMap<PackId, ActivePack> = HashMap::new();
     let candidates: Vec<PackId> = candidates

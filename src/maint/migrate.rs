@@ -104,15 +104,16 @@ pub(crate) fn migrate(
     engine: &Engine,
     progress: &mut dyn FnMut(&MigrationProgress),
 ) -> Result<MigrationReport> {
-    let _maintenance = engine.maintenance();
+    let maintenance = engine.maintenance()?;
     let mut report = MigrationReport::default();
     let mut prog = MigrationProgress::default();
     let mut busy_rounds = 0u32;
     loop {
+        maintenance.check()?;
         // The policy, with the ingests that began under an earlier one, read together and before
         // the snapshot: such an ingest that finishes after this committed before the snapshot,
         // so the snapshot shows its track.
-        let now = engine.policy().snapshot();
+        let now = engine.fresh_policy()?.snapshot();
         let decider = &now.policy;
         let policy: &dyn LicencePolicy = decider;
         let snap = engine.meta().read()?;
@@ -125,7 +126,9 @@ pub(crate) fn migrate(
         })?;
         if todo.is_empty() {
             // Ingests that started under an earlier policy may still commit pending tracks.
-            if now.earlier_ingests == 0 && engine.policy().snapshot().generation == now.generation {
+            if now.earlier_ingests == 0
+                && engine.fresh_policy()?.snapshot().generation == now.generation
+            {
                 report.mode = Some(decider.licences().default);
                 return Ok(report);
             }

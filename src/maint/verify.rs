@@ -352,7 +352,7 @@ fn check(engine: &Arc<Engine>) -> Result<(VerifyReport, HashSet<(Domain, ChunkId
 /// Nothing that reads back exactly is dropped. A track replaced or deleted meanwhile is left
 /// alone. Re-reads every chunk and track, like `verify`.
 pub(crate) fn drop_damaged_tracks(engine: &Arc<Engine>) -> Result<DroppedDamage> {
-    let _maintenance = engine.maintenance();
+    let _maintenance = engine.maintenance()?;
     let mut out = DroppedDamage::default();
 
     // One verify pass: the damaged tracks, and the damaged records (every entry whose

@@ -420,14 +420,14 @@ pub(crate) fn predict(snap: &dyn MetaRead, policy: &Decider, pack_limit: u64) ->
 /// Predicts what migrating with the default mode `mode` would do.
 pub(crate) fn what_if(engine: &Engine, mode: LicenseMode) -> Result<WhatIf> {
     let snap = engine.meta().read()?;
-    let policy = engine.policy().current().with_default(mode);
+    let policy = engine.fresh_policy()?.current().with_default(mode);
     predict(snap.as_ref(), &policy, engine.packs().size_limit())
 }
 
 /// Predicts, for every rights holder at once, what flipping its licence would do.
 pub(crate) fn what_if_by_holder(engine: &Engine) -> Result<HolderWhatIfs> {
     let snap = engine.meta().read()?;
-    let policy = engine.policy().current();
+    let policy = engine.fresh_policy()?.current();
     by_holder(snap.as_ref(), &policy, engine.packs().size_limit())
 }
 

@@ -70,7 +70,34 @@ pub struct RecoveryReport {
     /// Packs put back where they are durable from another copy of the store's own (an object
     /// store's cached copy of a committed pack whose object was lost or damaged).
     pub mended_packs: u64,
+    /// Pack objects no committed metadata refers to, left in place: in a store other nodes
+    /// write (metadata in PostgreSQL), one may be another node's upload whose commit is still
+    /// to come. GC deletes those that stay unknown past the deletion grace.
+    pub unknown_packs_kept: u64,
 }
+
+/// Where new pack ids come from.
+pub(crate) enum PackIds {
+    /// Only this process writes the store: ids count up in memory, from past every id the
+    /// metadata and the storage know.
+    Local,
+    /// Other processes write the same store: ids are reserved from the metadata, `n` at a
+    /// time (the function returns the first of `n` ids no one else will be given), and
+    /// unknown packs in the storage may be theirs.
+    Shared(Box<dyn Fn(u64) -> Result<u64> + Send + Sync>),
+}
+
+impl std::fmt::Debug for PackIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PackIds::Local => "Local",
+            PackIds::Shared(_) => "Shared",
+        })
+    }
+}
+
+/// Pack ids reserved from shared metadata per reservation.
+const ID_BLOCK: u64 = 16;
 
 /// The writers' packs: idle ones to take, and the ids of those taken (busy).
 #[derive(Debug, Default)]
@@ -85,6 +112,9 @@ pub(crate) struct Packs {
     store_tag: u64,
     size_limit: u64,
     next_id: AtomicU64,
+    ids: PackIds,
+    /// For `PackIds::Shared`: the rest of the last reserved block, `next..end`.
+    reserved: Mutex<(u64, u64)>,
     /// Unsealed packs writers may take, and the ones writers hold now.
     pool: Mutex<Pool>,
 }
@@ -101,6 +131,7 @@ impl Packs {
         size_limit: u64,
         rows: &[(PackId, PackRow)],
         next_id: u64,
+        ids: PackIds,
     ) -> Result<(Packs, RecoveryReport)> {
         let mut report = RecoveryReport::default();
         let rows: HashMap<PackId, PackRow> = rows.iter().copied().collect();
@@ -149,9 +180,14 @@ impl Packs {
             }
         }
         if !unknown.is_empty() {
-            // Created by an ingest that never committed: nothing refers to them.
-            storage.delete(&unknown)?;
-            report.removed_packs = unknown.len() as u64;
+            if matches!(ids, PackIds::Shared(_)) && storage.seals_on_sync() {
+                // In a bucket other nodes write to: perhaps an upload whose commit is to come.
+                report.unknown_packs_kept = unknown.len() as u64;
+            } else {
+                // Created by an ingest that never committed: nothing refers to them.
+                storage.delete(&unknown)?;
+                report.removed_packs = unknown.len() as u64;
+            }
         }
         Ok((
             Packs {
@@ -159,6 +195,8 @@ impl Packs {
                 store_tag,
                 size_limit,
                 next_id: AtomicU64::new(max_id + 1),
+                ids,
+                reserved: Mutex::new((0, 0)),
                 pool: Mutex::new(Pool {
                     idle,
                     busy: HashSet::new(),
@@ -244,7 +282,18 @@ impl Packs {
     }
 
     fn create(&self) -> Result<ActivePack> {
-        let id = PackId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let id = match &self.ids {
+            PackIds::Local => PackId(self.next_id.fetch_add(1, Ordering::Relaxed)),
+            PackIds::Shared(reserve) => {
+                let mut r = self.reserved.lock().expect("reserved pack ids lock");
+                if r.0 == r.1 {
+                    let first = reserve(ID_BLOCK)?;
+                    *r = (first, first + ID_BLOCK);
+                }
+                r.0 += 1;
+                PackId(r.0 - 1)
+            }
+        };
         let header = PackHeader {
             pack: id,
             store_tag: self.store_tag,

@@ -264,6 +264,44 @@ impl LicencePolicy for Decider {
     }
 }
 
+/// The policy as stored in the metadata: the licences (the default mode and the entries) and
+/// the stored version (`state_keys::POLICY_VERSION`, absent: 0).
+pub(crate) fn stored(snap: &dyn crate::index::MetaRead) -> Result<(Licences, u64)> {
+    use crate::index::state_keys as sk;
+    let mode = snap
+        .state(sk::MODE)?
+        .filter(|m| m.len() == 1)
+        .and_then(|m| LicenseMode::from_byte(m[0]))
+        .ok_or_else(|| Error::corrupted("metadata license mode"))?;
+    let licences = Licences::decode(mode, snap.state(sk::LICENCES)?.as_deref())?;
+    let version = match snap.state(sk::POLICY_VERSION)? {
+        None => 0,
+        Some(v) => u64::from_le_bytes(
+            v.as_slice()
+                .try_into()
+                .map_err(|_| Error::corrupted("metadata policy version"))?,
+        ),
+    };
+    Ok((licences, version))
+}
+
+/// Writes `licences` as the stored policy, version `version`.
+pub(crate) fn store(
+    w: &mut dyn crate::index::MetaWrite,
+    licences: &Licences,
+    version: u64,
+) -> Result<()> {
+    use crate::index::state_keys as sk;
+    if licences.entries.len() > MAX_LICENCES {
+        return Err(Error::InvalidOptions(format!(
+            "at most {MAX_LICENCES} licence entries"
+        )));
+    }
+    w.set_state(sk::MODE, &[licences.default.to_byte()])?;
+    w.set_state(sk::LICENCES, &licences.encode_entries())?;
+    w.set_state(sk::POLICY_VERSION, &version.to_le_bytes())
+}
+
 /// The store's current policy and the ingests in flight under each generation of it.
 #[derive(Debug)]
 pub(crate) struct Policy {
@@ -279,9 +317,18 @@ struct State {
     next_end: Option<u64>,
     /// Ingests in flight by the generation they started under (entries with 0 removed).
     in_flight: BTreeMap<u64, u64>,
+    /// The stored policy's version (`state_keys::POLICY_VERSION`) these licences are.
+    version: u64,
 }
 
 impl State {
+    fn install(&mut self, next: Licences, version: u64) {
+        self.next_end = next.next_end(unix_now());
+        self.licences = Arc::new(next);
+        self.generation += 1;
+        self.version = version;
+    }
+
     /// Starts a generation if an entry ended since the last look.
     fn refresh(&mut self, now: u64) {
         if self.next_end.is_some_and(|end| end <= now) {
@@ -310,12 +357,19 @@ pub(crate) struct Ingest<'a> {
     policy: &'a Policy,
     generation: u64,
     decider: Decider,
+    /// The stored policy's version the ingest runs under.
+    version: u64,
 }
 
 impl Ingest<'_> {
     /// The policy the ingest runs under.
     pub(crate) fn policy(&self) -> &Decider {
         &self.decider
+    }
+
+    /// The stored version of that policy.
+    pub(crate) fn version(&self) -> u64 {
+        self.version
     }
 }
 
@@ -332,7 +386,8 @@ impl Drop for Ingest<'_> {
 }
 
 impl Policy {
-    pub(crate) fn new(licences: Licences) -> Policy {
+    /// The policy `licences`, stored as version `version`.
+    pub(crate) fn new(licences: Licences, version: u64) -> Policy {
         let now = unix_now();
         let next_end = licences.next_end(now);
         Policy {
@@ -341,7 +396,22 @@ impl Policy {
                 generation: 0,
                 next_end,
                 in_flight: BTreeMap::new(),
+                version,
             }),
+        }
+    }
+
+    /// The stored version these licences are.
+    pub(crate) fn version(&self) -> u64 {
+        self.lock().version
+    }
+
+    /// Takes the stored policy another process wrote (`version` differs from ours): a new
+    /// generation.
+    pub(crate) fn adopt(&self, licences: Licences, version: u64) {
+        let mut st = self.lock();
+        if st.version != version {
+            st.install(licences, version);
         }
     }
 
@@ -375,23 +445,21 @@ impl Policy {
             policy: self,
             generation,
             decider: st.licences.at(unix_now()),
+            version: st.version,
         }
     }
 
-    /// Changes the licences: `persist` makes the change durable, under the policy's lock, so no
-    /// ingest starts under the old policy once this returns `Ok`. On `Err` nothing changes.
-    pub(crate) fn update(
+    /// Changes the licences: `persist` writes the new policy, durably, and returns it with its
+    /// stored version (it reads the stored policy and changes that, so a change another process
+    /// made meanwhile is kept). It runs under the policy's lock, so no ingest starts under the
+    /// old policy once this returns `Ok`. On `Err` nothing changes.
+    pub(crate) fn replace(
         &self,
-        change: impl FnOnce(&mut Licences),
-        persist: impl FnOnce(&Licences) -> Result<()>,
+        persist: impl FnOnce(&Licences) -> Result<(Licences, u64)>,
     ) -> Result<()> {
         let mut st = self.lock();
-        let mut next = (*st.licences).clone();
-        change(&mut next);
-        persist(&next)?;
-        st.next_end = next.next_end(unix_now());
-        st.licences = Arc::new(next);
-        st.generation += 1;
+        let (next, version) = persist(&st.licences)?;
+        st.install(next, version);
         Ok(())
     }
 
@@ -491,18 +559,24 @@ mod tests {
         }
     }
 
+    fn with_default(l: &Licences, mode: LicenseMode) -> Licences {
+        let mut next = l.clone();
+        next.default = mode;
+        next
+    }
+
     #[test]
     fn ingests_of_earlier_generations_are_counted_until_they_end() {
-        let p = Policy::new(licences(LicenseMode::PerUserCopy, &[]));
+        let p = Policy::new(licences(LicenseMode::PerUserCopy, &[]), 0);
         let a = p.begin_ingest();
         assert_eq!(a.policy().domain(&owner(3, None)), Domain::User(UserNo(3)));
         assert_eq!(p.snapshot().earlier_ingests, 0);
-        p.update(|l| l.default = LicenseMode::SingleMaster, |_| Ok(()))
+        p.replace(|l| Ok((with_default(l, LicenseMode::SingleMaster), 1)))
             .unwrap();
         let b = p.begin_ingest();
         assert_eq!(b.policy().domain(&owner(3, None)), Domain::Shared);
         assert_eq!(p.snapshot().earlier_ingests, 1);
-        p.update(|l| l.default = LicenseMode::PerUserCopy, |_| Ok(()))
+        p.replace(|l| Ok((with_default(l, LicenseMode::PerUserCopy), 2)))
             .unwrap();
         assert_eq!(p.snapshot().earlier_ingests, 2);
         drop(a);
@@ -510,12 +584,21 @@ mod tests {
         drop(b);
         assert_eq!(p.snapshot().earlier_ingests, 0);
         // A failed persist changes nothing.
-        let err = p.update(
-            |l| l.default = LicenseMode::SingleMaster,
-            |_| Err(crate::error::Error::Metadata("no".into())),
-        );
+        let err = p.replace(|_| Err(crate::error::Error::Metadata("no".into())));
         assert!(err.is_err());
         assert_eq!(p.mode(), LicenseMode::PerUserCopy);
+        assert_eq!(p.version(), 2);
+        // Another process's policy is adopted once, by its version.
+        p.adopt(licences(LicenseMode::SingleMaster, &[]), 3);
+        assert_eq!(p.mode(), LicenseMode::SingleMaster);
+        let generation = p.snapshot().generation;
+        p.adopt(licences(LicenseMode::PerUserCopy, &[]), 3);
+        assert_eq!(
+            p.mode(),
+            LicenseMode::SingleMaster,
+            "the same version: nothing new"
+        );
+        assert_eq!(p.snapshot().generation, generation);
     }
 
     #[test]
@@ -575,13 +658,16 @@ mod tests {
     #[test]
     fn an_entry_that_ends_starts_a_generation() {
         let now = unix_now();
-        let p = Policy::new(licences(
-            LicenseMode::PerUserCopy,
-            &[(
-                "EMI",
-                Licence::new(LicenseMode::SingleMaster).until(now + 1),
-            )],
-        ));
+        let p = Policy::new(
+            licences(
+                LicenseMode::PerUserCopy,
+                &[(
+                    "EMI",
+                    Licence::new(LicenseMode::SingleMaster).until(now + 1),
+                )],
+            ),
+            0,
+        );
         let ingest = p.begin_ingest();
         let first = p.snapshot().generation;
         assert_eq!(

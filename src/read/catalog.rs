@@ -136,7 +136,7 @@ pub(crate) fn stats(engine: &Engine) -> Result<Stats> {
     per_user.retain(|u| u.tracks > 0);
     let facts = engine.packs().facts();
     Ok(Stats {
-        mode: engine.policy().mode(),
+        mode: engine.fresh_policy()?.mode(),
         users: c(ck::USERS)?,
         tracks: c(ck::TRACKS)?,
         logical_bytes,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::chunk::ChunkerParams;
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::index::{state_keys as sk, write_with};
+use crate::index::write_with;
 use crate::maint::audit::AuditReport;
 use crate::maint::gc::{GcOptions, GcProgress, GcReport};
 use crate::maint::migrate::{MigrationProgress, MigrationReport};
@@ -122,16 +122,22 @@ impl Store {
     /// Sets the license mode (the policy's default), durably. New ingests follow it at once;
     /// existing data keeps its layout until migrated.
     pub fn set_mode(&self, mode: LicenseMode) -> Result<()> {
-        // Persisted under the policy's lock, so no ingest starts under the old mode after this
-        // returns.
-        self.engine.policy().update(
-            |l| l.default = mode,
-            |_| {
-                write_with(self.engine.meta(), |w| {
-                    w.set_state(sk::MODE, &[mode.to_byte()])
-                })
-            },
-        )
+        self.change_policy(|l| l.default = mode)
+    }
+
+    /// Changes the stored policy as `change` says, in one transaction that reads the stored
+    /// one (so a change another node made meanwhile is kept), under the policy's lock, so no
+    /// ingest starts under the old policy after this returns.
+    fn change_policy(&self, change: impl Fn(&mut Licences)) -> Result<()> {
+        let engine = &self.engine;
+        engine.policy().replace(|_| {
+            write_with(engine.meta(), |w| {
+                let (mut licences, version) = crate::policy::stored(&*w)?;
+                change(&mut licences);
+                crate::policy::store(w, &licences, version + 1)?;
+                Ok((licences, version + 1))
+            })
+        })
     }
 
     /// The licence policy: the default and the entries per rights holder.
@@ -145,26 +151,14 @@ impl Store {
     /// alone). An entry with an end (`Licence::until`) stops applying at that moment; a
     /// migration after it moves the holder's tracks back to the default.
     pub fn set_licence(&self, holder: &RightsHolder, licence: Option<Licence>) -> Result<()> {
-        self.engine.policy().update(
-            |l| match licence {
-                Some(entry) => {
-                    l.entries.insert(holder.clone(), entry);
-                }
-                None => {
-                    l.entries.remove(holder);
-                }
-            },
-            |l| {
-                if l.entries.len() > crate::policy::MAX_LICENCES {
-                    return Err(crate::Error::InvalidOptions(format!(
-                        "at most {} licence entries",
-                        crate::policy::MAX_LICENCES
-                    )));
-                }
-                let entries = l.encode_entries();
-                write_with(self.engine.meta(), |w| w.set_state(sk::LICENCES, &entries))
-            },
-        )
+        self.change_policy(|l| match licence {
+            Some(entry) => {
+                l.entries.insert(holder.clone(), entry);
+            }
+            None => {
+                l.entries.remove(holder);
+            }
+        })
     }
 
     /// Changes the rights holder of `user`'s track `key` (`None`: unknown), a metadata

@@ -14,8 +14,8 @@ use crate::index::filter::ChunkFilter;
 use crate::index::{MetaStore, RedbMeta, counter_keys as ck, state_keys as sk, write_with};
 use crate::pack::local::LocalPacks;
 use crate::pack::storage::PackStorage;
-use crate::pack::{Packs, RecoveryReport};
-use crate::policy::{Licences, LicenseMode, Policy};
+use crate::pack::{PackIds, Packs, RecoveryReport};
+use crate::policy::Policy;
 use crate::random::random_bytes;
 use crate::vfs::Vfs;
 use crate::write::Writer;
@@ -250,7 +250,13 @@ fn open_postgres(dir: std::path::PathBuf, options: Options, url: &str) -> Result
         .try_lock(&dir)
         .map_err(|e| Error::io("lock", &dir, e))?
         .ok_or_else(|| Error::Locked(dir.clone()))?;
-    let (meta, _) = PgMeta::connect(url, options.meta_connections, options.create)?;
+    let timing = crate::index::postgres::Timing {
+        garbage_grace: options
+            .garbage_grace
+            .unwrap_or(options.ingest_time_limit.saturating_mul(2)),
+        lease_ttl: options.lease_ttl,
+    };
+    let (meta, _) = PgMeta::connect(url, options.meta_connections, options.create, timing)?;
     let place = meta.place().to_owned();
     let decode = |b: &[u8]| -> Result<StoreFile> {
         StoreFile::decode(b)?.map_err(|found| Error::UnsupportedVersion {
@@ -364,6 +370,31 @@ fn open_postgres(dir: std::path::PathBuf, options: Options, url: &str) -> Result
     )
 }
 
+/// Pack ids for a node of a shared store: reserved in blocks from `next_pack_id`, each block
+/// in a transaction of its own, so no two nodes are ever given the same id.
+fn reserve_pack_ids(meta: &dyn MetaStore) -> Result<PackIds> {
+    let meta = meta.handle().ok_or_else(|| {
+        Error::InvalidOptions("this metadata cannot be shared between processes".into())
+    })?;
+    Ok(PackIds::Shared(Box::new(move |n| {
+        write_with(meta.as_ref(), |w| {
+            let first = w.counter(ck::NEXT_PACK_ID)?;
+            w.set_counter(ck::NEXT_PACK_ID, first + n)?;
+            Ok(first)
+        })
+    })))
+}
+
+/// The longest a put may take: limited only in a store other processes share.
+fn ingest_time_limit(options: &Options, shared: bool) -> Option<std::time::Duration> {
+    #[cfg(feature = "postgres")]
+    if shared {
+        return Some(options.ingest_time_limit);
+    }
+    let _ = (options, shared);
+    None
+}
+
 /// The state rows and counters of a new store's metadata.
 fn initial_state(
     w: &mut dyn crate::index::MetaWrite,
@@ -464,12 +495,7 @@ fn finish_open(at: Located, id: Identity, options: Options) -> Result<Opened> {
         })?;
     }
     let snap = meta.read()?;
-    let mode = snap.state(sk::MODE)?;
-    let mode = mode
-        .filter(|m| m.len() == 1)
-        .and_then(|m| LicenseMode::from_byte(m[0]))
-        .ok_or_else(|| Error::corrupted("metadata license mode"))?;
-    let licences = Licences::decode(mode, snap.state(sk::LICENCES)?.as_deref())?;
+    let (licences, policy_version) = crate::policy::stored(snap.as_ref())?;
     let rows = snap.packs()?;
     let snap_counters = (
         snap.counter(ck::LIVE_CHUNKS)?,
@@ -493,12 +519,18 @@ fn finish_open(at: Located, id: Identity, options: Options) -> Result<Opened> {
         })?;
         filter
     };
+    let ids = if shared {
+        reserve_pack_ids(meta.as_ref())?
+    } else {
+        PackIds::Local
+    };
     let (packs, recovery) = Packs::open(
         storage,
         store_tag,
         options.pack_size_limit,
         &rows,
         next_pack_id,
+        ids,
     )?;
     let engine = Engine::new(Parts {
         space: Space::new(vfs.clone(), dir.clone(), pack_dir, options.min_free_space),
@@ -510,8 +542,9 @@ fn finish_open(at: Located, id: Identity, options: Options) -> Result<Opened> {
             params: id.params,
             seed: id.seed,
         },
-        policy: Policy::new(licences),
+        policy: Policy::new(licences, policy_version),
         lock,
+        ingest_time_limit: ingest_time_limit(&options, shared),
     });
     engine.space().restore_ballast()?;
     Ok(Opened {

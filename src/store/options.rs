@@ -43,6 +43,15 @@ pub struct Options {
     /// Most connections to that database.
     #[cfg(feature = "postgres")]
     pub(crate) meta_connections: u32,
+    /// The longest a put may take in a store other nodes share (`ingest_time_limit`).
+    #[cfg(feature = "postgres")]
+    pub(crate) ingest_time_limit: std::time::Duration,
+    /// Overrides the garbage grace (twice `ingest_time_limit`) in tests.
+    #[cfg(feature = "postgres")]
+    pub(crate) garbage_grace: Option<std::time::Duration>,
+    /// How long the maintenance lease lasts unless renewed (`lease_ttl`).
+    #[cfg(feature = "postgres")]
+    pub(crate) lease_ttl: std::time::Duration,
     /// Most bytes of cached pack copies, for packs in an object store.
     pub(crate) cache_bytes: u64,
     /// Bytes per ranged GET of a large object (`read_span_bytes`).
@@ -75,6 +84,12 @@ impl Default for Options {
             postgres: None,
             #[cfg(feature = "postgres")]
             meta_connections: 16,
+            #[cfg(feature = "postgres")]
+            ingest_time_limit: std::time::Duration::from_secs(3600),
+            #[cfg(feature = "postgres")]
+            garbage_grace: None,
+            #[cfg(feature = "postgres")]
+            lease_ttl: std::time::Duration::from_secs(30),
             cache_bytes: 1 << 30,
             read_span_bytes: 8 << 20,
             deletion_grace: std::time::Duration::from_secs(6 * 3600),
@@ -186,6 +201,40 @@ impl Options {
     #[must_use]
     pub fn meta_connections(mut self, connections: u32) -> Self {
         self.meta_connections = connections.max(1);
+        self
+    }
+
+    /// In a store whose metadata is in PostgreSQL: the longest a put may take, from its start
+    /// to its commit; a slower one fails (`Error::IngestTooSlow`) and stores nothing. GC on
+    /// any node removes a garbage entry only once it has been garbage, untouched, for twice
+    /// this long, so no node's put in flight can lose an entry it deduplicated against
+    /// (docs/DESIGN.md section 15). Default: one hour.
+    #[cfg(feature = "postgres")]
+    #[must_use]
+    pub fn ingest_time_limit(mut self, limit: std::time::Duration) -> Self {
+        self.ingest_time_limit = limit;
+        self
+    }
+
+    /// How long an entry must have been garbage before GC may remove it, instead of twice the
+    /// ingest time limit: for tests that check GC's accounting step by step, with no other
+    /// node about. Breaks the protection of other nodes' puts in flight. Not a stable API.
+    #[cfg(all(feature = "postgres", feature = "test-support"))]
+    #[doc(hidden)]
+    #[must_use]
+    pub fn garbage_grace(mut self, grace: std::time::Duration) -> Self {
+        self.garbage_grace = Some(grace);
+        self
+    }
+
+    /// In a store whose metadata is in PostgreSQL: how long the maintenance lease (held by
+    /// the one node running migration or GC) lasts unless its holder renews it, which it does
+    /// every third of that; a node that dies is taken over after at most this long. Default:
+    /// 30 seconds.
+    #[cfg(feature = "postgres")]
+    #[must_use]
+    pub fn lease_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.lease_ttl = ttl.max(std::time::Duration::from_millis(300));
         self
     }
 

@@ -41,7 +41,7 @@ use crate::names::{RightsHolder, TrackKey, UserId};
 use crate::pack::codec;
 use crate::pack::session::{Appended, Session, Source};
 use crate::policy::quota::{Quota, QuotaUsage};
-use crate::policy::{Decider, LicencePolicy, TrackOwner};
+use crate::policy::{LicencePolicy, TrackOwner};
 use crate::write::upload::chunk_upload;
 
 /// What a put did.
@@ -160,6 +160,9 @@ pub(crate) struct PutCommit {
     appended: Vec<Appended>,
     /// Stored exempt from the user's quota.
     quota_exempt: bool,
+    /// Where other processes share the metadata: the stored policy version the put decided
+    /// its domain under, and its owner, to check that domain against the stored policy.
+    decided_under: Option<(u64, TrackOwner)>,
 }
 
 impl Request for PutCommit {
@@ -175,6 +178,17 @@ impl Request for PutCommit {
             &self.key,
             &self.track,
         );
+        if let Some((version, owner)) = &self.decided_under {
+            check_policy(w, *version, owner, domain)?;
+        }
+        w.prefetch_chunks(
+            &self
+                .written
+                .keys()
+                .chain(track.chunks.iter().map(|c| &c.id))
+                .map(|id| (domain, *id))
+                .collect::<Vec<_>>(),
+        )?;
         let mut acc = Accounting::default();
         acc.record_appends(&self.appended);
         // New records: insert, unless an identical record was committed meanwhile by a
@@ -224,6 +238,22 @@ impl Request for PutCommit {
         acc.apply(w)?;
         Ok(old.is_some())
     }
+}
+
+/// Fails with `PolicyChanged` when another process changed the stored policy since the put
+/// decided its domain under version `version`, and the stored policy now wants `owner`'s
+/// track elsewhere: such a track must not be linked (a licence that ended must not get a new
+/// shared track), and the entries it found may be migration's to move.
+fn check_policy(w: &dyn MetaWrite, version: u64, owner: &TrackOwner, domain: Domain) -> Result<()> {
+    let (licences, stored) = crate::policy::stored(w)?;
+    if stored == version {
+        return Ok(());
+    }
+    let now = std::sync::Arc::new(licences).at(crate::policy::unix_now());
+    if now.domain(owner) != domain {
+        return Err(Error::PolicyChanged);
+    }
+    Ok(())
 }
 
 /// `user`'s row, numbered `user_no`: the committed one, or, for a user without one, a new row
@@ -308,7 +338,7 @@ pub(crate) fn put_if(
     }
     let reserved = reserve_user_no(engine, writer, user)?;
     // Ends with the put, even if it panics, so migration never waits for it forever.
-    let ingest = engine.policy().begin_ingest();
+    let ingest = engine.fresh_policy()?.begin_ingest();
     let mut pinned = Pinned {
         engine,
         pinned: Vec::new(),
@@ -318,7 +348,7 @@ pub(crate) fn put_if(
         engine,
         writer,
         (user, reserved.no, key),
-        ingest.policy(),
+        &ingest,
         allowed,
         reader,
         options,
@@ -331,7 +361,7 @@ pub(crate) fn put_if(
             Ok(outcome)
         }
         // Refused inside the commit's transaction, which therefore never committed.
-        Err(e @ Error::QuotaExceeded { .. }) => {
+        Err(e @ (Error::QuotaExceeded { .. } | Error::PolicyChanged)) => {
             session.abandon_uncommitted();
             Err(e)
         }
@@ -347,13 +377,15 @@ fn put_inner(
     engine: &Engine,
     writer: &Writer,
     (user, user_no, key): (&UserId, UserNo, &TrackKey),
-    policy: &Decider,
+    ingest: &crate::policy::Ingest<'_>,
     allowed: impl FnOnce(&dyn LicencePolicy, &TrackOwner) -> bool,
     reader: impl Read,
     options: &PutOptions,
     session: &mut Session<'_>,
     pinned: &mut Pinned<'_>,
 ) -> Result<Option<PutOutcome>> {
+    let started = std::time::Instant::now();
+    let (policy, ingest_version) = (ingest.policy(), ingest.version());
     // The track's owner and copy domain, decided from the window before the first chunk.
     let decided: OnceCell<(TrackOwner, Domain)> = OnceCell::new();
     let mut allowed = Some(allowed);
@@ -438,6 +470,16 @@ fn put_inner(
         .into_inner()
         .expect("an upload that ran decided its domain");
     session.sync()?;
+    if let Some(limit) = engine.ingest_time_limit()
+        && started.elapsed() > limit
+    {
+        // GC on another node may have removed an entry this put found, once it was garbage
+        // for twice this long: it must not commit.
+        return Err(Error::IngestTooSlow {
+            secs: started.elapsed().as_secs(),
+            limit: limit.as_secs(),
+        });
+    }
     let track = TrackRecord {
         domain,
         len: upload.len,
@@ -451,7 +493,7 @@ fn put_inner(
             fingerprint: a.fingerprint,
             ranges: a.ranges,
         }),
-        holder: owner.holder,
+        holder: owner.holder.clone(),
         chunks: refs,
     };
     let new_chunks = written.len() as u64;
@@ -467,6 +509,10 @@ fn put_inner(
             track,
             appended: session.appended(),
             quota_exempt: options.quota_exempt,
+            decided_under: engine
+                .meta()
+                .shared()
+                .then(|| (ingest_version, owner.clone())),
         },
     )?;
     Ok(Some(PutOutcome {
@@ -487,6 +533,13 @@ pub(crate) fn reserve_user_no<'w>(
     writer: &'w Writer,
     user: &UserId,
 ) -> Result<ReservedUserNo<'w>> {
+    if engine.meta().shared() {
+        return Ok(ReservedUserNo {
+            nos: &writer.user_nos,
+            user: None,
+            no: shared_user_no(engine, user)?,
+        });
+    }
     let mut nos = writer.user_nos.lock().expect("user numbers lock");
     if let Some((no, puts)) = nos.held.get_mut(user.as_str()) {
         *puts += 1;
@@ -517,6 +570,27 @@ pub(crate) fn reserve_user_no<'w>(
         nos: &writer.user_nos,
         user: Some(user.to_string()),
         no: UserNo(no),
+    })
+}
+
+/// The user's number in a store other processes share: the committed one, or one given in a
+/// transaction of its own that writes the user's row (no tracks). Reservations in memory
+/// cannot work there: another node may give the same number to another user. A put that then
+/// fails leaves the user's empty row behind, as `set_quota` does.
+fn shared_user_no(engine: &Engine, user: &UserId) -> Result<UserNo> {
+    if let Some(row) = engine.meta().read()?.user(user)? {
+        return Ok(UserNo(row.no));
+    }
+    write_with(engine.meta(), |w| {
+        if let Some(row) = w.user(user)? {
+            return Ok(UserNo(row.no));
+        }
+        let no = w.counter(ck::NEXT_USER_NO)?.max(1);
+        if no >= 1 << 56 {
+            return Err(Error::corrupted("user number counter out of range"));
+        }
+        user_row(w, user, UserNo(no))?;
+        Ok(UserNo(no))
     })
 }
 
