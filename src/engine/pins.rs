@@ -31,25 +31,32 @@ impl Pins {
         self.counts.lock().expect("pins lock")
     }
 
-    /// Looks `(domain, id)` up in the latest committed state and, if it exists, pins it until
-    /// `unpin`. Atomic with respect to GC and migration (see the module docs).
+    /// Looks each of `ids` up in `domain` in the latest committed state (in one batch) and pins
+    /// those that exist until `unpin`; returns which exist. Atomic with respect to GC and
+    /// migration (see the module docs).
     pub(crate) fn lookup_and_pin(
         &self,
         meta: &dyn MetaStore,
         domain: Domain,
-        id: &ChunkId,
-    ) -> Result<bool> {
+        ids: &[ChunkId],
+    ) -> Result<Vec<bool>> {
         let mut pins = self.lock();
-        let hit = match meta.read()?.chunk(domain, id)? {
-            // A garbage entry another process's GC might remove: touched first, so it waits
-            // another grace period (`false`: already removed, so no hit).
-            Some(e) if e.refcount == 0 && meta.shared() => meta.touch_garbage(domain, id)?,
-            found => found.is_some(),
-        };
-        if hit {
-            *pins.entry((domain, *id)).or_default() += 1;
+        let keys: Vec<(Domain, ChunkId)> = ids.iter().map(|id| (domain, *id)).collect();
+        let found = meta.read()?.chunks(&keys)?;
+        let mut hits = Vec::with_capacity(ids.len());
+        for (id, entry) in ids.iter().zip(found) {
+            let hit = match entry {
+                // A garbage entry another process's GC might remove: touched first, so it
+                // waits another grace period (`false`: already removed, so no hit).
+                Some(e) if e.refcount == 0 && meta.shared() => meta.touch_garbage(domain, id)?,
+                found => found.is_some(),
+            };
+            if hit {
+                *pins.entry((domain, *id)).or_default() += 1;
+            }
+            hits.push(hit);
         }
-        Ok(hit)
+        Ok(hits)
     }
 
     /// Releases pins taken by `lookup_and_pin`.

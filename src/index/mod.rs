@@ -27,21 +27,14 @@
 //!   `insert_chunk_if_absent`) goes into the filter before the transaction that writes it
 //!   commits, so the filter has no false negatives for this store's writes (`filter.rs`).
 //!
-//! What PostgreSQL will do differently:
-//! - `read()`: a `REPEATABLE READ, READ ONLY` transaction held for the snapshot's life.
-//!   `write(f)`: a `SERIALIZABLE` transaction, `f` run again on a serialisation failure
-//!   (SQLSTATE 40001); durable with `synchronous_commit = on`. A commit whose outcome is unknown
-//!   (the connection lost during `COMMIT`) is resolved before the next write, never retried
-//!   blindly. At a weaker isolation level, every read a write depends on must lock its row
-//!   (`SELECT ... FOR UPDATE`) and `insert_chunk_if_absent` must be atomic on its own.
-//! - One round trip per batch call: [`MetaRead::chunks`] one `SELECT` for all keys,
-//!   [`MetaWrite::insert_chunk_if_absent`] one `INSERT ... ON CONFLICT DO NOTHING` returning the
-//!   existing row on a conflict. redb keeps the default loops (a lookup is a B-tree descent in
-//!   its page cache).
-//! - `watch_chunks` sees only this process's writes. With other processes writing, a filter
-//!   "absent" can be wrong: that costs a duplicate record, which `insert_chunk_if_absent` turns
-//!   into an orphan (nothing is lost). The pins and the maintenance mutex (`engine`) are
-//!   in-process too: several engine processes on one database need them in the database first.
+//! PostgreSQL (`postgres.rs`, feature `postgres`) keeps the same contract with a remote,
+//! shared server (docs/DESIGN.md section 15): `read()` is a `REPEATABLE READ, READ ONLY`
+//! transaction held for the snapshot's life; `write(f)` a `SERIALIZABLE` one, `f` run again on a
+//! serialisation failure, a `COMMIT` without an answer poisoning the handle; `chunks` and
+//! `prefetch_chunks` one round trip for many keys. Other processes write it too (`shared`), so
+//! the in-process pins, filter and maintenance mutex are complemented by the methods below
+//! `shared`: a lease for maintenance, a grace period before GC removes garbage, and touches of
+//! garbage entries an ingest found.
 
 pub(crate) mod filter;
 pub(crate) mod group;

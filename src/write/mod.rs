@@ -15,12 +15,13 @@
 //! is visible. If the fsync or the commit fails, the packs are retired instead (the commit may
 //! have reached the disk); the next open cuts whatever no committed metadata covers.
 
+mod dedup;
 pub(crate) mod delete;
 pub(crate) mod holder;
 pub(crate) mod upload;
 
 use std::cell::OnceCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,7 +30,7 @@ use std::sync::Mutex;
 use crate::chunk::pipeline::Cores;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::format::{ChunkEntry, ChunkRef, RecordHeader, TrackAudio, TrackRecord, UserRow};
+use crate::format::{ChunkEntry, TrackAudio, TrackRecord, UserRow};
 use crate::ids::{ChunkId, Domain, Fingerprint, UserNo};
 use crate::index::group::{GroupCommit, Request};
 use crate::index::refs::{
@@ -38,11 +39,11 @@ use crate::index::refs::{
 };
 use crate::index::{MetaWrite, counter_keys as ck, write_with};
 use crate::names::{RightsHolder, TrackKey, UserId};
-use crate::pack::codec;
 use crate::pack::session::{Appended, Session, Source};
 use crate::policy::quota::{Quota, QuotaUsage};
 use crate::policy::{LicencePolicy, TrackOwner};
 use crate::write::upload::chunk_upload;
+use dedup::Dedup;
 
 /// What a put did.
 ///
@@ -404,54 +405,18 @@ fn put_inner(
         let domain = policy.domain(&owner);
         Ok(decided.set((owner, domain)).is_ok())
     };
-    let mut refs: Vec<ChunkRef> = Vec::new();
-    // Chunks this ingest wrote, and chunks it found already stored in the domain.
-    let mut written: HashMap<ChunkId, ChunkEntry> = HashMap::new();
-    let mut existing: HashSet<ChunkId> = HashSet::new();
-    let mut new_bytes = 0u64;
+    let mut dedup = Dedup::new(
+        engine,
+        writer.compression_level,
+        session,
+        &mut pinned.pinned,
+    );
     let mut each = |plain: &[u8], id: ChunkId| -> Result<()> {
         let domain = decided
             .get()
             .map(|d| d.1)
             .expect("the upload decides its domain before its first chunk");
-        refs.push(ChunkRef {
-            id,
-            len: plain.len() as u32,
-        });
-        if written.contains_key(&id) || existing.contains(&id) {
-            return Ok(());
-        }
-        // A hit is pinned, so GC and migration leave the entry in place until our commit.
-        // Content the filter has never seen in this domain is certainly new: no lookup.
-        if engine.filter().may_contain(domain, &id)
-            && engine.pins().lookup_and_pin(engine.meta(), domain, &id)?
-        {
-            pinned.pinned.push((domain, id));
-            existing.insert(id);
-            return Ok(());
-        }
-        let (codec, stored) = codec::encode(plain, writer.compression_level);
-        let header = RecordHeader {
-            codec,
-            domain,
-            id,
-            plain_len: plain.len() as u32,
-            stored_len: stored.len() as u32,
-        };
-        let (pack, offset) = session.append(&header, &stored)?;
-        written.insert(
-            id,
-            ChunkEntry {
-                pack,
-                offset,
-                stored_len: header.stored_len,
-                plain_len: header.plain_len,
-                codec,
-                refcount: 0,
-            },
-        );
-        new_bytes += plain.len() as u64;
-        Ok(())
+        dedup.chunk(domain, plain, id)
     };
     let upload = chunk_upload(
         engine.chunker(),
@@ -469,6 +434,13 @@ fn put_inner(
     let (owner, domain) = decided
         .into_inner()
         .expect("an upload that ran decided its domain");
+    dedup.flush(domain)?;
+    let Dedup {
+        refs,
+        written,
+        new_bytes,
+        ..
+    } = dedup;
     session.sync()?;
     if let Some(limit) = engine.ingest_time_limit()
         && started.elapsed() > limit

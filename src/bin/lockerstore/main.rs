@@ -48,6 +48,14 @@ struct Cli {
     packs: Option<String>,
     #[command(flatten)]
     bucket: BucketArgs,
+    /// With --meta: seconds the maintenance lease (held by the one node running `migrate` or
+    /// `gc`) lasts unless renewed; a node that died is taken over after at most this long.
+    #[arg(long, global = true, default_value_t = 30, value_name = "SECS")]
+    lease_ttl: u64,
+    /// With --meta: seconds a put may take before it fails; GC removes garbage only once it is
+    /// twice this old, so no node's put in flight loses an entry it found.
+    #[arg(long, global = true, default_value_t = 3600, value_name = "SECS")]
+    ingest_time_limit: u64,
     /// Most bytes of packs kept cached on local disk, for a store whose packs live in an
     /// object store (5GB, 500MiB, ...).
     #[arg(long, global = true, default_value = "1GiB", value_parser = bytes_arg)]
@@ -77,7 +85,10 @@ impl Cli {
     fn options(&self) -> Options {
         let mut options = Options::default();
         if let Some(url) = &self.meta {
-            options = options.postgres(url.clone());
+            options = options
+                .postgres(url.clone())
+                .lease_ttl(std::time::Duration::from_secs(self.lease_ttl))
+                .ingest_time_limit(std::time::Duration::from_secs(self.ingest_time_limit));
         }
         if let Some(url) = &self.packs {
             options = options.object_packs(self.bucket.location(url));
