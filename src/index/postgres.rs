@@ -134,10 +134,33 @@ const WRITE_ATTEMPTS: u32 = 64;
 
 /// A database error as the crate's error, with its SQLSTATE when the server sent one.
 fn db_error(operation: &str, e: postgres::Error) -> Error {
+    // The error's own text is only "db error" for the server's errors: the message, its
+    // detail and hint are in the `DbError` (and an I/O cause in the source chain).
+    let message = match e.as_db_error() {
+        Some(db) => {
+            let mut m = format!("{}: {}", db.severity(), db.message());
+            if let Some(d) = db.detail() {
+                m.push_str(&format!(" ({d})"));
+            }
+            if let Some(h) = db.hint() {
+                m.push_str(&format!("; hint: {h}"));
+            }
+            m
+        }
+        None => {
+            let mut m = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                m.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            m
+        }
+    };
     Error::Database {
         operation: operation.to_owned(),
         code: e.code().map(|c| c.code().to_owned()),
-        message: e.to_string(),
+        message,
     }
 }
 
