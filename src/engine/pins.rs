@@ -42,7 +42,7 @@ impl Pins {
     ) -> Result<Vec<bool>> {
         let mut pins = self.lock();
         let keys: Vec<(Domain, ChunkId)> = ids.iter().map(|id| (domain, *id)).collect();
-        let found = meta.read()?.chunks(&keys)?;
+        let found = meta.chunks_now(&keys)?;
         let mut hits = Vec::with_capacity(ids.len());
         for (id, entry) in ids.iter().zip(found) {
             let hit = match entry {

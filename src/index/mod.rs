@@ -263,6 +263,12 @@ pub(crate) trait MetaStore: Send + Sync + std::fmt::Debug {
     fn touch_garbage(&self, _domain: Domain, _id: &ChunkId) -> Result<bool> {
         Ok(true)
     }
+    /// The entries of `keys` in the latest committed state, read together (one consistent
+    /// state): for a lookup that needs no snapshot beyond it. A remote database answers in one
+    /// round trip, without opening a snapshot transaction.
+    fn chunks_now(&self, keys: &[(Domain, ChunkId)]) -> Result<Vec<Option<ChunkEntry>>> {
+        self.read()?.chunks(keys)
+    }
     /// Another handle on the same metadata, for a part of the engine that writes on its own
     /// (pack id reservations); `None` for metadata that only one handle may hold (redb).
     fn handle(&self) -> Option<Box<dyn MetaStore>> {

@@ -371,6 +371,14 @@ impl MetaStore for PgMeta {
         Some(Box::new(self.clone()))
     }
 
+    fn chunks_now(&self, keys: &[(Domain, ChunkId)]) -> Result<Vec<Option<ChunkEntry>>> {
+        // One statement outside a transaction block is its own snapshot.
+        Txn {
+            conn: RefCell::new(self.conn()?),
+        }
+        .chunks(keys)
+    }
+
     fn shared(&self) -> bool {
         true
     }

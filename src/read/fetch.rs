@@ -57,7 +57,7 @@ pub(crate) fn verify_chunk(engine: &Engine, domain: Domain, r: &ChunkRef) -> Res
 pub(crate) fn load_chunk(engine: &Engine, domain: Domain, r: &ChunkRef) -> Result<Option<Plain>> {
     let mut attempt = 0;
     loop {
-        let Some(entry) = engine.meta().read()?.chunk(domain, &r.id)? else {
+        let Some(entry) = engine.meta().chunks_now(&[(domain, r.id)])?.pop().flatten() else {
             return Ok(None);
         };
         let map = match engine.packs().map_covering(
