@@ -356,3 +356,79 @@ fn nodes_killed_mid_upload_mid_migration_and_mid_gc_lose_only_the_unacknowledged
     every_track_reads_exact_through_every_node(&nodes, &expected);
     assert_eq!(nodes[0].stats().unwrap().tracks, expected.len() as u64);
 }
+
+/// A client of the test bucket and the location's prefix in it.
+fn s3(loc: &ObjectLocation) -> (object_store::aws::AmazonS3, String) {
+    let rest = loc.url.strip_prefix("s3://").unwrap();
+    let (bucket, prefix) = rest.split_once('/').unwrap();
+    let s3 = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_endpoint(loc.endpoint.clone().unwrap())
+        .with_region("us-east-1")
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    (s3, prefix.to_owned())
+}
+
+fn pack_objects(loc: &ObjectLocation) -> Vec<String> {
+    use futures_util::TryStreamExt;
+    use object_store::ObjectStore;
+    let (s3, prefix) = s3(loc);
+    let path = object_store::path::Path::from(format!("{prefix}/packs"));
+    let mut names: Vec<String> = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        s3.list(Some(&path))
+            .map_ok(|m| m.location.filename().unwrap().to_owned())
+            .try_collect()
+            .await
+            .unwrap()
+    });
+    names.sort();
+    names
+}
+
+#[test]
+fn a_dead_nodes_pack_upload_is_deleted_by_gc_once_no_put_can_still_commit_it() {
+    let Some((url, bucket)) = servers("unknown") else {
+        return;
+    };
+    let dirs = [(); 2].map(|()| tempfile::tempdir().unwrap());
+    let a = Store::open(
+        dirs[0].path(),
+        node_options(&url)
+            .mode(LicenseMode::SingleMaster)
+            .object_packs(bucket.clone()),
+    )
+    .unwrap();
+    let bytes = audio("kept", 400_000);
+    a.put(&user("fan"), &key("kept.mp3"), &bytes[..]).unwrap();
+    // What a node that died between uploading a pack and committing it leaves: an object no
+    // metadata names, under an id its block reserved.
+    let name = (0..16u64)
+        .map(|id| format!("{id:016x}.pack"))
+        .find(|n| !pack_objects(&bucket).contains(n))
+        .unwrap();
+    let (client, prefix) = s3(&bucket);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(object_store::ObjectStoreExt::put(
+            &client,
+            &object_store::path::Path::from(format!("{prefix}/packs/{name}")),
+            audio("a dead upload", 100_000).into(),
+        ))
+        .unwrap();
+    // Another node opening keeps it: it may be an upload whose commit is to come.
+    let b = Store::open(dirs[1].path(), node_options(&url)).unwrap();
+    assert_eq!(b.recovery().unknown_packs_kept, 1, "{:?}", b.recovery());
+    let gc = b.gc(GcOptions::default(), &mut |_| {}).unwrap();
+    assert_eq!(gc.unknown_packs_deleted, 0, "too young: {gc:?}");
+    assert!(pack_objects(&bucket).contains(&name));
+    // Once no put that began before the first GC's mark can still commit (twice the ingest
+    // time limit), the next GC deletes it.
+    std::thread::sleep(INGEST_LIMIT * 2 + Duration::from_secs(2));
+    let gc = a.gc(GcOptions::default(), &mut |_| {}).unwrap();
+    assert_eq!(gc.unknown_packs_deleted, 1, "{gc:?}");
+    assert!(!pack_objects(&bucket).contains(&name));
+    assert_eq!(b.read_track(&user("fan"), &key("kept.mp3")).unwrap(), bytes);
+    assert!(b.verify().unwrap().is_ok());
+}

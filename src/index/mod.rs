@@ -63,6 +63,10 @@ pub(crate) mod state_keys {
     /// u64 LE: the stored policy's version, bumped by every change of `mode` or `licences`, so
     /// nodes sharing the metadata notice one another's changes. Absent: 0.
     pub const POLICY_VERSION: &str = "policy_version";
+    /// Where other processes share the metadata: GC's marks of the pack-id bound, up to 64
+    /// pairs of u64 LE (the value of `next_pack_id`, then the Unix time in seconds it was
+    /// read at), oldest first (`maint::gc`'s sweep of unknown packs). Absent: none.
+    pub const PACK_ID_MARKS: &str = "pack_id_marks";
     /// u64 LE: the per-store FastCDC gear seed.
     pub const SEED: &str = "chunker_seed";
     /// 3 x u32 LE: FastCDC min, avg, max chunk sizes.

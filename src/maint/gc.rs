@@ -82,6 +82,9 @@ pub struct GcReport {
     /// Candidates left as they are because copying their live records would not fit in the free
     /// space beyond `Options::min_free_space`.
     pub packs_skipped_for_space: u64,
+    /// Pack objects no metadata names, deleted: uploads of puts that died before their commit
+    /// on a node sharing the store, once no put in flight can still commit them.
+    pub unknown_packs_deleted: u64,
     /// Bytes of pack files before and after.
     pub pack_bytes_before: u64,
     /// Bytes of pack files after.
@@ -311,9 +314,89 @@ pub(crate) fn gc(
         });
     }
     out.commit();
+    if engine.meta().shared() && engine.packs().seals_on_sync() {
+        maintenance.check()?;
+        report.unknown_packs_deleted = sweep_unknown_packs(engine)?;
+    }
     report.pack_bytes_after = pack_bytes(engine)?;
     engine.space().restore_ballast()?;
     Ok(report)
+}
+
+/// Most marks of the pack-id bound kept (`state_keys::PACK_ID_MARKS`).
+const MAX_MARKS: usize = 64;
+
+/// Deletes the pack objects no metadata names that no put in flight can still commit, in a
+/// store other processes share (where open keeps them: `RecoveryReport::unknown_packs_kept`).
+///
+/// Every run records a mark: `next_pack_id` and the time. A node uses a pack id within the
+/// ingest time limit L of reserving it (`PackIds::Shared`), and a put that uses it commits
+/// within L of its start or never (`IngestTooSlow`). So an id below a mark at least 2L old
+/// names a pack whose put has committed or died: if no metadata names it, nothing ever will.
+/// The times are this node's clock: the nodes' clocks must agree to well within L.
+fn sweep_unknown_packs(engine: &Engine) -> Result<u64> {
+    use crate::index::counter_keys as ck;
+    use crate::index::state_keys as sk;
+    let Some(limit) = engine.ingest_time_limit() else {
+        return Ok(0);
+    };
+    let now = crate::policy::unix_now();
+    let marks = write_with(engine.meta(), |w| {
+        let mut marks = decode_marks(w.state(sk::PACK_ID_MARKS)?.as_deref())?;
+        marks.push((w.counter(ck::NEXT_PACK_ID)?, now));
+        let excess = marks.len().saturating_sub(MAX_MARKS);
+        marks.drain(..excess);
+        let mut bytes = Vec::with_capacity(marks.len() * 16);
+        for (id, at) in &marks {
+            bytes.extend_from_slice(&id.to_le_bytes());
+            bytes.extend_from_slice(&at.to_le_bytes());
+        }
+        w.set_state(sk::PACK_ID_MARKS, &bytes)?;
+        Ok(marks)
+    })?;
+    let settled = now.saturating_sub(limit.as_secs().saturating_mul(2).saturating_add(1));
+    let Some(bound) = marks
+        .iter()
+        .rev()
+        .find(|(_, at)| *at <= settled)
+        .map(|(id, _)| *id)
+    else {
+        return Ok(0);
+    };
+    let rows: std::collections::HashSet<PackId> = engine
+        .meta()
+        .read()?
+        .packs()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let dead: Vec<PackId> = engine
+        .packs()
+        .stored_ids()?
+        .into_iter()
+        .filter(|id| id.0 < bound && !rows.contains(id))
+        .collect();
+    for id in &dead {
+        engine.packs().delete(*id)?;
+    }
+    Ok(dead.len() as u64)
+}
+
+fn decode_marks(bytes: Option<&[u8]>) -> Result<Vec<(u64, u64)>> {
+    let Some(b) = bytes else {
+        return Ok(Vec::new());
+    };
+    if b.len() % 16 != 0 || b.len() / 16 > MAX_MARKS {
+        return Err(Error::corrupted("metadata pack id marks"));
+    }
+    Ok(b.chunks_exact(16)
+        .map(|c| {
+            (
+                u64::from_le_bytes(c[..8].try_into().expect("8 bytes")),
+                u64::from_le_bytes(c[8..].try_into().expect("8 bytes")),
+            )
+        })
+        .collect())
 }
 
 /// Hands packs GC took back to the writers (their uncommitted tails cut).

@@ -82,16 +82,22 @@ pub(crate) enum PackIds {
     /// metadata and the storage know.
     Local,
     /// Other processes write the same store: ids are reserved from the metadata, `n` at a
-    /// time (the function returns the first of `n` ids no one else will be given), and
-    /// unknown packs in the storage may be theirs.
-    Shared(Box<dyn Fn(u64) -> Result<u64> + Send + Sync>),
+    /// time (`reserve` returns the first of `n` ids no one else will be given), and unknown
+    /// packs in the storage may be theirs. A reserved id is used within `max_age` of its
+    /// reservation or never (then a new block is reserved), so an id below what was reserved
+    /// at some moment names a pack created within `max_age` after it (GC's sweep of unknown
+    /// packs relies on it, `maint::gc`).
+    Shared {
+        reserve: Box<dyn Fn(u64) -> Result<u64> + Send + Sync>,
+        max_age: std::time::Duration,
+    },
 }
 
 impl std::fmt::Debug for PackIds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             PackIds::Local => "Local",
-            PackIds::Shared(_) => "Shared",
+            PackIds::Shared { .. } => "Shared",
         })
     }
 }
@@ -113,8 +119,9 @@ pub(crate) struct Packs {
     size_limit: u64,
     next_id: AtomicU64,
     ids: PackIds,
-    /// For `PackIds::Shared`: the rest of the last reserved block, `next..end`.
-    reserved: Mutex<(u64, u64)>,
+    /// For `PackIds::Shared`: the rest of the last reserved block, `next..end`, and when it
+    /// was reserved.
+    reserved: Mutex<(u64, u64, Option<std::time::Instant>)>,
     /// Unsealed packs writers may take, and the ones writers hold now.
     pool: Mutex<Pool>,
 }
@@ -180,7 +187,7 @@ impl Packs {
             }
         }
         if !unknown.is_empty() {
-            if matches!(ids, PackIds::Shared(_)) && storage.seals_on_sync() {
+            if matches!(ids, PackIds::Shared { .. }) && storage.seals_on_sync() {
                 // In a bucket other nodes write to: perhaps an upload whose commit is to come.
                 report.unknown_packs_kept = unknown.len() as u64;
             } else {
@@ -196,7 +203,7 @@ impl Packs {
                 size_limit,
                 next_id: AtomicU64::new(max_id + 1),
                 ids,
-                reserved: Mutex::new((0, 0)),
+                reserved: Mutex::new((0, 0, None)),
                 pool: Mutex::new(Pool {
                     idle,
                     busy: HashSet::new(),
@@ -204,6 +211,11 @@ impl Packs {
             },
             report,
         ))
+    }
+
+    /// The ids of the packs the storage holds (for packs in an object store: in the bucket).
+    pub(crate) fn stored_ids(&self) -> Result<Vec<PackId>> {
+        Ok(self.storage.list()?.into_iter().map(|(id, _)| id).collect())
     }
 
     /// Whether a synced pack takes no more records (packs in an object store).
@@ -284,11 +296,12 @@ impl Packs {
     fn create(&self) -> Result<ActivePack> {
         let id = match &self.ids {
             PackIds::Local => PackId(self.next_id.fetch_add(1, Ordering::Relaxed)),
-            PackIds::Shared(reserve) => {
+            PackIds::Shared { reserve, max_age } => {
                 let mut r = self.reserved.lock().expect("reserved pack ids lock");
-                if r.0 == r.1 {
+                let stale = r.2.is_none_or(|at| at.elapsed() > *max_age);
+                if r.0 == r.1 || stale {
                     let first = reserve(ID_BLOCK)?;
-                    *r = (first, first + ID_BLOCK);
+                    *r = (first, first + ID_BLOCK, Some(std::time::Instant::now()));
                 }
                 r.0 += 1;
                 PackId(r.0 - 1)

@@ -372,17 +372,20 @@ fn open_postgres(dir: std::path::PathBuf, options: Options, url: &str) -> Result
 
 /// Pack ids for a node of a shared store: reserved in blocks from `next_pack_id`, each block
 /// in a transaction of its own, so no two nodes are ever given the same id.
-fn reserve_pack_ids(meta: &dyn MetaStore) -> Result<PackIds> {
+fn reserve_pack_ids(meta: &dyn MetaStore, max_age: std::time::Duration) -> Result<PackIds> {
     let meta = meta.handle().ok_or_else(|| {
         Error::InvalidOptions("this metadata cannot be shared between processes".into())
     })?;
-    Ok(PackIds::Shared(Box::new(move |n| {
-        write_with(meta.as_ref(), |w| {
-            let first = w.counter(ck::NEXT_PACK_ID)?;
-            w.set_counter(ck::NEXT_PACK_ID, first + n)?;
-            Ok(first)
-        })
-    })))
+    Ok(PackIds::Shared {
+        reserve: Box::new(move |n| {
+            write_with(meta.as_ref(), |w| {
+                let first = w.counter(ck::NEXT_PACK_ID)?;
+                w.set_counter(ck::NEXT_PACK_ID, first + n)?;
+                Ok(first)
+            })
+        }),
+        max_age,
+    })
 }
 
 /// The longest a put may take: limited only in a store other processes share.
@@ -520,7 +523,10 @@ fn finish_open(at: Located, id: Identity, options: Options) -> Result<Opened> {
         filter
     };
     let ids = if shared {
-        reserve_pack_ids(meta.as_ref())?
+        reserve_pack_ids(
+            meta.as_ref(),
+            ingest_time_limit(&options, shared).unwrap_or_default(),
+        )?
     } else {
         PackIds::Local
     };
