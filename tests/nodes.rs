@@ -432,3 +432,64 @@ fn a_dead_nodes_pack_upload_is_deleted_by_gc_once_no_put_can_still_commit_it() {
     assert_eq!(b.read_track(&user("fan"), &key("kept.mp3")).unwrap(), bytes);
     assert!(b.verify().unwrap().is_ok());
 }
+
+/// Migrations both ways, each killed (SIGKILL) at another point of its work and finished by
+/// another node once the lease expired: after each, every track reads exact, verify is clean
+/// and the audit conforms.
+#[test]
+fn migrations_killed_at_several_points_both_ways_are_finished_by_another_node() {
+    let Some((url, bucket)) = servers("kill-loop") else {
+        return;
+    };
+    let dirs = [(); 2].map(|()| tempfile::tempdir().unwrap());
+    let a = Store::open(
+        dirs[0].path(),
+        node_options(&url)
+            .mode(LicenseMode::PerUserCopy)
+            .object_packs(bucket.clone()),
+    )
+    .unwrap();
+    let mut expected = BTreeMap::new();
+    // Many users: a collapse commits one user at a time.
+    for u in 0..120 {
+        let k = "Album/01.mp3".to_string();
+        let bytes = audio("one song", 200_000);
+        a.put(&user(&format!("fan{u:03}")), &key(&k), &bytes[..])
+            .unwrap();
+        expected.insert((format!("fan{u:03}"), k), bytes);
+    }
+    let total = expected.len() as u64;
+    let mut killed_midway = 0;
+    // The share of the migration's work (in live chunk records) done before the kill, per run.
+    for (run, share) in [0.1, 0.5, 0.8, 0.3].into_iter().enumerate() {
+        let mode = if run % 2 == 0 {
+            LicenseMode::SingleMaster
+        } else {
+            LicenseMode::PerUserCopy
+        };
+        let before = a.stats().unwrap().chunks as f64;
+        let after = a.what_if(mode).unwrap().chunks as f64;
+        a.set_mode(mode).unwrap();
+        assert_eq!(a.audit(false).unwrap().pending_tracks, total);
+        let migrating = cli(&url, dirs[1].path()).arg("migrate").spawn().unwrap();
+        let target = before + share * (after - before);
+        wait_for("the migration to reach its share", || {
+            let now = a.stats().unwrap().chunks as f64;
+            (now - before).abs() >= (target - before).abs()
+        });
+        kill(migrating);
+        let left = a.audit(false).unwrap().pending_tracks;
+        println!("run {run} ({mode}): killed with {left} of {total} tracks pending");
+        killed_midway += u32::from(left > 0);
+        a.migrate(&mut |_| {}).unwrap();
+        let audit = a.audit(false).unwrap();
+        assert!(audit.conforming, "run {run}: {audit:?}");
+        let v = a.verify().unwrap();
+        assert!(v.is_ok(), "run {run}: {:?}", v.problems);
+        every_track_reads_exact_through_every_node(std::slice::from_ref(&a), &expected);
+    }
+    assert!(
+        killed_midway >= 2,
+        "most kills came in the middle of a migration"
+    );
+}
