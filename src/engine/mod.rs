@@ -125,15 +125,15 @@ impl Engine {
     /// the metadata (a licence set on another node); the same as `policy` otherwise.
     pub(crate) fn fresh_policy(&self) -> Result<&Policy> {
         if self.meta.shared() {
-            let snap = self.meta.read()?;
-            let stored = snap
-                .state(crate::index::state_keys::POLICY_VERSION)?
+            let stored = self
+                .meta
+                .state_now(crate::index::state_keys::POLICY_VERSION)?
                 .map(|v| v.try_into().map(u64::from_le_bytes))
                 .transpose()
                 .map_err(|_| Error::corrupted("metadata policy version"))?
                 .unwrap_or(0);
             if stored != self.policy.version() {
-                let (licences, version) = crate::policy::stored(snap.as_ref())?;
+                let (licences, version) = crate::policy::stored(self.meta.read()?.as_ref())?;
                 self.policy.adopt(licences, version);
             }
         }

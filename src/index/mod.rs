@@ -273,6 +273,10 @@ pub(crate) trait MetaStore: Send + Sync + std::fmt::Debug {
     fn chunks_now(&self, keys: &[(Domain, ChunkId)]) -> Result<Vec<Option<ChunkEntry>>> {
         self.read()?.chunks(keys)
     }
+    /// A state row in the latest committed state, read alone (as `chunks_now`).
+    fn state_now(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.read()?.state(key)
+    }
     /// Another handle on the same metadata, for a part of the engine that writes on its own
     /// (pack id reservations); `None` for metadata that only one handle may hold (redb).
     fn handle(&self) -> Option<Box<dyn MetaStore>> {

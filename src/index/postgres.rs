@@ -371,6 +371,13 @@ impl MetaStore for PgMeta {
         Some(Box::new(self.clone()))
     }
 
+    fn state_now(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Txn {
+            conn: RefCell::new(self.conn()?),
+        }
+        .state(key)
+    }
+
     fn chunks_now(&self, keys: &[(Domain, ChunkId)]) -> Result<Vec<Option<ChunkEntry>>> {
         // One statement outside a transaction block is its own snapshot.
         Txn {
