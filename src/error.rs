@@ -219,6 +219,10 @@ pub enum Error {
     /// the track in another copy domain; the put stored nothing. Upload it again.
     #[error("the licence policy changed while the upload ran; upload it again")]
     PolicyChanged,
+    /// Another node changed entries this put relied on (a migration moved them) while it ran;
+    /// the put stored nothing. Upload it again.
+    #[error("another node changed the store under this upload; upload it again: {0}")]
+    ConcurrentChange(String),
     /// A maintenance job (GC, migration) lost the store-wide lease it runs under: it expired
     /// (the job stalled longer than the lease lasts) or another node took it over. Nothing of
     /// the job's current step was committed; what it committed before stays.

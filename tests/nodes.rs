@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use lockerstore::{Error, GcOptions, LicenseMode, ObjectLocation, Options, Store};
 
-/// Puts here take well under this: GC may remove garbage twice this old.
-const INGEST_LIMIT: Duration = Duration::from_secs(2);
+/// Puts here take well under this: GC may remove garbage three times this old.
+const INGEST_LIMIT: Duration = Duration::from_secs(3);
 /// A dead node's lease is taken over this long after its last renewal.
 const LEASE_TTL: Duration = Duration::from_secs(2);
 
@@ -322,7 +322,7 @@ fn nodes_killed_mid_upload_mid_migration_and_mid_gc_lose_only_the_unacknowledged
     assert_eq!(audit.pending_tracks, 0);
 
     // 3. A node killed in the middle of GC: another takes it over.
-    std::thread::sleep(INGEST_LIMIT * 2 + Duration::from_millis(200));
+    std::thread::sleep(INGEST_LIMIT * 3 + Duration::from_millis(200));
     let before = a.stats().unwrap();
     assert!(before.garbage_chunks > 0, "the per-user copies are garbage");
     let collecting = cli(&url, dirs[2].path())
@@ -339,7 +339,7 @@ fn nodes_killed_mid_upload_mid_migration_and_mid_gc_lose_only_the_unacknowledged
         ("fan97".into(), "during-gc.mp3".into()),
         big[..300_000].to_vec(),
     );
-    std::thread::sleep(INGEST_LIMIT * 2 + Duration::from_millis(200));
+    std::thread::sleep(INGEST_LIMIT * 3 + Duration::from_millis(200));
     let report = a.gc(GcOptions { threshold: 1.0 }, &mut |_| {}).unwrap();
     println!("GC taken over: {report:?}");
     assert_eq!(a.stats().unwrap().garbage_chunks, 0);
@@ -423,9 +423,9 @@ fn a_dead_nodes_pack_upload_is_deleted_by_gc_once_no_put_can_still_commit_it() {
     let gc = b.gc(GcOptions::default(), &mut |_| {}).unwrap();
     assert_eq!(gc.unknown_packs_deleted, 0, "too young: {gc:?}");
     assert!(pack_objects(&bucket).contains(&name));
-    // Once no put that began before the first GC's mark can still commit (twice the ingest
+    // Once no put that began before the first GC's mark can still commit (three times the ingest
     // time limit), the next GC deletes it.
-    std::thread::sleep(INGEST_LIMIT * 2 + Duration::from_secs(2));
+    std::thread::sleep(INGEST_LIMIT * 3 + Duration::from_secs(2));
     let gc = a.gc(GcOptions::default(), &mut |_| {}).unwrap();
     assert_eq!(gc.unknown_packs_deleted, 1, "{gc:?}");
     assert!(!pack_objects(&bucket).contains(&name));

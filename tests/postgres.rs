@@ -15,8 +15,8 @@ use lockerstore::corpus::{Corpus, CorpusSpec};
 use lockerstore::{Error, GcOptions, LicenseMode, Options, Store};
 
 /// Puts here take well under a second, so GC may remove an entry once it has been garbage for
-/// two seconds (twice the limit).
-const INGEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// six seconds (three times the limit).
+const INGEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn options(url: &str, mode: LicenseMode) -> Options {
     Options::default()
@@ -109,7 +109,7 @@ fn a_locker_on_postgres_keeps_every_track_exact_through_a_flip_both_ways_gc_and_
         );
         assert_eq!(gc.packs_rewritten + gc.packs_deleted, 0, "{gc:?}");
         // Past it, every pack holding garbage is rewritten (threshold 1.0): none is left.
-        std::thread::sleep(INGEST_LIMIT * 2 + std::time::Duration::from_millis(200));
+        std::thread::sleep(INGEST_LIMIT * 3 + std::time::Duration::from_millis(200));
         let gc = store.gc(GcOptions { threshold: 1.0 }, &mut |_| {}).unwrap();
         assert_eq!(gc.entries_pinned, 0, "{gc:?}");
         assert!(gc.entries_removed > 0, "{gc:?}");

@@ -58,6 +58,12 @@ pub(crate) struct Engine {
     _lock: Box<dyn Send + Sync + Debug>,
 }
 
+/// Ingest time limits an entry stays garbage, or an unknown pack object stays, before GC may
+/// remove it in a store other processes share: a put checks its limit L inside its commit's
+/// transaction, whose statements each time out after L, so it commits within about 2L of its
+/// start or never; the third L is margin (docs/DESIGN.md 15.3).
+pub(crate) const GRACE_LIMITS: u32 = 3;
+
 /// The right to run a maintenance job: the in-process mutex, and the store-wide lease when
 /// other processes share the metadata.
 pub(crate) struct Maintenance<'a> {

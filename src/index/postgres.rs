@@ -122,6 +122,8 @@ pub(crate) struct Timing {
     pub(crate) garbage_grace: Duration,
     /// How long a lease lasts unless renewed; its holder renews it every third of that.
     pub(crate) lease_ttl: Duration,
+    /// The longest a statement of a write may run or wait for a lock: the ingest time limit.
+    pub(crate) statement_timeout: Duration,
 }
 
 thread_local! {
@@ -289,9 +291,16 @@ impl PgMeta {
 
     fn write_once(&self, f: &mut dyn FnMut(&mut dyn MetaWrite) -> Result<()>) -> Result<()> {
         let mut conn = self.conn()?;
-        conn.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-            .map_err(|e| db_error("begin a write", e))?;
+        // No statement of a write waits longer than a put may take (a lock held elsewhere),
+        // so a put's commit lands soon after its deadline check or not at all (15.3).
+        let limit = millis(self.timing.statement_timeout).max(1);
+        conn.batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL statement_timeout = {limit}; \
+             SET LOCAL lock_timeout = {limit}"
+        ))
+        .map_err(|e| db_error("begin a write", e))?;
         let mut w = PgWrite {
+            open: true,
             txn: Txn {
                 conn: RefCell::new(conn),
             },
@@ -303,7 +312,9 @@ impl PgMeta {
         let outcome = f(&mut w)
             .and_then(|()| w.flush())
             .and_then(|()| w.check_fence());
-        let mut conn = w.txn.conn.into_inner();
+        // Ended here; `Drop` rolls back only a transaction a panic left open.
+        w.open = false;
+        let conn = w.txn.conn.get_mut();
         if let Err(e) = outcome {
             // A failed rollback leaves a broken connection, which the pool drops.
             let _ = conn.batch_execute("ROLLBACK");
@@ -1117,12 +1128,23 @@ struct Cache {
 /// A write transaction: reads see its own changes, which are sent when it ends (or before a
 /// scan, which reads them back from the server).
 struct PgWrite {
+    /// The transaction is still open (a panic in the engine's closure leaves it so).
+    open: bool,
     txn: Txn,
     filter: Option<Arc<ChunkFilter>>,
     pending: RefCell<Pending>,
     cache: RefCell<Cache>,
     /// `Timing::garbage_grace`, in milliseconds.
     grace_ms: i64,
+}
+
+impl Drop for PgWrite {
+    fn drop(&mut self) {
+        if self.open {
+            // Never hand a connection back to the pool inside a transaction.
+            let _ = self.txn.conn.get_mut().batch_execute("ROLLBACK");
+        }
+    }
 }
 
 impl PgWrite {
@@ -1134,7 +1156,10 @@ impl PgWrite {
         };
         let rows = self.txn.query(
             "check the lease",
-            "SELECT 1 FROM ls_leases WHERE name = $1 AND token = $2 AND expires_at > now()",
+            // The clock now, not the transaction's start (`now()`), and the row locked, so a
+            // takeover waits for this commit or this check sees it.
+            "SELECT 1 FROM ls_leases WHERE name = $1 AND token = $2 \
+             AND expires_at > clock_timestamp() FOR SHARE",
             &[(&name.as_str(), Type::TEXT), (&token, Type::INT8)],
         )?;
         if rows.is_empty() {

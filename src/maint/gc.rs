@@ -331,8 +331,10 @@ const MAX_MARKS: usize = 64;
 ///
 /// Every run records a mark: `next_pack_id` and the time. A node uses a pack id within the
 /// ingest time limit L of reserving it (`PackIds::Shared`), and a put that uses it commits
-/// within L of its start or never (`IngestTooSlow`). So an id below a mark at least 2L old
-/// names a pack whose put has committed or died: if no metadata names it, nothing ever will.
+/// soon after L of its start or never (`IngestTooSlow`). So an id below a mark at least 3L old
+/// names a pack whose put has committed or died (the commit checks the limit in its
+/// transaction, whose statements time out after L: so within about 2L; 3L is the margin): if
+/// no metadata names it, nothing ever will.
 /// The times are this node's clock: the nodes' clocks must agree to well within L.
 fn sweep_unknown_packs(engine: &Engine) -> Result<u64> {
     use crate::index::counter_keys as ck;
@@ -354,7 +356,12 @@ fn sweep_unknown_packs(engine: &Engine) -> Result<u64> {
         w.set_state(sk::PACK_ID_MARKS, &bytes)?;
         Ok(marks)
     })?;
-    let settled = now.saturating_sub(limit.as_secs().saturating_mul(2).saturating_add(1));
+    let settled = now.saturating_sub(
+        limit
+            .as_secs()
+            .saturating_mul(u64::from(crate::engine::GRACE_LIMITS))
+            .saturating_add(1),
+    );
     let Some(bound) = marks
         .iter()
         .rev()

@@ -251,10 +251,13 @@ fn open_postgres(dir: std::path::PathBuf, options: Options, url: &str) -> Result
         .map_err(|e| Error::io("lock", &dir, e))?
         .ok_or_else(|| Error::Locked(dir.clone()))?;
     let timing = crate::index::postgres::Timing {
-        garbage_grace: options
-            .garbage_grace
-            .unwrap_or(options.ingest_time_limit.saturating_mul(2)),
+        garbage_grace: options.garbage_grace.unwrap_or(
+            options
+                .ingest_time_limit
+                .saturating_mul(crate::engine::GRACE_LIMITS),
+        ),
         lease_ttl: options.lease_ttl,
+        statement_timeout: options.ingest_time_limit,
     };
     let (meta, _) = PgMeta::connect(url, options.meta_connections, options.create, timing)?;
     let place = meta.place().to_owned();

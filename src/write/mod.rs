@@ -164,6 +164,9 @@ pub(crate) struct PutCommit {
     /// Where other processes share the metadata: the stored policy version the put decided
     /// its domain under, and its owner, to check that domain against the stored policy.
     decided_under: Option<(u64, TrackOwner)>,
+    /// Where other processes share the metadata: the moment past which the put may not
+    /// commit (its start plus the ingest time limit).
+    deadline: Option<(std::time::Instant, std::time::Duration)>,
 }
 
 impl Request for PutCommit {
@@ -179,17 +182,38 @@ impl Request for PutCommit {
             &self.key,
             &self.track,
         );
+        if let Some((started, limit)) = self.deadline {
+            // In the transaction, so GC's grace (which counts on it) holds however long the
+            // commit waited in the queue or was retried.
+            if started.elapsed() > limit {
+                return Err(Error::IngestTooSlow {
+                    secs: started.elapsed().as_secs(),
+                    limit: limit.as_secs(),
+                });
+            }
+        }
         if let Some((version, owner)) = &self.decided_under {
             check_policy(w, *version, owner, domain)?;
         }
-        w.prefetch_chunks(
-            &self
-                .written
-                .keys()
-                .chain(track.chunks.iter().map(|c| &c.id))
-                .map(|id| (domain, *id))
-                .collect::<Vec<_>>(),
-        )?;
+        let keys: Vec<(Domain, ChunkId)> = self
+            .written
+            .keys()
+            .chain(track.chunks.iter().map(|c| &c.id))
+            .map(|id| (domain, *id))
+            .collect();
+        w.prefetch_chunks(&keys)?;
+        if self.decided_under.is_some() {
+            // Another node's migration may have moved an entry this put found (a collapse
+            // promotes a user's entries into the shared domain): the put must be redone.
+            for c in &track.chunks {
+                if !self.written.contains_key(&c.id) && w.chunk(domain, &c.id)?.is_none() {
+                    return Err(Error::ConcurrentChange(format!(
+                        "chunk {} this upload found was moved by another node",
+                        c.id
+                    )));
+                }
+            }
+        }
         let mut acc = Accounting::default();
         acc.record_appends(&self.appended);
         // New records: insert, unless an identical record was committed meanwhile by a
@@ -246,10 +270,10 @@ impl Request for PutCommit {
 /// track elsewhere: such a track must not be linked (a licence that ended must not get a new
 /// shared track), and the entries it found may be migration's to move.
 fn check_policy(w: &dyn MetaWrite, version: u64, owner: &TrackOwner, domain: Domain) -> Result<()> {
-    let (licences, stored) = crate::policy::stored(w)?;
-    if stored == version {
-        return Ok(());
-    }
+    // Compared even when the version is the same: a licence that ended by the clock changes
+    // the decision without a new version.
+    let _ = version;
+    let (licences, _) = crate::policy::stored(w)?;
     let now = std::sync::Arc::new(licences).at(crate::policy::unix_now());
     if now.domain(owner) != domain {
         return Err(Error::PolicyChanged);
@@ -362,7 +386,12 @@ pub(crate) fn put_if(
             Ok(outcome)
         }
         // Refused inside the commit's transaction, which therefore never committed.
-        Err(e @ (Error::QuotaExceeded { .. } | Error::PolicyChanged)) => {
+        Err(
+            e @ (Error::QuotaExceeded { .. }
+            | Error::PolicyChanged
+            | Error::ConcurrentChange(_)
+            | Error::IngestTooSlow { .. }),
+        ) => {
             session.abandon_uncommitted();
             Err(e)
         }
@@ -485,6 +514,7 @@ fn put_inner(
                 .meta()
                 .shared()
                 .then(|| (ingest_version, owner.clone())),
+            deadline: engine.ingest_time_limit().map(|limit| (started, limit)),
         },
     )?;
     Ok(Some(PutOutcome {
