@@ -222,7 +222,7 @@ fn user_id(name: &str) -> Result<UserId, AdminError> {
 impl Admin<'_> {
     fn known(&self, name: &str) -> Result<UserId, AdminError> {
         let id = user_id(name)?;
-        if !self.accounts.users().iter().any(|u| u == name) {
+        if !self.accounts.exists(name)? {
             return Err(AdminError::NotFound(format!("no user {name:?}")));
         }
         Ok(id)
@@ -249,7 +249,7 @@ impl Admin<'_> {
     /// Creates a user with limits; prints nothing, returns the credentials (shown once).
     pub fn add_user(&self, new: &NewUser) -> Result<Issued, AdminError> {
         let id = user_id(&new.name)?;
-        if self.accounts.users().contains(&new.name) {
+        if self.accounts.exists(&new.name)? {
             return Err(AdminError::Exists(format!("user {:?} exists", new.name)));
         }
         // Limits first: an account never exists without the limits it was created with.

@@ -124,7 +124,7 @@ async fn library(
 ) -> Result<Response, ApiError> {
     let query = params.get("q").cloned().unwrap_or_default();
     let user = user_of(&app, &method, &headers)?;
-    let lib = app.catalog.library(user.as_str());
+    let lib = app.catalog.current(&app.store, &user);
     // O(library): off the async workers, like every other walk of a catalogue.
     let body = tokio::task::spawn_blocking(move || library_json(&lib, &query))
         .await
@@ -140,7 +140,7 @@ async fn cover(
 ) -> Result<Response, ApiError> {
     let user = user_of(&app, &method, &headers)?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no such cover");
-    let lib = app.catalog.library(user.as_str());
+    let lib = app.catalog.current(&app.store, &user);
     let key = lib
         .cover_track(&id)
         .and_then(|t| TrackKey::new(&t.key).ok())

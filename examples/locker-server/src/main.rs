@@ -19,6 +19,10 @@
 //! locker-server --store DIR license unset HOLDER [--json]
 //! locker-server --store DIR license list [--json]
 //! locker-server --store DIR holders [--json]                     savings and audit per holder
+//!
+//! Many nodes on one store (metadata in PostgreSQL, packs in a bucket):
+//! locker-server --meta URL [--packs s3://B/P ...] [--store NODE_DIR] user add NAME ...
+//! locker-server --meta URL [--packs s3://B/P ...] --store NODE_DIR --listen ADDR serve
 //! ```
 
 mod accounts;
@@ -33,8 +37,10 @@ mod http;
 mod jobs;
 mod library_api;
 mod metrics;
+mod pg;
 mod serve;
 mod session;
+mod state;
 mod state_file;
 mod subsonic;
 mod tus;
@@ -52,9 +58,31 @@ use lockerstore::{LicenseMode, Options, Store};
 #[derive(Parser)]
 #[command(name = "locker-server", about = "A music-locker server on lockerstore")]
 struct Cli {
-    /// The store directory (created if missing).
+    /// The store directory (created if missing). With `--meta`: this node's own directory
+    /// (its open packs, cache, catalogue cache and unfinished uploads); optional for the
+    /// account and licence commands.
+    #[arg(long, required_unless_present = "meta")]
+    store: Option<PathBuf>,
+    /// Keep the store's metadata, and the server's own shared state (accounts, stars and
+    /// playlists, web sessions), in this PostgreSQL database
+    /// (`postgres://user:password@host/db`): many nodes, each with its own `--store`, then
+    /// serve one store. Its packs belong in a bucket (`--packs`, or the store's own).
     #[arg(long)]
-    store: PathBuf,
+    meta: Option<String>,
+    /// With `--meta`: most connections to PostgreSQL, for the store and for the server each.
+    #[arg(long, default_value_t = 16)]
+    meta_connections: u32,
+    /// With `--meta`: the longest an upload's put may take before it fails (other nodes' GC
+    /// keeps what it deduplicated against for twice this long).
+    #[arg(long, value_parser = duration_arg)]
+    ingest_time_limit: Option<Duration>,
+    /// With `--meta`: how long the maintenance lease (GC, migration) lasts unless renewed.
+    #[arg(long, value_parser = duration_arg)]
+    lease_ttl: Option<Duration>,
+    /// With `--meta`: how long a user's catalogue, checked against the store (where other
+    /// nodes store tracks too), is trusted before the next check (0: every read).
+    #[arg(long, default_value = "0", value_parser = duration_or_zero)]
+    catalog_recheck: Duration,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:4533")]
     listen: SocketAddr,
@@ -175,6 +203,14 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid duration {s:?}"))
 }
 
+/// A duration as [`duration_arg`] takes it, or `0`.
+fn duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim_end_matches(['s', 'm', 'h', 'd']) == "0" {
+        return Ok(Duration::ZERO);
+    }
+    duration_arg(s)
+}
+
 /// `--pack-durability`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Durability {
@@ -202,6 +238,17 @@ fn store_options(cli: &Cli) -> Options {
         }
         options = options.object_packs(location);
     }
+    if let Some(url) = &cli.meta {
+        options = options
+            .postgres(url.clone())
+            .meta_connections(cli.meta_connections);
+        if let Some(t) = cli.ingest_time_limit {
+            options = options.ingest_time_limit(t);
+        }
+        if let Some(t) = cli.lease_ttl {
+            options = options.lease_ttl(t);
+        }
+    }
     options
 }
 
@@ -214,17 +261,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let mut cli = Cli::parse();
     let options = store_options(&cli);
+    let place = users_cli::Place {
+        store_dir: cli.store.clone(),
+        options: options.clone(),
+        meta: cli.meta.clone(),
+    };
     let command = cli.command.take().unwrap_or(Command::Serve);
     let command = match command {
-        Command::User(cmd) => return users_cli::run(cmd, &cli.store, options),
-        Command::Operator(cmd) => return users_cli::run_operator(cmd, &cli.store, options),
-        Command::License(cmd) => return users_cli::run_license(cmd, &cli.store, options),
-        Command::Holders { json } => return users_cli::run_holders(json, &cli.store, options),
+        Command::User(cmd) => return users_cli::run(cmd, &place),
+        Command::Operator(cmd) => return users_cli::run_operator(cmd, &place),
+        Command::License(cmd) => return users_cli::run_license(cmd, &place),
+        Command::Holders { json } => return users_cli::run_holders(json, &place),
         other => other,
     };
-    let store = Store::open(&cli.store, options)?;
-    let accounts = Arc::new(accounts::Accounts::open(&cli.store)?);
-    let state_dir = cli.store.join("server");
+    let Some(store_dir) = cli.store.clone() else {
+        return Err("serving needs --store DIR (with --meta: this node's own directory)".into());
+    };
+    let store = Store::open(&store_dir, options)?;
+    let state_dir = store_dir.join("server");
+    // The seam: where the state every node must see lives (state.rs).
+    let backend = match &cli.meta {
+        Some(url) => {
+            state::Backend::Postgres(Arc::new(pg::Pg::connect(url, cli.meta_connections)?))
+        }
+        None => state::Backend::Files(state_dir.clone()),
+    };
+    let accounts = Arc::new(accounts::Accounts::open_in(&backend)?);
     let uploads = tus::Uploads::open(
         &state_dir.join("uploads"),
         tus::Limits {
@@ -237,8 +299,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let users = accounts.users();
     // The store is the source of truth: each catalogue is checked against it (and rebuilt
     // where it differs) before the first request.
-    let catalog = Arc::new(catalog::Catalog::open(&state_dir, &store, &users)?);
-    let user_data = Arc::new(subsonic::userdata::UserDataStore::open(&state_dir, &users)?);
+    let mut catalog = catalog::Catalog::open(&state_dir, &store, &users)?;
+    if backend.shared() {
+        // Other nodes store and delete tracks too: check before answering.
+        catalog = catalog.recheck(cli.catalog_recheck);
+    }
+    let catalog = Arc::new(catalog);
+    let user_data = Arc::new(subsonic::userdata::UserDataStore::open_in(
+        &backend, &users,
+    )?);
     let app = app::App {
         store,
         accounts,
@@ -248,11 +317,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         catalog,
         user_data,
         subsonic_auth: cli.subsonic_auth,
-        sessions: Arc::new(session::Sessions::new(session::SessionLimits {
-            idle: cli.session_idle,
-            lifetime: cli.session_lifetime,
-            secure_cookies: cli.secure_cookies,
-        })),
+        sessions: Arc::new(session::Sessions::open_in(
+            &backend,
+            session::SessionLimits {
+                idle: cli.session_idle,
+                lifetime: cli.session_lifetime,
+                secure_cookies: cli.secure_cookies,
+            },
+        )),
         jobs: Arc::default(),
         pages: web::Pages { dir: cli.web_dir },
     };

@@ -6,7 +6,11 @@
 //! it is for. The server keeps only the token's BLAKE3 hash, so its memory holds no usable
 //! credential. A session ends after [`SessionLimits::idle`] without a request, after
 //! [`SessionLimits::lifetime`] whatever happens, when its owner signs out, or when the user's
-//! keys are revoked. Sessions live in the server's memory: a restart signs everybody out.
+//! keys are revoked. With one node, sessions live in the server's memory: a restart signs
+//! everybody out. With many (`--meta`), they are rows of `srv_sessions` in PostgreSQL (the
+//! token's hash, whose, the CSRF token, wall-clock times in milliseconds), so a browser signed
+//! in through one node is signed in on every node and a restart signs nobody out; a check is
+//! one lookup, plus an update of the last use when it is a second old or more.
 //!
 //! Cross-site request forgery: every state-changing request that a session authenticates must
 //! carry the session's CSRF token in `X-CSRF-Token` (a synchronizer token: the page learns it
@@ -14,8 +18,11 @@
 //! another origin (`Origin`, `Sec-Fetch-Site`). See [`crate::auth`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::pg::Pg;
+use crate::state::Backend;
 
 /// Who a session belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -91,6 +98,29 @@ pub struct Started {
 pub struct Sessions {
     limits: SessionLimits,
     by_hash: Mutex<HashMap<[u8; 32], Session>>,
+    /// Set when sessions live in PostgreSQL (then `by_hash` is unused).
+    pg: Option<Arc<Pg>>,
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Principal {
+    /// The kind's name in the shared tables (the kinds of `srv_keys` too).
+    fn kind(&self) -> &'static str {
+        match self {
+            Principal::User(_) => "user",
+            Principal::Operator(_) => "operator",
+        }
+    }
 }
 
 fn token_hash(token: &str) -> [u8; 32] {
@@ -108,7 +138,117 @@ impl Sessions {
         Sessions {
             limits,
             by_hash: Mutex::new(HashMap::new()),
+            pg: None,
         }
+    }
+
+    /// Sessions kept where `backend` says: memory for files, `srv_sessions` for PostgreSQL.
+    pub fn open_in(backend: &Backend, limits: SessionLimits) -> Sessions {
+        let mut sessions = Sessions::new(limits);
+        if let Backend::Postgres(pg) = backend {
+            sessions.pg = Some(Arc::clone(pg));
+        }
+        sessions
+    }
+
+    /// What a session row says, as a request sees it; `None` when it has ended.
+    fn pg_live(
+        &self,
+        who: Principal,
+        csrf: String,
+        created: i64,
+        last: i64,
+        now: i64,
+    ) -> Option<Live> {
+        let idle_left = ms(self.limits.idle) - (now - last);
+        let life_left = ms(self.limits.lifetime) - (now - created);
+        let left = idle_left.min(life_left);
+        (left > 0).then(|| Live {
+            who,
+            csrf,
+            expires_in: u64::try_from(left / 1000).unwrap_or(0),
+        })
+    }
+
+    fn pg_start(&self, pg: &Pg, who: Principal) -> std::io::Result<Started> {
+        let token = random_token()?;
+        let csrf = random_token()?;
+        let hash = token_hash(&token).to_vec();
+        let now = now_ms();
+        let (kind, name) = (who.kind(), who.name().to_owned());
+        let idle_cut = now.saturating_sub(ms(self.limits.idle));
+        let life_cut = now.saturating_sub(ms(self.limits.lifetime));
+        let keep = i64::try_from(PER_PRINCIPAL).unwrap_or(16) - 1;
+        pg.with(|c| {
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::Serializable)
+                .start()?;
+            // Ended sessions go (everybody's idle ones through the index on last use).
+            tx.execute(
+                "DELETE FROM srv_sessions WHERE last_used_ms < $1",
+                &[&idle_cut],
+            )?;
+            tx.execute(
+                "DELETE FROM srv_sessions WHERE kind = $1 AND name = $2 AND created_ms < $3",
+                &[&kind, &name, &life_cut],
+            )?;
+            // At most PER_PRINCIPAL: the least recently used beyond go.
+            tx.execute(
+                "DELETE FROM srv_sessions WHERE hash IN (
+                     SELECT hash FROM srv_sessions WHERE kind = $1 AND name = $2
+                     ORDER BY last_used_ms DESC OFFSET $3)",
+                &[&kind, &name, &keep],
+            )?;
+            tx.execute(
+                "INSERT INTO srv_sessions (hash, kind, name, csrf, created_ms, last_used_ms)
+                 VALUES ($1, $2, $3, $4, $5, $5)",
+                &[&hash, &kind, &name, &csrf, &now],
+            )?;
+            tx.commit()
+        })?;
+        let live = self
+            .pg_live(who, csrf, now, now, now)
+            .ok_or_else(|| std::io::Error::other("a session with no lifetime"))?;
+        Ok(Started { token, live })
+    }
+
+    fn pg_check(&self, pg: &Pg, token: &str, operator: bool) -> std::io::Result<Option<Live>> {
+        let hash = token_hash(token).to_vec();
+        let now = now_ms();
+        let Some(row) = pg.with(|c| {
+            c.query_opt(
+                "SELECT kind, name, csrf, created_ms, last_used_ms FROM srv_sessions
+                 WHERE hash = $1",
+                &[&hash],
+            )
+        })?
+        else {
+            return Ok(None);
+        };
+        let (kind, name): (String, String) = (row.get(0), row.get(1));
+        let who = match kind.as_str() {
+            "operator" => Principal::Operator(name),
+            _ => Principal::User(name),
+        };
+        let (created, last): (i64, i64) = (row.get(3), row.get(4));
+        let Some(live) = self.pg_live(who, row.get(2), created, last, now) else {
+            pg.with(|c| c.execute("DELETE FROM srv_sessions WHERE hash = $1", &[&hash]))?;
+            return Ok(None);
+        };
+        if matches!(live.who, Principal::Operator(_)) != operator {
+            return Ok(None);
+        }
+        if now - last >= 1000 {
+            pg.with(|c| {
+                c.execute(
+                    "UPDATE srv_sessions SET last_used_ms = $2 WHERE hash = $1",
+                    &[&hash, &now],
+                )
+            })?;
+            return Ok(self.pg_live(live.who, live.csrf, created, now, now));
+        }
+        Ok(Some(live))
     }
 
     fn alive(&self, s: &Session, now: Instant) -> bool {
@@ -134,6 +274,9 @@ impl Sessions {
 
     /// Starts a session for `who` (whose credentials the caller checked).
     pub fn start(&self, who: Principal) -> std::io::Result<Started> {
+        if let Some(pg) = &self.pg {
+            return self.pg_start(pg, who);
+        }
         let token = random_token()?;
         let csrf = random_token()?;
         let now = Instant::now();
@@ -169,6 +312,13 @@ impl Sessions {
     /// The live session of `token`, if it is one of `kind`'s (`User` or `Operator`, whatever
     /// the name); using it keeps it alive.
     pub fn check(&self, token: &str, operator: bool) -> Option<Live> {
+        if let Some(pg) = &self.pg {
+            return self
+                .pg_check(pg, token, operator)
+                .inspect_err(|e| tracing::error!(error = %e, "session not checked"))
+                .ok()
+                .flatten();
+        }
         let now = Instant::now();
         let mut map = self.by_hash.lock().expect("sessions lock");
         let h = token_hash(token);
@@ -186,6 +336,15 @@ impl Sessions {
 
     /// Ends the session of `token`.
     pub fn end(&self, token: &str) {
+        if let Some(pg) = &self.pg {
+            let hash = token_hash(token).to_vec();
+            if let Err(e) =
+                pg.with(|c| c.execute("DELETE FROM srv_sessions WHERE hash = $1", &[&hash]))
+            {
+                tracing::error!(error = %e, "session not ended");
+            }
+            return;
+        }
         self.by_hash
             .lock()
             .expect("sessions lock")
@@ -194,6 +353,18 @@ impl Sessions {
 
     /// Ends every session of `who` (their keys were revoked).
     pub fn end_all(&self, who: &Principal) {
+        if let Some(pg) = &self.pg {
+            let (kind, name) = (who.kind(), who.name());
+            if let Err(e) = pg.with(|c| {
+                c.execute(
+                    "DELETE FROM srv_sessions WHERE kind = $1 AND name = $2",
+                    &[&kind, &name],
+                )
+            }) {
+                tracing::error!(error = %e, "sessions not ended");
+            }
+            return;
+        }
         self.by_hash
             .lock()
             .expect("sessions lock")

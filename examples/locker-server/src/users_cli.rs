@@ -3,7 +3,8 @@
 //! runs, and through the running server's admin socket when one holds the store (see admin.rs),
 //! with the same operations and the same output either way.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::http::Method;
 use clap::Subcommand;
@@ -237,15 +238,43 @@ fn user_line(u: &Value) -> String {
     )
 }
 
+/// Where a command runs: the store (its directory, or with `--meta` this node's directory,
+/// optional), how it opens, and the PostgreSQL of a store many nodes share.
+pub struct Place {
+    pub store_dir: Option<PathBuf>,
+    pub options: Options,
+    pub meta: Option<String>,
+}
+
 /// Runs an operation on the store when it is free, else through the server's admin socket.
+/// With `--meta` and no `--store`, the command opens the store with a node directory of its
+/// own for the time it runs (accounts and licences live in PostgreSQL, so every node sees the
+/// change at its next request).
 fn execute(
-    store_dir: &Path,
-    options: Options,
+    place: &Place,
     (method, path, body): (Method, &'static str, Option<Value>),
 ) -> Result<Value, Box<dyn std::error::Error>> {
-    Ok(match Store::open(store_dir, options) {
+    // Declared before the store, so it is removed after the store closes.
+    let scratch;
+    let store_dir: &Path = match (&place.store_dir, &place.meta) {
+        (Some(dir), _) => dir,
+        (None, Some(_)) => {
+            scratch = tempfile::Builder::new()
+                .prefix("locker-server-command-")
+                .tempdir()?;
+            scratch.path()
+        }
+        (None, None) => return Err("--store DIR (or --meta URL) is needed".into()),
+    };
+    Ok(match Store::open(store_dir, place.options.clone()) {
         Ok(store) => {
-            let accounts = Accounts::open(store_dir)?;
+            let backend = match &place.meta {
+                Some(url) => {
+                    crate::state::Backend::Postgres(Arc::new(crate::pg::Pg::connect(url, 2)?))
+                }
+                None => crate::state::Backend::Files(store_dir.join("server")),
+            };
+            let accounts = Accounts::open_in(&backend)?;
             direct(
                 &Admin {
                     store: &store,
@@ -270,17 +299,13 @@ fn execute(
 }
 
 /// Runs an operator command.
-pub fn run_operator(
-    cmd: OperatorCommand,
-    store_dir: &Path,
-    options: Options,
-) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run_operator(cmd: OperatorCommand, place: &Place) -> Result<(), Box<dyn std::error::Error>> {
     let (path, name, json) = match &cmd {
         OperatorCommand::Add { name, json } => ("/operators", name, *json),
         OperatorCommand::RevokeKey { name, json } => ("/operators/revoke-key", name, *json),
     };
     let body = json!({ "name": name });
-    let value = execute(store_dir, options, (Method::POST, path, Some(body)))?;
+    let value = execute(place, (Method::POST, path, Some(body)))?;
     if json {
         println!("{value}");
     } else {
@@ -297,12 +322,8 @@ pub fn run_operator(
 }
 
 /// Runs a user command.
-pub fn run(
-    cmd: UserCommand,
-    store_dir: &Path,
-    options: Options,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let value = execute(store_dir, options, request(&cmd)?)?;
+pub fn run(cmd: UserCommand, place: &Place) -> Result<(), Box<dyn std::error::Error>> {
+    let value = execute(place, request(&cmd)?)?;
     let json = match &cmd {
         UserCommand::Add { json, .. }
         | UserCommand::List { json }
@@ -353,11 +374,7 @@ fn print_licences(v: &Value) {
 }
 
 /// Runs a licence command.
-pub fn run_license(
-    cmd: LicenseCommand,
-    store_dir: &Path,
-    options: Options,
-) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run_license(cmd: LicenseCommand, place: &Place) -> Result<(), Box<dyn std::error::Error>> {
     let (request, json) = match cmd {
         LicenseCommand::Set {
             holder,
@@ -379,7 +396,7 @@ pub fn run_license(
         }
         LicenseCommand::List { json } => ((Method::GET, "/licences", None), json),
     };
-    let value = execute(store_dir, options, request)?;
+    let value = execute(place, request)?;
     if json {
         println!("{value}");
     } else {
@@ -389,12 +406,8 @@ pub fn run_license(
 }
 
 /// `holders`: what changing each rights holder's licence would do, and its audit verdict.
-pub fn run_holders(
-    json: bool,
-    store_dir: &Path,
-    options: Options,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let value = execute(store_dir, options, (Method::GET, "/holders", None))?;
+pub fn run_holders(json: bool, place: &Place) -> Result<(), Box<dyn std::error::Error>> {
+    let value = execute(place, (Method::GET, "/holders", None))?;
     if json {
         println!("{value}");
         return Ok(());

@@ -5,13 +5,19 @@
 //! source of truth: at startup every user's file is checked against `Store::list` (keys and
 //! fingerprints) and whatever differs is read again from the store; a missing or unreadable
 //! file is rebuilt whole.
+//!
+//! When other nodes share the store (`--meta`), they store and delete tracks behind this
+//! node's back: [`Catalog::current`] then checks a user's catalogue against `Store::list`
+//! before answering (at most once per [`Catalog::recheck`] interval; by default on every read)
+//! and reads the tags of what changed. The files stay node-local caches.
 
 pub mod library;
 pub mod tags;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use lockerstore::{Error, Store, TrackInfo, TrackKey, UserId};
 use serde::{Deserialize, Serialize};
@@ -37,6 +43,11 @@ pub struct Catalog {
     libraries: RwLock<HashMap<String, Arc<Library>>>,
     /// Serialises each user's changes, so their file on disk follows the same order as memory.
     writers: state_file::PerUserLocks,
+    /// With other nodes on the store: how long a catalogue checked against the store is
+    /// trusted without a new check (`None`: one node, the hooks keep it right).
+    recheck: Option<Duration>,
+    /// When each user's catalogue was last checked against the store.
+    checked: Mutex<HashMap<String, Instant>>,
 }
 
 /// A user's tracks in the store; a user who never stored one has none.
@@ -55,6 +66,8 @@ impl Catalog {
             dir: state_dir.join("catalog"),
             libraries: RwLock::new(HashMap::new()),
             writers: state_file::PerUserLocks::default(),
+            recheck: None,
+            checked: Mutex::default(),
         };
         std::fs::create_dir_all(&catalog.dir)?;
         for name in users {
@@ -79,12 +92,26 @@ impl Catalog {
             None
         });
         let missing = file.is_none();
-        let mut known: HashMap<String, Track> = file
+        let known: HashMap<String, Track> = file
             .filter(|f| f.version == VERSION && f.user == user.as_str())
             .map(|f| f.tracks.into_iter().map(|t| (t.key.clone(), t)).collect())
             .unwrap_or_default();
         let infos = listed(store, user).map_err(std::io::Error::other)?;
-        let mut changed = missing || known.len() != infos.len();
+        Ok(self.rebuild(store, user, infos, known, missing))
+    }
+
+    /// Installs `user`'s catalogue for the tracks `infos`, taking the entries of `known` whose
+    /// fingerprint matches and reading the tags of the others; saves it when it differs from
+    /// `known` (or `changed`). Returns how many entries were read from the tracks.
+    fn rebuild(
+        &self,
+        store: &Store,
+        user: &UserId,
+        infos: Vec<TrackInfo>,
+        mut known: HashMap<String, Track>,
+        mut changed: bool,
+    ) -> usize {
+        changed |= known.len() != infos.len();
         let mut read = 0;
         let mut tracks = Vec::with_capacity(infos.len());
         for info in infos {
@@ -114,7 +141,75 @@ impl Catalog {
             tracing::info!(user = %user, tracks = tracks.len(), read, "catalogue rebuilt from the store");
         }
         self.install(user.as_str(), tracks);
-        Ok(read)
+        read
+    }
+
+    /// Makes [`Catalog::current`] check catalogues against the store, trusting a check for
+    /// `every` (zero: check on every read). For a store other nodes change.
+    #[must_use]
+    pub fn recheck(mut self, every: Duration) -> Catalog {
+        self.recheck = Some(every);
+        self
+    }
+
+    /// `user`'s library, checked against the store first when other nodes share it (see
+    /// [`Catalog::recheck`]): one `Store::list` of the user's tracks, compared with the
+    /// entries in memory; the tags of tracks stored elsewhere are read here. Blocking; a
+    /// failed check is logged and answers the library as it was.
+    pub fn current(&self, store: &Store, user: &UserId) -> Arc<Library> {
+        let Some(every) = self.recheck else {
+            return self.library(user.as_str());
+        };
+        let due = self
+            .checked
+            .lock()
+            .expect("catalogue checks")
+            .get(user.as_str())
+            .is_none_or(|at| at.elapsed() >= every);
+        if due {
+            crate::pg::blocking(|| self.check(store, user));
+        }
+        self.library(user.as_str())
+    }
+
+    /// Checks `user`'s catalogue against the store (see [`Catalog::current`]).
+    fn check(&self, store: &Store, user: &UserId) {
+        {
+            let started = Instant::now();
+            let writer = self.writers.of(user.as_str());
+            let _guard = writer.lock().expect("catalogue writer lock");
+            match listed(store, user) {
+                Ok(infos) => {
+                    let lib = self.library(user.as_str());
+                    let same = lib.tracks.len() == infos.len() && {
+                        let by_key: HashMap<&str, &Track> =
+                            lib.tracks.iter().map(|t| (t.key.as_str(), t)).collect();
+                        infos.iter().all(|i| {
+                            by_key.get(i.key.as_str()).is_some_and(|t| {
+                                t.fingerprint == i.fingerprint.to_hex()
+                                    && (t.size, t.stored_at) == (i.size, i.stored_at)
+                            })
+                        })
+                    };
+                    if !same {
+                        let known = lib
+                            .tracks
+                            .iter()
+                            .map(|t| (t.key.clone(), t.clone()))
+                            .collect();
+                        self.rebuild(store, user, infos, known, true);
+                    }
+                    self.checked
+                        .lock()
+                        .expect("catalogue checks")
+                        .insert(user.as_str().to_owned(), started);
+                    tracing::debug!(user = %user, same, micros = started.elapsed().as_micros() as u64, "catalogue checked against the store");
+                }
+                Err(e) => {
+                    tracing::error!(user = %user, error = %e, "catalogue not checked against the store");
+                }
+            }
+        }
     }
 
     fn persist(&self, user: &str, tracks: &[Track]) {

@@ -147,7 +147,7 @@ async fn run(
     let user = auth::authenticate(&app.accounts, app.subsonic_auth, &params)?;
     let user = UserId::new(&user).map_err(|_| Failure::new(40, "Wrong username or password"))?;
     let ctx = Ctx {
-        lib: app.catalog.library(user.as_str()),
+        lib: app.catalog.current(&app.store, &user),
         data: app.user_data.get(user.as_str()),
         app,
         user,

@@ -47,12 +47,12 @@ fn too_long() -> Failure {
 /// Runs a change of the caller's playlists on a blocking thread, against the library snapshot.
 async fn change<T: Send + 'static>(
     ctx: &Ctx,
-    f: impl FnOnce(&Library, &mut UserData) -> Result<T, Failure> + Send + 'static,
+    f: impl FnOnce(&Library, &mut UserData) -> Result<T, Failure> + Clone + Send + 'static,
 ) -> Result<T, Failure> {
     let data = ctx.app.user_data.clone();
     let user = ctx.user.as_str().to_owned();
     let lib = ctx.lib.clone();
-    blocking(move || data.update(&user, |d| f(&lib, d))).await
+    blocking(move || data.update(&user, move |d| f(&lib, d))).await
 }
 
 pub fn list(ctx: &Ctx) -> Result<Reply, Failure> {
