@@ -322,7 +322,12 @@ impl PgMeta {
         }
         match conn.batch_execute("COMMIT") {
             Ok(()) => Ok(()),
-            Err(e) if e.as_db_error().is_some() => Err(db_error("commit", e)),
+            // A transaction-rollback class error (40xxx: serialisation failure, deadlock) is a
+            // definite "not committed"; any other failure of COMMIT (the server shutting down,
+            // the connection lost) leaves the outcome unknown.
+            Err(e) if e.code().is_some_and(|c| c.code().starts_with("40")) => {
+                Err(db_error("commit", e))
+            }
             Err(e) => {
                 self.poisoned.store(true, Ordering::SeqCst);
                 Err(Error::Poisoned(format!(
