@@ -7,6 +7,8 @@
 mod common;
 #[path = "common/pg.rs"]
 mod pg;
+#[path = "common/s3.rs"]
+mod s3;
 
 use std::io::Read;
 use std::sync::mpsc;
@@ -19,31 +21,8 @@ use lockerstore::{
 
 fn servers(label: &str) -> Option<(String, ObjectLocation)> {
     let server = pg::server()?;
-    let Ok(endpoint) = std::env::var("LOCKERSTORE_S3_ENDPOINT") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must start an S3 server and set LOCKERSTORE_S3_ENDPOINT"
-        );
-        return None;
-    };
-    let prefix = format!(
-        "review-{label}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    Some((
-        pg::fresh_schema(&server, label),
-        ObjectLocation::new(format!(
-            "s3://{}/{prefix}",
-            std::env::var("LOCKERSTORE_S3_BUCKET").unwrap_or_else(|_| "packs".into())
-        ))
-        .endpoint(endpoint)
-        .region("us-east-1")
-        .allow_http(true),
-    ))
+    let bucket = s3::location(&format!("race-{label}"))?;
+    Some((pg::fresh_schema(&server, label), bucket))
 }
 
 fn node_options(url: &str) -> Options {

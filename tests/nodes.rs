@@ -9,12 +9,13 @@
 mod common;
 #[path = "common/pg.rs"]
 mod pg;
+#[path = "common/s3.rs"]
+mod s3;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -29,32 +30,8 @@ const LEASE_TTL: Duration = Duration::from_secs(2);
 /// (outside CI) when either server is missing.
 fn servers(label: &str) -> Option<(String, ObjectLocation)> {
     let server = pg::server()?;
-    let Ok(endpoint) = std::env::var("LOCKERSTORE_S3_ENDPOINT") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must start an S3 server and set LOCKERSTORE_S3_ENDPOINT"
-        );
-        eprintln!("no S3 server (set LOCKERSTORE_S3_ENDPOINT): many-node test not run");
-        return None;
-    };
-    static N: AtomicU64 = AtomicU64::new(0);
-    let bucket = std::env::var("LOCKERSTORE_S3_BUCKET").unwrap_or_else(|_| "packs".into());
-    let prefix = format!(
-        "nodes-{label}-{}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    Some((
-        pg::fresh_schema(&server, label),
-        ObjectLocation::new(format!("s3://{bucket}/{prefix}"))
-            .endpoint(endpoint)
-            .region("us-east-1")
-            .allow_http(true),
-    ))
+    let bucket = s3::location(&format!("nodes-{label}"))?;
+    Some((pg::fresh_schema(&server, label), bucket))
 }
 
 fn node_options(url: &str) -> Options {
@@ -357,27 +334,14 @@ fn nodes_killed_mid_upload_mid_migration_and_mid_gc_lose_only_the_unacknowledged
     assert_eq!(nodes[0].stats().unwrap().tracks, expected.len() as u64);
 }
 
-/// A client of the test bucket and the location's prefix in it.
-fn s3(loc: &ObjectLocation) -> (object_store::aws::AmazonS3, String) {
-    let rest = loc.url.strip_prefix("s3://").unwrap();
-    let (bucket, prefix) = rest.split_once('/').unwrap();
-    let s3 = object_store::aws::AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .with_endpoint(loc.endpoint.clone().unwrap())
-        .with_region("us-east-1")
-        .with_allow_http(true)
-        .build()
-        .unwrap();
-    (s3, prefix.to_owned())
-}
-
 fn pack_objects(loc: &ObjectLocation) -> Vec<String> {
     use futures_util::TryStreamExt;
     use object_store::ObjectStore;
-    let (s3, prefix) = s3(loc);
+    let (client, prefix) = s3::client(loc);
     let path = object_store::path::Path::from(format!("{prefix}/packs"));
     let mut names: Vec<String> = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        s3.list(Some(&path))
+        client
+            .list(Some(&path))
             .map_ok(|m| m.location.filename().unwrap().to_owned())
             .try_collect()
             .await
@@ -408,7 +372,7 @@ fn a_dead_nodes_pack_upload_is_deleted_by_gc_once_no_put_can_still_commit_it() {
         .map(|id| format!("{id:016x}.pack"))
         .find(|n| !pack_objects(&bucket).contains(n))
         .unwrap();
-    let (client, prefix) = s3(&bucket);
+    let (client, prefix) = s3::client(&bucket);
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(object_store::ObjectStoreExt::put(

@@ -8,9 +8,10 @@
 //! where a missing server is a failure.
 
 mod common;
+#[path = "common/s3.rs"]
+mod s3;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::*;
 use lockerstore::{LicenseMode, ObjectLocation, Options, Store};
@@ -24,31 +25,7 @@ fn options() -> Options {
 }
 
 fn location() -> Option<ObjectLocation> {
-    let Ok(endpoint) = std::env::var("LOCKERSTORE_S3_ENDPOINT") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must start an S3 server and set LOCKERSTORE_S3_ENDPOINT"
-        );
-        eprintln!("no S3 server (set LOCKERSTORE_S3_ENDPOINT): object-store test not run");
-        return None;
-    };
-    static N: AtomicU64 = AtomicU64::new(0);
-    let bucket = std::env::var("LOCKERSTORE_S3_BUCKET").unwrap_or_else(|_| "packs".into());
-    let prefix = format!(
-        "test-{}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    Some(
-        ObjectLocation::new(format!("s3://{bucket}/{prefix}"))
-            .endpoint(endpoint)
-            .region("us-east-1")
-            .allow_http(true),
-    )
+    s3::location("test")
 }
 
 fn open_with(dir: &Path, loc: Option<&ObjectLocation>, cache: u64) -> Store {
@@ -61,16 +38,7 @@ fn open_with(dir: &Path, loc: Option<&ObjectLocation>, cache: u64) -> Store {
 
 /// A client of the test server's bucket, and the location's prefix in it.
 fn bucket(loc: &ObjectLocation) -> (object_store::aws::AmazonS3, String) {
-    let rest = loc.url.strip_prefix("s3://").unwrap();
-    let (bucket, prefix) = rest.split_once('/').unwrap();
-    let s3 = object_store::aws::AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .with_endpoint(loc.endpoint.clone().unwrap())
-        .with_region("us-east-1")
-        .with_allow_http(true)
-        .build()
-        .unwrap();
-    (s3, prefix.to_owned())
+    s3::client(loc)
 }
 
 /// The pack objects under the location's prefix, by name.
