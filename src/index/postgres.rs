@@ -303,6 +303,7 @@ impl PgMeta {
             open: true,
             txn: Txn {
                 conn: RefCell::new(conn),
+                snapshot: false,
             },
             filter: self.filter.get().cloned(),
             pending: RefCell::new(Pending::default()),
@@ -345,10 +346,9 @@ impl MetaStore for PgMeta {
         let mut conn = self.conn()?;
         conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .map_err(|e| db_error("begin a read", e))?;
-        Ok(Box::new(PgRead {
-            txn: Txn {
-                conn: RefCell::new(conn),
-            },
+        Ok(Box::new(Txn {
+            conn: RefCell::new(conn),
+            snapshot: true,
         }))
     }
 
@@ -390,6 +390,7 @@ impl MetaStore for PgMeta {
     fn state_now(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Txn {
             conn: RefCell::new(self.conn()?),
+            snapshot: false,
         }
         .state(key)
     }
@@ -398,6 +399,7 @@ impl MetaStore for PgMeta {
         // One statement outside a transaction block is its own snapshot.
         Txn {
             conn: RefCell::new(self.conn()?),
+            snapshot: false,
         }
         .chunks(keys)
     }
@@ -645,6 +647,19 @@ impl Drop for PgLease {
 /// One open transaction on one connection.
 struct Txn {
     conn: RefCell<Conn>,
+    /// A snapshot (`MetaStore::read`): ended (rolled back) when dropped, so an idle pooled
+    /// connection never holds back the server's cleanup. Otherwise its owner ends it (a
+    /// write), or there is none (one statement outside a transaction block).
+    snapshot: bool,
+}
+
+impl Drop for Txn {
+    fn drop(&mut self) {
+        if self.snapshot {
+            // A connection that cannot is dropped by the pool.
+            let _ = self.conn.get_mut().batch_execute("ROLLBACK");
+        }
+    }
 }
 
 impl Txn {
@@ -690,6 +705,48 @@ impl Txn {
             .collect()
     }
 
+    /// The entries of `keys`, each with whether it has been garbage for more than `grace_ms`
+    /// milliseconds (by the server's clock); one round trip.
+    fn lookup(
+        &self,
+        keys: &[(Domain, ChunkId)],
+        grace_ms: i64,
+    ) -> Result<Vec<Option<(ChunkEntry, bool)>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let domains: Vec<i64> = keys
+            .iter()
+            .map(|(d, _)| to_i64(d.to_u64(), "domain"))
+            .collect::<Result<_>>()?;
+        let ids: Vec<&[u8]> = keys.iter().map(|(_, id)| id.0.as_slice()).collect();
+        let rows = self.query(
+            "look chunks up",
+            "SELECT c.domain, c.id, c.entry, \
+             COALESCE(c.garbage_since <= now() - $3::bigint * interval '1 millisecond', false) \
+             FROM ls_chunks c \
+             JOIN UNNEST($1::bigint[], $2::bytea[]) AS k(domain, id) \
+             ON c.domain = k.domain AND c.id = k.id",
+            &[
+                (&domains, Type::INT8_ARRAY),
+                (&ids, Type::BYTEA_ARRAY),
+                (&grace_ms, Type::INT8),
+            ],
+        )?;
+        let mut found = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let key = chunk_key(r.get(0), r.get(1))?;
+            let entry = ChunkEntry::decode(&fixed::<CHUNK_ENTRY_LEN>(r.get(2), "chunk entry")?)?;
+            found.insert(key, (entry, r.get::<_, bool>(3)));
+        }
+        Ok(keys.iter().map(|k| found.get(k).copied()).collect())
+    }
+}
+
+impl MetaRead for Txn {
+    fn chunk(&self, domain: Domain, id: &ChunkId) -> Result<Option<ChunkEntry>> {
+        Ok(self.chunks(&[(domain, *id)])?.pop().flatten())
+    }
     fn state(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let rows = self.query(
             "read state",
@@ -802,43 +859,6 @@ impl Txn {
             .into_iter()
             .map(|e| e.map(|(e, _)| e))
             .collect())
-    }
-
-    /// The entries of `keys`, each with whether it has been garbage for more than `grace_ms`
-    /// milliseconds (by the server's clock); one round trip.
-    fn lookup(
-        &self,
-        keys: &[(Domain, ChunkId)],
-        grace_ms: i64,
-    ) -> Result<Vec<Option<(ChunkEntry, bool)>>> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let domains: Vec<i64> = keys
-            .iter()
-            .map(|(d, _)| to_i64(d.to_u64(), "domain"))
-            .collect::<Result<_>>()?;
-        let ids: Vec<&[u8]> = keys.iter().map(|(_, id)| id.0.as_slice()).collect();
-        let rows = self.query(
-            "look chunks up",
-            "SELECT c.domain, c.id, c.entry, \
-             COALESCE(c.garbage_since <= now() - $3::bigint * interval '1 millisecond', false) \
-             FROM ls_chunks c \
-             JOIN UNNEST($1::bigint[], $2::bytea[]) AS k(domain, id) \
-             ON c.domain = k.domain AND c.id = k.id",
-            &[
-                (&domains, Type::INT8_ARRAY),
-                (&ids, Type::BYTEA_ARRAY),
-                (&grace_ms, Type::INT8),
-            ],
-        )?;
-        let mut found = HashMap::with_capacity(rows.len());
-        for r in &rows {
-            let key = chunk_key(r.get(0), r.get(1))?;
-            let entry = ChunkEntry::decode(&fixed::<CHUNK_ENTRY_LEN>(r.get(2), "chunk entry")?)?;
-            found.insert(key, (entry, r.get::<_, bool>(3)));
-        }
-        Ok(keys.iter().map(|k| found.get(k).copied()).collect())
     }
 
     fn for_each_chunk(
@@ -1009,84 +1029,6 @@ impl Txn {
                 ))
             },
         )
-    }
-}
-
-/// A read-only snapshot.
-struct PgRead {
-    txn: Txn,
-}
-
-impl Drop for PgRead {
-    fn drop(&mut self) {
-        // Ends the snapshot, so an idle pooled connection never holds back the server's
-        // cleanup; a connection that cannot is dropped by the pool.
-        let _ = self.txn.conn.get_mut().batch_execute("ROLLBACK");
-    }
-}
-
-impl MetaRead for PgRead {
-    fn state(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.txn.state(key)
-    }
-    fn counter(&self, key: &str) -> Result<u64> {
-        self.txn.counter(key)
-    }
-    fn user(&self, id: &UserId) -> Result<Option<UserRow>> {
-        self.txn.user(id)
-    }
-    fn user_name(&self, no: UserNo) -> Result<Option<UserId>> {
-        self.txn.user_name(no)
-    }
-    fn users_raw(&self) -> Result<Vec<(String, UserRow)>> {
-        self.txn.users_raw()
-    }
-    fn track(&self, user: UserNo, key: &TrackKey) -> Result<Option<TrackRecord>> {
-        self.txn.track(user, key)
-    }
-    fn tracks_of(&self, user: UserNo) -> Result<Vec<(TrackKey, TrackRecord)>> {
-        self.txn.tracks_of(user)
-    }
-    fn for_each_track_raw(
-        &self,
-        f: &mut dyn FnMut(UserNo, &str, TrackRecord) -> Result<()>,
-    ) -> Result<()> {
-        self.txn.for_each_track_raw(f)
-    }
-    fn chunk(&self, domain: Domain, id: &ChunkId) -> Result<Option<ChunkEntry>> {
-        Ok(self.txn.chunks(&[(domain, *id)])?.pop().flatten())
-    }
-    fn chunks(&self, keys: &[(Domain, ChunkId)]) -> Result<Vec<Option<ChunkEntry>>> {
-        self.txn.chunks(keys)
-    }
-    fn for_each_chunk(
-        &self,
-        f: &mut dyn FnMut(Domain, ChunkId, ChunkEntry) -> Result<()>,
-    ) -> Result<()> {
-        self.txn.for_each_chunk(f)
-    }
-    fn pack(&self, id: PackId) -> Result<Option<PackRow>> {
-        self.txn.pack(id)
-    }
-    fn packs(&self) -> Result<Vec<(PackId, PackRow)>> {
-        self.txn.packs()
-    }
-    fn quota(&self, user: UserNo) -> Result<Option<QuotaRow>> {
-        self.txn.quota(user)
-    }
-    fn quota_exempt(&self, user: UserNo, key: &TrackKey) -> Result<bool> {
-        self.txn.quota_exempt(user, key)
-    }
-    fn recording_holders(
-        &self,
-        fp: &AudioFingerprint,
-        limit: usize,
-    ) -> Result<Vec<(UserNo, TrackKey)>> {
-        self.txn.recording_holders(fp, limit)
-    }
-    #[cfg(feature = "object-store")]
-    fn dump(&self, f: &mut dyn FnMut(MetaOp) -> Result<()>) -> Result<()> {
-        self.txn.dump(f)
     }
 }
 

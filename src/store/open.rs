@@ -92,15 +92,7 @@ pub(crate) fn open(dir: impl AsRef<Path>, options: Options) -> Result<Opened> {
         if !options.create {
             return Err(Error::NoStore(dir));
         }
-        vfs.create_dir_all(&dir)
-            .map_err(|e| Error::io("create", &dir, e))?;
-        // The new directory's own entry must survive a power cut too.
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        vfs.sync_dir(parent)
-            .map_err(|e| Error::io("sync", parent, e))?;
+        create_dir_durably(vfs.as_ref(), &dir)?;
     }
     // The store directory itself is locked, not a name in it: an operator removing `LOCK`
     // (or any other file) cannot let a second process in. Everything below runs under it.
@@ -237,14 +229,7 @@ fn open_postgres(dir: std::path::PathBuf, options: Options, url: &str) -> Result
         ));
     }
     if !vfs.exists(&dir) {
-        vfs.create_dir_all(&dir)
-            .map_err(|e| Error::io("create", &dir, e))?;
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        vfs.sync_dir(parent)
-            .map_err(|e| Error::io("sync", parent, e))?;
+        create_dir_durably(vfs.as_ref(), &dir)?;
     }
     let dir_lock = vfs
         .try_lock(&dir)
@@ -399,6 +384,18 @@ fn ingest_time_limit(options: &Options, shared: bool) -> Option<std::time::Durat
     }
     let _ = (options, shared);
     None
+}
+
+/// Creates `dir` and makes its entry durable in its parent (it must survive a power cut too).
+fn create_dir_durably(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
+    vfs.create_dir_all(dir)
+        .map_err(|e| Error::io("create", dir, e))?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    vfs.sync_dir(parent)
+        .map_err(|e| Error::io("sync", parent, e))
 }
 
 /// The state rows and counters of a new store's metadata.
@@ -706,14 +703,7 @@ pub(crate) fn rebuild(
     })?;
     let vfs = options.vfs.as_ref();
     if !vfs.exists(dir) {
-        vfs.create_dir_all(dir)
-            .map_err(|e| Error::io("create", dir, e))?;
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        vfs.sync_dir(parent)
-            .map_err(|e| Error::io("sync", parent, e))?;
+        create_dir_durably(vfs, dir)?;
     }
     let _dir_lock = vfs
         .try_lock(dir)
