@@ -49,6 +49,10 @@ impl From<Error> for ApiError {
                 tracing::error!(error = %e, "store full");
                 "the server is out of space".to_owned()
             }
+            e if e.is_corruption() => {
+                tracing::error!(error = %e, "stored data failed verification");
+                "the stored track failed verification".to_owned()
+            }
             _ if status == StatusCode::INTERNAL_SERVER_ERROR => {
                 tracing::error!(error = %e, "store error");
                 "internal error".to_owned()
@@ -336,13 +340,38 @@ pub async fn serve_track(
     if method == Method::HEAD || start == end {
         return Ok(response.body(Body::empty()).expect("valid response"));
     }
+    // The first piece is read before the status goes out: a track whose first chunk fails
+    // verification is answered with an error status, not with headers and then a cut body (a
+    // client may see that as a dropped connection, with no status at all).
+    let want = (end - start).min(READ_PIECE) as usize;
+    let (reader, first) = read_piece(reader, start, want)
+        .await
+        .map_err(|e| ApiError::from(Error::from_io(e)))?;
+    let rest = track_body(reader, start + want as u64, end);
+    let body = futures_util::stream::once(async move { Ok(first) }).chain(rest);
     Ok(response
-        .body(Body::from_stream(track_body(reader, start, end)))
+        .body(Body::from_stream(body))
         .expect("valid response"))
 }
 
 /// Bytes read per blocking call while streaming a track.
 const READ_PIECE: u64 = 256 << 10;
+
+/// Reads `want` bytes of a track from `at` on the blocking pool, and hands the reader back.
+async fn read_piece(
+    mut reader: TrackReader,
+    at: u64,
+    want: usize,
+) -> std::io::Result<(TrackReader, Vec<u8>)> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; want];
+        reader.seek(SeekFrom::Start(at))?;
+        reader.read_exact(&mut buf)?;
+        Ok((reader, buf))
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))?
+}
 
 /// The bytes `[start, end)` of a track as a body stream. Each piece is read on the blocking pool
 /// by its own short call, so a stream that waits on a slow client holds no thread, only its
@@ -355,26 +384,17 @@ fn track_body(
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
     let state = Some((reader, start));
     futures_util::stream::unfold(state, move |state| async move {
-        let (mut reader, at) = state?;
+        let (reader, at) = state?;
         if at >= end {
             return None;
         }
         let want = (end - at).min(READ_PIECE) as usize;
-        let read = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; want];
-            let result = reader
-                .seek(SeekFrom::Start(at))
-                .and_then(|_| reader.read_exact(&mut buf));
-            (reader, buf, result)
-        })
-        .await;
-        match read {
-            Ok((reader, buf, Ok(()))) => Some((Ok(buf), Some((reader, at + want as u64)))),
-            Ok((_, _, Err(e))) => {
+        match read_piece(reader, at, want).await {
+            Ok((reader, buf)) => Some((Ok(buf), Some((reader, at + want as u64)))),
+            Err(e) => {
                 tracing::error!(error = %e, "track read failed");
                 Some((Err(e), None))
             }
-            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
         }
     })
 }

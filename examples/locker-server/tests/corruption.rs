@@ -1,5 +1,6 @@
 //! A corrupt chunk on disk never reaches a client as data: the verified reader fails, and the
-//! server ends the body early (the client sees a cut transfer) instead of sending other bytes.
+//! server answers with an error status when the first piece it would send fails, or ends the
+//! body early (the client sees a cut transfer) when a later one does; never other bytes.
 
 mod common;
 
@@ -27,8 +28,14 @@ fn corrupt_packs(store: &std::path::Path) -> usize {
     n
 }
 
+/// Bytes the server reads before it sends a status (`READ_PIECE` in src/http.rs).
+const FIRST_PIECE: u64 = 256 << 10;
+/// Probe spacing: half the chunker's smallest chunk (64 KiB), so every chunk but a short last
+/// one holds a probe within `PROBE` of any of its bytes.
+const PROBE: u64 = 32 << 10;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_chunk_cuts_the_body_short_and_never_sends_other_bytes() {
+async fn a_corrupt_chunk_is_an_error_status_or_a_cut_body_and_never_other_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     let key = add_user(&store, "alice", &[]);
@@ -43,6 +50,7 @@ async fn a_corrupt_chunk_cuts_the_body_short_and_never_sends_other_bytes() {
         x ^= x << 17;
         *b = x as u8;
     }
+    let len = bytes.len() as u64;
     let url = format!("{}/api/v1/tracks/song.mp3", server.base);
     let r = http
         .put(&url)
@@ -54,18 +62,75 @@ async fn a_corrupt_chunk_cuts_the_body_short_and_never_sends_other_bytes() {
     assert_eq!(r.status(), 201);
     assert!(corrupt_packs(&store) > 0);
 
-    for range in [None, Some("bytes=1000000-"), Some("bytes=-2500000")] {
+    // Which chunks are bad, probed a byte at a time: a probe answers 500 exactly when its chunk
+    // fails verification, and otherwise with the track's own byte.
+    let mut bad = Vec::new();
+    for at in (0..len).step_by(PROBE as usize).chain([len - 1]) {
+        let r = http
+            .get(&url)
+            .bearer_auth(&key)
+            .header("range", format!("bytes={at}-{at}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 500 {
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"], "the stored track failed verification");
+            bad.push(at);
+        } else {
+            assert_eq!(r.status(), 206, "probe at {at}");
+            assert_eq!(
+                r.bytes().await.unwrap()[..],
+                bytes[at as usize..=at as usize]
+            );
+        }
+    }
+    let first_bad = *bad.first().expect("a probe found the corrupt chunk");
+    assert!(
+        first_bad >= FIRST_PIECE + PROBE,
+        "the corruption is too early: {bad:?}"
+    );
+
+    // A read whose first piece holds a bad probe fails before its status; one with no bad probe
+    // within a probe's reach of its first piece sends a status and is cut at the bad chunk.
+    let mut seen = (0, 0);
+    for range in [
+        None,
+        Some("bytes=1000000-".to_owned()),
+        Some("bytes=-2500000".to_owned()),
+        Some(format!("bytes={first_bad}-")),
+    ] {
+        let start = match range.as_deref() {
+            None => 0,
+            Some("bytes=1000000-") => 1_000_000,
+            Some("bytes=-2500000") => len - 2_500_000,
+            Some(_) => first_bad,
+        };
+        let piece = start..start + FIRST_PIECE;
+        let fails_first = bad.iter().any(|b| piece.contains(b));
+        let reach = start.saturating_sub(PROBE)..start + FIRST_PIECE + PROBE;
+        let cut_later = !bad.iter().any(|b| reach.contains(b)) && bad.iter().any(|&b| b > start);
         let mut req = http.get(&url).bearer_auth(&key);
-        if let Some(r) = range {
+        if let Some(r) = &range {
             req = req.header("range", r);
         }
         let r = req.send().await.unwrap();
+        if r.status() == 500 {
+            assert!(
+                !cut_later,
+                "{range:?}: an error status for a good first piece"
+            );
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"], "the stored track failed verification");
+            seen.0 += 1;
+            continue;
+        }
+        assert!(
+            !fails_first,
+            "{range:?}: {} for a bad first piece",
+            r.status()
+        );
         assert!(r.status().is_success(), "{range:?}: {}", r.status());
-        let start = match range {
-            None => 0,
-            Some("bytes=1000000-") => 1_000_000,
-            Some(_) => 500_000,
-        };
         let mut r = r;
         let mut got = Vec::new();
         let cut = loop {
@@ -82,10 +147,14 @@ async fn a_corrupt_chunk_cuts_the_body_short_and_never_sends_other_bytes() {
             "{range:?}: the corrupt track came back whole ({} bytes)",
             got.len()
         );
-        assert!(got.len() < bytes.len() - start);
+        assert!((got.len() as u64) < len - start);
         assert!(
-            got[..] == bytes[start..start + got.len()],
+            got[..] == bytes[start as usize..start as usize + got.len()],
             "{range:?}: other bytes"
         );
+        seen.1 += 1;
     }
+    // Both answers were exercised: the last range starts on a bad chunk, the whole-track read
+    // starts well before the first one.
+    assert!(seen.0 >= 1 && seen.1 >= 1, "{seen:?}");
 }
