@@ -86,6 +86,7 @@ pub fn router(app: App) -> Router {
             crate::http::ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such route")
         })
         .layer(axum::middleware::from_fn(crate::web::security_headers))
+        .layer(axum::middleware::from_fn(crate::http::linger))
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(app)

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Buf;
@@ -60,6 +60,82 @@ impl From<Error> for ApiError {
             _ => e.to_string(),
         };
         ApiError(status, message)
+    }
+}
+
+/// How much of a request body the server still reads, and for how long, once it has answered
+/// without reading it all (an upload refused for its key, its name or its size, say).
+///
+/// Closing a connection with unread bytes in its receive buffer sends a TCP reset, and a reset
+/// can destroy the answer in the client's buffers before the client reads it: the client sees a
+/// dropped connection instead of the 4xx. Reading (and discarding) the rest for a bounded time
+/// first, as nginx's lingering close does, lets the answer arrive; the work stays bounded by the
+/// bytes received and by [`LINGER_TIME`].
+pub const LINGER_BYTES: usize = 64 << 20;
+/// See [`LINGER_BYTES`].
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+
+/// Middleware for every route: the request's body drains in the background when the handler
+/// drops it unread ([`LINGER_BYTES`]).
+pub async fn linger(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    next.run(request.map(|body| Body::new(Lingering(Some(body)))))
+        .await
+}
+
+/// A request body that, dropped before its end, hands its rest to a task that reads it.
+struct Lingering(Option<Body>);
+
+impl HttpBody for Lingering {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        let Some(body) = self.0.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let polled = std::pin::Pin::new(body).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None | Some(Err(_)))) {
+            self.0 = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.0
+            .as_ref()
+            .map_or_else(|| hyper::body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let Some(body) = self.0.take() else { return };
+        if body.is_end_stream() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let mut frames = body.into_data_stream();
+            let mut read = 0;
+            let _ = tokio::time::timeout(LINGER_TIME, async {
+                while let Some(Ok(frame)) = frames.next().await {
+                    read += frame.len();
+                    if read > LINGER_BYTES {
+                        break;
+                    }
+                }
+            })
+            .await;
+        });
     }
 }
 

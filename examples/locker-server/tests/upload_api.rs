@@ -178,3 +178,39 @@ async fn uploads_ranges_isolation_and_quotas_over_http() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// An upload refused before its body is read (a wrong key, a bad name, a bad rights holder, a
+/// track over the quota) still gets its answer: the server reads the rest of the body for a
+/// bounded time instead of resetting the connection under the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_gets_its_answer_not_a_reset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let alice = add_user(&store, "alice", &["--quota", "1MB"]);
+    let server = start(&store).await;
+    let http = reqwest::Client::new();
+    let body = song(8 << 20, 3);
+    let refusals = [
+        ("wrong-key", "a.mp3", StatusCode::UNAUTHORIZED),
+        (
+            alice.as_str(),
+            "a.mp3?rightsHolder=%20EMI",
+            StatusCode::BAD_REQUEST,
+        ),
+        (alice.as_str(), "a%01.mp3", StatusCode::BAD_REQUEST),
+        (alice.as_str(), "a.mp3", StatusCode::INSUFFICIENT_STORAGE),
+    ];
+    for round in 0..8 {
+        for (key, path, status) in &refusals {
+            let r = http
+                .put(format!("{}/api/v1/tracks/{path}", server.base))
+                .bearer_auth(key)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}, {path}: {e:?}"));
+            assert_eq!(r.status(), *status, "round {round}, {path}");
+        }
+    }
+    assert_eq!(tracks_of(&http, &server.base, &alice).await, 0);
+}
