@@ -1040,7 +1040,7 @@ struct Pending {
     users: BTreeMap<String, [u8; USER_ROW_LEN]>,
     user_names: BTreeMap<u64, String>,
     tracks: BTreeMap<(u64, String), Option<Vec<u8>>>,
-    chunks: HashMap<(Domain, ChunkId), Option<ChunkEntry>>,
+    chunks: BTreeMap<(Domain, ChunkId), Option<ChunkEntry>>,
     packs: BTreeMap<u64, Option<[u8; PACK_ROW_LEN]>>,
     quotas: BTreeMap<u64, [u8; QUOTA_ROW_LEN]>,
     exempt: BTreeMap<(u64, String), bool>,
@@ -1117,9 +1117,29 @@ impl PgWrite {
         Ok(())
     }
 
-    /// Sends every pending change: one statement per table and kind of change.
+    /// Sends every pending change (at commit, or before a read of everything).
     fn flush(&self) -> Result<()> {
         let p = std::mem::take(&mut *self.pending.borrow_mut());
+        self.send(p)
+    }
+
+    /// Sends the pending rows `part` takes out (those of the table a read is about to read),
+    /// leaving the others for the commit.
+    fn flush_part(&self, part: impl FnOnce(&mut Pending) -> Pending) -> Result<()> {
+        let p = part(&mut self.pending.borrow_mut());
+        self.send(p)
+    }
+
+    /// Sends changes: one statement per table and kind of change.
+    ///
+    /// Lock order: every table's rows go out in key order, tables in one fixed order, and the
+    /// rows many writers share go last: a user's row and quota, then the store's state and
+    /// counters (written by every commit). A read flushes only its own table's rows early.
+    /// Writers that touch the same rows then mostly wait for each other instead of
+    /// deadlocking: PostgreSQL finds a deadlock only after `deadlock_timeout` (1 s), and
+    /// concurrent uploads of one album met hundreds of them when chunk rows went out in hash
+    /// order and reads flushed everything.
+    fn send(&self, p: Pending) -> Result<()> {
         if p.is_empty() {
             return Ok(());
         }
@@ -1132,91 +1152,6 @@ impl PgWrite {
             }
             if let Some(counters) = &mut cache.counters {
                 counters.extend(p.counters.iter().map(|(k, v)| (k.clone(), *v)));
-            }
-        }
-        if !p.state.is_empty() {
-            let (k, v): (Vec<&str>, Vec<&[u8]>) = p
-                .state
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_slice()))
-                .unzip();
-            t.query(
-                "write state",
-                "INSERT INTO ls_state (key, value) SELECT * FROM UNNEST($1::text[], $2::bytea[]) \
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                &[(&k, Type::TEXT_ARRAY), (&v, Type::BYTEA_ARRAY)],
-            )?;
-        }
-        if !p.counters.is_empty() {
-            let k: Vec<&str> = p.counters.keys().map(String::as_str).collect();
-            let v: Vec<i64> = p
-                .counters
-                .iter()
-                .map(|(k, v)| to_i64(*v, k))
-                .collect::<Result<_>>()?;
-            t.query(
-                "write counters",
-                "INSERT INTO ls_counters (key, value) \
-                 SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                &[(&k, Type::TEXT_ARRAY), (&v, Type::INT8_ARRAY)],
-            )?;
-        }
-        if !p.users.is_empty() {
-            let (k, v): (Vec<&str>, Vec<&[u8]>) = p
-                .users
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_slice()))
-                .unzip();
-            t.query(
-                "write users",
-                "INSERT INTO ls_users (name, data) SELECT * FROM UNNEST($1::text[], $2::bytea[]) \
-                 ON CONFLICT (name) DO UPDATE SET data = EXCLUDED.data",
-                &[(&k, Type::TEXT_ARRAY), (&v, Type::BYTEA_ARRAY)],
-            )?;
-        }
-        if !p.user_names.is_empty() {
-            let k: Vec<i64> = p
-                .user_names
-                .keys()
-                .map(|k| to_i64(*k, "user number"))
-                .collect::<Result<_>>()?;
-            let v: Vec<&str> = p.user_names.values().map(String::as_str).collect();
-            t.query(
-                "write user names",
-                "INSERT INTO ls_user_names (no, name) \
-                 SELECT * FROM UNNEST($1::bigint[], $2::text[]) \
-                 ON CONFLICT (no) DO UPDATE SET name = EXCLUDED.name",
-                &[(&k, Type::INT8_ARRAY), (&v, Type::TEXT_ARRAY)],
-            )?;
-        }
-        {
-            let (put, del) = split(p.tracks.iter().map(|((u, k), v)| ((*u, k.as_str()), v)));
-            if !put.is_empty() {
-                let u = bigints(put.iter().map(|((u, _), _)| *u), "user number")?;
-                let k: Vec<&str> = put.iter().map(|((_, k), _)| *k).collect();
-                let v: Vec<&[u8]> = put.iter().map(|(_, v)| v.as_slice()).collect();
-                t.query(
-                    "write tracks",
-                    "INSERT INTO ls_tracks (user_no, key, record) \
-                     SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bytea[]) \
-                     ON CONFLICT (user_no, key) DO UPDATE SET record = EXCLUDED.record",
-                    &[
-                        (&u, Type::INT8_ARRAY),
-                        (&k, Type::TEXT_ARRAY),
-                        (&v, Type::BYTEA_ARRAY),
-                    ],
-                )?;
-            }
-            if !del.is_empty() {
-                let u = bigints(del.iter().map(|(u, _)| *u), "user number")?;
-                let k: Vec<&str> = del.iter().map(|(_, k)| *k).collect();
-                t.query(
-                    "remove tracks",
-                    "DELETE FROM ls_tracks WHERE (user_no, key) IN \
-                     (SELECT * FROM UNNEST($1::bigint[], $2::text[]))",
-                    &[(&u, Type::INT8_ARRAY), (&k, Type::TEXT_ARRAY)],
-                )?;
             }
         }
         {
@@ -1280,40 +1215,34 @@ impl PgWrite {
                 )?;
             }
         }
-        if !p.quotas.is_empty() {
-            let k: Vec<i64> = p
-                .quotas
-                .keys()
-                .map(|k| to_i64(*k, "user number"))
-                .collect::<Result<_>>()?;
-            let v: Vec<&[u8]> = p.quotas.values().map(|v| v.as_slice()).collect();
-            t.query(
-                "write quotas",
-                "INSERT INTO ls_quotas (user_no, data) \
-                 SELECT * FROM UNNEST($1::bigint[], $2::bytea[]) \
-                 ON CONFLICT (user_no) DO UPDATE SET data = EXCLUDED.data",
-                &[(&k, Type::INT8_ARRAY), (&v, Type::BYTEA_ARRAY)],
-            )?;
-        }
-        for on in [true, false] {
-            let rows: Vec<_> = p.exempt.iter().filter(|(_, v)| **v == on).collect();
-            if rows.is_empty() {
-                continue;
+        {
+            let (put, del) = split(p.tracks.iter().map(|((u, k), v)| ((*u, k.as_str()), v)));
+            if !put.is_empty() {
+                let u = bigints(put.iter().map(|((u, _), _)| *u), "user number")?;
+                let k: Vec<&str> = put.iter().map(|((_, k), _)| *k).collect();
+                let v: Vec<&[u8]> = put.iter().map(|(_, v)| v.as_slice()).collect();
+                t.query(
+                    "write tracks",
+                    "INSERT INTO ls_tracks (user_no, key, record) \
+                     SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bytea[]) \
+                     ON CONFLICT (user_no, key) DO UPDATE SET record = EXCLUDED.record",
+                    &[
+                        (&u, Type::INT8_ARRAY),
+                        (&k, Type::TEXT_ARRAY),
+                        (&v, Type::BYTEA_ARRAY),
+                    ],
+                )?;
             }
-            let u = bigints(rows.iter().map(|((u, _), _)| *u), "user number")?;
-            let k: Vec<&str> = rows.iter().map(|((_, k), _)| k.as_str()).collect();
-            let sql = if on {
-                "INSERT INTO ls_quota_exempt (user_no, key) \
-                 SELECT * FROM UNNEST($1::bigint[], $2::text[]) ON CONFLICT DO NOTHING"
-            } else {
-                "DELETE FROM ls_quota_exempt WHERE (user_no, key) IN \
-                 (SELECT * FROM UNNEST($1::bigint[], $2::text[]))"
-            };
-            t.query(
-                "write quota exemptions",
-                sql,
-                &[(&u, Type::INT8_ARRAY), (&k, Type::TEXT_ARRAY)],
-            )?;
+            if !del.is_empty() {
+                let u = bigints(del.iter().map(|(u, _)| *u), "user number")?;
+                let k: Vec<&str> = del.iter().map(|(_, k)| *k).collect();
+                t.query(
+                    "remove tracks",
+                    "DELETE FROM ls_tracks WHERE (user_no, key) IN \
+                     (SELECT * FROM UNNEST($1::bigint[], $2::text[]))",
+                    &[(&u, Type::INT8_ARRAY), (&k, Type::TEXT_ARRAY)],
+                )?;
+            }
         }
         if !p.recordings.is_empty() {
             for on in [true, false] {
@@ -1345,6 +1274,97 @@ impl PgWrite {
                     ],
                 )?;
             }
+        }
+        for on in [true, false] {
+            let rows: Vec<_> = p.exempt.iter().filter(|(_, v)| **v == on).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let u = bigints(rows.iter().map(|((u, _), _)| *u), "user number")?;
+            let k: Vec<&str> = rows.iter().map(|((_, k), _)| k.as_str()).collect();
+            let sql = if on {
+                "INSERT INTO ls_quota_exempt (user_no, key) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[]) ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM ls_quota_exempt WHERE (user_no, key) IN \
+                 (SELECT * FROM UNNEST($1::bigint[], $2::text[]))"
+            };
+            t.query(
+                "write quota exemptions",
+                sql,
+                &[(&u, Type::INT8_ARRAY), (&k, Type::TEXT_ARRAY)],
+            )?;
+        }
+        if !p.user_names.is_empty() {
+            let k: Vec<i64> = p
+                .user_names
+                .keys()
+                .map(|k| to_i64(*k, "user number"))
+                .collect::<Result<_>>()?;
+            let v: Vec<&str> = p.user_names.values().map(String::as_str).collect();
+            t.query(
+                "write user names",
+                "INSERT INTO ls_user_names (no, name) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[]) \
+                 ON CONFLICT (no) DO UPDATE SET name = EXCLUDED.name",
+                &[(&k, Type::INT8_ARRAY), (&v, Type::TEXT_ARRAY)],
+            )?;
+        }
+        if !p.users.is_empty() {
+            let (k, v): (Vec<&str>, Vec<&[u8]>) = p
+                .users
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .unzip();
+            t.query(
+                "write users",
+                "INSERT INTO ls_users (name, data) SELECT * FROM UNNEST($1::text[], $2::bytea[]) \
+                 ON CONFLICT (name) DO UPDATE SET data = EXCLUDED.data",
+                &[(&k, Type::TEXT_ARRAY), (&v, Type::BYTEA_ARRAY)],
+            )?;
+        }
+        if !p.quotas.is_empty() {
+            let k: Vec<i64> = p
+                .quotas
+                .keys()
+                .map(|k| to_i64(*k, "user number"))
+                .collect::<Result<_>>()?;
+            let v: Vec<&[u8]> = p.quotas.values().map(|v| v.as_slice()).collect();
+            t.query(
+                "write quotas",
+                "INSERT INTO ls_quotas (user_no, data) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::bytea[]) \
+                 ON CONFLICT (user_no) DO UPDATE SET data = EXCLUDED.data",
+                &[(&k, Type::INT8_ARRAY), (&v, Type::BYTEA_ARRAY)],
+            )?;
+        }
+        if !p.state.is_empty() {
+            let (k, v): (Vec<&str>, Vec<&[u8]>) = p
+                .state
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .unzip();
+            t.query(
+                "write state",
+                "INSERT INTO ls_state (key, value) SELECT * FROM UNNEST($1::text[], $2::bytea[]) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[(&k, Type::TEXT_ARRAY), (&v, Type::BYTEA_ARRAY)],
+            )?;
+        }
+        if !p.counters.is_empty() {
+            let k: Vec<&str> = p.counters.keys().map(String::as_str).collect();
+            let v: Vec<i64> = p
+                .counters
+                .iter()
+                .map(|(k, v)| to_i64(*v, k))
+                .collect::<Result<_>>()?;
+            t.query(
+                "write counters",
+                "INSERT INTO ls_counters (key, value) \
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[(&k, Type::TEXT_ARRAY), (&v, Type::INT8_ARRAY)],
+            )?;
         }
         Ok(())
     }
@@ -1424,7 +1444,10 @@ impl MetaRead for PgWrite {
         self.txn.user_name(no)
     }
     fn users_raw(&self) -> Result<Vec<(String, UserRow)>> {
-        self.flush()?;
+        self.flush_part(|p| Pending {
+            users: std::mem::take(&mut p.users),
+            ..Pending::default()
+        })?;
         self.txn.users_raw()
     }
     fn track(&self, user: UserNo, key: &TrackKey) -> Result<Option<TrackRecord>> {
@@ -1439,14 +1462,20 @@ impl MetaRead for PgWrite {
         self.txn.track(user, key)
     }
     fn tracks_of(&self, user: UserNo) -> Result<Vec<(TrackKey, TrackRecord)>> {
-        self.flush()?;
+        self.flush_part(|p| Pending {
+            tracks: std::mem::take(&mut p.tracks),
+            ..Pending::default()
+        })?;
         self.txn.tracks_of(user)
     }
     fn for_each_track_raw(
         &self,
         f: &mut dyn FnMut(UserNo, &str, TrackRecord) -> Result<()>,
     ) -> Result<()> {
-        self.flush()?;
+        self.flush_part(|p| Pending {
+            tracks: std::mem::take(&mut p.tracks),
+            ..Pending::default()
+        })?;
         self.txn.for_each_track_raw(f)
     }
     fn chunk(&self, domain: Domain, id: &ChunkId) -> Result<Option<ChunkEntry>> {
@@ -1487,7 +1516,10 @@ impl MetaRead for PgWrite {
         &self,
         f: &mut dyn FnMut(Domain, ChunkId, ChunkEntry) -> Result<()>,
     ) -> Result<()> {
-        self.flush()?;
+        self.flush_part(|p| Pending {
+            chunks: std::mem::take(&mut p.chunks),
+            ..Pending::default()
+        })?;
         self.txn.for_each_chunk(f)
     }
     fn pack(&self, id: PackId) -> Result<Option<PackRow>> {
@@ -1497,7 +1529,10 @@ impl MetaRead for PgWrite {
         self.txn.pack(id)
     }
     fn packs(&self) -> Result<Vec<(PackId, PackRow)>> {
-        self.flush()?;
+        self.flush_part(|p| Pending {
+            packs: std::mem::take(&mut p.packs),
+            ..Pending::default()
+        })?;
         self.txn.packs()
     }
     fn quota(&self, user: UserNo) -> Result<Option<QuotaRow>> {
@@ -1522,7 +1557,10 @@ impl MetaRead for PgWrite {
         fp: &AudioFingerprint,
         limit: usize,
     ) -> Result<Vec<(UserNo, TrackKey)>> {
-        self.flush()?;
+        self.flush_part(|p| Pending {
+            recordings: std::mem::take(&mut p.recordings),
+            ..Pending::default()
+        })?;
         self.txn.recording_holders(fp, limit)
     }
     #[cfg(feature = "object-store")]
@@ -1648,5 +1686,99 @@ impl MetaWrite for PgWrite {
             .recordings
             .insert((fp.0, user.0, key.as_str().to_owned()), false);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The lease fence against the scratch PostgreSQL (`.ci/postgres.sh` starts it and sets
+    //! `LOCKERSTORE_PG_URL`; without it these tests say so and do nothing, except under `CI`).
+
+    use super::*;
+
+    /// A connection URL to a new, empty schema of the scratch server.
+    fn fresh_schema() -> Option<String> {
+        let Ok(server) = std::env::var("LOCKERSTORE_PG_URL") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must start PostgreSQL and set LOCKERSTORE_PG_URL (.ci/postgres.sh)"
+            );
+            eprintln!("no PostgreSQL (set LOCKERSTORE_PG_URL): PostgreSQL test not run");
+            return None;
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let schema = format!("unit_fence_{}_{nanos}", std::process::id());
+        let mut c = postgres::Client::connect(&server, NoTls).unwrap();
+        c.batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
+        let sep = if server.contains('?') { '&' } else { '?' };
+        Some(format!("{server}{sep}options=-csearch_path%3D{schema}"))
+    }
+
+    /// A store's metadata whose lease is renewed only every 20 s: within a test, it expires
+    /// or moves only when the test says so.
+    fn meta(url: &str) -> PgMeta {
+        let timing = Timing {
+            garbage_grace: Duration::from_secs(60),
+            lease_ttl: Duration::from_secs(60),
+            statement_timeout: Duration::from_secs(60),
+        };
+        PgMeta::connect(url, 4, true, timing).unwrap().0
+    }
+
+    fn probe_write(meta: &PgMeta, value: &[u8]) -> Result<()> {
+        meta.write(&mut |w| w.set_state("fence probe", value))
+    }
+
+    fn lost(r: Result<()>) -> bool {
+        matches!(r, Err(Error::LeaseLost(_)))
+    }
+
+    #[test]
+    fn a_lease_taken_over_fences_the_old_holders_commits() {
+        let Some(url) = fresh_schema() else { return };
+        let meta = meta(&url);
+        let mut other = postgres::Client::connect(&url, NoTls).unwrap();
+        let lease = meta.maintenance_lease("node a").unwrap().unwrap();
+        probe_write(&meta, b"held").unwrap();
+        // Node b takes the lease over (as it does once the lease has expired).
+        other
+            .batch_execute(
+                "UPDATE ls_leases SET holder = 'node b', token = token + 1, \
+                 expires_at = now() + interval '1 minute'",
+            )
+            .unwrap();
+        assert!(lost(probe_write(&meta, b"after the takeover")));
+        assert_eq!(
+            meta.state_now("fence probe").unwrap().as_deref(),
+            Some(&b"held"[..])
+        );
+        drop(lease);
+        // Without a lease, the thread's writes are not fenced.
+        probe_write(&meta, b"unfenced").unwrap();
+    }
+
+    #[test]
+    fn a_lease_that_expires_during_a_transaction_fences_its_commit() {
+        let Some(url) = fresh_schema() else { return };
+        let meta = meta(&url);
+        let mut other = postgres::Client::connect(&url, NoTls).unwrap();
+        let _lease = meta.maintenance_lease("node a").unwrap().unwrap();
+        // The lease is valid when the transaction starts and expires before it commits: the
+        // fence compares with the clock at the check, not with the transaction's start.
+        let r = meta.write(&mut |w| {
+            w.set_state("fence probe", b"late")?;
+            other
+                .batch_execute(
+                    "UPDATE ls_leases SET expires_at = clock_timestamp() + interval '200 ms'",
+                )
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            Ok(())
+        });
+        assert!(matches!(r, Err(Error::LeaseLost(_))), "{r:?}");
+        assert_eq!(meta.state_now("fence probe").unwrap(), None);
     }
 }

@@ -66,7 +66,12 @@ pub async fn start_with(store: &Path, extra: &[&str]) -> Server {
         .arg(store)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
-        .stderr(Stdio::null())
+        // The server's log is shown with `TEST_SERVER_LOG=1` (and `RUST_LOG` to choose levels).
+        .stderr(if std::env::var_os("TEST_SERVER_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .unwrap();
     let server = Server {
