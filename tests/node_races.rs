@@ -33,12 +33,30 @@ fn node_options(url: &str) -> Options {
         .lease_ttl(Duration::from_secs(2))
 }
 
+/// A node on a directory of its own.
+fn open_node(options: Options) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options).unwrap();
+    (dir, store)
+}
+
 /// Gives `data`, then blocks until told to finish, then EOF.
 struct Gate {
     data: Vec<u8>,
     pos: usize,
     gate: Option<mpsc::Receiver<()>>,
 }
+
+impl Gate {
+    fn new(data: Vec<u8>, gate: mpsc::Receiver<()>) -> Gate {
+        Gate {
+            data,
+            pos: 0,
+            gate: Some(gate),
+        }
+    }
+}
+
 impl Read for Gate {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.pos < self.data.len() {
@@ -63,16 +81,12 @@ fn a_put_whose_found_entries_another_node_promoted_is_refused_with_a_typed_error
     let Some((url, bucket)) = servers("promote") else {
         return;
     };
-    let da = tempfile::tempdir().unwrap();
-    let db = tempfile::tempdir().unwrap();
-    let a = Store::open(
-        da.path(),
+    let (_da, a) = open_node(
         node_options(&url)
             .mode(LicenseMode::PerUserCopy)
             .object_packs(bucket),
-    )
-    .unwrap();
-    let b = Store::open(db.path(), node_options(&url)).unwrap();
+    );
+    let (_db, b) = open_node(node_options(&url));
     let u = user("u");
     let bytes = audio("shared content", 40 << 20); // several 8 MiB regions looked up before the gate
     a.put_with(
@@ -93,11 +107,7 @@ fn a_put_whose_found_entries_another_node_promoted_is_refused_with_a_typed_error
             b.put_with(
                 &u,
                 &key("sony.mp3"),
-                Gate {
-                    data: bytes.clone(),
-                    pos: 0,
-                    gate: Some(rx),
-                },
+                Gate::new(bytes.clone(), rx),
                 &PutOptions::default().rights_holder(RightsHolder::new("Sony").unwrap()),
             )
         });
@@ -127,16 +137,12 @@ fn a_licence_that_ends_by_the_clock_during_another_nodes_put_gets_no_shared_trac
     let Some((url, bucket)) = servers("until") else {
         return;
     };
-    let da = tempfile::tempdir().unwrap();
-    let db = tempfile::tempdir().unwrap();
-    let a = Store::open(
-        da.path(),
+    let (_da, a) = open_node(
         node_options(&url)
             .mode(LicenseMode::PerUserCopy)
             .object_packs(bucket),
-    )
-    .unwrap();
-    let b = Store::open(db.path(), node_options(&url)).unwrap();
+    );
+    let (_db, b) = open_node(node_options(&url));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -154,11 +160,7 @@ fn a_licence_that_ends_by_the_clock_during_another_nodes_put_gets_no_shared_trac
             b.put_with(
                 &user("u"),
                 &key("emi.mp3"),
-                Gate {
-                    data: bytes.clone(),
-                    pos: 0,
-                    gate: Some(rx),
-                },
+                Gate::new(bytes.clone(), rx),
                 &PutOptions::default().rights_holder(emi.clone()),
             )
         });
@@ -199,16 +201,12 @@ fn a_commit_held_past_the_ingest_time_limit_never_loses_an_acknowledged_track() 
             .ingest_time_limit(limit)
             .deletion_grace(Duration::ZERO)
     };
-    let da = tempfile::tempdir().unwrap();
-    let db = tempfile::tempdir().unwrap();
-    let a = Store::open(
-        da.path(),
+    let (_da, a) = open_node(
         opts(&url)
             .mode(LicenseMode::SingleMaster)
             .object_packs(bucket),
-    )
-    .unwrap();
-    let b = Store::open(db.path(), opts(&url)).unwrap();
+    );
+    let (_db, b) = open_node(opts(&url));
     a.put(&user("u0"), &key("first.mp3"), &audio("first", 100_000)[..])
         .unwrap(); // counter rows exist
     let mut locker = postgres::Client::connect(&url, postgres::NoTls).unwrap();
@@ -222,43 +220,6 @@ fn a_commit_held_past_the_ingest_time_limit_never_loses_an_acknowledged_track() 
         a.gc(lockerstore::GcOptions::default(), &mut |_| {})
             .unwrap(); // mark above the put's pack id
         std::thread::sleep(limit * 3 + Duration::from_secs(2));
-        eprintln!("put finished before 2nd GC? {}", p.is_finished());
-        let mut q = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        for r in q
-            .query(
-                "SELECT key, value FROM ls_counters WHERE key in ('next_pack_id','tracks')",
-                &[],
-            )
-            .unwrap()
-        {
-            eprintln!("  counter {}={}", r.get::<_, String>(0), r.get::<_, i64>(1));
-        }
-        for r in q.query("SELECT id FROM ls_packs", &[]).unwrap() {
-            eprintln!("  pack row {}", r.get::<_, i64>(0));
-        }
-        for r in q
-            .query(
-                "SELECT value FROM ls_state WHERE key = 'pack_id_marks'",
-                &[],
-            )
-            .unwrap()
-        {
-            let v: Vec<u8> = r.get(0);
-            for c in v.chunks(16) {
-                eprintln!(
-                    "  mark id={} at={}",
-                    u64::from_le_bytes(c[..8].try_into().unwrap()),
-                    u64::from_le_bytes(c[8..].try_into().unwrap())
-                );
-            }
-        }
-        eprintln!(
-            "  now={}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-        );
         let gc = a
             .gc(lockerstore::GcOptions::default(), &mut |_| {})
             .unwrap();
@@ -266,8 +227,7 @@ fn a_commit_held_past_the_ingest_time_limit_never_loses_an_acknowledged_track() 
         txn.rollback().unwrap();
         let out = p.join().unwrap();
         eprintln!("the put: {out:?}");
-        let c_dir = tempfile::tempdir().unwrap();
-        let c = Store::open(c_dir.path(), opts(&url)).unwrap();
+        let (_dc, c) = open_node(opts(&url));
         let read = c.read_track(&user("u"), &key("late.mp3"));
         match out {
             Ok(_) => assert_eq!(read.unwrap(), bytes, "an acknowledged track reads back"),

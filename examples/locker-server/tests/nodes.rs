@@ -12,6 +12,8 @@
 //! third users' uploads add no chunk and no physical byte); in per-user-copy mode each user
 //! holds a copy of their own (three times the chunks); the audit is clean either way.
 
+#[path = "subsonic/client.rs"]
+mod client;
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -68,26 +70,6 @@ fn fresh_schema(server: &str, label: &str) -> String {
     format!("{server}{sep}options=-csearch_path%3D{schema}")
 }
 
-/// The album: every music fixture of the repository.
-fn album() -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
-    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.extension().is_some_and(|e| {
-                ["mp3", "flac", "m4a", "ogg", "opus"].contains(&e.to_str().unwrap())
-            })
-        })
-        .map(|p| {
-            let name = p.file_name().unwrap().to_str().unwrap().to_owned();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// The arguments every command and node of the store takes.
 struct Cluster {
     args: Vec<String>,
@@ -114,32 +96,11 @@ async fn get_json(http: &Client, url: String, key: &str) -> Value {
     r.json().await.unwrap()
 }
 
-async fn subsonic(
-    http: &Client,
-    base: &str,
-    key: &str,
-    method: &str,
-    extra: &[(&str, &str)],
-) -> Value {
-    let mut q: Vec<(&str, &str)> = vec![
-        ("apiKey", key),
-        ("v", "1.16.1"),
-        ("c", "test"),
-        ("f", "json"),
-    ];
-    q.extend_from_slice(extra);
-    let v: Value = http
-        .get(format!("{base}/rest/{method}"))
-        .query(&q)
-        .send()
+/// A Subsonic JSON call that must succeed, with the key's credentials.
+async fn subsonic(base: &str, key: &str, method: &str, params: &[(&str, &str)]) -> Value {
+    client::Client::new(base)
+        .ok(method, &client::Auth::Key(key.to_owned()), params)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let r = &v["subsonic-response"];
-    assert_eq!(r["status"], "ok", "{method}: {v}");
-    r.clone()
 }
 
 async fn three_nodes(mode: &str) {
@@ -197,7 +158,7 @@ async fn three_nodes(mode: &str) {
     }
 
     // Alice first: her tracks spread over the three nodes, uploaded at once.
-    let album = album();
+    let album = client::fixtures();
     let upload = |user: usize, shift: usize| {
         let http = http.clone();
         let album = album.clone();
@@ -257,7 +218,6 @@ async fn three_nodes(mode: &str) {
         for key in &keys {
             let started = Instant::now();
             let found = subsonic(
-                &http,
                 &node.base,
                 key,
                 "search3",
@@ -282,7 +242,6 @@ async fn three_nodes(mode: &str) {
 
     // Stars made through node 1 are seen through node 3.
     let found = subsonic(
-        &http,
         &nodes[0].base,
         &keys[0],
         "search3",
@@ -293,8 +252,8 @@ async fn three_nodes(mode: &str) {
         .as_str()
         .unwrap()
         .to_owned();
-    subsonic(&http, &nodes[0].base, &keys[0], "star", &[("id", &song)]).await;
-    let starred = subsonic(&http, &nodes[2].base, &keys[0], "getStarred2", &[]).await;
+    subsonic(&nodes[0].base, &keys[0], "star", &[("id", &song)]).await;
+    let starred = subsonic(&nodes[2].base, &keys[0], "getStarred2", &[]).await;
     assert_eq!(starred["starred2"]["song"][0]["id"], song.as_str());
 
     // A web session signed in through node 2 works through node 3, and ends everywhere.
